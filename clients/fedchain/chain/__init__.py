@@ -1,0 +1,29 @@
+"""Chain layer: contract artifacts, typed bindings over web3.py, transactions and events."""
+
+from fedchain.chain.accounts import devnet_account, resolve_account
+from fedchain.chain.connection import connect
+from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
+from fedchain.chain.events import ChainEvent, EventFollower
+from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
+from fedchain.chain.task import DeviceInfo, Phase, RoundInfo, TaskClient, TaskConfig, deploy_task
+
+__all__ = [
+    "ArtifactMissing",
+    "ChainError",
+    "ChainEvent",
+    "ChainUnavailable",
+    "ContractRevert",
+    "DeviceInfo",
+    "EventFollower",
+    "Phase",
+    "RoundInfo",
+    "TaskClient",
+    "TaskConfig",
+    "connect",
+    "deploy_task",
+    "devnet_account",
+    "fold_inputs_hash",
+    "initial_inputs_hash",
+    "inputs_hash",
+    "resolve_account",
+]

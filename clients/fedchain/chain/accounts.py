@@ -1,0 +1,74 @@
+"""Signing accounts: the devnet's well-known test keys, or a real key from the environment or a keystore.
+
+Keys are never printed or logged; only addresses are.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+# The well-known development mnemonic (Anvil's and Hardhat's default); fedchain starts Ganache with it too so both
+# chains have the same funded accounts. Never use it on a public network.
+DEVNET_MNEMONIC = "test test test test test test test test test test test junk"
+KEY_ENV = "FEDCHAIN_PRIVATE_KEY"
+KEYSTORE_PASSWORD_ENV = "FEDCHAIN_KEYSTORE_PASSWORD"
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def devnet_account(index: int, mnemonic: str = DEVNET_MNEMONIC) -> LocalAccount:
+    """The `index`-th account of the development mnemonic (BIP-44 path m/44'/60'/0'/0/index)."""
+    if index < 0:
+        raise ValueError(f"account index must be >= 0, got {index}")
+    return Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def devnet_addresses(count: int, mnemonic: str = DEVNET_MNEMONIC) -> list[str]:
+    return [devnet_account(i, mnemonic).address for i in range(count)]
+
+
+def account_from_env(var: str = KEY_ENV) -> LocalAccount:
+    """A private key (hex) read from an environment variable."""
+    key = os.environ.get(var)
+    if not key:
+        raise ValueError(f"environment variable {var} is not set (it should hold a hex private key)")
+    try:
+        return Account.from_key(key.strip())
+    except (ValueError, TypeError) as exc:  # never echo the key itself
+        raise ValueError(f"environment variable {var} does not hold a valid private key") from exc
+
+
+def account_from_keystore(path: Path, password: str | None = None) -> LocalAccount:
+    """Decrypt a JSON keystore (geth/web3 format); the password comes from the argument, the env, or a prompt."""
+    if password is None:
+        password = os.environ.get(KEYSTORE_PASSWORD_ENV)
+    if password is None:
+        password = getpass.getpass(f"password for keystore {path}: ")
+    try:
+        key = Account.decrypt(json.loads(Path(path).read_text()), password)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot decrypt keystore {path}: {exc}") from exc
+    return Account.from_key(key)
+
+
+def resolve_account(
+    index: int | None = None,
+    *,
+    key_env: str | None = None,
+    keystore: Path | None = None,
+    mnemonic: str = DEVNET_MNEMONIC,
+) -> LocalAccount:
+    """Pick the signing account: keystore, then a key in the environment, then a devnet index."""
+    if keystore is not None:
+        return account_from_keystore(keystore)
+    if key_env is not None:
+        return account_from_env(key_env)
+    if index is not None:
+        return devnet_account(index, mnemonic)
+    raise ValueError("no account given: pass an account index (devnet), a key env variable, or a keystore")

@@ -1,0 +1,203 @@
+"""Sending transactions: local signing, nonce tracking, EIP-1559 fees, receipts, and decoded reverts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+
+from fedchain.chain.errors import ChainError, ContractRevert
+
+GAS_MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """What a mined transaction cost."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    effective_gas_price: int
+
+
+class ErrorDecoder:
+    """Maps 4-byte selectors of the ABI's custom errors back to names and arguments."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+        for entry in abi:
+            if entry.get("type") != "error":
+                continue
+            types = [_abi_type(i) for i in entry.get("inputs", [])]
+            selector = function_signature_to_4byte_selector(f"{entry['name']}({','.join(types)})")
+            self._errors[selector] = (entry["name"], types)
+        # Solidity's built-in Error(string) and Panic(uint256).
+        self._errors[bytes.fromhex("08c379a0")] = ("Error", ["string"])
+        self._errors[bytes.fromhex("4e487b71")] = ("Panic", ["uint256"])
+
+    def decode(self, data: str | bytes | None) -> ContractRevert:
+        raw = data if isinstance(data, bytes) else bytes.fromhex((data or "0x")[2:] if data else "")
+        name, types = self._errors.get(raw[:4], ("", []))
+        if not name:
+            return ContractRevert("", (), "0x" + raw.hex())
+        try:
+            args = tuple(abi_decode(types, raw[4:]))
+        except Exception:  # malformed revert data: keep the raw bytes for the message
+            args = ()
+        return ContractRevert(name, args, "0x" + raw.hex())
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    if param["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return param["type"]
+
+
+def _revert_data(exc: Exception) -> str | None:
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        return data
+    if isinstance(data, dict):  # some nodes nest it
+        inner = data.get("data")
+        if isinstance(inner, str):
+            return inner
+    return None
+
+
+class TransactionSender:
+    """Signs and sends one account's transactions, tracking its nonce locally.
+
+    One sender per account per process: the nonce is read from the chain once and then counted here, which lets
+    callers send without waiting for each receipt.
+    """
+
+    def __init__(self, w3: Web3, account: LocalAccount, decoder: ErrorDecoder, receipt_timeout: float = 120.0):
+        self.w3 = w3
+        self.account = account
+        self.decoder = decoder
+        self.receipt_timeout = receipt_timeout
+        self._nonce: int | None = None
+        self._chain_id = w3.eth.chain_id
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def call(self, fn: ContractFunction) -> Any:
+        """A read-only call with custom errors decoded."""
+        try:
+            return fn.call({"from": self.address})
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self.decoder.decode(_revert_data(exc)) from exc
+
+    def transact(self, fn: ContractFunction, value: int = 0) -> TxResult:
+        """Estimate, sign, send and wait; a revert raises ContractRevert naming the contract's custom error."""
+        try:
+            gas = fn.estimate_gas({"from": self.address, "value": value})
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self.decoder.decode(_revert_data(exc)) from exc
+        tx = fn.build_transaction(
+            {
+                "from": self.address,
+                "value": value,
+                "gas": int(gas * GAS_MARGIN),
+                "nonce": self._next_nonce(),
+                "chainId": self._chain_id,
+                **self._fees(),
+            }
+        )
+        return self._send(tx, fn)
+
+    def deploy(self, abi: list[dict[str, Any]], bytecode: str, *args: Any) -> tuple[str, TxResult]:
+        """Deploy a contract; returns its address and the receipt summary."""
+        factory = self.w3.eth.contract(abi=abi, bytecode=bytecode)
+        ctor = factory.constructor(*args)
+        try:
+            gas = ctor.estimate_gas({"from": self.address})
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self.decoder.decode(_revert_data(exc)) from exc
+        tx = ctor.build_transaction(
+            {
+                "from": self.address,
+                "gas": int(gas * GAS_MARGIN),
+                "nonce": self._next_nonce(),
+                "chainId": self._chain_id,
+                **self._fees(),
+            }
+        )
+        result = self._send(tx, None)
+        receipt = self.w3.eth.get_transaction_receipt(result.tx_hash)
+        return receipt["contractAddress"], result
+
+    def _send(self, tx: dict[str, Any], fn: ContractFunction | None) -> TxResult:
+        signed = self.account.sign_transaction(tx)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Exception:
+            self._nonce = None  # re-read the nonce next time: the node may have rejected it
+            raise
+        try:
+            # Anvil's automine answers before the receipt exists: always wait for it.
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
+        except TimeExhausted as exc:
+            self._nonce = None
+            raise ChainError(f"transaction {tx_hash.hex()} not mined within {self.receipt_timeout:.0f}s") from exc
+        if receipt["status"] != 1:
+            raise self._explain_failure(tx, receipt["blockNumber"], fn)
+        return TxResult(
+            tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            block_number=receipt["blockNumber"],
+            gas_used=receipt["gasUsed"],
+            effective_gas_price=receipt.get("effectiveGasPrice", 0),
+        )
+
+    def _explain_failure(self, tx: dict[str, Any], block: int, fn: ContractFunction | None) -> ContractRevert:
+        """The state changed between estimate and mining: replay the call at that block for the reason."""
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        try:
+            self.w3.eth.call(call, block - 1 if block > 0 else "latest")
+            self.w3.eth.call(call, block)
+        except (ContractCustomError, ContractLogicError) as exc:
+            return self.decoder.decode(_revert_data(exc))
+        except Exception as exc:
+            return ContractRevert("", (), str(exc))
+        return ContractRevert("", (), "reverted on chain (reason not reproducible)")
+
+    def _next_nonce(self) -> int:
+        if self._nonce is None:
+            self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+        nonce = self._nonce
+        self._nonce += 1
+        return nonce
+
+    def _fees(self) -> dict[str, int]:
+        block = self.w3.eth.get_block("latest")
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is None:
+            return {"gasPrice": self.w3.eth.gas_price}
+        try:
+            tip = self.w3.eth.max_priority_fee
+        except Exception:  # not every node implements eth_maxPriorityFeePerGas
+            tip = Web3.to_wei(1, "gwei")
+        tip = max(tip, 1)
+        return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    """Poll `predicate` until true or timeout; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
