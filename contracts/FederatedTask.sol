@@ -12,6 +12,10 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///      with fewer than minUpdates extends the round. Storage is packed so that `submitUpdate` writes two slots
 ///      that are already non-zero: the device record and the round's submission accumulator.
 contract FederatedTask is AccessControl {
+    /// @notice Largest sample count one update may claim. Capping it keeps a round's uint64 total from overflowing,
+    ///         which would otherwise let one device make every later submission of the round revert.
+    uint64 public constant MAX_SAMPLES_PER_UPDATE = type(uint32).max;
+
     /// @notice Role allowed to commit aggregates.
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
 
@@ -82,6 +86,8 @@ contract FederatedTask is AccessControl {
     error DeviceAlreadyApproved(address account);
     error AlreadySubmitted(address device, uint32 round);
     error ZeroSamples();
+    error TooManySamples(uint64 given, uint64 max);
+    error ZeroAddress();
     error EmptyDigest();
     error DeadlineNotReached(uint64 deadline, uint64 nowTimestamp);
     error InputsMismatch(bytes20 expected, bytes20 given);
@@ -165,6 +171,7 @@ contract FederatedTask is AccessControl {
         uint32 round = _round.round;
         uint32 added;
         for (uint256 i; i < devices.length; ++i) {
+            if (devices[i] == address(0)) revert ZeroAddress();
             DeviceRecord storage record = _devices[devices[i]];
             if (record.approved) continue;
             record.approved = true;
@@ -212,6 +219,7 @@ contract FederatedTask is AccessControl {
         if (round != state.round) revert WrongRound(state.round, round);
         if (updateDigest == bytes32(0)) revert EmptyDigest();
         if (numSamples == 0) revert ZeroSamples();
+        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
         DeviceRecord storage record = _devices[msg.sender];
         if (!record.approved) revert NotApprovedDevice(msg.sender);
         if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);

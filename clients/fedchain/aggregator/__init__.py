@@ -1,0 +1,1 @@
+"""Aggregator role: an event-triggered worker per task."""

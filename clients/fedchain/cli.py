@@ -1,0 +1,289 @@
+"""The `fedchain` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="fedchain: federated learning for medical IoT devices, coordinated by Ethereum contracts, weights on IPFS.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+StateFile = Annotated[Path, typer.Option("--state-file", help="Devnet state file written by `fedchain devnet`.")]
+RpcUrl = Annotated[str | None, typer.Option("--rpc-url", help="Ethereum JSON-RPC URL (default: the devnet's).")]
+IpfsApi = Annotated[str | None, typer.Option("--ipfs-api", help="Kubo RPC API URL (default: the devnet's).")]
+AccountIndex = Annotated[int | None, typer.Option("--account", help="Devnet account index (well-known test keys).")]
+KeyEnv = Annotated[
+    str | None, typer.Option("--key-env", help="Environment variable holding a hex private key (testnets).")
+]
+Keystore = Annotated[Path | None, typer.Option("--keystore", help="JSON keystore file (password from env or prompt).")]
+
+
+def _default_state_file() -> Path:
+    from fedchain.devnet import DEFAULT_STATE_FILE
+
+    return DEFAULT_STATE_FILE
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "urllib3", "web3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _endpoints(state_file: Path, rpc_url: str | None, ipfs_api: str | None) -> tuple[str, str]:
+    if rpc_url and ipfs_api:
+        return rpc_url, ipfs_api
+    from fedchain.devnet import DevnetState
+
+    try:
+        state = DevnetState.load(state_file)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return rpc_url or state.rpc_url, ipfs_api or state.ipfs_api
+
+
+def _account(index: int | None, key_env: str | None, keystore: Path | None, default_index: int | None):
+    from fedchain.chain.accounts import resolve_account
+
+    if index is None and key_env is None and keystore is None:
+        index = default_index
+    try:
+        return resolve_account(index, key_env=key_env, keystore=keystore)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _exit_on_sigterm() -> None:
+    # Turn SIGTERM into KeyboardInterrupt so `finally` blocks run and children are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
+@app.command()
+def ipfs(
+    repo: Annotated[Path, typer.Option(help="Kubo repository folder.")] = Path(".fedchain/ipfs-repo"),
+    port: Annotated[int, typer.Option(help="Port of the Kubo RPC API on 127.0.0.1 (0: any free port).")] = 5001,
+    ready_file: Annotated[Path | None, typer.Option(help="Write the API URL here once listening.")] = None,
+) -> None:
+    """Run the embedded Kubo node and serve the Kubo RPC subset on 127.0.0.1."""
+    from fedchain.storage.node import serve
+
+    serve(repo, port=port, ready_file=ready_file)
+
+
+@app.command()
+def devnet(
+    chain: Annotated[str, typer.Option(help="ganache or anvil.")] = "ganache",
+    rpc_port: Annotated[int, typer.Option(help="Chain RPC port on 127.0.0.1.")] = 8545,
+    ipfs_port: Annotated[int, typer.Option(help="Kubo RPC port on 127.0.0.1.")] = 5001,
+    accounts: Annotated[int, typer.Option(help="Funded accounts.")] = 30,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+) -> None:
+    """Start a local chain (Ganache or Anvil) and the IPFS service; write the state file; run until Ctrl-C."""
+    from fedchain.devnet import Devnet
+
+    _exit_on_sigterm()
+    net = Devnet(state_file.parent / f"devnet-{chain}", chain, rpc_port, ipfs_port, accounts)
+    try:
+        state = net.start()
+        state.save(state_file)
+        console.print(
+            f"[green]devnet up[/]: {chain} at {state.rpc_url} (chain id {state.chain_id}), IPFS at {state.ipfs_api}"
+        )
+        console.print(f"state file: {state_file}; {len(state.accounts)} funded accounts; Ctrl-C stops it")
+        while True:
+            net.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        net.stop()
+        state_file.unlink(missing_ok=True)
+        console.print("devnet stopped")
+
+
+@app.command()
+def deploy(
+    rounds: Annotated[int, typer.Option(help="Number of rounds.")] = 10,
+    devices: Annotated[int, typer.Option(help="Approve devnet accounts 2..2+N-1 as devices.")] = 5,
+    min_updates: Annotated[int | None, typer.Option(help="Updates needed once the deadline passes.")] = None,
+    max_updates: Annotated[
+        int | None, typer.Option(help="Updates that close a round at once (default: devices).")
+    ] = None,
+    round_duration: Annotated[int, typer.Option(help="Round deadline in seconds.")] = 120,
+    device_address: Annotated[list[str] | None, typer.Option("--device-address", help="Approve these devices.")] = None,
+    aggregator_address: Annotated[
+        list[str] | None, typer.Option("--aggregator-address", help="Grant AGGREGATOR_ROLE to these accounts.")
+    ] = None,
+    no_start: Annotated[bool, typer.Option("--no-start", help="Deploy without opening round 1.")] = False,
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Deploy a training task (description and initial model on IPFS), approve participants, open round 1."""
+    from fedchain.chain import connect
+    from fedchain.chain.accounts import devnet_addresses
+    from fedchain.deploy import TaskPlan, create_task
+    from fedchain.storage import IpfsClient
+
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    admin = _account(account, key_env, keystore, default_index=0)
+    on_devnet = key_env is None and keystore is None
+    device_list = list(device_address or [])
+    aggregator_list = list(aggregator_address or [])
+    if on_devnet and not device_list:
+        device_list = devnet_addresses(2 + devices)[2:]
+    if on_devnet and not aggregator_list:
+        aggregator_list = [devnet_addresses(2)[1]]
+    n = len(device_list) or devices
+    plan = TaskPlan(
+        num_rounds=rounds,
+        min_updates=min_updates or max(1, (n * 3 + 4) // 5),
+        max_updates=max_updates or n,
+        round_duration=round_duration,
+        devices=tuple(device_list),
+        aggregators=tuple(aggregator_list),
+        start=not no_start,
+    )
+    with IpfsClient(api) as client:
+        deployed = create_task(connect(rpc, wait=10), admin, client, plan)
+    result = {
+        "task": deployed.address,
+        "admin": admin.address,
+        "spec_cid": deployed.spec_cid,
+        "initial_model_cid": deployed.initial_model_cid,
+        "devices": device_list,
+        "aggregators": aggregator_list,
+        "gas": deployed.gas,
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"task deployed at [bold]{deployed.address}[/] (admin {admin.address})")
+        console.print(f"model description {deployed.spec_cid}, initial model {deployed.initial_model_cid}")
+        console.print(f"{len(device_list)} devices approved, aggregators: {', '.join(aggregator_list) or 'none'}")
+
+
+@app.command()
+def device(
+    task: Annotated[str, typer.Option(help="Task contract address.")],
+    partition: Annotated[str, typer.Option(help="This device's share of the demo dataset, I/N (0-based).")] = "0/1",
+    non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for a label-skewed partition.")] = None,
+    data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
+    online: Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")] = True,
+    max_rounds: Annotated[int | None, typer.Option(help="Leave after training this many rounds.")] = None,
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Run one device: register, wait for rounds, train locally, upload the update, submit its digest."""
+    import torch
+
+    from fedchain.device.runner import DeviceRunner, DeviceSettings
+    from fedchain.learning.data import parse_partition
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    torch.set_num_threads(1)  # one process per device; many share the machine's cores
+    try:
+        index, parts = parse_partition(partition)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    settings = DeviceSettings(task, rpc, api, index, parts, non_iid, data_seed, online)
+    runner = DeviceRunner(settings, _account(account, key_env, keystore, default_index=None))
+    try:
+        runner.run(max_rounds=max_rounds)
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device").info("stopped")
+
+
+@app.command()
+def aggregator(
+    task: Annotated[str, typer.Option(help="Task contract address.")],
+    evaluate: Annotated[bool, typer.Option(help="Evaluate each aggregate on the task's held-out set.")] = True,
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Run the aggregator: react to round events, aggregate verified updates, commit the new global model."""
+    import torch
+
+    from fedchain.aggregator.worker import AggregatorSettings, AggregatorWorker
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    torch.set_num_threads(1)
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    worker = AggregatorWorker(
+        AggregatorSettings(task, rpc, api, evaluate=evaluate), _account(account, key_env, keystore, default_index=1)
+    )
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.aggregator").info("stopped")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(help="Number of device processes.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Number of rounds.")] = 10,
+    chain: Annotated[str, typer.Option(help="ganache or anvil.")] = "ganache",
+    non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for label-skewed device data.")] = None,
+    online: Annotated[bool, typer.Option(help="Device data arrives as a stream.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: a JSON summary.")] = False,
+    workdir: Annotated[Path | None, typer.Option(help="Where logs and the IPFS repo go.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+) -> None:
+    """Start a devnet, deploy a task, run one process per device plus the aggregator, and show each round."""
+    from fedchain.demo import DemoOptions, run_demo
+
+    _exit_on_sigterm()
+    options = DemoOptions(
+        devices=devices,
+        rounds=rounds,
+        chain=chain,
+        non_iid=non_iid,
+        online=online,
+        workdir=workdir or Path(".fedchain") / f"demo-{int(time.time())}-{os.getpid()}",
+        timeout=timeout,
+    )
+    summary = run_demo(options, console=console, live=not as_json or sys.stderr.isatty())
+    if as_json:
+        print(json.dumps(summary))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Device role: one process per device."""

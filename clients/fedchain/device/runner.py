@@ -1,0 +1,177 @@
+"""One device's loop: wait for a round, fetch the global model, train on what has arrived, upload, submit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
+from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
+from fedchain.learning.model import build_model, get_weights, set_weights
+from fedchain.learning.spec import TaskSpec
+from fedchain.learning.train import round_seed, train_local
+from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+
+log = logging.getLogger("fedchain.device")
+
+# Reverts that mean "this round moved on without us": not an error for the device.
+ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadySubmitted"}
+# Events after which a device re-reads the task's state.
+WAKE_EVENTS = {"RoundOpened", "TaskFinished", "TaskCancelled", "DeviceRemoved", "DeviceApproved"}
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a device finds its task and its local data."""
+
+    task_address: str
+    rpc_url: str
+    ipfs_api: str
+    partition_index: int = 0
+    num_partitions: int = 1
+    non_iid_alpha: float | None = None
+    data_seed: int = 0
+    online: bool = True
+    initial_fraction: float = 0.3
+    per_round_fraction: float = 0.1
+    poll_interval: float = 0.25
+    state_recheck: float = 5.0
+    join_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    round: int
+    update_cid: str
+    num_samples: int
+    train_loss: float
+    train_seconds: float
+    gas_used: int
+
+
+class DeviceRunner:
+    """Runs one device until the task finishes (or `max_rounds` rounds were trained)."""
+
+    def __init__(self, settings: DeviceSettings, account: LocalAccount) -> None:
+        self.settings = settings
+        self.account = account
+        self.w3 = connect(settings.rpc_url, wait=30)
+        self.task = TaskClient.for_account(self.w3, settings.task_address, account)
+        self.ipfs = IpfsClient(settings.ipfs_api)
+        spec_cid = digest_to_cid(self.task.config().model_spec_digest)
+        self.spec = TaskSpec.from_json(self.ipfs.cat(spec_cid, max_size=1 << 20))
+        train, _ = load_dataset(self.spec.dataset)
+        self.local_data = device_partition(
+            train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
+        )
+        self.stream = (
+            OnlineStream(
+                self.local_data,
+                settings.initial_fraction,
+                settings.per_round_fraction,
+                seed=settings.data_seed + settings.partition_index,
+            )
+            if settings.online
+            else None
+        )
+        self.model = build_model(self.spec.model, seed=self.spec.seed)
+        self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def ensure_registered(self) -> None:
+        """Ask to join if not approved, then wait for the admin's approval."""
+        if self.task.device_info(self.address).approved:
+            return
+        log.info("device %s is not approved: requesting to join", self.address)
+        self.task.request_join()
+        deadline = time.monotonic() + self.settings.join_timeout
+        while not self.task.device_info(self.address).approved:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"device {self.address} was not approved within {self.settings.join_timeout:.0f}s")
+            time.sleep(self.settings.poll_interval)
+        log.info("device %s approved", self.address)
+
+    def data_for_round(self, round_index: int) -> Dataset:
+        """Everything that has arrived on the device by this round (online), or its whole partition."""
+        return self.stream.seen(round_index - 1) if self.stream is not None else self.local_data
+
+    def run(self, max_rounds: int | None = None, on_round: Callable[[RoundOutcome], None] | None = None) -> int:
+        """React to round events until the task ends; returns the number of rounds trained."""
+        self.ensure_registered()
+        trained = 0
+        state = self.task.current_round()
+        while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
+            if state.phase == Phase.OPEN and self._should_train(state):
+                outcome = self.train_round(state)
+                if outcome is not None:
+                    trained += 1
+                    if on_round is not None:
+                        on_round(outcome)
+                    if max_rounds is not None and trained >= max_rounds:
+                        break
+            self._wait_for_events()
+            state = self.task.current_round()
+        log.info("task %s is %s after %d rounds here", self.task.address, state.phase.name.lower(), trained)
+        return trained
+
+    def _should_train(self, state: RoundInfo) -> bool:
+        info = self.task.device_info(self.address)
+        if not info.approved:
+            log.warning("device %s is no longer approved: stopping", self.address)
+            raise PermissionError(f"device {self.address} was removed from task {self.task.address}")
+        return info.last_round != state.round
+
+    def _wait_for_events(self) -> None:
+        """Block until the contract emits an event that concerns devices; re-read state now and then regardless."""
+        deadline = time.monotonic() + self.settings.state_recheck
+        while time.monotonic() < deadline:
+            if any(e.name in WAKE_EVENTS for e in self.follower.poll()):
+                return
+            time.sleep(self.settings.poll_interval)
+
+    def train_round(self, state: RoundInfo) -> RoundOutcome | None:
+        """Fetch the round's global model, train locally, upload the update and submit its digest."""
+        round_index = state.round
+        weights = self.ipfs.get_weights(digest_to_cid(state.global_model_digest))
+        set_weights(self.model, weights)
+        data = self.data_for_round(round_index)
+        seed = round_seed(self.spec.seed, round_index, self.address)
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        result = train_local(self.model, data, self.spec.train, seed=seed)
+        train_seconds = time.perf_counter() - started
+        metadata = {
+            "fedchain.kind": "update",
+            "fedchain.task": self.task.address,
+            "fedchain.round": str(round_index),
+            "fedchain.device": self.address,
+            "fedchain.num_samples": str(len(data)),
+            "fedchain.train_seconds": f"{train_seconds:.6f}",
+            "fedchain.train_loss": f"{result.loss:.6f}",
+        }
+        cid = self.ipfs.put_weights(get_weights(self.model), metadata)
+        try:
+            tx = self.task.submit_update(round_index, cid_to_digest(cid), len(data))
+        except ContractRevert as exc:
+            if exc.error in ROUND_MOVED_ON:
+                log.info("round %d closed before our update landed (%s)", round_index, exc.error)
+                return None
+            raise
+        log.info(
+            "round %d: trained on %d samples (loss %.4f, %.2fs), update %s, gas %d",
+            round_index,
+            len(data),
+            result.loss,
+            train_seconds,
+            cid,
+            tx.gas_used,
+        )
+        return RoundOutcome(round_index, cid, len(data), result.loss, train_seconds, tx.gas_used)

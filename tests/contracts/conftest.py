@@ -1,0 +1,261 @@
+"""Fixtures and helpers for the contract tests (brownie, on a local Anvil started by brownie)."""
+
+import hashlib
+from contextlib import contextmanager
+from enum import IntEnum
+
+import brownie
+import pytest
+from brownie import web3
+from brownie.exceptions import _errors as brownie_errors
+from brownie.exceptions import decode_typed_error
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_canonical_address
+
+NUM_ROUNDS = 3
+MIN_UPDATES = 2
+MAX_UPDATES = 3
+ROUND_DURATION = 600
+STRATEGY_ID = 0
+
+ZERO_ADDRESS = "0x" + "00" * 20
+ZERO_BYTES32 = b"\x00" * 32
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+
+
+class Phase(IntEnum):
+    """FederatedTask.Phase."""
+
+    Registering = 0
+    Open = 1
+    Aggregating = 2
+    Finished = 3
+    Cancelled = 4
+
+
+def digest(label: str) -> bytes:
+    """A stand-in CIDv0 digest: contract logic only needs 32 non-zero bytes."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+# ---------------------------------------------------------------- custom errors
+
+
+def federated_task_container():
+    """brownie's ContractContainer for FederatedTask (the `FederatedTask` fixture, under a lint-friendly name)."""
+    return brownie.project.get_loaded_projects()[0].FederatedTask
+
+
+def _error_abi(name: str) -> dict:
+    """The ABI entry of a custom error of FederatedTask (its own or inherited from OpenZeppelin)."""
+    abi = federated_task_container().abi
+    matches = [item for item in abi if item["type"] == "error" and item["name"] == name]
+    assert len(matches) == 1, f"FederatedTask has no (unique) custom error {name!r}"
+    return matches[0]
+
+
+def encode_error(name: str, *args) -> str:
+    """Revert data of a custom error: 4-byte selector of `Name(types)` followed by the abi-encoded arguments."""
+    types = [item["type"] for item in _error_abi(name)["inputs"]]
+    assert len(types) == len(args), f"{name} takes {len(types)} arguments, got {len(args)}"
+    selector = keccak(text=f"{name}({','.join(types)})")[:4]
+    return "0x" + (selector + abi_encode(types, list(args))).hex()
+
+
+@contextmanager
+def reverts_with(name: str, *args):
+    """Expect the block to revert with exactly the custom error `name(*args)`.
+
+    brownie decodes the revert data of a known custom error into "Name: arg1, arg2"; the expected string is produced
+    by feeding the data we encode ourselves (selector + eth_abi-encoded arguments) to the same decoder, so the
+    comparison is exact on the selector and on every argument.
+    """
+    data = encode_error(name, *args)
+    assert data[:10] in brownie_errors, f"brownie does not know the selector of {name}"
+    with brownie.reverts(decode_typed_error(data)):
+        yield
+
+
+# ---------------------------------------------------------------- inputs hash (mirrors the contract)
+
+
+def initial_inputs_hash(task_address: str, round_index: int) -> bytes:
+    """bytes20(keccak256(abi.encode(address(this), uint32 round)))."""
+    return keccak(abi_encode(["address", "uint32"], [task_address, round_index]))[:20]
+
+
+def fold_inputs_hash(previous: bytes, device: str, update_digest: bytes, num_samples: int) -> bytes:
+    """bytes20(keccak256(abi.encodePacked(bytes20 prev, address device, bytes32 digest, uint64 numSamples)))."""
+    assert len(previous) == 20 and len(update_digest) == 32
+    packed = bytes(previous) + to_canonical_address(str(device)) + bytes(update_digest) + num_samples.to_bytes(8, "big")
+    assert len(packed) == 20 + 20 + 32 + 8
+    return keccak(packed)[:20]
+
+
+def expected_inputs_hash(task_address: str, round_index: int, submissions) -> bytes:
+    """The inputs hash after (device, digest, numSamples) submissions, in chain order."""
+    acc = initial_inputs_hash(str(task_address), round_index)
+    for device, update_digest, num_samples in submissions:
+        acc = fold_inputs_hash(acc, device, update_digest, num_samples)
+    return acc
+
+
+# ---------------------------------------------------------------- chain helpers
+
+
+def device_info(task, account) -> tuple[bool, int, int]:
+    """deviceInfo as plain Python values (brownie's ReturnValue refuses to compare with a plain tuple)."""
+    approved, last_round, approved_in_round = task.deviceInfo(account)
+    return bool(approved), int(last_round), int(approved_in_round)
+
+
+def round_state(task) -> dict:
+    """currentRound() as a dict of plain Python values (bytes for the hashes)."""
+    state = task.currentRound()
+    return {
+        "round": int(state["round"]),
+        "phase": Phase(int(state["phase"])),
+        "deadline": int(state["deadline"]),
+        "updates": int(state["updates"]),
+        "totalSamples": int(state["totalSamples"]),
+        "inputsHash": bytes(state["inputsHash"]),
+        "globalModel": bytes(state["globalModel"]),
+    }
+
+
+def set_next_block_timestamp(timestamp: int) -> None:
+    """Make the next mined block carry exactly this timestamp (Anvil's evm_setNextBlockTimestamp)."""
+    response = web3.provider.make_request("evm_setNextBlockTimestamp", [int(timestamp)])
+    assert "error" not in response, response
+
+
+def submit_round(task, devices, round_index, samples=None, label="u"):
+    """Every device submits to the round; returns the (device, digest, numSamples) submissions and the txs."""
+    submissions, txs = [], []
+    for i, device in enumerate(devices):
+        n = samples[i] if samples else 100 + 10 * i
+        d = digest(f"{label}-{round_index}-{i}")
+        txs.append(task.submitUpdate(round_index, d, n, {"from": device}))
+        submissions.append((device.address, d, n))
+    return submissions, txs
+
+
+def commit_round(task, aggregator, round_index, accepted=None):
+    """Commit the aggregate of a round in Aggregating, with the chain's own inputs hash."""
+    state = round_state(task)
+    return task.commitAggregate(
+        round_index,
+        state["inputsHash"],
+        digest(f"model-{round_index}"),
+        digest(f"report-{round_index}"),
+        state["updates"] if accepted is None else accepted,
+        {"from": aggregator},
+    )
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+# filled by test_gas.py: {function: {"avg", "min", "max", "calls"}}
+GAS_STATS: dict[str, dict[str, int]] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not GAS_STATS:
+        return
+    terminalreporter.section("FederatedTask gas (also in reports/gas-contract.json)")
+    terminalreporter.write_line(f"{'function':<20}{'avg':>10}{'min':>10}{'max':>10}{'calls':>7}")
+    for name, s in GAS_STATS.items():
+        terminalreporter.write_line(f"{name:<20}{s['avg']:>10}{s['min']:>10}{s['max']:>10}{s['calls']:>7}")
+
+
+def pytest_configure(config):
+    # brownie 1.22's own isolation fixtures call rpc.snapshot/rpc.revert and warn about it on every test
+    config.addinivalue_line("filterwarnings", r"ignore:rpc\.\w+ should not be called directly:FutureWarning")
+
+
+@pytest.fixture(autouse=True)
+def isolation(fn_isolation):
+    """Revert the chain after each test."""
+
+
+@pytest.fixture(scope="module")
+def admin(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="module")
+def aggregator(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="module")
+def devices(accounts):
+    return list(accounts[2:6])
+
+
+@pytest.fixture(scope="module")
+def outsider(accounts):
+    return accounts[9]
+
+
+def make_config(**overrides):
+    config = {
+        "modelSpecDigest": digest("spec"),
+        "initialModelDigest": digest("model-0"),
+        "numRounds": NUM_ROUNDS,
+        "minUpdates": MIN_UPDATES,
+        "maxUpdates": MAX_UPDATES,
+        "roundDuration": ROUND_DURATION,
+        "strategyId": STRATEGY_ID,
+    }
+    unknown = set(overrides) - set(config)
+    assert not unknown, f"unknown config fields {unknown}"
+    config.update(overrides)
+    return tuple(config.values())
+
+
+@pytest.fixture(scope="session")
+def federated_task():
+    """The FederatedTask ContractContainer (deploy with `federated_task.deploy(make_config(...), admin, tx)`)."""
+    return federated_task_container()
+
+
+@pytest.fixture(scope="module")
+def task(federated_task, admin, aggregator, devices):
+    """A task with an aggregator and three approved devices (a fourth is left unapproved), not started yet."""
+    contract = federated_task.deploy(make_config(), admin, {"from": admin})
+    contract.grantRole(contract.AGGREGATOR_ROLE(), aggregator, {"from": admin})
+    contract.approveDevices(devices[:3], {"from": admin})
+    return contract
+
+
+@pytest.fixture
+def started(task, admin):
+    task.start({"from": admin})
+    return task
+
+
+@pytest.fixture
+def aggregating(started, devices):
+    """Round 1 filled by the three approved devices (maxUpdates = 3): the task waits for the aggregate."""
+    submit_round(started, devices[:3], 1)
+    assert round_state(started)["phase"] == Phase.Aggregating
+    return started
+
+
+@pytest.fixture
+def finished(started, devices, aggregator):
+    """All NUM_ROUNDS rounds run and committed."""
+    for r in range(1, NUM_ROUNDS + 1):
+        submit_round(started, devices[:3], r)
+        commit_round(started, aggregator, r)
+    assert round_state(started)["phase"] == Phase.Finished
+    return started
+
+
+@pytest.fixture
+def cancelled(started, admin):
+    started.cancel({"from": admin})
+    return started

@@ -1,0 +1,109 @@
+"""Helpers for the end-to-end tests (imported by the tests and the conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedchain.chain import EventFollower, Phase, TaskClient, connect
+from fedchain.devnet import DevnetState, terminate
+from fedchain.learning.data import load_dataset
+from fedchain.learning.model import build_model, set_weights
+from fedchain.learning.spec import TaskSpec
+from fedchain.learning.train import evaluate
+from fedchain.storage import IpfsClient, compute_cid, decode_weights, digest_to_cid
+
+
+class Cli:
+    """Runs `fedchain` subcommands as separate OS processes against one devnet."""
+
+    def __init__(self, state: DevnetState, logs: Path) -> None:
+        self.state = state
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def endpoints(self) -> list[str]:
+        return ["--rpc-url", self.state.rpc_url, "--ipfs-api", self.state.ipfs_api]
+
+    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedchain.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"fedchain {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return proc
+
+    def deploy(self, *args: str) -> dict:
+        out = self.run("deploy", *args, *self.endpoints(), "--json")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process object is collected
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedchain.cli", *args, *self.endpoints()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+        self.processes.append(proc)
+        return proc
+
+    def log_text(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.processes:
+            terminate(proc)
+
+
+def wait_for_phase(rpc_url: str, task: str, phases: set[Phase], timeout: float, procs=()) -> Phase:
+    """Poll the chain until the task reaches one of `phases`; fail early if a watched process dies badly."""
+    client = TaskClient(connect(rpc_url), task)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phase = client.current_round().phase
+        if phase in phases:
+            return phase
+        for proc in procs:
+            if proc.poll() not in (None, 0):
+                raise AssertionError(f"process {proc.args[3:5]} exited with {proc.returncode}")
+        time.sleep(0.25)
+    raise AssertionError(f"task {task} did not reach {phases} within {timeout:.0f}s (now {phase.name})")
+
+
+def committed_rounds(rpc_url: str, task: str) -> dict[int, list[dict]]:
+    """Every AggregateCommitted event of the task, grouped by round."""
+    client = TaskClient(connect(rpc_url), task)
+    rounds: dict[int, list[dict]] = {}
+    for event in EventFollower(client.w3, task, client.abi).history("AggregateCommitted"):
+        rounds.setdefault(event.args["round"], []).append(event.args)
+    return rounds
+
+
+def evaluate_cid(ipfs: IpfsClient, spec: TaskSpec, cid: str) -> float:
+    """Fetch a model by CID (checked independently with compute_cid) and return its held-out accuracy."""
+    blob = ipfs.cat(cid)
+    assert compute_cid(blob) == cid, "model bytes on IPFS do not hash to the CID on chain"
+    model = build_model(spec.model, seed=spec.seed)
+    set_weights(model, {k: np.asarray(v) for k, v in decode_weights(blob).items()})
+    return evaluate(model, load_dataset(spec.dataset)[1]).accuracy
+
+
+def task_spec(rpc_url: str, ipfs: IpfsClient, task: str) -> TaskSpec:
+    client = TaskClient(connect(rpc_url), task)
+    return TaskSpec.from_json(ipfs.cat(digest_to_cid(client.config().model_spec_digest)))
+
+
+def report_of(ipfs: IpfsClient, commit_args: dict) -> dict:
+    return json.loads(ipfs.cat(digest_to_cid(bytes(commit_args["reportDigest"]))))
