@@ -1,0 +1,5 @@
+"""Aggregation strategies, one per module."""
+
+from fedchain.learning.aggregation.fedavg import StreamingFedAvg, fedavg
+
+__all__ = ["StreamingFedAvg", "fedavg"]

@@ -1,0 +1,198 @@
+"""Datasets, their federated partitions, and a device's data arriving over time."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+from fedchain.learning.spec import DatasetSpec
+
+# How many times partition_dirichlet redraws before giving up on its min_size.
+DIRICHLET_MAX_ATTEMPTS = 1000
+
+
+# eq=False: array fields make field-wise equality and hashing meaningless; identity semantics instead.
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Features `x` (float32, (n, d)) and integer labels `y` (int64, (n,))."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.x, dtype=np.float32)
+        y = np.asarray(self.y, dtype=np.int64)
+        if x.ndim != 2:
+            raise ValueError(f"Dataset.x must be 2-D (n, d), got shape {x.shape}")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"Dataset.y must have shape ({x.shape[0]},), got {y.shape}")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        """The rows at `indices` (copies); a boolean mask also works."""
+        idx = np.asarray(indices)
+        # Casting a mask to int64 would silently select rows 0 and 1 instead.
+        idx = np.flatnonzero(idx) if idx.dtype == np.bool_ else idx.astype(np.int64, copy=False)
+        return Dataset(self.x[idx], self.y[idx])
+
+
+def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+    # Bundled with scikit-learn: no download, works offline.
+    x, y = load_breast_cancer(return_X_y=True)
+    return x, y
+
+
+LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {"breast_cancer": _breast_cancer}
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset(spec: DatasetSpec) -> tuple[Dataset, Dataset]:
+    """Stratified, seeded train/test split, standardised with the train split's statistics only."""
+    if spec.name not in LOADERS:
+        raise ValueError(f"unknown dataset {spec.name!r}; known datasets: {sorted(LOADERS)}")
+    x, y = LOADERS[spec.name]()
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=spec.test_fraction, random_state=spec.seed, stratify=y
+    )
+    # Test statistics must not leak into the features the model is trained on.
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0] = 1.0
+    train = Dataset((x_train - mean) / std, y_train)
+    test = Dataset((x_test - mean) / std, y_test)
+    # The result is shared through the cache: make it read-only so no caller can corrupt it for the others.
+    for arr in (train.x, train.y, test.x, test.y):
+        arr.setflags(write=False)
+    return train, test
+
+
+def partition_iid(num_samples: int, num_parts: int, seed: int) -> list[np.ndarray]:
+    """A seeded shuffle cut into `num_parts` disjoint index arrays whose sizes differ by at most one."""
+    if num_parts < 1:
+        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    if num_samples < num_parts:
+        raise ValueError(f"cannot split {num_samples} samples into {num_parts} non-empty parts")
+    perm = np.random.default_rng(seed).permutation(num_samples)
+    return [np.sort(part).astype(np.int64) for part in np.array_split(perm, num_parts)]
+
+
+def partition_dirichlet(
+    labels: np.ndarray, num_parts: int, alpha: float, seed: int, min_size: int = 10
+) -> list[np.ndarray]:
+    """Label-skewed non-IID split: each class is shared out by Dirichlet(alpha) proportions (small alpha, more skew).
+
+    Redraws until every part has at least `min_size` samples; ValueError after a bounded number of attempts.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.shape[0])
+    if num_parts < 1:
+        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number, got {alpha}")
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size}")
+    if num_parts * min_size > n:
+        raise ValueError(f"cannot give {num_parts} parts at least {min_size} samples each out of {n}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    for _ in range(DIRICHLET_MAX_ATTEMPTS):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_parts)]
+        sizes = np.zeros(num_parts, dtype=np.int64)
+        for cls in classes:
+            idx = rng.permutation(np.flatnonzero(labels == cls))
+            props = rng.dirichlet(np.full(num_parts, alpha))
+            # As in NIID-Bench: parts already over the fair share take no more, which keeps sizes from exploding.
+            props = props * (sizes < n / num_parts)
+            total = props.sum()
+            props = props / total if total > 0 else np.full(num_parts, 1.0 / num_parts)
+            cuts = (np.cumsum(props) * len(idx)).astype(np.int64)[:-1]
+            for i, chunk in enumerate(np.split(idx, cuts)):
+                parts[i].append(chunk)
+                sizes[i] += len(chunk)
+        if sizes.min() >= min_size:
+            return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+    raise ValueError(
+        f"no Dirichlet(alpha={alpha}) split of {n} samples into {num_parts} parts gave every part >= {min_size} "
+        f"samples in {DIRICHLET_MAX_ATTEMPTS} attempts; raise alpha or lower min_size"
+    )
+
+
+def parse_partition(text: str) -> tuple[int, int]:
+    """Parse "I/N" (0-based I < N) into (I, N)."""
+    pieces = text.strip().split("/")
+    if len(pieces) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in pieces):
+        raise ValueError(f"partition must look like I/N with integers, e.g. 0/5; got {text!r}")
+    index, num_parts = (int(p) for p in pieces)
+    if num_parts < 1:
+        raise ValueError(f"partition {text!r}: the number of parts must be >= 1")
+    if index >= num_parts:
+        raise ValueError(f"partition {text!r}: index must be in 0..{num_parts - 1} (0-based)")
+    return index, num_parts
+
+
+def device_partition(train: Dataset, index: int, num_parts: int, alpha: float | None, seed: int) -> Dataset:
+    """Device `index`'s share of `train`: IID if `alpha` is None, else Dirichlet(alpha) label skew."""
+    if not 0 <= index < num_parts:
+        raise ValueError(f"partition index must be in 0..{num_parts - 1}, got {index}")
+    if alpha is None:
+        parts = partition_iid(len(train), num_parts, seed)
+    else:
+        # Many devices on a small dataset cannot all get 10 samples; ask for what can be had.
+        min_size = min(10, max(1, len(train) // (2 * num_parts)))
+        parts = partition_dirichlet(train.y, num_parts, alpha, seed, min_size=min_size)
+    return train.subset(parts[index])
+
+
+class OnlineStream:
+    """A device's local data arriving over time: an initial share, then a further share each round."""
+
+    def __init__(
+        self, data: Dataset, initial_fraction: float = 0.3, per_round_fraction: float = 0.1, seed: int = 0
+    ) -> None:
+        if len(data) == 0:
+            raise ValueError("OnlineStream needs at least one sample")
+        if not 0.0 < initial_fraction <= 1.0:
+            raise ValueError(f"initial_fraction must be in (0, 1], got {initial_fraction}")
+        if not 0.0 <= per_round_fraction <= 1.0:
+            raise ValueError(f"per_round_fraction must be in [0, 1], got {per_round_fraction}")
+        self.data = data
+        self.initial_fraction = initial_fraction
+        self.per_round_fraction = per_round_fraction
+        self.order = np.random.default_rng(seed).permutation(len(data))
+        n = len(data)
+        # Integer counts, so round boundaries do not wobble with float rounding (0.3 + 7 * 0.1 < 1.0).
+        self._initial = max(1, int(np.floor(initial_fraction * n + 0.5)))
+        self._per_round = int(np.floor(per_round_fraction * n + 0.5))
+        if per_round_fraction > 0:
+            self._per_round = max(1, self._per_round)
+
+    def num_seen(self, round_index: int) -> int:
+        """How many samples have arrived by `round_index` (0 = the initial share)."""
+        if round_index < 0:
+            raise ValueError(f"round_index must be >= 0, got {round_index}")
+        return min(len(self.data), self._initial + round_index * self._per_round)
+
+    def seen(self, round_index: int) -> Dataset:
+        """The samples that have arrived by `round_index`, in order of arrival."""
+        return self.data.subset(self.order[: self.num_seen(round_index)])
+
+
+__all__ = [
+    "LOADERS",
+    "Dataset",
+    "OnlineStream",
+    "device_partition",
+    "load_dataset",
+    "parse_partition",
+    "partition_dirichlet",
+    "partition_iid",
+]

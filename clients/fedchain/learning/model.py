@@ -1,0 +1,123 @@
+"""The model: building it from a spec, and moving its weights in and out as numpy arrays."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Final
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from fedchain.learning.spec import ModelSpec
+from fedchain.learning.types import Weights
+
+REASONS: Final = ("missing-tensor", "unexpected-tensor", "shape-mismatch", "dtype-mismatch", "non-finite")
+
+
+class InvalidWeights(ValueError):
+    """Weights that do not fit the model; `reason` is one of REASONS, so callers can tell the cases apart."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown InvalidWeights reason {reason!r}")
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class MLP(nn.Module):
+    """Linear+ReLU(+Dropout) hidden layers, then a Linear layer to logits.
+
+    Parameter names ("hidden.0.weight", ..., "output.bias") do not depend on dropout, so specs that differ only
+    in dropout exchange weights.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        dims = [spec.input_dim, *spec.hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.output = nn.Linear(dims[-1], spec.num_classes)
+        self.dropout = spec.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = functional.relu(layer(x))
+            if self.dropout > 0:
+                x = functional.dropout(x, self.dropout, self.training)
+        return self.output(x)
+
+
+def build_model(spec: ModelSpec, seed: int = 0) -> nn.Module:
+    """The spec's model with a deterministic, seeded initialisation (PyTorch's default init scheme)."""
+    if spec.kind != "mlp":
+        raise ValueError(f"unknown model kind {spec.kind!r}")
+    # A forked RNG: seeding must not disturb the caller's global torch random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(spec)
+    return model
+
+
+def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the spec's state_dict, without building the model."""
+    dims = [spec.input_dim, *spec.hidden]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        shapes[f"hidden.{i}.weight"] = (b, a)
+        shapes[f"hidden.{i}.bias"] = (b,)
+    shapes["output.weight"] = (spec.num_classes, dims[-1])
+    shapes["output.bias"] = (spec.num_classes,)
+    return shapes
+
+
+def get_weights(model: nn.Module) -> Weights:
+    """float32 numpy copies of the model's state_dict, in state_dict order."""
+    return {
+        name: tensor.detach().cpu().numpy().astype(np.float32, copy=True) for name, tensor in model.state_dict().items()
+    }
+
+
+def check_weights(weights: Weights, expected_shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise InvalidWeights unless `weights` has exactly the expected names and shapes, float32, all finite."""
+    if not isinstance(weights, Mapping):
+        raise InvalidWeights("unexpected-tensor", f"weights must be a mapping of name to array, got {type(weights)}")
+    missing = sorted(set(expected_shapes) - set(weights))
+    if missing:
+        raise InvalidWeights("missing-tensor", f"missing tensor(s) {missing}")
+    unexpected = sorted(map(str, set(weights) - set(expected_shapes)))
+    if unexpected:
+        raise InvalidWeights("unexpected-tensor", f"unexpected tensor(s) {unexpected}")
+    for name, shape in expected_shapes.items():
+        value = weights[name]
+        if not isinstance(value, np.ndarray):
+            raise InvalidWeights(
+                "dtype-mismatch", f"{name}: expected a float32 numpy array, got {type(value).__name__}"
+            )
+        if value.shape != tuple(shape):
+            raise InvalidWeights("shape-mismatch", f"{name}: expected shape {tuple(shape)}, got {value.shape}")
+        # Only float32: silently casting float64/float16 would hide a device sending something else than agreed.
+        if value.dtype != np.float32:
+            raise InvalidWeights("dtype-mismatch", f"{name}: expected dtype float32, got {value.dtype}")
+        if not np.isfinite(value).all():
+            raise InvalidWeights("non-finite", f"{name}: contains NaN or Inf")
+
+
+def set_weights(model: nn.Module, weights: Weights) -> None:
+    """Load `weights` into `model` after checking them against the model's own state_dict."""
+    state = model.state_dict()
+    check_weights(weights, {name: tuple(t.shape) for name, t in state.items()})
+    model.load_state_dict({name: torch.from_numpy(np.array(weights[name], copy=True)) for name in state}, strict=True)
+
+
+__all__ = [
+    "MLP",
+    "REASONS",
+    "InvalidWeights",
+    "build_model",
+    "check_weights",
+    "get_weights",
+    "set_weights",
+    "weight_shapes",
+]

@@ -1,0 +1,233 @@
+"""Task description: dataset, model and training hyperparameters, as canonical JSON (stored on IPFS)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Set
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+SPEC_VERSION = 1
+MODEL_KINDS = ("mlp",)
+
+
+def _check_keys(cls_name: str, data: Any, allowed: Set[str], required: Set[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls_name}: expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{cls_name}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise ValueError(f"{cls_name}: missing field(s) {missing}")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate keys; a description that says two things must be refused instead.
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key(s) {dupes}")
+    return dict(pairs)
+
+
+def _int(owner: str, name: str, value: Any, minimum: int | None = None) -> int:
+    # bool is an int subclass; `true` in JSON must not pass as 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{owner}.{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}.{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be finite, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An MLP classifier: input_dim -> hidden... -> num_classes logits."""
+
+    kind: str = "mlp"
+    input_dim: int = 30
+    hidden: tuple[int, ...] = (32, 16)
+    num_classes: int = 2
+    dropout: float = 0.0
+
+    FIELDS: ClassVar[set[str]] = {"kind", "input_dim", "hidden", "num_classes", "dropout"}
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"ModelSpec.kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
+        _int("ModelSpec", "input_dim", self.input_dim, 1)
+        _int("ModelSpec", "num_classes", self.num_classes, 2)
+        if not isinstance(self.hidden, tuple | list):
+            raise ValueError(f"ModelSpec.hidden must be a list of layer widths, got {self.hidden!r}")
+        for width in self.hidden:
+            _int("ModelSpec", "hidden[]", width, 1)
+        # Lists from JSON become tuples so the spec stays hashable (it is an lru_cache key).
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        dropout = _float("ModelSpec", "dropout", self.dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {dropout}")
+        object.__setattr__(self, "dropout", dropout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "input_dim": self.input_dim,
+            "hidden": list(self.hidden),
+            "num_classes": self.num_classes,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelSpec:
+        return cls(**_check_keys("ModelSpec", data, cls.FIELDS))
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Local training with SGD (momentum, optional weight decay).
+
+    Defaults tuned on breast cancer: 5 devices x 10 rounds of FedAvg land within ~1 point of centralized training.
+    """
+
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    FIELDS: ClassVar[set[str]] = {"local_epochs", "batch_size", "lr", "momentum", "weight_decay"}
+
+    def __post_init__(self) -> None:
+        _int("TrainSpec", "local_epochs", self.local_epochs, 1)
+        _int("TrainSpec", "batch_size", self.batch_size, 1)
+        lr = _float("TrainSpec", "lr", self.lr)
+        if lr <= 0:
+            raise ValueError(f"TrainSpec.lr must be > 0, got {lr}")
+        momentum = _float("TrainSpec", "momentum", self.momentum)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"TrainSpec.momentum must be in [0, 1), got {momentum}")
+        weight_decay = _float("TrainSpec", "weight_decay", self.weight_decay)
+        if weight_decay < 0:
+            raise ValueError(f"TrainSpec.weight_decay must be >= 0, got {weight_decay}")
+        # Stored as floats so JSON bytes do not depend on whether 0 or 0.0 was passed.
+        object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "momentum", momentum)
+        object.__setattr__(self, "weight_decay", weight_decay)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrainSpec:
+        return cls(**_check_keys("TrainSpec", data, cls.FIELDS))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which dataset, and how its held-out test split is drawn."""
+
+    name: str = "breast_cancer"
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    FIELDS: ClassVar[set[str]] = {"name", "test_fraction", "seed"}
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"DatasetSpec.name must be a non-empty string, got {self.name!r}")
+        test_fraction = _float("DatasetSpec", "test_fraction", self.test_fraction)
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"DatasetSpec.test_fraction must be in (0, 1), got {test_fraction}")
+        object.__setattr__(self, "test_fraction", test_fraction)
+        _int("DatasetSpec", "seed", self.seed, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "test_fraction": self.test_fraction, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DatasetSpec:
+        return cls(**_check_keys("DatasetSpec", data, cls.FIELDS))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a device or aggregator needs to rebuild the task's model and data."""
+
+    dataset: DatasetSpec
+    model: ModelSpec
+    train: TrainSpec
+    seed: int = 0
+    version: int = SPEC_VERSION
+
+    FIELDS: ClassVar[set[str]] = {"dataset", "model", "train", "seed", "version"}
+
+    def __post_init__(self) -> None:
+        for name, kind in (("dataset", DatasetSpec), ("model", ModelSpec), ("train", TrainSpec)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"TaskSpec.{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        _int("TaskSpec", "seed", self.seed, 0)
+        _int("TaskSpec", "version", self.version)
+        if self.version != SPEC_VERSION:
+            raise ValueError(f"TaskSpec.version {self.version} is not supported (this client reads {SPEC_VERSION})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "seed": self.seed,
+            "dataset": self.dataset.to_dict(),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TaskSpec:
+        # version is required: a description without one cannot be trusted to mean what this client thinks.
+        data = _check_keys("TaskSpec", data, cls.FIELDS, required={"version"})
+        return cls(
+            dataset=DatasetSpec.from_dict(data.get("dataset", {})),
+            model=ModelSpec.from_dict(data.get("model", {})),
+            train=TrainSpec.from_dict(data.get("train", {})),
+            seed=data.get("seed", 0),
+            version=data["version"],
+        )
+
+    def to_json(self) -> bytes:
+        """Canonical JSON (sorted keys, no whitespace, UTF-8): equal specs give equal bytes, hence equal CIDs."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TaskSpec:
+        """Parse a task description; ValueError if it is not valid UTF-8 JSON of a known version."""
+        try:
+            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"task spec is not valid UTF-8 JSON: {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"task spec must be bytes: {exc}") from None
+        return cls.from_dict(parsed)
+
+
+def default_task_spec() -> TaskSpec:
+    """The default task: the MLP on breast cancer with the tuned defaults."""
+    return TaskSpec(dataset=DatasetSpec(), model=ModelSpec(), train=TrainSpec())
+
+
+__all__ = ["MODEL_KINDS", "SPEC_VERSION", "DatasetSpec", "ModelSpec", "TaskSpec", "TrainSpec", "default_task_spec"]
