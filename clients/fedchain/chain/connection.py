@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
+from urllib.parse import urlparse
 
+import requests
 from web3 import HTTPProvider, Web3
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from fedchain.chain.errors import ChainUnavailable
+
+# Ganache 7 (its last release) now and then drops a request: the client either waits for its timeout or sees
+# "Remote end closed connection without response" (seen in about one round in ten with 5 device processes). Every
+# call we make is safe to repeat (reads, gas estimates, and raw transactions, which are signed once and so
+# idempotent), so all methods are retried, and on loopback a lost request is given up on quickly.
+RETRY_ALL_METHODS = ExceptionRetryConfiguration(
+    errors=(requests.ConnectionError, requests.Timeout),
+    retries=6,
+    backoff_factor=0.1,
+    method_allowlist=["eth", "net", "web3", "evm", "anvil", "ots"],
+)
+LOOPBACK_TIMEOUT = 5.0
+SLOW_CALL_SECONDS = 2.0
+
+log = logging.getLogger("fedchain.chain")
+
+
+class LoggingHTTPProvider(HTTPProvider):
+    """HTTPProvider that reports calls slower than SLOW_CALL_SECONDS (usually a lost request and its retry)."""
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return super().make_request(method, params)
+        finally:
+            elapsed = time.monotonic() - started
+            if elapsed > SLOW_CALL_SECONDS:
+                log.warning("slow RPC call %s: %.1fs (a lost request retried, or an overloaded node)", method, elapsed)
 
 
 def connect(rpc_url: str, timeout: float = 30.0, wait: float = 0.0) -> Web3:
     """A Web3 over HTTP; waits up to `wait` seconds for the node to answer (it may be starting)."""
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    if _is_loopback(rpc_url):
+        timeout = min(timeout, LOOPBACK_TIMEOUT)
+    provider = LoggingHTTPProvider(
+        rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=RETRY_ALL_METHODS
+    )
+    w3 = Web3(provider)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -21,3 +59,8 @@ def connect(rpc_url: str, timeout: float = 30.0, wait: float = 0.0) -> Web3:
             if time.monotonic() >= deadline:
                 raise ChainUnavailable(f"cannot reach the Ethereum node at {rpc_url}: {exc}") from exc
             time.sleep(0.2)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.")

@@ -140,6 +140,7 @@ class DeviceRunner:
     def train_round(self, state: RoundInfo) -> RoundOutcome | None:
         """Fetch the round's global model, train locally, upload the update and submit its digest."""
         round_index = state.round
+        t0 = time.perf_counter()
         weights = self.ipfs.get_weights(digest_to_cid(state.global_model_digest))
         set_weights(self.model, weights)
         data = self.data_for_round(round_index)
@@ -157,7 +158,9 @@ class DeviceRunner:
             "fedchain.train_seconds": f"{train_seconds:.6f}",
             "fedchain.train_loss": f"{result.loss:.6f}",
         }
+        t1 = time.perf_counter()
         cid = self.ipfs.put_weights(get_weights(self.model), metadata)
+        t2 = time.perf_counter()
         try:
             tx = self.task.submit_update(round_index, cid_to_digest(cid), len(data))
         except ContractRevert as exc:
@@ -166,12 +169,16 @@ class DeviceRunner:
                 return None
             raise
         log.info(
-            "round %d: trained on %d samples (loss %.4f, %.2fs), update %s, gas %d",
+            "round %d: trained on %d samples (loss %.4f), update %s, gas %d; seconds: fetch %.3f train %.3f "
+            "upload %.3f submit %.3f",
             round_index,
             len(data),
             result.loss,
-            train_seconds,
             cid,
             tx.gas_used,
+            started - t0,
+            train_seconds,
+            t2 - t1,
+            time.perf_counter() - t2,
         )
         return RoundOutcome(round_index, cid, len(data), result.loss, train_seconds, tx.gas_used)
