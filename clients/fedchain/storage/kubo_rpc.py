@@ -1,0 +1,209 @@
+"""Client for the Kubo HTTP RPC API (https://docs.ipfs.tech/reference/kubo/rpc/).
+
+It speaks the same subset to a real Kubo daemon and to fedchain's embedded node. Nothing fetched is trusted:
+`cat` always checks the bytes against the CID, and `add` checks the daemon's CID against our own computation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+
+from fedchain.storage.cid import cid_to_digest, compute_cid, verify
+from fedchain.storage.codec import DEFAULT_MAX_BYTES, decode_weights, encode_weights
+from fedchain.storage.errors import ContentMismatch, ContentTooLarge, IpfsUnavailable, StorageError
+
+# A node that is still starting refuses connections for a moment: retry those, never anything else.
+_CONNECT_RETRIES = 4
+_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+
+
+class IpfsClient:
+    """Kubo RPC client: add / cat / pin and node info, plus safetensors weight helpers."""
+
+    def __init__(
+        self,
+        api_url: str = "http://127.0.0.1:5001",
+        timeout: float = 60.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        # `transport` lets tests substitute an httpx.MockTransport for the daemon.
+        self._http = httpx.Client(base_url=self.api_url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> IpfsClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def add(self, data: bytes, pin: bool = True) -> str:
+        """Store `data` as one file; returns its CIDv0, checked against our own computation."""
+        params = {"cid-version": "0", "pin": _flag(pin)}
+        files = {"file": ("file", bytes(data), "application/octet-stream")}
+        response = self._request("/api/v0/add", params=params, files=files)
+        cid = _last_json_line(response.text, "Hash", "/api/v0/add")
+        expected = compute_cid(data)
+        if cid != expected:
+            raise ContentMismatch(
+                f"expected the daemon to store {len(data)} bytes as {expected}, it answered {cid}"
+                " (non-default add settings on the daemon?)"
+            )
+        return cid
+
+    def cat(self, cid: str, max_size: int = DEFAULT_MAX_BYTES) -> bytes:
+        """The file behind `cid`, at most `max_size` bytes, verified against the CID before it is returned."""
+        cid_to_digest(cid)  # InvalidCid before any request
+        chunks: list[bytes] = []
+        received = 0
+
+        def read(response: httpx.Response) -> None:
+            nonlocal received
+            declared = response.headers.get("X-Content-Length") or response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_size:
+                raise ContentTooLarge(f"expected at most {max_size} bytes for {cid}, daemon announces {declared}")
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+                if received > max_size:
+                    raise ContentTooLarge(f"expected at most {max_size} bytes for {cid}, received more")
+                chunks.append(chunk)
+
+        self._request("/api/v0/cat", params={"arg": cid}, stream=read)
+        data = b"".join(chunks)
+        verify(data, cid)
+        return data
+
+    def pin_add(self, cid: str) -> None:
+        """Pin `cid` recursively on the daemon."""
+        cid_to_digest(cid)
+        response = self._request("/api/v0/pin/add", params={"arg": cid})
+        pins = _json(response, "/api/v0/pin/add").get("Pins")
+        if not isinstance(pins, list) or cid not in pins:
+            raise StorageError(f"expected /api/v0/pin/add to report {cid} pinned, got {response.text[:200]!r}")
+
+    def pin_ls(self) -> list[str]:
+        """CIDs pinned recursively on the daemon, sorted."""
+        # type=recursive: the pinned roots; "all" would add every block below them (indirect pins).
+        response = self._request("/api/v0/pin/ls", params={"type": "recursive"})
+        keys = _json(response, "/api/v0/pin/ls").get("Keys")
+        if not isinstance(keys, dict):
+            raise StorageError(f"expected {{'Keys': {{...}}}} from /api/v0/pin/ls, got {response.text[:200]!r}")
+        return sorted(keys)
+
+    def swarm_connect(self, multiaddr: str) -> None:
+        """Connect the daemon to a peer (`/ip4/.../tcp/N/p2p/<ID>`); with Routing none peers are not found alone."""
+        self._request("/api/v0/swarm/connect", params={"arg": multiaddr})
+
+    def swarm_peers(self) -> list[str]:
+        """Multiaddrs (with /p2p/ID) of the daemon's connected peers."""
+        body = _json(self._request("/api/v0/swarm/peers"), "/api/v0/swarm/peers")
+        peers = body.get("Peers") or []
+        return [f"{p.get('Addr')}/p2p/{p.get('Peer')}" for p in peers if isinstance(p, dict)]
+
+    def id(self) -> dict[str, Any]:
+        """The daemon's identity: ID, Addresses, AgentVersion, ..."""
+        return _json(self._request("/api/v0/id"), "/api/v0/id")
+
+    def version(self) -> dict[str, Any]:
+        """The daemon's version info: Version, System, ..."""
+        return _json(self._request("/api/v0/version"), "/api/v0/version")
+
+    def put_weights(self, weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> str:
+        """Encode `weights` as safetensors, add and pin them; returns the CIDv0."""
+        return self.add(encode_weights(weights, metadata))
+
+    def get_weights(self, cid: str, max_size: int = DEFAULT_MAX_BYTES) -> dict[str, np.ndarray]:
+        """Fetch, verify and decode the safetensors weights behind `cid`."""
+        return decode_weights(self.cat(cid, max_size=max_size), max_bytes=max_size)
+
+    def _request(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        files: Mapping[str, Any] | None = None,
+        stream: Any = None,
+    ) -> httpx.Response:
+        """POST with retries on connection failure; maps transport and daemon errors to StorageError."""
+        for attempt in range(_CONNECT_RETRIES + 1):
+            try:
+                if stream is None:
+                    response = self._http.post(path, params=params, files=files)
+                    _raise_for_daemon_error(response, path)
+                    return response
+                with self._http.stream("POST", path, params=params) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        _raise_for_daemon_error(response, path)
+                    stream(response)
+                    return response
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == _CONNECT_RETRIES:
+                    raise IpfsUnavailable(
+                        f"cannot reach the IPFS RPC API at {self.api_url} after {attempt + 1} attempts: {exc}"
+                    ) from exc
+                time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+            except httpx.TimeoutException as exc:
+                raise StorageError(f"IPFS RPC {path} at {self.api_url} timed out: {exc}") from exc
+            except httpx.TransportError as exc:
+                raise IpfsUnavailable(f"IPFS RPC {path} at {self.api_url} failed: {exc}") from exc
+        raise AssertionError("unreachable")  # the loop either returns or raises
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _raise_for_daemon_error(response: httpx.Response, path: str) -> None:
+    """Kubo answers errors as {"Message", "Code", "Type": "error"}; surface its message."""
+    if response.status_code < 400:
+        return
+    message = response.text.strip()
+    try:
+        body = json.loads(message)
+        if isinstance(body, dict) and "Message" in body:
+            message = str(body["Message"])
+    except json.JSONDecodeError:
+        pass
+    raise StorageError(f"IPFS daemon error on {path} (HTTP {response.status_code}): {message[:500]}")
+
+
+def _json(response: httpx.Response, path: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StorageError(f"expected JSON from {path}, got {response.text[:200]!r}") from exc
+    if not isinstance(body, dict):
+        raise StorageError(f"expected a JSON object from {path}, got {response.text[:200]!r}")
+    return body
+
+
+def _last_json_line(text: str, key: str, path: str) -> str:
+    """Kubo streams add results as JSON lines (progress first); the last one carrying `key` is the answer."""
+    value: str | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"expected JSON lines from {path}, got {line[:200]!r}") from exc
+        if isinstance(obj, dict) and isinstance(obj.get(key), str):
+            value = obj[key]
+    if value is None:
+        raise StorageError(f"expected a {key!r} field from {path}, got {text[:200]!r}")
+    return value
