@@ -9,7 +9,7 @@ import os
 from brownie import FederatedTask, accounts, network
 
 from fedchain.chain.task import AGGREGATOR_ROLE
-from fedchain.deploy import STRATEGY_IDS
+from fedchain.deploy import STRATEGY_IDS, default_min_updates
 from fedchain.devnet import DevnetState
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import default_task_spec
@@ -27,7 +27,7 @@ def main(rounds: int = 10, devices: int = 5, round_duration: int = 120) -> Feder
         cid_to_digest(spec_cid),
         cid_to_digest(model_cid),
         rounds,
-        max(1, (devices * 3 + 4) // 5),
+        default_min_updates(devices),
         devices,
         round_duration,
         STRATEGY_IDS["fedavg"],

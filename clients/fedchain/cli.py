@@ -143,7 +143,7 @@ def deploy(
     """Deploy a training task (description and initial model on IPFS), approve participants, open round 1."""
     from fedchain.chain import connect
     from fedchain.chain.accounts import devnet_addresses
-    from fedchain.deploy import TaskPlan, create_task
+    from fedchain.deploy import TaskPlan, create_task, default_min_updates
     from fedchain.storage import IpfsClient
 
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
@@ -158,7 +158,7 @@ def deploy(
     n = len(device_list) or devices
     plan = TaskPlan(
         num_rounds=rounds,
-        min_updates=min_updates or max(1, (n * 3 + 4) // 5),
+        min_updates=min_updates or default_min_updates(n),
         max_updates=max_updates or n,
         round_duration=round_duration,
         devices=tuple(device_list),
@@ -220,6 +220,9 @@ def device(
         runner.run(max_rounds=max_rounds)
     except KeyboardInterrupt:
         logging.getLogger("fedchain.device").info("stopped")
+    except (PermissionError, TimeoutError) as exc:  # removed from the task, or never approved
+        console.print(f"[red]device stopped[/]: {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -243,9 +246,13 @@ def aggregator(
     _exit_on_sigterm()
     torch.set_num_threads(1)
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
-    worker = AggregatorWorker(
-        AggregatorSettings(task, rpc, api, evaluate=evaluate), _account(account, key_env, keystore, default_index=1)
-    )
+    try:
+        worker = AggregatorWorker(
+            AggregatorSettings(task, rpc, api, evaluate=evaluate), _account(account, key_env, keystore, default_index=1)
+        )
+    except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks
+        console.print(f"[red]aggregator cannot serve this task[/]: {exc}")
+        raise typer.Exit(2) from None
     try:
         worker.run()
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from rich.table import Table
 from web3 import Web3
 
 from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
-from fedchain.deploy import TaskPlan, create_task
+from fedchain.deploy import TaskPlan, create_task, default_min_updates
 from fedchain.devnet import Devnet, DevnetState, terminate
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights
@@ -80,7 +79,7 @@ def run_demo(options: DemoOptions, console: Console | None = None, live: bool = 
         plan = TaskPlan(
             spec=options.spec,
             num_rounds=options.rounds,
-            min_updates=max(1, math.ceil(0.6 * options.devices)),
+            min_updates=default_min_updates(options.devices),
             max_updates=options.devices,
             round_duration=options.round_duration,
             devices=tuple(device_addresses),

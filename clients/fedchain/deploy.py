@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -14,6 +15,11 @@ from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.storage import IpfsClient, cid_to_digest
 
 STRATEGY_IDS = {"fedavg": 0}
+
+
+def default_min_updates(num_devices: int) -> int:
+    """Updates a round needs once its deadline has passed: 60% of the devices, at least one."""
+    return max(1, math.ceil(0.6 * num_devices))
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ class AggregatorWorker:
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
         self._history = EventFollower(self.w3, self.task.address, self.task.abi)
+        self._next_close_attempt = 0.0
 
     def run(self, on_commit: Callable[[CommitOutcome], None] | None = None) -> int:
         """Serve the task until it finishes or is cancelled; returns the number of rounds committed here."""
@@ -153,15 +154,23 @@ class AggregatorWorker:
                 log.warning("%s", exc)
             except IpfsUnavailable as exc:
                 log.warning("IPFS unavailable, will retry: %s", exc)
-        elif state.phase == Phase.OPEN and self.settings.close_expired_rounds:
-            now = self.w3.eth.get_block("latest")["timestamp"]
-            if now >= state.deadline:
-                try:
-                    self.task.close_round(state.round)
-                    log.info("round %d: deadline passed, closed it", state.round)
-                except ContractRevert as exc:  # someone else closed it first, or it was just extended
-                    log.info("round %d: close not needed (%s)", state.round, exc.error)
+        elif state.phase == Phase.OPEN and self._close_due(state):
+            self._next_close_attempt = time.monotonic() + self.settings.state_recheck
+            try:
+                self.task.close_round(state.round)
+                log.info("round %d: deadline passed, closed it (or extended it if short of updates)", state.round)
+            except ContractRevert as exc:  # closed by someone else first, or our clock runs ahead of the chain's
+                log.info("round %d: close not needed (%s)", state.round, exc.error)
         return None
+
+    def _close_due(self, state: RoundInfo) -> bool:
+        """Whether to try closing an open round now. Wall-clock time: an idle devnet mines no blocks, so the
+        latest block's timestamp stands still; attempts are spaced so a skewed clock cannot spam transactions."""
+        return (
+            self.settings.close_expired_rounds
+            and time.time() >= state.deadline
+            and time.monotonic() >= self._next_close_attempt
+        )
 
     def _wait_for_events(self, state: RoundInfo) -> None:
         deadline = time.monotonic() + self.settings.state_recheck

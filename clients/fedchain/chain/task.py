@@ -140,10 +140,10 @@ class TaskClient:
 
     # ------------------------------------------------------------ transactions
 
-    def _tx(self, fn: Any) -> TxResult:
+    def _tx(self, fn: Any, preflight: bool = True) -> TxResult:
         if self.sender is None:
             raise RuntimeError("this TaskClient is read-only: create it with an account to send transactions")
-        return self.sender.transact(fn, gas_limit=GAS_LIMITS.get(fn.fn_name))
+        return self.sender.transact(fn, gas_limit=GAS_LIMITS.get(fn.fn_name), preflight=preflight)
 
     def approve_devices(self, devices: list[str]) -> TxResult:
         return self._tx(self.contract.functions.approveDevices([Web3.to_checksum_address(d) for d in devices]))
@@ -167,7 +167,8 @@ class TaskClient:
         return self._tx(self.contract.functions.submitUpdate(round_index, update_digest, num_samples))
 
     def close_round(self, round_index: int) -> TxResult:
-        return self._tx(self.contract.functions.closeRound(round_index))
+        # Depends on block.timestamp: no preflight call, which would see the latest (possibly old) block's time.
+        return self._tx(self.contract.functions.closeRound(round_index), preflight=False)
 
     def commit_aggregate(
         self, round_index: int, inputs_hash: bytes, model_digest: bytes, report_digest: bytes, accepted: int
