@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench lint clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer explorer lint clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -60,13 +60,22 @@ demo: compile
 bench: compile
 	@mkdir -p reports
 	$(PY) -m fedchain.bench --out reports/bench.json
+	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
+
+# Explorer page/API latency on a chain with 100 rounds x 20 devices (no training): reports/explorer.json.
+bench-explorer: compile
+	@mkdir -p reports
+	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
+
+explorer: compile
+	$(VENV)/bin/fedchain explorer
 
 lint: setup
 	$(VENV)/bin/ruff check clients tests scripts
 	$(VENV)/bin/ruff format --check clients tests scripts
 
 clean:
-	rm -rf build .fedchain reports/*.json reports/*.md .pytest_cache
+	rm -rf build .fedchain reports/*.json reports/*.md reports/*.png .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV) node_modules $(STAMPS)

@@ -9,10 +9,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from fedchain.explorer.queries import Explorer
 
 app = typer.Typer(
     help="fedchain: federated learning for medical IoT devices, coordinated by Ethereum contracts, weights on IPFS.",
@@ -260,6 +263,133 @@ def aggregator(
 
 
 @app.command()
+def explorer(
+    port: Annotated[int, typer.Option(help="Port on the host.")] = 8000,
+    host: Annotated[str, typer.Option(help="Loopback address to bind (127.0.0.1 or ::1).")] = "127.0.0.1",
+    index: Annotated[
+        Path | None, typer.Option(help="Index file (SQLite); default .fedchain/explorer/index-<rpc>.sqlite.")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="full (every block), light (task logs only) or auto (full on devnets).")
+    ] = "auto",
+    from_block: Annotated[
+        int | None, typer.Option(help="First block to index (default 0; on public chains the last 5000).")
+    ] = None,
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Also watch this task (public chains, created earlier).")
+    ] = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Serve the round explorer (pages and JSON API) on 127.0.0.1, indexing the chain as it grows."""
+    from fedchain.chain.errors import ChainError
+    from fedchain.explorer.app import ExplorerConfig, check_loopback_host, serve
+    from fedchain.explorer.rpc import RpcError
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    try:
+        check_loopback_host(host)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    config = ExplorerConfig(rpc, api, index_path=index, mode=mode, from_block=from_block, watch_tasks=list(task or []))
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"explorer: http://{shown}:{port}/ (chain {rpc}, IPFS {api}); Ctrl-C stops it")
+    try:
+        serve(config, host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+    except (RpcError, ChainError, ValueError) as exc:
+        console.print(f"[red]explorer cannot start[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _synced(state_file: Path, rpc_url: str | None, ipfs_api: str | None, index: Path | None) -> Explorer:
+    from fedchain.explorer.rpc import RpcError
+    from fedchain.explorer.terminal import synced_explorer
+
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    try:
+        return synced_explorer(rpc, api, index)
+    except RpcError as exc:
+        console.print(f"[red]cannot index the chain[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _task_data(explorer: Explorer, task: str) -> dict:
+    from fedchain.explorer.queries import BadInput, NotFound
+
+    try:
+        return explorer.task(task)
+    except (NotFound, BadInput) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+IndexFile = Annotated[Path | None, typer.Option("--index", help="Explorer index file (default: per RPC URL).")]
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the overview as JSON on stdout.")] = False,
+    index: IndexFile = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+) -> None:
+    """The chain, the IPFS node and every task, as tables (from the explorer's index, brought up to date)."""
+    from fedchain.explorer.terminal import print_tables, status_tables, terminal_console
+
+    data = _synced(state_file, rpc_url, ipfs_api, index).overview()
+    if as_json:
+        print(json.dumps(data))
+        return
+    print_tables(terminal_console(), status_tables(data))
+
+
+@app.command()
+def rounds(
+    task: Annotated[str, typer.Option(help="Task contract address.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rounds as JSON on stdout.")] = False,
+    index: IndexFile = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+) -> None:
+    """A task's rounds: state, updates, accuracy and loss (aggregator-evaluated), gas, duration, aggregate CID."""
+    from fedchain.explorer.terminal import rounds_table, terminal_console
+
+    data = _task_data(_synced(state_file, rpc_url, ipfs_api, index), task)
+    if as_json:
+        print(json.dumps(data["rounds"]))
+        return
+    terminal_console().print(rounds_table(data))
+
+
+@app.command()
+def report(
+    task: Annotated[str, typer.Option(help="Task contract address.")],
+    out: Annotated[Path, typer.Option(help="Output file: .png, .svg, .pdf or .html.")] = Path("report.png"),
+    index: IndexFile = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+) -> None:
+    """Accuracy, loss and gas per round of a task as a picture (or a self-contained HTML page)."""
+    from fedchain.explorer.report import write_report
+
+    data = _task_data(_synced(state_file, rpc_url, ipfs_api, index), task)
+    try:
+        write_report(data, out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"wrote {out} ({len(data['rounds'])} rounds)")
+
+
+@app.command()
 def demo(
     devices: Annotated[int, typer.Option(help="Number of device processes.")] = 5,
     rounds: Annotated[int, typer.Option(help="Number of rounds.")] = 10,
@@ -269,11 +399,29 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: a JSON summary.")] = False,
     workdir: Annotated[Path | None, typer.Option(help="Where logs and the IPFS repo go.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+    explorer: Annotated[
+        bool, typer.Option("--explorer", help="Serve the round explorer during the demo and keep it up after.")
+    ] = False,
+    explorer_port: Annotated[int, typer.Option(help="Port of the explorer on 127.0.0.1.")] = 8000,
 ) -> None:
     """Start a devnet, deploy a task, run one process per device plus the aggregator, and show each round."""
     from fedchain.demo import DemoOptions, run_demo
 
     _exit_on_sigterm()
+
+    def keep_exploring(summary: dict) -> None:
+        if as_json:
+            print(json.dumps(summary), flush=True)
+        console.print(
+            f"[bold]explorer still up at {summary['explorer_url']}[/]: open task {summary['task']}, follow a round "
+            "from a device's transaction to the aggregate model. Ctrl-C stops the explorer and the devnet."
+        )
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
     options = DemoOptions(
         devices=devices,
         rounds=rounds,
@@ -282,9 +430,12 @@ def demo(
         online=online,
         workdir=workdir or Path(".fedchain") / f"demo-{int(time.time())}-{os.getpid()}",
         timeout=timeout,
+        explorer_port=explorer_port if explorer else None,
     )
-    summary = run_demo(options, console=console, live=not as_json or sys.stderr.isatty())
-    if as_json:
+    summary = run_demo(
+        options, console=console, live=not as_json or sys.stderr.isatty(), after=keep_exploring if explorer else None
+    )
+    if as_json and not explorer:
         print(json.dumps(summary))
 
 

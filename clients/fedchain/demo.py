@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class DemoOptions:
     timeout: float = 900.0
     round_duration: int = 60
     spec: TaskSpec = field(default_factory=default_task_spec)
+    explorer_port: int | None = None  # run `fedchain explorer` on this port for the whole demo
 
 
 @dataclass
@@ -59,8 +61,17 @@ class RoundRow:
     model_cid: str = ""
 
 
-def run_demo(options: DemoOptions, console: Console | None = None, live: bool = True) -> dict[str, Any]:
-    """Run the demo and return its summary (what `--json` prints)."""
+def run_demo(
+    options: DemoOptions,
+    console: Console | None = None,
+    live: bool = True,
+    after: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo and return its summary (what `--json` prints).
+
+    `after(summary)` runs before the devnet (and the explorer, if any) stop: `fedchain demo --explorer` waits there
+    for Ctrl-C so the run can be explored.
+    """
     if options.devices < 1 or options.rounds < 1:
         raise ValueError("need at least one device and one round")
     console = console or Console(stderr=True)
@@ -69,10 +80,15 @@ def run_demo(options: DemoOptions, console: Console | None = None, live: bool = 
     workdir.mkdir(parents=True, exist_ok=True)
     net = Devnet(workdir, options.chain, num_accounts=FIRST_DEVICE_INDEX + options.devices + 2)
     processes: list[subprocess.Popen[bytes]] = []
+    explorer: subprocess.Popen[bytes] | None = None
+    explorer_url: str | None = None
     try:
         state = net.start()
         state.save(workdir / "devnet.json")
         console.print(f"devnet: {options.chain} at {state.rpc_url}, IPFS at {state.ipfs_api} (logs in {workdir}/logs)")
+        if options.explorer_port is not None:
+            explorer, explorer_url = _start_explorer(options, state, workdir)
+            console.print(f"[bold]explorer: {explorer_url}[/] (follow the rounds live in a browser)")
         w3 = connect(state.rpc_url)
         ipfs = IpfsClient(state.ipfs_api)
         device_addresses = state.accounts[FIRST_DEVICE_INDEX : FIRST_DEVICE_INDEX + options.devices]
@@ -101,16 +117,49 @@ def run_demo(options: DemoOptions, console: Console | None = None, live: bool = 
         gas["deploy"] = deployed.gas["deploy"]
         centralized = _centralized_accuracy(options)
         summary = _summary(options, deployed.address, rows, gas, final_cid, centralized, time.perf_counter() - started)
+        if explorer_url is not None:
+            summary["explorer_url"] = explorer_url
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
         console.print(
             f"final accuracy {summary['final_accuracy']:.4f} (centralized reference {centralized:.4f}); "
             f"final model {final_cid}"
         )
+        if after is not None:
+            after(summary)
         return summary
     finally:
         for proc in processes:
             terminate(proc)
+        if explorer is not None:
+            terminate(explorer)
         net.stop()
+
+
+def _start_explorer(options: DemoOptions, state: DevnetState, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`fedchain explorer` against the demo's devnet, as its own process; returns it once it answers."""
+    import httpx
+
+    port = options.explorer_port or 8000
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "fedchain.cli", "explorer", "--port", str(port)]
+    cmd += ["--rpc-url", state.rpc_url, "--ipfs-api", state.ipfs_api, "--index", str(workdir / "explorer.sqlite")]
+    with open(workdir / "logs" / "explorer.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the explorer exited with code {proc.returncode} (is port {port} in use? --explorer-port picks "
+                f"another); see {workdir}/logs/explorer.log"
+            )
+        try:
+            if httpx.get(url + "api/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    terminate(proc)
+    raise TimeoutError(f"the explorer did not answer at {url} within 60s; see {workdir}/logs/explorer.log")
 
 
 def _launch(options: DemoOptions, state: DevnetState, task: str, logs: Path) -> list[subprocess.Popen[bytes]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import Cli
+from explorer_e2e import ExplorerRun, explorer_scenario
 
 from fedchain.devnet import Devnet
 
@@ -38,3 +39,10 @@ def cli(ganache: Devnet, tmp_path: Path) -> Iterator[Cli]:
         yield runner
     finally:
         runner.stop_all()
+
+
+@pytest.fixture(scope="session")
+def explorer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExplorerRun]:
+    """One finished federated run on Ganache, indexed live by `fedchain explorer` (see explorer_e2e.py)."""
+    with explorer_scenario(tmp_path_factory.mktemp("explorer-run")) as run:
+        yield run

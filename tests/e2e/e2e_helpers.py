@@ -107,3 +107,55 @@ def task_spec(rpc_url: str, ipfs: IpfsClient, task: str) -> TaskSpec:
 
 def report_of(ipfs: IpfsClient, commit_args: dict) -> dict:
     return json.loads(ipfs.cat(digest_to_cid(bytes(commit_args["reportDigest"]))))
+
+
+def start_explorer(state: DevnetState, logs: Path, index: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`fedchain explorer` against a devnet on a free port, as its own process; returns it once it answers."""
+    import httpx
+
+    from fedchain.devnet import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(logs / "explorer.log", "ab")  # noqa: SIM115 - closed when the process object is collected
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "fedchain.cli", "explorer", "--port", str(port), "--index", str(index)),
+            *("--rpc-url", state.rpc_url, "--ipfs-api", state.ipfs_api),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"explorer exited with {proc.returncode}: {(logs / 'explorer.log').read_text()}")
+        try:
+            if httpx.get(url + "/api/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    terminate(proc)
+    raise AssertionError("explorer did not answer within 60s")
+
+
+def wait_explorer_synced(url: str, rpc_url: str, timeout: float = 60) -> None:
+    """Until the explorer has indexed the chain's head and fetched every committed round's report."""
+    import httpx
+
+    w3 = connect(rpc_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(url + "/api/health", timeout=5).json()
+        if health["indexed_block"] >= w3.eth.block_number:
+            tasks = httpx.get(url + "/api/tasks", timeout=5).json()
+            pending = 0
+            for task in tasks:
+                rounds = httpx.get(f"{url}/api/task/{task['address']}/rounds", timeout=5).json()
+                pending += sum(1 for r in rounds if r["state"] == "committed" and r["accuracy"] is None)
+            if pending == 0:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"explorer at {url} did not catch up within {timeout:.0f}s")

@@ -1,0 +1,114 @@
+"""The explorer's end-to-end scenario, shared by test_explorer_api.py and test_explorer_browser.py (one run per
+session): a finished federated run with a misbehaving device and a reverted transaction, indexed live."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2e_helpers import Cli, start_explorer, wait_explorer_synced, wait_for_phase
+
+from fedchain.chain import Phase, TaskClient, connect, devnet_account
+from fedchain.devnet import Devnet, DevnetState, terminate
+from fedchain.storage import IpfsClient, cid_to_digest
+
+EXPLORER_ROUNDS = 3
+HONEST_DEVICES = 3  # accounts 2, 3, 4
+BAD_DEVICE = 5  # submits bytes that are not safetensors every round: the aggregator rejects them
+
+
+@dataclass
+class ExplorerRun:
+    state: DevnetState
+    task: str
+    url: str
+    deployed: dict
+    bad_device: str
+    reverted_tx: str
+    logs: Path
+
+
+def _bad_device(state: DevnetState, task: str, stop: threading.Event) -> None:
+    """Every round, submit an update that is not a model (rejected by the aggregator with its reason)."""
+    client = TaskClient.for_account(connect(state.rpc_url), task, devnet_account(BAD_DEVICE))
+    with IpfsClient(state.ipfs_api) as ipfs:
+        done = 0
+        while done < EXPLORER_ROUNDS and not stop.is_set():
+            info = client.current_round()
+            if info.phase == Phase.OPEN and info.round > done:
+                cid = ipfs.add(f"not a model, round {info.round}".encode())
+                client.submit_update(info.round, cid_to_digest(cid), 7)
+                done = info.round
+            stop.wait(0.2)
+
+
+def _reverted_submission(state: DevnetState, task: str) -> str:
+    """A submitUpdate for a round that is not open, mined as a failed transaction (no preflight)."""
+    w3 = connect(state.rpc_url)
+    account = devnet_account(BAD_DEVICE + 1)
+    client = TaskClient(w3, task)
+    fn = client.contract.functions.submitUpdate(99, b"\x01" * 32, 1)
+    tx = fn.build_transaction(
+        {
+            "from": account.address,
+            "gas": 100_000,
+            "nonce": w3.eth.get_transaction_count(account.address),
+            "chainId": w3.eth.chain_id,
+            "maxFeePerGas": 10 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    assert receipt["status"] == 0
+    return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
+@contextmanager
+def explorer_scenario(workdir: Path) -> Iterator[ExplorerRun]:
+    """Ganache + Kubo; the explorer (started first, so it indexes live); a task with 3 honest devices and one that
+    sends garbage, 3 rounds; one reverted transaction. Yields once the explorer has caught up."""
+    net = Devnet(workdir / "devnet", "ganache", num_accounts=12)
+    state = net.start()
+    cli = Cli(state, workdir)
+    explorer = None
+    stop = threading.Event()
+    try:
+        explorer, url = start_explorer(state, workdir, workdir / "index.sqlite")
+        deployed = cli.deploy(
+            "--rounds", str(EXPLORER_ROUNDS), "--devices", str(HONEST_DEVICES + 1), "--round-duration", "120"
+        )
+        task = deployed["task"]
+        reverted = _reverted_submission(state, task)
+        bad = threading.Thread(target=_bad_device, args=(state, task, stop), daemon=True)
+        bad.start()
+        aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+        devices = [
+            cli.spawn(f"device-{i}", "device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/3")
+            for i in range(HONEST_DEVICES)
+        ]
+        wait_for_phase(state.rpc_url, task, {Phase.FINISHED}, timeout=300, procs=[aggregator, *devices])
+        stop.set()
+        bad.join(timeout=10)
+        wait_explorer_synced(url, state.rpc_url)
+        yield ExplorerRun(state, task, url, deployed, devnet_account(BAD_DEVICE).address, reverted, workdir)
+    finally:
+        stop.set()
+        cli.stop_all()
+        if explorer is not None:
+            terminate(explorer)
+        net.stop()
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (installed by .ci/run); in CI its absence is a failure, elsewhere a skip."""
+    path = "/usr/bin/chromium"
+    if os.path.exists(path):
+        return path
+    if os.environ.get("CI"):
+        raise AssertionError(f"{path} is missing: .ci/run installs it with apt-get install chromium")
+    return None
