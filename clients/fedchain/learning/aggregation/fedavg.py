@@ -1,4 +1,7 @@
-"""FedAvg: the sample-weighted mean of the devices' weights, streamed so memory stays one model's worth."""
+"""FedAvg (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from Decentralized Data").
+
+The sample-weighted mean of the devices' weights, streamed so memory stays one model's worth.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fedchain.learning.aggregation.base import AggregateResult, ServerState, Strategy, Update, devices, shapes_of
 from fedchain.learning.model import check_weights
 from fedchain.learning.types import Weights
 
@@ -67,4 +71,23 @@ def fedavg(updates: Sequence[tuple[Weights, int]]) -> Weights:
     return aggregator.result()
 
 
-__all__ = ["StreamingFedAvg", "fedavg"]
+class FedAvg(Strategy):
+    """FedAvg as a strategy: StreamingFedAvg over the updates in device-address order (bit-identical to it).
+
+    Beyond its inputs it holds one float64 model; an aggregator that cannot hold all updates at once keeps using
+    StreamingFedAvg directly, adding updates in the same (sorted) order.
+    """
+
+    name = "fedavg"
+
+    def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
+        aggregator = StreamingFedAvg(shapes_of(global_weights))
+        for update in updates:
+            aggregator.add(update.weights, update.num_samples)
+        return AggregateResult(aggregator.result(), devices(updates))
+
+    def params(self) -> dict[str, float | int]:
+        return {}
+
+
+__all__ = ["FedAvg", "StreamingFedAvg", "fedavg"]

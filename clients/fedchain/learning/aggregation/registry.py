@@ -1,0 +1,148 @@
+"""Strategy ids (uint16, in the task config on chain) and parameters as canonical JSON.
+
+Ids are stable forever: a task created with id 7 must mean Krum to every future client. fedavg is 0.
+Every parameter has a default; the canonical form fills defaults in, so equal strategies give equal bytes.
+Clipping is not a strategy of its own: the optional parameter `clip_norm` (> 0) wraps any strategy in NormClipping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fedchain.learning.aggregation.base import Strategy, integer, number
+from fedchain.learning.aggregation.bulyan import Bulyan
+from fedchain.learning.aggregation.clipping import NormClipping
+from fedchain.learning.aggregation.fedadam import FedAdam
+from fedchain.learning.aggregation.fedavg import FedAvg
+from fedchain.learning.aggregation.fedavgm import FedAvgM
+from fedchain.learning.aggregation.fedprox import FedProx
+from fedchain.learning.aggregation.fedyogi import FedYogi
+from fedchain.learning.aggregation.krum import Krum, MultiKrum
+from fedchain.learning.aggregation.median import Median
+from fedchain.learning.aggregation.trimmed_mean import TrimmedMean
+
+STRATEGY_IDS: Final[Mapping[str, int]] = {
+    "fedavg": 0,
+    "fedavgm": 1,
+    "fedadam": 2,
+    "fedyogi": 3,
+    "fedprox": 4,
+    "median": 5,
+    "trimmed-mean": 6,
+    "krum": 7,
+    "multi-krum": 8,
+    "bulyan": 9,
+}
+
+# name -> (constructor, defaults). A default's type (int or float) is the parameter's type.
+STRATEGIES: Final[Mapping[str, tuple[Callable[..., Strategy], Mapping[str, float | int]]]] = {
+    "fedavg": (FedAvg, {}),
+    "fedavgm": (FedAvgM, {"server_lr": 1.0, "momentum": 0.9}),
+    "fedadam": (FedAdam, {"eta": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9}),
+    "fedyogi": (FedYogi, {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}),
+    "fedprox": (FedProx, {"mu": 0.01}),
+    "median": (Median, {}),
+    "trimmed-mean": (TrimmedMean, {"beta": 0.1}),
+    "krum": (Krum, {"f": 1}),
+    "multi-krum": (MultiKrum, {"f": 1, "m": 0}),
+    "bulyan": (Bulyan, {"f": 1}),
+}
+CLIP_PARAM: Final = "clip_norm"
+
+
+def strategy_id(name: str) -> int:
+    """The on-chain id of a strategy name; ValueError for an unknown name."""
+    if name not in STRATEGY_IDS:
+        raise ValueError(f"unknown strategy {name!r}; known: {sorted(STRATEGY_IDS)}")
+    return STRATEGY_IDS[name]
+
+
+def strategy_name(sid: int) -> str:
+    """The strategy name of an on-chain id; ValueError for an unknown id."""
+    for name, value in STRATEGY_IDS.items():
+        if value == sid:
+            return name
+    raise ValueError(f"unknown strategy id {sid!r}; known: {sorted(STRATEGY_IDS.values())}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key(s) {dupes}")
+    return dict(pairs)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy name and its parameters, normalised: defaults filled in, ints as int, floats as float."""
+
+    name: str = "fedavg"
+    params: Mapping[str, float | int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r}; known: {sorted(STRATEGIES)}")
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"StrategySpec.params must be a mapping, got {type(self.params).__name__}")
+        _, defaults = STRATEGIES[self.name]
+        unknown = sorted(set(self.params) - set(defaults) - {CLIP_PARAM})
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; allowed: {sorted(defaults)} + clip_norm")
+        params: dict[str, float | int] = {}
+        for key, default in defaults.items():
+            value = self.params.get(key, default)
+            params[key] = integer(self.name, key, value) if isinstance(default, int) else number(self.name, key, value)
+        if CLIP_PARAM in self.params:
+            params[CLIP_PARAM] = number(self.name, CLIP_PARAM, self.params[CLIP_PARAM], 0.0)
+        object.__setattr__(self, "params", dict(sorted(params.items())))
+        build_strategy(self)  # range checks live in the constructors
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    @property
+    def id(self) -> int:
+        return strategy_id(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StrategySpec:
+        if not isinstance(data, dict) or set(data) - {"name", "params"} or "name" not in data:
+            raise ValueError(f"a strategy spec is an object with 'name' and optional 'params', got {data!r}")
+        return cls(data["name"], data.get("params", {}))
+
+    def to_json(self) -> bytes:
+        """Canonical JSON: sorted keys, no whitespace, UTF-8, floats in shortest round-trip form."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> StrategySpec:
+        try:
+            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"strategy spec is not valid UTF-8 JSON: {exc}") from None
+        return cls.from_dict(parsed)
+
+    def digest(self) -> bytes:
+        """sha256 of the canonical JSON: 32 bytes a contract can store next to the id."""
+        return hashlib.sha256(self.to_json()).digest()
+
+
+def build_strategy(spec: StrategySpec) -> Strategy:
+    """The Strategy a spec describes, wrapped in NormClipping when it has clip_norm."""
+    constructor, defaults = STRATEGIES[spec.name]
+    strategy = constructor(**{k: spec.params[k] for k in defaults if k in spec.params})
+    if CLIP_PARAM in spec.params:
+        strategy = NormClipping(strategy, spec.params[CLIP_PARAM])
+    return strategy
+
+
+__all__ = ["CLIP_PARAM", "STRATEGIES", "STRATEGY_IDS", "StrategySpec", "build_strategy", "strategy_id", "strategy_name"]
