@@ -9,14 +9,16 @@ import os
 from brownie import FederatedTask, accounts, network
 
 from fedchain.chain.task import AGGREGATOR_ROLE
-from fedchain.deploy import STRATEGY_IDS, default_min_updates
+from fedchain.deploy import default_min_updates
 from fedchain.devnet import DevnetState
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import default_task_spec
 from fedchain.storage import IpfsClient, cid_to_digest
 
 
-def main(rounds: int = 10, devices: int = 5, round_duration: int = 120) -> FederatedTask:
+def main(
+    rounds: int = 10, devices: int = 5, round_duration: int = 120, aggregation_duration: int = 60
+) -> FederatedTask:
     api = os.environ.get("FEDCHAIN_IPFS_API") or DevnetState.load().ipfs_api
     admin = accounts[0]
     spec = default_task_spec()
@@ -30,7 +32,9 @@ def main(rounds: int = 10, devices: int = 5, round_duration: int = 120) -> Feder
         default_min_updates(devices),
         devices,
         round_duration,
-        STRATEGY_IDS["fedavg"],
+        spec.strategy_spec().id,
+        1,  # aggregatorThreshold: the one aggregator below
+        aggregation_duration,
     )
     task = FederatedTask.deploy(config, admin, {"from": admin})
     device_accounts = [a.address for a in accounts[2 : 2 + devices]]

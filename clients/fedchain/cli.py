@@ -32,6 +32,39 @@ KeyEnv = Annotated[
     str | None, typer.Option("--key-env", help="Environment variable holding a hex private key (testnets).")
 ]
 Keystore = Annotated[Path | None, typer.Option("--keystore", help="JSON keystore file (password from env or prompt).")]
+StrategyName = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="Aggregation strategy: fedavg, fedavgm, fedadam, fedyogi, fedprox, median, trimmed-mean, krum, "
+        "multi-krum, bulyan.",
+    ),
+]
+StrategyParams = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--strategy-param", help="A strategy parameter as NAME=VALUE (repeatable), e.g. f=2, beta=0.3, clip_norm=1."
+    ),
+]
+
+
+def _strategy(name: str, params: list[str] | None):
+    """A StrategySpec from --strategy and --strategy-param; BadParameter with the reason otherwise."""
+    from fedchain.learning.aggregation.registry import StrategySpec
+
+    parsed: dict[str, object] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--strategy-param")
+        try:
+            parsed[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            raise typer.BadParameter(f"{key}: {value!r} is not a number", param_hint="--strategy-param") from None
+    try:
+        return StrategySpec(name, parsed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategy") from None
 
 
 def _default_state_file() -> Path:
@@ -134,6 +167,12 @@ def deploy(
     aggregator_address: Annotated[
         list[str] | None, typer.Option("--aggregator-address", help="Grant AGGREGATOR_ROLE to these accounts.")
     ] = None,
+    strategy: StrategyName = "fedavg",
+    strategy_param: StrategyParams = None,
+    threshold: Annotated[
+        int | None, typer.Option(help="Agreeing aggregators that finalise a round (default: a strict majority).")
+    ] = None,
+    aggregation_duration: Annotated[int, typer.Option(help="Seconds of the commit and of the reveal window.")] = 60,
     no_start: Annotated[bool, typer.Option("--no-start", help="Deploy without opening round 1.")] = False,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
@@ -160,6 +199,9 @@ def deploy(
         aggregator_list = [devnet_addresses(2)[1]]
     n = len(device_list) or devices
     plan = TaskPlan(
+        strategy=_strategy(strategy, strategy_param),
+        aggregator_threshold=threshold,
+        aggregation_duration=aggregation_duration,
         num_rounds=rounds,
         min_updates=min_updates or default_min_updates(n),
         max_updates=max_updates or n,
@@ -169,7 +211,10 @@ def deploy(
         start=not no_start,
     )
     with IpfsClient(api) as client:
-        deployed = create_task(connect(rpc, wait=10), admin, client, plan)
+        try:
+            deployed = create_task(connect(rpc, wait=10), admin, client, plan)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     result = {
         "task": deployed.address,
         "admin": admin.address,
@@ -177,6 +222,8 @@ def deploy(
         "initial_model_cid": deployed.initial_model_cid,
         "devices": device_list,
         "aggregators": aggregator_list,
+        "aggregator_threshold": plan.threshold(),
+        "strategy": plan.task_spec().strategy_spec().to_dict(),
         "gas": deployed.gas,
     }
     if as_json:
@@ -195,6 +242,13 @@ def device(
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
     online: Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")] = True,
     max_rounds: Annotated[int | None, typer.Option(help="Leave after training this many rounds.")] = None,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluation only: act as a Byzantine device (sign-flip, sign-flip-x10, scale, gaussian, constant, "
+            "label-flip)."
+        ),
+    ] = None,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -207,6 +261,7 @@ def device(
     import torch
 
     from fedchain.device.runner import DeviceRunner, DeviceSettings
+    from fedchain.learning.attacks import check_attack
     from fedchain.learning.data import parse_partition
 
     _setup_logging(verbose)
@@ -216,8 +271,13 @@ def device(
         index, parts = parse_partition(partition)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if attack is not None:
+        try:
+            check_attack(attack)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--attack") from None
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
-    settings = DeviceSettings(task, rpc, api, index, parts, non_iid, data_seed, online)
+    settings = DeviceSettings(task, rpc, api, index, parts, non_iid, data_seed, online, attack=attack)
     runner = DeviceRunner(settings, _account(account, key_env, keystore, default_index=None))
     try:
         runner.run(max_rounds=max_rounds)
@@ -232,6 +292,9 @@ def device(
 def aggregator(
     task: Annotated[str, typer.Option(help="Task contract address.")],
     evaluate: Annotated[bool, typer.Option(help="Evaluate each aggregate on the task's held-out set.")] = True,
+    lie: Annotated[
+        bool, typer.Option("--lie", help="Evaluation only: a dishonest aggregator that reveals corrupted models.")
+    ] = False,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -251,7 +314,8 @@ def aggregator(
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     try:
         worker = AggregatorWorker(
-            AggregatorSettings(task, rpc, api, evaluate=evaluate), _account(account, key_env, keystore, default_index=1)
+            AggregatorSettings(task, rpc, api, evaluate=evaluate, lie=lie),
+            _account(account, key_env, keystore, default_index=1),
         )
     except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks
         console.print(f"[red]aggregator cannot serve this task[/]: {exc}")
@@ -391,11 +455,26 @@ def report(
 
 @app.command()
 def demo(
-    devices: Annotated[int, typer.Option(help="Number of device processes.")] = 5,
+    devices: Annotated[
+        int | None, typer.Option(help="Number of device processes (default 5, or 10 when --attackers is set).")
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Number of rounds.")] = 10,
     chain: Annotated[str, typer.Option(help="ganache or anvil.")] = "ganache",
     non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for label-skewed device data.")] = None,
     online: Annotated[bool, typer.Option(help="Device data arrives as a stream.")] = True,
+    strategy: StrategyName = "fedavg",
+    strategy_param: StrategyParams = None,
+    aggregators: Annotated[int, typer.Option(help="Aggregator processes (k-of-n agreement by commit-reveal).")] = 1,
+    threshold: Annotated[
+        int | None, typer.Option(help="Agreeing aggregators that finalise a round (default: a strict majority).")
+    ] = None,
+    lying_aggregators: Annotated[
+        int, typer.Option(help="Evaluation: how many of the aggregators reveal corrupted models.")
+    ] = 0,
+    attackers: Annotated[float, typer.Option(help="Evaluation: fraction of Byzantine devices, e.g. 0.3.")] = 0.0,
+    attack: Annotated[
+        str, typer.Option(help="What attackers do: sign-flip, sign-flip-x10, scale, gaussian, constant, label-flip.")
+    ] = "sign-flip-x10",
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: a JSON summary.")] = False,
     workdir: Annotated[Path | None, typer.Option(help="Where logs and the IPFS repo go.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
@@ -404,7 +483,11 @@ def demo(
     ] = False,
     explorer_port: Annotated[int, typer.Option(help="Port of the explorer on 127.0.0.1.")] = 8000,
 ) -> None:
-    """Start a devnet, deploy a task, run one process per device plus the aggregator, and show each round."""
+    """Start a devnet, deploy a task, run one process per device and per aggregator, and show each round.
+
+    With --attackers, Byzantine devices join; with --aggregators 3 --lying-aggregators 1, a dishonest aggregator
+    takes part in the agreement and is recorded on chain as faulty.
+    """
     from fedchain.demo import DemoOptions, run_demo
 
     _exit_on_sigterm()
@@ -423,8 +506,14 @@ def demo(
             pass
 
     options = DemoOptions(
-        devices=devices,
+        devices=devices if devices is not None else (10 if attackers > 0 else 5),
         rounds=rounds,
+        strategy=_strategy(strategy, strategy_param),
+        aggregators=aggregators,
+        threshold=threshold,
+        lying_aggregators=lying_aggregators,
+        attackers=attackers,
+        attack=attack,
         chain=chain,
         non_iid=non_iid,
         online=online,
@@ -432,11 +521,50 @@ def demo(
         timeout=timeout,
         explorer_port=explorer_port if explorer else None,
     )
+    try:
+        options.check()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     summary = run_demo(
         options, console=console, live=not as_json or sys.stderr.isatty(), after=keep_exploring if explorer else None
     )
     if as_json and not explorer:
         print(json.dumps(summary))
+
+
+bench_app = typer.Typer(help="Benchmarks that write reports/*.json (see `make bench`).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_app.command("attacks", context_settings=PASSTHROUGH)
+def bench_attacks(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout.")] = False,
+) -> None:
+    """Accuracy of each strategy under each attack at 0/10/20/30% attacking devices (non-IID): writes
+    reports/attacks.json and reports/attacks.md. Extra options (--seeds, --rounds, --devices, --quick, --out-dir)
+    go to `python -m fedchain.learning.attack_bench`."""
+    from fedchain.learning.attack_bench import main as attack_main
+
+    attack_main([*ctx.args, *(["--json"] if as_json else [])])
+
+
+@bench_app.command("aggregation", context_settings=PASSTHROUGH)
+def bench_aggregation(ctx: typer.Context) -> None:
+    """Seconds per robust strategy on 100 updates of 1M parameters, and FedAvg's peak memory against the number
+    of updates: writes reports/aggregation.json."""
+    from fedchain.learning.aggregation.speed_bench import main as aggregation_main
+
+    aggregation_main(list(ctx.args))
+
+
+@bench_app.command("rounds", context_settings=PASSTHROUGH)
+def bench_rounds(ctx: typer.Context) -> None:
+    """Gas per function and seconds per round for 5/10/20 devices on Ganache and Anvil: reports/bench.json."""
+    from fedchain.bench import main as rounds_main
+
+    rounds_main(list(ctx.args))
 
 
 def main() -> None:

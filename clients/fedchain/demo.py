@@ -19,14 +19,26 @@ from rich.table import Table
 from web3 import Web3
 
 from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
-from fedchain.deploy import TaskPlan, create_task, default_min_updates
+from fedchain.deploy import TaskPlan, create_task, default_min_updates, default_threshold
 from fedchain.devnet import Devnet, DevnetState, terminate
+from fedchain.learning.aggregation.registry import StrategySpec
+from fedchain.learning.attacks import check_attack
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.learning.train import evaluate, train_centralized
 from fedchain.storage import IpfsClient, digest_to_cid
 
+# Events whose transactions count towards a round's gas.
+ROUND_TX_EVENTS = (
+    "UpdateSubmitted",
+    "RoundExtended",
+    "ResultCommitted",
+    "RevealOpened",
+    "ResultRevealed",
+    "AggregateCommitted",
+    "AggregationFailed",
+)
 ADMIN_INDEX = 0
 AGGREGATOR_INDEX = 1
 FIRST_DEVICE_INDEX = 2
@@ -44,6 +56,49 @@ class DemoOptions:
     round_duration: int = 60
     spec: TaskSpec = field(default_factory=default_task_spec)
     explorer_port: int | None = None  # run `fedchain explorer` on this port for the whole demo
+    strategy: StrategySpec = field(default_factory=StrategySpec)
+    aggregators: int = 1
+    threshold: int | None = None  # default: a strict majority of the aggregators
+    lying_aggregators: int = 0  # evaluation: how many aggregators reveal corrupted models
+    attackers: float = 0.0  # evaluation: fraction of devices that are Byzantine
+    attack: str = "sign-flip-x10"
+    aggregation_duration: int = 30
+
+    def attacker_count(self) -> int:
+        return round(self.attackers * self.devices)
+
+    def aggregator_indices(self) -> list[int]:
+        """Devnet account 1, then accounts after the devices'."""
+        return [AGGREGATOR_INDEX] + [FIRST_DEVICE_INDEX + self.devices + j for j in range(self.aggregators - 1)]
+
+    def check(self) -> None:
+        if self.devices < 1 or self.rounds < 1:
+            raise ValueError("need at least one device and one round")
+        if self.aggregators < 1:
+            raise ValueError("need at least one aggregator")
+        threshold = self.threshold if self.threshold is not None else default_threshold(self.aggregators)
+        if not 1 <= threshold <= self.aggregators:
+            raise ValueError(f"the threshold must be between 1 and {self.aggregators}, got {threshold}")
+        if not 0 <= self.lying_aggregators <= self.aggregators:
+            raise ValueError(f"lying aggregators must be between 0 and {self.aggregators}")
+        if not 0.0 <= self.attackers < 1.0:
+            raise ValueError(f"the attacker fraction must be in [0, 1), got {self.attackers}")
+        check_attack(self.attack)
+
+
+def robust_defaults(strategy: StrategySpec, devices: int, attackers: int) -> StrategySpec:
+    """Fill in the Byzantine bound a practitioner would configure when it was not given: f = the number of
+    attackers for Krum and Multi-Krum (Bulyan: the most its n >= 4f + 3 allows), beta = their share for the
+    trimmed mean. Explicit parameters are kept."""
+    params = dict(strategy.params)
+    given = strategy.params
+    if attackers > 0 and strategy.name in ("krum", "multi-krum") and given.get("f", 1) == 1:
+        params["f"] = max(1, min(attackers, (devices - 3) // 2))
+    if attackers > 0 and strategy.name == "bulyan" and given.get("f", 1) == 1:
+        params["f"] = max(1, min(attackers, (devices - 3) // 4))
+    if attackers > 0 and strategy.name == "trimmed-mean" and given.get("beta", 0.1) == 0.1:
+        params["beta"] = min(0.49, attackers / devices)
+    return StrategySpec(strategy.name, params)
 
 
 @dataclass
@@ -59,6 +114,8 @@ class RoundRow:
     seconds: float | None = None
     max_train_seconds: float | None = None
     model_cid: str = ""
+    failed: bool = False
+    attackers_accepted: int | None = None
 
 
 def run_demo(
@@ -72,13 +129,12 @@ def run_demo(
     `after(summary)` runs before the devnet (and the explorer, if any) stop: `fedchain demo --explorer` waits there
     for Ctrl-C so the run can be explored.
     """
-    if options.devices < 1 or options.rounds < 1:
-        raise ValueError("need at least one device and one round")
+    options.check()
     console = console or Console(stderr=True)
     started = time.perf_counter()
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    net = Devnet(workdir, options.chain, num_accounts=FIRST_DEVICE_INDEX + options.devices + 2)
+    net = Devnet(workdir, options.chain, num_accounts=FIRST_DEVICE_INDEX + options.devices + options.aggregators + 1)
     processes: list[subprocess.Popen[bytes]] = []
     explorer: subprocess.Popen[bytes] | None = None
     explorer_url: str | None = None
@@ -92,19 +148,29 @@ def run_demo(
         w3 = connect(state.rpc_url)
         ipfs = IpfsClient(state.ipfs_api)
         device_addresses = state.accounts[FIRST_DEVICE_INDEX : FIRST_DEVICE_INDEX + options.devices]
+        aggregator_addresses = [state.accounts[i] for i in options.aggregator_indices()]
+        strategy = robust_defaults(options.strategy, options.devices, options.attacker_count())
         plan = TaskPlan(
             spec=options.spec,
+            strategy=strategy,
+            aggregator_threshold=options.threshold,
+            aggregation_duration=options.aggregation_duration,
             num_rounds=options.rounds,
             min_updates=default_min_updates(options.devices),
             max_updates=options.devices,
             round_duration=options.round_duration,
             devices=tuple(device_addresses),
-            aggregators=(state.accounts[AGGREGATOR_INDEX],),
+            aggregators=tuple(aggregator_addresses),
         )
         deployed = create_task(w3, devnet_account(ADMIN_INDEX), ipfs, plan)
-        console.print(f"task {deployed.address}: {options.rounds} rounds, {options.devices} devices")
+        console.print(
+            f"task {deployed.address}: {options.rounds} rounds, {options.devices} devices "
+            f"({options.attacker_count()} attacking: {options.attack if options.attacker_count() else '-'}), "
+            f"strategy {strategy.name} {dict(strategy.params)}, {plan.threshold()} of {options.aggregators} "
+            f"aggregators must agree ({options.lying_aggregators} lying)"
+        )
         processes = _launch(options, state, deployed.address, workdir / "logs")
-        rows = _follow(options, w3, ipfs, deployed.address, processes, console, live)
+        rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live)
         for proc in processes:  # they exit on TaskFinished; give them a moment
             try:
                 proc.wait(timeout=30)
@@ -117,6 +183,20 @@ def run_demo(
         gas["deploy"] = deployed.gas["deploy"]
         centralized = _centralized_accuracy(options)
         summary = _summary(options, deployed.address, rows, gas, final_cid, centralized, time.perf_counter() - started)
+        summary["strategy"] = strategy.to_dict()
+        summary["aggregator_threshold"] = plan.threshold()
+        summary["aggregators"] = [
+            {
+                "address": address,
+                "lying": j >= options.aggregators - options.lying_aggregators,
+                "faults": task.aggregator_info(address).faults,
+                "fault_events": faults.get(address, 0),
+            }
+            for j, address in enumerate(aggregator_addresses)
+        ]
+        summary["attack"] = options.attack if options.attacker_count() else None
+        summary["attackers"] = list(device_addresses[: options.attacker_count()])
+        summary["failed_rounds"] = task.failed_rounds()
         if explorer_url is not None:
             summary["explorer_url"] = explorer_url
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -164,18 +244,21 @@ def _start_explorer(options: DemoOptions, state: DevnetState, workdir: Path) -> 
 
 def _launch(options: DemoOptions, state: DevnetState, task: str, logs: Path) -> list[subprocess.Popen[bytes]]:
     common = ["--task", task, "--rpc-url", state.rpc_url, "--ipfs-api", state.ipfs_api]
-    commands = [
-        (
-            "aggregator",
-            [sys.executable, "-m", "fedchain.cli", "aggregator", *common, "--account", str(AGGREGATOR_INDEX)],
-        )
-    ]
+    commands = []
+    for j, index in enumerate(options.aggregator_indices()):
+        cmd = [sys.executable, "-m", "fedchain.cli", "aggregator", *common, "--account", str(index)]
+        if j >= options.aggregators - options.lying_aggregators:
+            cmd.append("--lie")
+        # Only the first evaluates: the others' reports would be the same, and evaluation costs the shared CPU.
+        commands.append((f"aggregator-{j}" if options.aggregators > 1 else "aggregator", cmd))
     for i in range(options.devices):
         cmd = [sys.executable, "-m", "fedchain.cli", "device", *common]
         cmd += ["--account", str(FIRST_DEVICE_INDEX + i), "--partition", f"{i}/{options.devices}"]
         cmd += ["--online" if options.online else "--no-online"]
         if options.non_iid is not None:
             cmd += ["--non-iid", str(options.non_iid)]
+        if i < options.attacker_count():
+            cmd += ["--attack", options.attack]
         commands.append((f"device-{i}", cmd))
     processes = []
     for name, cmd in commands:
@@ -192,13 +275,17 @@ def _follow(
     processes: list[subprocess.Popen[bytes]],
     console: Console,
     live: bool,
-) -> dict[int, RoundRow]:
-    """Watch the task's events until it finishes, evaluating each committed model independently."""
+) -> tuple[dict[int, RoundRow], dict[str, int]]:
+    """Watch the task's events until it finishes, evaluating each finalised model independently.
+
+    Returns the rows and the AggregatorFault events per aggregator."""
     task = TaskClient(w3, task_address)
     follower = EventFollower(w3, task_address, task.abi)
     _, test = load_dataset(options.spec.dataset)
     model = build_model(options.spec.model, seed=options.spec.seed)
     rows: dict[int, RoundRow] = {}
+    faults: dict[str, int] = defaultdict(int)
+    attackers = {a.lower() for a in _device_addresses(options)[: options.attacker_count()]}
     gas_by_tx: dict[str, int] = {}
     deadline = time.monotonic() + options.timeout
     finished = False
@@ -209,14 +296,17 @@ def _follow(
         while not finished:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"demo did not finish within {options.timeout:.0f}s; logs in {options.workdir}")
-            if processes and processes[0].poll() is not None:
-                raise RuntimeError(f"the aggregator exited early (code {processes[0].returncode}); see its log")
+            for proc in processes[: options.aggregators]:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"an aggregator exited early (code {proc.returncode}); see its log")
             for event in follower.poll():
                 now = time.perf_counter()
                 r = event.args.get("round")
                 if event.name == "RoundOpened":
                     rows[r] = RoundRow(round=r, opened_at=now)
-                elif r in rows and event.name in ("UpdateSubmitted", "RoundExtended", "AggregateCommitted"):
+                elif event.name == "AggregatorFault":
+                    faults[event.args["aggregator"]] += 1
+                elif r in rows and event.name in ROUND_TX_EVENTS:
                     row = rows[r]
                     if event.tx_hash not in gas_by_tx:
                         gas_by_tx[event.tx_hash] = w3.eth.get_transaction_receipt(event.tx_hash)["gasUsed"]
@@ -225,7 +315,10 @@ def _follow(
                         row.submitted += 1
                     elif event.name == "AggregateCommitted":
                         row.seconds = now - row.opened_at
-                        _record_aggregate(row, event.args, ipfs, model, test)
+                        _record_aggregate(row, event.args, ipfs, model, test, attackers)
+                    elif event.name == "AggregationFailed":
+                        row.seconds = now - row.opened_at
+                        row.failed = True
                 elif event.name in ("TaskFinished", "TaskCancelled"):
                     finished = True
             if view is not None:
@@ -237,14 +330,23 @@ def _follow(
             view.stop()
     if task.current_round().phase != Phase.FINISHED:
         raise RuntimeError("the task was cancelled")
-    return rows
+    return rows, dict(faults)
 
 
-def _record_aggregate(row: RoundRow, args: dict[str, Any], ipfs: IpfsClient, model: Any, test: Any) -> None:
+def _device_addresses(options: DemoOptions) -> list[str]:
+    from fedchain.chain.accounts import devnet_addresses
+
+    return devnet_addresses(FIRST_DEVICE_INDEX + options.devices)[FIRST_DEVICE_INDEX:]
+
+
+def _record_aggregate(
+    row: RoundRow, args: dict[str, Any], ipfs: IpfsClient, model: Any, test: Any, attackers: set[str]
+) -> None:
     row.model_cid = digest_to_cid(bytes(args["modelDigest"]))
     row.accepted = int(args["acceptedUpdates"])
     report = json.loads(ipfs.cat(digest_to_cid(bytes(args["reportDigest"])), max_size=16 << 20))
     row.rejected = len(report.get("rejected", []))
+    row.attackers_accepted = sum(1 for a in report.get("accepted", []) if a["device"].lower() in attackers)
     train_times = [a["train_seconds"] for a in report.get("accepted", []) if "train_seconds" in a]
     row.max_train_seconds = max(train_times) if train_times else None
     set_weights(model, ipfs.get_weights(row.model_cid))
@@ -259,6 +361,8 @@ def _table(rows: dict[int, RoundRow], options: DemoOptions) -> Table:
     for r in sorted(rows):
         row = rows[r]
         updates = f"{row.accepted}/{row.submitted}" if row.accepted is not None else f"{row.submitted}…"
+        if row.failed:
+            updates = f"no agreement ({row.submitted})"
         table.add_row(
             f"{r}/{options.rounds}",
             f"{row.accuracy:.4f}" if row.accuracy is not None else "…",
@@ -299,7 +403,7 @@ def _summary(
     centralized: float,
     total_seconds: float,
 ) -> dict[str, Any]:
-    ordered = [rows[r] for r in sorted(rows)]
+    ordered = [rows[r] for r in sorted(rows) if not rows[r].failed and rows[r].accepted is not None]
     accuracies = [row.accuracy for row in ordered]
     round_seconds = [round(row.seconds or 0.0, 3) for row in ordered]
     overhead = [
@@ -318,6 +422,7 @@ def _summary(
         "loss_per_round": [row.loss for row in ordered],
         "updates_per_round": [row.accepted for row in ordered],
         "rejected_per_round": [row.rejected for row in ordered],
+        "attackers_accepted_per_round": [row.attackers_accepted for row in ordered],
         "round_seconds": round_seconds,
         "train_seconds_per_round": [row.max_train_seconds for row in ordered],
         "overhead_seconds_per_round": overhead,

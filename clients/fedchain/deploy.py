@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -10,16 +11,21 @@ from web3 import Web3
 
 from fedchain.chain.task import TaskConfig, deploy_task
 from fedchain.chain.tx import TxResult
+from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.storage import IpfsClient, cid_to_digest
-
-STRATEGY_IDS = {"fedavg": 0}
 
 
 def default_min_updates(num_devices: int) -> int:
     """Updates a round needs once its deadline has passed: 60% of the devices, at least one."""
     return max(1, math.ceil(0.6 * num_devices))
+
+
+def default_threshold(num_aggregators: int) -> int:
+    """Agreeing reveals that finalise a round: a strict majority of the aggregators, so two results never both
+    reach it (1 of 1, 2 of 3, 3 of 4 or 5)."""
+    return num_aggregators // 2 + 1
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,26 @@ class TaskPlan:
     min_updates: int = 1
     max_updates: int = 1
     round_duration: int = 120
-    strategy: str = "fedavg"
+    # The aggregation strategy; None keeps the one in `spec` (FedAvg by default).
+    strategy: StrategySpec | str | None = None
     devices: tuple[str, ...] = ()
     aggregators: tuple[str, ...] = ()
+    # k of the k-of-n agreement among aggregators; None: a strict majority of `aggregators` (at least 1).
+    aggregator_threshold: int | None = None
+    # Seconds of the commit window, and again of the reveal window, once a round closes.
+    aggregation_duration: int = 60
     start: bool = True
+
+    def task_spec(self) -> TaskSpec:
+        """`spec` with `strategy` (if given) written into it: the description every participant reads."""
+        if self.strategy is None:
+            return self.spec
+        return dataclasses.replace(self.spec, strategy=self.strategy)
+
+    def threshold(self) -> int:
+        if self.aggregator_threshold is not None:
+            return self.aggregator_threshold
+        return default_threshold(max(1, len(self.aggregators)))
 
 
 @dataclass(frozen=True)
@@ -48,10 +70,14 @@ class DeployedTask:
 
 def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan) -> DeployedTask:
     """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`."""
-    if plan.strategy not in STRATEGY_IDS:
-        raise ValueError(f"unknown strategy {plan.strategy!r}: choose one of {sorted(STRATEGY_IDS)}")
-    spec_cid = ipfs.add(plan.spec.to_json())
-    model = build_model(plan.spec.model, seed=plan.spec.seed)
+    spec = plan.task_spec()  # ValueError for an unknown strategy or bad parameters, before anything is sent
+    threshold = plan.threshold()
+    if threshold < 1:
+        raise ValueError(f"the aggregator threshold must be >= 1, got {threshold}")
+    if plan.aggregators and threshold > len(plan.aggregators):
+        raise ValueError(f"threshold {threshold} exceeds the {len(plan.aggregators)} aggregators: no round can finish")
+    spec_cid = ipfs.add(spec.to_json())
+    model = build_model(spec.model, seed=spec.seed)
     initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.round": "0"})
     config = TaskConfig(
         model_spec_digest=cid_to_digest(spec_cid),
@@ -60,7 +86,9 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         min_updates=plan.min_updates,
         max_updates=plan.max_updates,
         round_duration=plan.round_duration,
-        strategy_id=STRATEGY_IDS[plan.strategy],
+        strategy_id=spec.strategy_spec().id,
+        aggregator_threshold=threshold,
+        aggregation_duration=plan.aggregation_duration,
     )
     task, deployed = deploy_task(w3, admin, config)
     gas: dict[str, int] = {"deploy": deployed.gas_used}

@@ -2,6 +2,7 @@
 
 import hashlib
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import brownie
@@ -17,6 +18,9 @@ MIN_UPDATES = 2
 MAX_UPDATES = 3
 ROUND_DURATION = 600
 STRATEGY_ID = 0
+AGGREGATOR_THRESHOLD = 1
+AGGREGATION_DURATION = 300
+MAX_AGGREGATORS = 32
 
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_BYTES32 = b"\x00" * 32
@@ -32,6 +36,7 @@ class Phase(IntEnum):
     Aggregating = 2
     Finished = 3
     Cancelled = 4
+    Revealing = 5
 
 
 def digest(label: str) -> bytes:
@@ -141,17 +146,98 @@ def submit_round(task, devices, round_index, samples=None, label="u"):
     return submissions, txs
 
 
-def commit_round(task, aggregator, round_index, accepted=None):
-    """Commit the aggregate of a round in Aggregating, with the chain's own inputs hash."""
+def result_commitment(task_address, round_index, aggregator, inputs_hash, model, report, accepted, salt) -> bytes:
+    """keccak256(abi.encode(address(this), round, aggregator, inputsHash, modelDigest, reportDigest, accepted,
+    salt)): FederatedTask.resultCommitment, spelled out independently of the fedchain binding."""
+    return keccak(
+        abi_encode(
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+            [str(task_address), round_index, str(aggregator), inputs_hash, model, report, accepted, salt],
+        )
+    )
+
+
+def result_key(inputs_hash: bytes, model: bytes, accepted: int) -> bytes:
+    """keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates))."""
+    return keccak(abi_encode(["bytes20", "bytes32", "uint32"], [inputs_hash, model, accepted]))
+
+
+@dataclass(frozen=True)
+class Result:
+    """One aggregator's result for a round, and the salt of its commitment."""
+
+    round: int
+    inputs_hash: bytes
+    model: bytes
+    report: bytes
+    accepted: int
+    salt: bytes
+
+    def commitment(self, task, aggregator) -> bytes:
+        return result_commitment(
+            task.address, self.round, aggregator, self.inputs_hash, self.model, self.report, self.accepted, self.salt
+        )
+
+    def key(self) -> bytes:
+        return result_key(self.inputs_hash, self.model, self.accepted)
+
+    def but(self, **changes) -> "Result":
+        return replace(self, **changes)
+
+
+def make_result(task, round_index, model=None, report=None, accepted=None, inputs_hash=None, salt=None) -> Result:
+    """A result for the round; defaults: the chain's inputs hash and update count, `model-<round>`, a fixed salt."""
     state = round_state(task)
-    return task.commitAggregate(
-        round_index,
-        state["inputsHash"],
-        digest(f"model-{round_index}"),
-        digest(f"report-{round_index}"),
-        state["updates"] if accepted is None else accepted,
+    return Result(
+        round=round_index,
+        inputs_hash=state["inputsHash"] if inputs_hash is None else inputs_hash,
+        model=digest(f"model-{round_index}") if model is None else model,
+        report=digest(f"report-{round_index}") if report is None else report,
+        accepted=state["updates"] if accepted is None else accepted,
+        salt=digest(f"salt-{round_index}") if salt is None else salt,
+    )
+
+
+def commit(task, aggregator, result: Result, commitment=None):
+    """commitResult for `result` (or for an explicit commitment)."""
+    if commitment is None:
+        commitment = result.commitment(task, aggregator)
+    return task.commitResult(result.round, commitment, {"from": aggregator})
+
+
+def reveal(task, aggregator, result: Result):
+    """revealResult of `result`."""
+    return task.revealResult(
+        result.round,
+        result.inputs_hash,
+        result.model,
+        result.report,
+        result.accepted,
+        result.salt,
         {"from": aggregator},
     )
+
+
+def commit_reveal(task, aggregator, round_index, accepted=None, model=None, report=None):
+    """Commit and reveal by one aggregator; with the fixtures' single aggregator and k = 1 this finalises the round.
+
+    Returns the reveal transaction. The commit opens the reveal window because every aggregator (n = 1) committed.
+    """
+    result = make_result(task, round_index, model=model, report=report, accepted=accepted)
+    tx = commit(task, aggregator, result)
+    assert "RevealOpened" in tx.events, "commit_reveal needs every aggregator of the task to have committed"
+    return reveal(task, aggregator, result)
+
+
+def aggregator_info(task, account) -> tuple[int, bool, int, bytes]:
+    """aggregatorInfo as plain Python values."""
+    committed_round, revealed, faults, commitment_ = task.aggregatorInfo(account)
+    return int(committed_round), bool(revealed), int(faults), bytes(commitment_)
+
+
+def aggregation_state(task) -> tuple[int, int, int, int]:
+    """aggregationState as plain Python values: (commits, reveals, threshold, aggregators)."""
+    return tuple(int(v) for v in task.aggregationState())
 
 
 # ---------------------------------------------------------------- fixtures
@@ -165,9 +251,9 @@ def pytest_terminal_summary(terminalreporter):
     if not GAS_STATS:
         return
     terminalreporter.section("FederatedTask gas (also in reports/gas-contract.json)")
-    terminalreporter.write_line(f"{'function':<20}{'avg':>10}{'min':>10}{'max':>10}{'calls':>7}")
+    terminalreporter.write_line(f"{'function':<40}{'avg':>10}{'min':>10}{'max':>10}{'calls':>7}")
     for name, s in GAS_STATS.items():
-        terminalreporter.write_line(f"{name:<20}{s['avg']:>10}{s['min']:>10}{s['max']:>10}{s['calls']:>7}")
+        terminalreporter.write_line(f"{name:<40}{s['avg']:>10}{s['min']:>10}{s['max']:>10}{s['calls']:>7}")
 
 
 def pytest_configure(config):
@@ -200,6 +286,12 @@ def outsider(accounts):
     return accounts[9]
 
 
+@pytest.fixture(scope="module")
+def aggregators(accounts, aggregator):
+    """Three aggregator accounts (the first is the `aggregator` fixture); none of them is a device."""
+    return [aggregator, accounts[6], accounts[7]]
+
+
 def make_config(**overrides):
     config = {
         "modelSpecDigest": digest("spec"),
@@ -209,11 +301,25 @@ def make_config(**overrides):
         "maxUpdates": MAX_UPDATES,
         "roundDuration": ROUND_DURATION,
         "strategyId": STRATEGY_ID,
+        "aggregatorThreshold": AGGREGATOR_THRESHOLD,
+        "aggregationDuration": AGGREGATION_DURATION,
     }
     unknown = set(overrides) - set(config)
     assert not unknown, f"unknown config fields {unknown}"
     config.update(overrides)
     return tuple(config.values())
+
+
+def deploy_task(federated_task, admin, aggregator_accounts, device_accounts, start=True, **overrides):
+    """Deploy a task with these aggregators and approved devices (config overrides as in make_config)."""
+    contract = federated_task.deploy(make_config(**overrides), admin, {"from": admin})
+    for account in aggregator_accounts:
+        contract.grantRole(AGGREGATOR_ROLE, account, {"from": admin})
+    if device_accounts:
+        contract.approveDevices(device_accounts, {"from": admin})
+    if start:
+        contract.start({"from": admin})
+    return contract
 
 
 @pytest.fixture(scope="session")
@@ -224,7 +330,7 @@ def federated_task():
 
 @pytest.fixture(scope="module")
 def task(federated_task, admin, aggregator, devices):
-    """A task with an aggregator and three approved devices (a fourth is left unapproved), not started yet."""
+    """A task with one aggregator (n = k = 1) and three approved devices (a fourth is left unapproved), not started."""
     contract = federated_task.deploy(make_config(), admin, {"from": admin})
     contract.grantRole(contract.AGGREGATOR_ROLE(), aggregator, {"from": admin})
     contract.approveDevices(devices[:3], {"from": admin})
@@ -247,12 +353,21 @@ def aggregating(started, devices):
 
 @pytest.fixture
 def finished(started, devices, aggregator):
-    """All NUM_ROUNDS rounds run and committed."""
+    """All NUM_ROUNDS rounds run and finalised."""
     for r in range(1, NUM_ROUNDS + 1):
         submit_round(started, devices[:3], r)
-        commit_round(started, aggregator, r)
+        commit_reveal(started, aggregator, r)
     assert round_state(started)["phase"] == Phase.Finished
     return started
+
+
+@pytest.fixture
+def revealing(aggregating, aggregator):
+    """Round 1 in its reveal window: the single aggregator committed `make_result(task, 1)` and has not revealed."""
+    result = make_result(aggregating, 1)
+    assert "RevealOpened" in commit(aggregating, aggregator, result).events
+    assert round_state(aggregating)["phase"] == Phase.Revealing
+    return aggregating
 
 
 @pytest.fixture

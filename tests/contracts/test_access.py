@@ -6,8 +6,12 @@ from conftest import (
     AGGREGATOR_ROLE,
     DEFAULT_ADMIN_ROLE,
     Phase,
+    aggregation_state,
+    commit,
     digest,
     encode_error,
+    make_result,
+    reveal,
     reverts_with,
     round_state,
 )
@@ -19,10 +23,11 @@ RESTRICTED = {
     "cancel": (DEFAULT_ADMIN_ROLE, lambda t, a: t.cancel({"from": a["sender"]})),
     "grantRole": (DEFAULT_ADMIN_ROLE, lambda t, a: t.grantRole(AGGREGATOR_ROLE, a["sender"], {"from": a["sender"]})),
     "revokeRole": (DEFAULT_ADMIN_ROLE, lambda t, a: t.revokeRole(AGGREGATOR_ROLE, a["agg"], {"from": a["sender"]})),
-    "commitAggregate": (
+    "commitResult": (AGGREGATOR_ROLE, lambda t, a: t.commitResult(1, digest("c"), {"from": a["sender"]})),
+    "revealResult": (
         AGGREGATOR_ROLE,
-        lambda t, a: t.commitAggregate(
-            1, round_state(t)["inputsHash"], digest("m"), digest("r"), 3, {"from": a["sender"]}
+        lambda t, a: t.revealResult(
+            1, round_state(t)["inputsHash"], digest("m"), digest("r"), 3, digest("s"), {"from": a["sender"]}
         ),
     ),
 }
@@ -32,7 +37,7 @@ RESTRICTED = {
 @pytest.mark.parametrize("who", ["device", "outsider", "other"])
 def test_restricted_functions_reject_others(aggregating, admin, aggregator, devices, outsider, function, who):
     role, call = RESTRICTED[function]
-    # "other": the holder of the other role (the aggregator for admin functions, the admin for commitAggregate)
+    # "other": the holder of the other role (the aggregator for admin functions, the admin for the aggregator ones)
     sender = {"device": devices[1], "outsider": outsider, "other": admin if role == AGGREGATOR_ROLE else aggregator}[
         who
     ]
@@ -48,7 +53,7 @@ def test_start_rejects_non_admin(task, aggregator):
 
 
 def test_open_functions(started, outsider, devices, chain):
-    """requestJoin, removeDevice on oneself, closeRound and the views need no role."""
+    """requestJoin, removeDevice on oneself, closeRound, closeAggregationWindow and the views need no role."""
     assert "DeviceJoinRequested" in started.requestJoin({"from": outsider}).events
     assert "DeviceRemoved" in started.removeDevice(devices[2], {"from": devices[2]}).events
     chain.sleep(started.roundDuration())
@@ -56,6 +61,16 @@ def test_open_functions(started, outsider, devices, chain):
     started.currentRound({"from": outsider})
     started.deviceInfo(outsider, {"from": outsider})
     started.initialInputsHash(1, {"from": outsider})
+    started.aggregationState({"from": outsider})
+    started.aggregatorInfo(outsider, {"from": outsider})
+    started.resultCommitment(1, outsider, b"\x01" * 20, digest("m"), digest("r"), 1, digest("s"), {"from": outsider})
+    started.resultKey(b"\x01" * 20, digest("m"), 1, {"from": outsider})
+
+
+def test_anyone_can_close_an_aggregation_window(aggregating, outsider, chain):
+    chain.sleep(aggregating.aggregationDuration())
+    tx = aggregating.closeAggregationWindow(1, {"from": outsider})
+    assert "AggregationFailed" in tx.events  # nobody committed
 
 
 def test_granted_aggregator_can_commit_and_revoked_cannot(aggregating, admin, aggregator, accounts):
@@ -64,19 +79,34 @@ def test_granted_aggregator_can_commit_and_revoked_cannot(aggregating, admin, ag
     assert tx.events["RoleGranted"]["account"] == newcomer
     aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
     assert not aggregating.hasRole(AGGREGATOR_ROLE, aggregator)
-    inputs_hash = round_state(aggregating)["inputsHash"]
+    assert aggregating.aggregatorCount() == 1
+    result = make_result(aggregating, 1)
     with reverts_with("AccessControlUnauthorizedAccount", aggregator.address, AGGREGATOR_ROLE):
-        aggregating.commitAggregate(1, inputs_hash, digest("m"), digest("r"), 3, {"from": aggregator})
-    aggregating.commitAggregate(1, inputs_hash, digest("m"), digest("r"), 3, {"from": newcomer})
+        commit(aggregating, aggregator, result)
+    assert "RevealOpened" in commit(aggregating, newcomer, result).events
+    assert "AggregateCommitted" in reveal(aggregating, newcomer, result).events
     assert round_state(aggregating)["round"] == 2
+
+
+def test_revoked_after_commit_cannot_reveal(aggregating, admin, aggregator, accounts):
+    """A commitment does not outlive the role: the revoked aggregator's reveal is refused."""
+    aggregating.grantRole(AGGREGATOR_ROLE, accounts[8], {"from": admin})
+    result = make_result(aggregating, 1)
+    commit(aggregating, aggregator, result)
+    aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
+    # n is now 1 and one commitment exists, but the reveal window only opens on a commit or closeAggregationWindow
+    assert aggregation_state(aggregating) == (1, 0, 1, 1)
+    commit(aggregating, accounts[8], result)
+    assert round_state(aggregating)["phase"] == Phase.Revealing
+    with reverts_with("AccessControlUnauthorizedAccount", aggregator.address, AGGREGATOR_ROLE):
+        reveal(aggregating, aggregator, result)
 
 
 def test_aggregator_renounces(aggregating, aggregator):
     aggregating.renounceRole(AGGREGATOR_ROLE, aggregator, {"from": aggregator})
+    assert aggregating.aggregatorCount() == 0
     with reverts_with("AccessControlUnauthorizedAccount", aggregator.address, AGGREGATOR_ROLE):
-        aggregating.commitAggregate(
-            1, round_state(aggregating)["inputsHash"], digest("m"), digest("r"), 3, {"from": aggregator}
-        )
+        commit(aggregating, aggregator, make_result(aggregating, 1))
 
 
 def test_renounce_for_someone_else_reverts(task, aggregator, outsider):

@@ -2,11 +2,15 @@
 
 import pytest
 from conftest import (
+    AGGREGATION_DURATION,
     AGGREGATOR_ROLE,
+    AGGREGATOR_THRESHOLD,
     DEFAULT_ADMIN_ROLE,
+    MAX_AGGREGATORS,
     ZERO_ADDRESS,
     ZERO_BYTES32,
     Phase,
+    aggregation_state,
     device_info,
     digest,
     make_config,
@@ -26,6 +30,11 @@ from conftest import (
         ({"minUpdates": 0, "maxUpdates": 0}, "minUpdates is 0"),
         ({"minUpdates": 3, "maxUpdates": 2}, "maxUpdates < minUpdates"),
         ({"roundDuration": 0}, "roundDuration is 0"),
+        ({"aggregatorThreshold": 0}, "aggregatorThreshold is 0"),
+        ({"aggregatorThreshold": MAX_AGGREGATORS + 1}, "aggregatorThreshold > MAX_AGGREGATORS"),
+        ({"aggregatorThreshold": 2**16 - 1}, "aggregatorThreshold > MAX_AGGREGATORS"),
+        ({"aggregationDuration": 0}, "aggregationDuration is 0"),
+        ({"aggregatorThreshold": 0, "aggregationDuration": 0}, "aggregatorThreshold is 0"),
     ],
 )
 def test_invalid_config_reverts(federated_task, admin, overrides, reason):
@@ -42,6 +51,20 @@ def test_checks_run_in_declared_order(federated_task, admin):
     """Several bad fields: the first check in the constructor wins."""
     with reverts_with("InvalidConfig", "numRounds is 0"):
         federated_task.deploy(make_config(numRounds=0, roundDuration=0), ZERO_ADDRESS, {"from": admin})
+    with reverts_with("InvalidConfig", "roundDuration is 0"):
+        federated_task.deploy(make_config(roundDuration=0, aggregatorThreshold=0), admin, {"from": admin})
+    with reverts_with("InvalidConfig", "aggregationDuration is 0"):
+        federated_task.deploy(make_config(aggregationDuration=0), ZERO_ADDRESS, {"from": admin})
+
+
+@pytest.mark.parametrize("threshold", [1, 2, MAX_AGGREGATORS])
+def test_threshold_bounds_are_valid(federated_task, admin, threshold):
+    """k may be anything from 1 to MAX_AGGREGATORS (it may exceed the aggregators granted so far)."""
+    contract = federated_task.deploy(
+        make_config(aggregatorThreshold=threshold, aggregationDuration=1), admin, {"from": admin}
+    )
+    assert contract.aggregatorThreshold() == threshold
+    assert contract.aggregationDuration() == 1
 
 
 @pytest.mark.parametrize("overrides", [{"minUpdates": 1, "maxUpdates": 1}, {"minUpdates": 4, "maxUpdates": 4}])
@@ -62,6 +85,8 @@ def configured(federated_task, admin, accounts):
         maxUpdates=4,
         roundDuration=1234,
         strategyId=7,
+        aggregatorThreshold=3,
+        aggregationDuration=4321,
     )
     contract = federated_task.deploy(config, admin, {"from": accounts[8]})
     return contract
@@ -78,6 +103,10 @@ def test_task_configured_event(configured, admin):
     assert event["maxUpdates"] == 4
     assert event["roundDuration"] == 1234
     assert event["strategyId"] == 7
+    assert event["aggregatorThreshold"] == 3
+    assert event["aggregationDuration"] == 4321
+    # the two new fields are appended after strategyId
+    assert list(event.keys())[-3:] == ["strategyId", "aggregatorThreshold", "aggregationDuration"]
 
 
 def test_immutables(configured):
@@ -88,6 +117,9 @@ def test_immutables(configured):
     assert configured.maxUpdates() == 4
     assert configured.roundDuration() == 1234
     assert configured.strategyId() == 7
+    assert configured.aggregatorThreshold() == 3
+    assert configured.aggregationDuration() == 4321
+    assert configured.MAX_AGGREGATORS() == MAX_AGGREGATORS
 
 
 def test_roles(configured, admin, accounts):
@@ -115,3 +147,14 @@ def test_initial_state(configured, admin):
     assert bytes(configured.roundModelDigest(0)) == ZERO_BYTES32
     assert bytes(configured.roundModelDigest(1)) == ZERO_BYTES32
     assert device_info(configured, admin) == (False, 0, 0)
+    assert configured.aggregatorCount() == 0
+    assert configured.failedRounds() == 0
+    assert bytes(configured.finalResultKey(1)) == ZERO_BYTES32
+    assert aggregation_state(configured) == (0, 0, 3, 0)
+
+
+def test_default_test_config(task):
+    """The fixtures' task: one aggregator, k = 1 (conftest's commit_reveal relies on it)."""
+    assert task.aggregatorThreshold() == AGGREGATOR_THRESHOLD == 1
+    assert task.aggregationDuration() == AGGREGATION_DURATION
+    assert task.aggregatorCount() == 1

@@ -1,7 +1,9 @@
 """Gas: every state-changing function measured, printed and written to reports/gas-contract.json.
 
 The limits asserted here are the ones the design promises: submitUpdate stays cheap (two warm non-zero slots), and
-commitAggregate costs the same whatever the number of devices and updates in the round (no per-device loop).
+the aggregation phase (commitResult, revealResult, closeAggregationWindow) costs the same whatever the number of
+devices and updates in the round (no per-device loop). revealResult grows only with the aggregators that revealed
+before the finalising reveal (at most MAX_AGGREGATORS): measured here for n = 8 and n = 32.
 """
 
 import json
@@ -9,16 +11,23 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from brownie import accounts as brownie_accounts
 from conftest import (
+    AGGREGATION_DURATION,
     AGGREGATOR_ROLE,
     GAS_STATS,
+    MAX_AGGREGATORS,
     ROUND_DURATION,
-    commit_round,
+    commit,
     digest,
     make_config,
+    make_result,
+    reveal,
     round_state,
     submit_round,
 )
+
+from fedchain.chain.task import GAS_LIMITS
 
 SUBMIT_AVG_LIMIT = 60_000
 COMMIT_SPREAD_LIMIT = 300  # gas; calldata zero bytes in the inputs hash make the only difference
@@ -80,6 +89,13 @@ def test_gas_setup_functions(federated_task, admin, aggregator, devices, account
     record(gas_log, "cancel", contract.cancel({"from": admin}))
 
 
+def commit_and_reveal(log, contract, aggregator, round_index):
+    """Single aggregator (n = k = 1): the commit opens the reveal window, the reveal finalises."""
+    result = make_result(contract, round_index)
+    record(log, "commitResult (opens reveal)", commit(contract, aggregator, result))
+    return record(log, "revealResult (final)", reveal(contract, aggregator, result))
+
+
 def test_gas_round_functions(federated_task, admin, aggregator, accounts, chain, gas_log):
     """Three rounds of three devices: one closed by maxUpdates, one by the deadline after an extension, the last."""
     device_accounts = list(accounts[2:5])
@@ -88,7 +104,7 @@ def test_gas_round_functions(federated_task, admin, aggregator, accounts, chain,
     _, txs = submit_round(contract, device_accounts, 1)
     for tx in txs:
         record(gas_log, "submitUpdate", tx)
-    record(gas_log, "commitAggregate", commit_round(contract, aggregator, 1))
+    commit_and_reveal(gas_log, contract, aggregator, 1)
 
     record(gas_log, "submitUpdate", contract.submitUpdate(2, digest("a"), 10, {"from": device_accounts[0]}))
     chain.sleep(ROUND_DURATION)
@@ -96,13 +112,54 @@ def test_gas_round_functions(federated_task, admin, aggregator, accounts, chain,
     record(gas_log, "submitUpdate", contract.submitUpdate(2, digest("b"), 10, {"from": device_accounts[1]}))
     chain.sleep(ROUND_DURATION)
     record(gas_log, "closeRound", contract.closeRound(2, {"from": admin}))  # to aggregation
-    record(gas_log, "commitAggregate", commit_round(contract, aggregator, 2))
+    commit_and_reveal(gas_log, contract, aggregator, 2)
 
     _, txs = submit_round(contract, device_accounts, 3)
     for tx in txs:
         record(gas_log, "submitUpdate", tx)
-    final = record(gas_log, "commitAggregate", commit_round(contract, aggregator, 3))
+    final = commit_and_reveal(gas_log, contract, aggregator, 3)
     assert "TaskFinished" in final.events
+
+
+def test_gas_three_aggregators(federated_task, admin, accounts, chain, gas_log):
+    """n = 3, k = 2 over three rounds: a commit window closed by time, a failed round, reveals before finalisation."""
+    aggregators = [accounts[1], accounts[6], accounts[7]]
+    device_accounts = list(accounts[2:5])
+    contract = federated_task.deploy(make_config(aggregatorThreshold=2), admin, {"from": admin})
+    for a in aggregators:
+        contract.grantRole(AGGREGATOR_ROLE, a, {"from": admin})
+    contract.approveDevices(device_accounts, {"from": admin})
+    contract.start({"from": admin})
+
+    # round 1: two commit, the window closes by time, both reveal (the second finalises)
+    submit_round(contract, device_accounts, 1)
+    results = [make_result(contract, 1, salt=digest(f"s{i}")) for i in range(3)]
+    record(gas_log, "commitResult", commit(contract, aggregators[0], results[0]))
+    record(gas_log, "commitResult", commit(contract, aggregators[1], results[1]))
+    chain.sleep(AGGREGATION_DURATION)
+    tx = record(gas_log, "closeAggregationWindow (opens reveal)", contract.closeAggregationWindow(1, {"from": admin}))
+    assert "RevealOpened" in tx.events
+    record(gas_log, "revealResult (not final)", reveal(contract, aggregators[0], results[0]))
+    record(gas_log, "revealResult (final)", reveal(contract, aggregators[1], results[1]))
+
+    # round 2: one commitment only, the round fails
+    submit_round(contract, device_accounts, 2)
+    record(gas_log, "commitResult", commit(contract, aggregators[0], make_result(contract, 2)))
+    chain.sleep(AGGREGATION_DURATION)
+    tx = record(gas_log, "closeAggregationWindow (fails round)", contract.closeAggregationWindow(2, {"from": admin}))
+    assert "AggregationFailed" in tx.events
+
+    # round 3: all three commit (the last opens the reveal window); a liar reveals first, a late honest reveal
+    submit_round(contract, device_accounts, 3)
+    results = [make_result(contract, 3, salt=digest(f"s{i}")) for i in range(3)]
+    results[0] = results[0].but(model=digest("poisoned"))
+    record(gas_log, "commitResult", commit(contract, aggregators[0], results[0]))
+    record(gas_log, "commitResult", commit(contract, aggregators[1], results[1]))
+    record(gas_log, "commitResult (opens reveal)", commit(contract, aggregators[2], results[2]))
+    record(gas_log, "revealResult (not final)", reveal(contract, aggregators[0], results[0]))
+    record(gas_log, "revealResult (not final)", reveal(contract, aggregators[1], results[1]))
+    tx = record(gas_log, "revealResult (final)", reveal(contract, aggregators[2], results[2]))
+    assert "AggregatorFault" in tx.events
 
 
 # ---------------------------------------------------------------- limits
@@ -127,10 +184,11 @@ def test_submit_average_over_a_round(federated_task, admin, aggregator, accounts
     assert max(gas) <= SUBMIT_AVG_LIMIT + 10_000
 
 
-def test_commit_gas_does_not_grow_with_devices(federated_task, admin, aggregator, accounts, gas_log):
+def test_aggregation_gas_does_not_grow_with_devices(federated_task, admin, aggregator, accounts, gas_log):
+    """commitResult + revealResult cost the same with 2 and with 8 updates in the round (8 approved devices)."""
     device_accounts = list(accounts[2:10])
     assert len(device_accounts) == 8
-    commit_gas = {}
+    gas = {}
     for max_updates in (2, 8):
         contract = deploy_with_devices(
             federated_task, admin, aggregator, device_accounts, minUpdates=2, maxUpdates=max_updates
@@ -138,7 +196,66 @@ def test_commit_gas_does_not_grow_with_devices(federated_task, admin, aggregator
         assert contract.deviceCount() == 8
         submit_round(contract, device_accounts[:max_updates], 1)
         assert round_state(contract)["updates"] == max_updates
-        tx = record(gas_log, "commitAggregate", commit_round(contract, aggregator, 1))
-        commit_gas[max_updates] = tx.gas_used
-    print(f"commitAggregate: 2 updates {commit_gas[2]}, 8 updates {commit_gas[8]}")
-    assert abs(commit_gas[8] - commit_gas[2]) <= COMMIT_SPREAD_LIMIT
+        result = make_result(contract, 1)
+        committed = record(gas_log, "commitResult (opens reveal)", commit(contract, aggregator, result))
+        revealed = record(gas_log, "revealResult (final)", reveal(contract, aggregator, result))
+        gas[max_updates] = (committed.gas_used, revealed.gas_used)
+    print(f"commitResult, revealResult: 2 updates {gas[2]}, 8 updates {gas[8]}")
+    assert abs(gas[8][0] - gas[2][0]) <= COMMIT_SPREAD_LIMIT
+    assert abs(gas[8][1] - gas[2][1]) <= COMMIT_SPREAD_LIMIT
+
+
+def _funded_accounts(count, funder):
+    """Fresh local accounts (brownie's devnet has 10), each funded for a few transactions."""
+    fresh = [brownie_accounts.add() for _ in range(count)]
+    for account in fresh:
+        funder.transfer(account, "1 ether")
+    return fresh
+
+
+@pytest.mark.parametrize("n_aggregators", [8, MAX_AGGREGATORS])
+def test_finalising_reveal_worst_case(federated_task, admin, accounts, gas_log, n_aggregators):
+    """The finalising reveal's worst case for n aggregators, k = 2: n - 2 dissenting reveals come first, so the
+    finaliser checks n - 1 earlier reveals and records n - 2 faults. Sets the bound behind GAS_LIMITS."""
+    aggregators = _funded_accounts(n_aggregators, admin)
+    device_accounts = list(accounts[2:5])
+    contract = federated_task.deploy(make_config(aggregatorThreshold=2), admin, {"from": admin})
+    for a in aggregators:
+        contract.grantRole(AGGREGATOR_ROLE, a, {"from": admin})
+    contract.approveDevices(device_accounts, {"from": admin})
+    contract.start({"from": admin})
+    # two rounds: the first warms the reused storage (the steady state), the second is measured
+    finals = []
+    for r in (1, 2):
+        submit_round(contract, device_accounts, r)
+        results = [make_result(contract, r, salt=digest(f"s{r}-{i}")) for i in range(n_aggregators)]
+        results = [res.but(model=digest(f"liar-{r}-{i}")) for i, res in enumerate(results[:-2])] + results[-2:]
+        for a, res in zip(aggregators, results, strict=True):
+            commit(contract, a, res)
+        txs = [reveal(contract, a, res) for a, res in zip(aggregators, results, strict=True)]
+        finals.append(txs[-1])
+        assert len(txs[-1].events["AggregatorFault"]) == n_aggregators - 2
+    first, final = finals
+    name = f"revealResult (final, n={n_aggregators} worst)"
+    record(gas_log, name, final)
+    print(f"{name}: {final.gas_used} (first round, cold storage: {first.gas_used})")
+    if n_aggregators <= 8:
+        assert final.gas_used * 1.5 <= GAS_LIMITS["revealResult"]
+
+
+def test_gas_limits_cover_measurements(gas_log):
+    """The binding's fixed gas limits (no estimate on the hot path) stay above every measured call, with margin."""
+    pairs = {
+        "submitUpdate": "submitUpdate",
+        "closeRound": "closeRound",
+        "commitResult": "commitResult",
+        "commitResult (opens reveal)": "commitResult",
+        "revealResult (not final)": "revealResult",
+        "revealResult (final)": "revealResult",
+        "closeAggregationWindow (opens reveal)": "closeAggregationWindow",
+        "closeAggregationWindow (fails round)": "closeAggregationWindow",
+    }
+    for measured, limit_name in pairs.items():
+        if measured in gas_log:
+            assert max(gas_log[measured]) * 1.5 <= GAS_LIMITS[limit_name], (measured, max(gas_log[measured]))
+    assert "commitAggregate" not in GAS_LIMITS

@@ -4,7 +4,7 @@ import pytest
 from conftest import (
     DEFAULT_ADMIN_ROLE,
     Phase,
-    commit_round,
+    commit_reveal,
     device_info,
     digest,
     reverts_with,
@@ -193,7 +193,7 @@ def test_device_can_leave_after_task_over(finished, devices):
 def test_device_info_tracks_last_round(started, devices, aggregator):
     submit_round(started, devices[:3], 1)
     assert device_info(started, devices[0]) == (True, 1, 0)
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     started.submitUpdate(2, digest("x"), 5, {"from": devices[1]})
     assert device_info(started, devices[0]) == (True, 1, 0)
     assert device_info(started, devices[1]) == (True, 2, 0)
@@ -210,7 +210,7 @@ def test_device_info_keeps_last_round_after_removal(started, admin, devices):
 
 def test_join_mid_task_submits_in_current_round(started, admin, devices, aggregator):
     submit_round(started, devices[:3], 1)
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     # round 2 is open: a new device joins and contributes to it at once
     started.approveDevices([devices[3]], {"from": admin})
     assert device_info(started, devices[3]) == (True, 0, 2)
@@ -231,7 +231,7 @@ def test_join_while_aggregating_submits_next_round(aggregating, admin, devices, 
     aggregating.approveDevices([devices[3]], {"from": admin})
     with reverts_with("WrongPhase", Phase.Open, Phase.Aggregating):
         aggregating.submitUpdate(1, digest("late"), 1, {"from": devices[3]})
-    commit_round(aggregating, aggregator, 1)
+    commit_reveal(aggregating, aggregator, 1)
     aggregating.submitUpdate(2, digest("next"), 1, {"from": devices[3]})
     assert device_info(aggregating, devices[3]) == (True, 2, 1)
 
@@ -270,7 +270,7 @@ def test_remaining_devices_finish_round_after_one_leaves(started, devices, aggre
     chain.sleep(started.roundDuration())
     started.closeRound(1, {"from": devices[0]})
     assert round_state(started)["phase"] == Phase.Aggregating
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     assert round_state(started)["round"] == 2
 
 

@@ -2,12 +2,13 @@
 
 import pytest
 from conftest import (
+    AGGREGATION_DURATION,
     DEFAULT_ADMIN_ROLE,
     MAX_UPDATES,
     MIN_UPDATES,
     ROUND_DURATION,
     Phase,
-    commit_round,
+    commit_reveal,
     digest,
     expected_inputs_hash,
     make_config,
@@ -79,6 +80,8 @@ def test_max_updates_closes_round(started, devices):
     assert state["phase"] == Phase.Aggregating
     assert state["round"] == 1
     assert state["updates"] == MAX_UPDATES
+    # the round's deadline is now the commit window's
+    assert state["deadline"] == txs[-1].timestamp + AGGREGATION_DURATION
 
 
 def test_round_closes_before_deadline_at_max(started, devices, chain):
@@ -120,6 +123,7 @@ def test_close_exactly_at_deadline_with_min_updates(started, devices):
     assert bytes(ready["inputsHash"]) == expected_inputs_hash(started.address, 1, submissions)
     assert "RoundExtended" not in tx.events
     assert round_state(started)["phase"] == Phase.Aggregating
+    assert round_state(started)["deadline"] == deadline + AGGREGATION_DURATION
 
 
 def test_close_after_deadline_with_min_updates(started, devices, chain, aggregator):
@@ -128,7 +132,7 @@ def test_close_after_deadline_with_min_updates(started, devices, chain, aggregat
     tx = started.closeRound(1, {"from": devices[2]})
     assert tx.events["RoundReadyForAggregation"]["updates"] == MIN_UPDATES
     assert round_state(started)["phase"] == Phase.Aggregating
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     assert round_state(started)["round"] == 2
 
 
@@ -165,7 +169,7 @@ def test_extended_round_takes_more_updates_then_closes(started, devices, chain, 
     tx = started.closeRound(1, {"from": devices[0]})
     assert tx.events["RoundReadyForAggregation"]["updates"] == 2
     assert tx.events["RoundReadyForAggregation"]["totalSamples"] == 7
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     assert round_state(started)["round"] == 2
 
 
@@ -191,10 +195,13 @@ def test_extension_can_repeat(started, devices, chain):
 def test_submit_after_deadline_before_close_is_accepted(started, devices, chain):
     """The deadline is soft: until someone calls closeRound, the open round keeps accepting updates."""
     submit_round(started, devices[:MIN_UPDATES], 1)
+    deadline = round_state(started)["deadline"]
     chain.sleep(ROUND_DURATION * 2)
     tx = started.submitUpdate(1, digest("late"), 1, {"from": devices[2]})
-    assert tx.timestamp > round_state(started)["deadline"]
+    assert tx.timestamp > deadline
     assert "RoundReadyForAggregation" in tx.events  # it was the MAX_UPDATES-th
+    # the round's deadline is now the commit window's
+    assert round_state(started)["deadline"] == tx.timestamp + AGGREGATION_DURATION
 
 
 @pytest.mark.parametrize("given", [0, 2])
@@ -206,7 +213,7 @@ def test_close_wrong_round_reverts(started, devices, chain, given):
 
 def test_close_past_round_reverts(started, devices, chain, aggregator):
     submit_round(started, devices[:3], 1)
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     chain.sleep(ROUND_DURATION)
     with reverts_with("WrongRound", 2, 1):
         started.closeRound(1, {"from": devices[0]})
@@ -254,9 +261,10 @@ def test_anyone_can_close(started, devices, outsider, admin, aggregator, chain, 
     assert "RoundReadyForAggregation" in tx.events
 
 
-def test_next_round_deadline_from_commit_time(aggregating, aggregator, chain):
+def test_next_round_deadline_from_finalising_reveal_time(aggregating, aggregator, chain):
     chain.sleep(100)
-    tx = commit_round(aggregating, aggregator, 1)
+    tx = commit_reveal(aggregating, aggregator, 1)
+    assert "AggregateCommitted" in tx.events
     opened = tx.events["RoundOpened"]
     assert opened["round"] == 2
     assert opened["deadline"] == tx.timestamp + ROUND_DURATION

@@ -4,7 +4,7 @@ import pytest
 from conftest import (
     ZERO_BYTES32,
     Phase,
-    commit_round,
+    commit_reveal,
     device_info,
     digest,
     expected_inputs_hash,
@@ -159,7 +159,7 @@ def test_inputs_hash_binds_every_field(started, devices, field):
 
 def test_inputs_hash_restarts_each_round(started, devices, aggregator):
     submit_round(started, devices[:3], 1)
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     state = round_state(started)
     assert state["inputsHash"] == initial_inputs_hash(started.address, 2)
     assert state["updates"] == 0
@@ -186,7 +186,7 @@ def test_submit_wrong_round_in_round_one(started, devices, given):
 
 def test_submit_past_and_future_round(started, devices, aggregator):
     submit_round(started, devices[:3], 1)
-    commit_round(started, aggregator, 1)
+    commit_reveal(started, aggregator, 1)
     # a delayed transaction for round 1 that lands in round 2
     with reverts_with("WrongRound", 2, 1):
         started.submitUpdate(1, digest("late"), 1, {"from": devices[0]})

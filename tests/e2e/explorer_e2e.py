@@ -1,5 +1,6 @@
 """The explorer's end-to-end scenario, shared by test_explorer_api.py and test_explorer_browser.py (one run per
-session): a finished federated run with a misbehaving device and a reverted transaction, indexed live."""
+session): a finished federated run with a misbehaving device, three aggregators of which one lies (2 of 3 must
+agree: the liar is faulted every round) and a reverted transaction, indexed live."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from fedchain.storage import IpfsClient, cid_to_digest
 EXPLORER_ROUNDS = 3
 HONEST_DEVICES = 3  # accounts 2, 3, 4
 BAD_DEVICE = 5  # submits bytes that are not safetensors every round: the aggregator rejects them
+AGGREGATORS = (1, 12, 13)  # devnet accounts holding AGGREGATOR_ROLE; accounts 6..11 serve other purposes
+LYING_AGGREGATOR = 13  # reveals a corrupted model every round (`fedchain aggregator --lie`)
+THRESHOLD = 2  # agreeing reveals that finalise a round
+NUM_ACCOUNTS = 14
 
 
 @dataclass
@@ -30,6 +35,12 @@ class ExplorerRun:
     bad_device: str
     reverted_tx: str
     logs: Path
+    aggregators: tuple[str, ...] = ()
+    liar: str = ""
+
+    @property
+    def honest_aggregators(self) -> set[str]:
+        return set(self.aggregators) - {self.liar}
 
 
 def _bad_device(state: DevnetState, task: str, stop: threading.Event) -> None:
@@ -71,31 +82,56 @@ def _reverted_submission(state: DevnetState, task: str) -> str:
 @contextmanager
 def explorer_scenario(workdir: Path) -> Iterator[ExplorerRun]:
     """Ganache + Kubo; the explorer (started first, so it indexes live); a task with 3 honest devices and one that
-    sends garbage, 3 rounds; one reverted transaction. Yields once the explorer has caught up."""
-    net = Devnet(workdir / "devnet", "ganache", num_accounts=12)
+    sends garbage, 3 rounds, three aggregators (one lying, threshold 2); one reverted transaction. Yields once every
+    aggregator has exited (the liar reveals the last round late) and the explorer has caught up."""
+    net = Devnet(workdir / "devnet", "ganache", num_accounts=NUM_ACCOUNTS)
     state = net.start()
     cli = Cli(state, workdir)
     explorer = None
     stop = threading.Event()
     try:
         explorer, url = start_explorer(state, workdir, workdir / "index.sqlite")
+        aggregators = tuple(devnet_account(i).address for i in AGGREGATORS)
         deployed = cli.deploy(
-            "--rounds", str(EXPLORER_ROUNDS), "--devices", str(HONEST_DEVICES + 1), "--round-duration", "120"
+            *("--rounds", str(EXPLORER_ROUNDS), "--devices", str(HONEST_DEVICES + 1), "--round-duration", "120"),
+            *(arg for address in aggregators for arg in ("--aggregator-address", address)),
+            *("--threshold", str(THRESHOLD)),
         )
         task = deployed["task"]
         reverted = _reverted_submission(state, task)
         bad = threading.Thread(target=_bad_device, args=(state, task, stop), daemon=True)
         bad.start()
-        aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+        aggregator_procs = [
+            cli.spawn(
+                f"aggregator-{i}",
+                "aggregator",
+                *("--task", task, "--account", str(i)),
+                *(("--lie",) if i == LYING_AGGREGATOR else ()),
+            )
+            for i in AGGREGATORS
+        ]
         devices = [
             cli.spawn(f"device-{i}", "device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/3")
             for i in range(HONEST_DEVICES)
         ]
-        wait_for_phase(state.rpc_url, task, {Phase.FINISHED}, timeout=300, procs=[aggregator, *devices])
+        wait_for_phase(state.rpc_url, task, {Phase.FINISHED}, timeout=400, procs=[*aggregator_procs, *devices])
         stop.set()
         bad.join(timeout=10)
+        # An aggregator whose reveal came after the last round was final reveals it late, then exits.
+        for proc in aggregator_procs:
+            assert proc.wait(timeout=120) == 0, f"aggregator {proc.args[3:]} exited with {proc.returncode}"
         wait_explorer_synced(url, state.rpc_url)
-        yield ExplorerRun(state, task, url, deployed, devnet_account(BAD_DEVICE).address, reverted, workdir)
+        yield ExplorerRun(
+            state,
+            task,
+            url,
+            deployed,
+            devnet_account(BAD_DEVICE).address,
+            reverted,
+            workdir,
+            aggregators,
+            devnet_account(LYING_AGGREGATOR).address,
+        )
     finally:
         stop.set()
         cli.stop_all()

@@ -1,14 +1,17 @@
-"""The aggregator dies mid-round (before and after its commit) and a restarted one finishes without double commits."""
+"""The aggregator dies mid-round (before and after its commit) and a restarted one finishes without double commits
+and, for a stateful strategy, with its server state intact."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
-from e2e_helpers import Cli, committed_rounds, wait_for_phase
+from e2e_helpers import Cli, committed_rounds, report_of, task_spec, wait_for_phase
 
-from fedchain.chain import Phase
-from fedchain.storage import digest_to_cid
+from fedchain.chain import EventFollower, Phase, TaskClient, connect
+from fedchain.learning.aggregation import ServerState, Update, build_strategy
+from fedchain.storage import IpfsClient, compute_cid, digest_to_cid, encode_weights
 
 pytestmark = pytest.mark.e2e
 
@@ -46,3 +49,47 @@ def test_aggregator_killed_mid_round_restarts_without_double_commit(cli: Cli) ->
     assert all(len(c) == 1 for c in commits.values()), {r: len(c) for r, c in commits.items()}
     # Deterministic aggregation: the restarted aggregator committed exactly the model the dead one had prepared.
     assert digest_to_cid(bytes(commits[2][0]["modelDigest"])) == prepared.group(1)
+
+
+def test_stateful_strategy_keeps_its_server_state_across_a_restart(cli: Cli) -> None:
+    """FedAvgM's momentum lives on IPFS, referenced by each finalised report: a restarted aggregator picks it up,
+    and an independent recomputation in this process reproduces every round's model CID bit for bit."""
+    deployed = cli.deploy("--rounds", str(ROUNDS), "--devices", "2", "--strategy", "fedavgm")
+    task = deployed["task"]
+    devices = [
+        cli.spawn(f"device-{i}", "device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/2")
+        for i in range(2)
+    ]
+    agg_args = ("aggregator", "--task", task, "--account", "1")
+    first = cli.spawn("aggregator-1", *agg_args, env={"FEDCHAIN_AGGREGATOR_CRASH": "after-commit:2"})
+    assert first.wait(timeout=240) == CRASHED
+    second = cli.spawn("aggregator-2", *agg_args)
+    wait_for_phase(cli.state.rpc_url, task, {Phase.FINISHED}, timeout=240, procs=[second, *devices])
+
+    client = TaskClient(connect(cli.state.rpc_url), task)
+    events = EventFollower(client.w3, task, client.abi)
+    finals = committed_rounds(cli.state.rpc_url, task)
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        spec = task_spec(cli.state.rpc_url, ipfs, task)
+        strategy = build_strategy(spec.strategy_spec())
+        model_cid = deployed["initial_model_cid"]
+        state = ServerState()
+        for r in range(1, ROUNDS + 1):
+            updates = [
+                Update(
+                    e.args["device"],
+                    ipfs.get_weights(digest_to_cid(bytes(e.args["updateDigest"]))),
+                    e.args["numSamples"],
+                )
+                for e in events.history("UpdateSubmitted", round=r)
+            ]
+            result = strategy.aggregate(ipfs.get_weights(model_cid), updates, state)
+            meta = {"fedchain.kind": "global-model", "fedchain.round": str(r), "fedchain.task": client.address}
+            model_cid = compute_cid(encode_weights(result.weights, meta))
+            assert digest_to_cid(bytes(finals[r][0]["modelDigest"])) == model_cid, r
+            report = report_of(ipfs, finals[r][0])
+            assert report["strategy"] == "fedavgm" and report["server_state_cid"]
+            stored = ServerState.from_tensors(ipfs.get_weights(report["server_state_cid"]))
+            assert stored.tensors.keys() == result.state.tensors.keys()
+            assert all(np.array_equal(stored.tensors[k], result.state.tensors[k]) for k in stored.tensors)
+            state = stored

@@ -8,6 +8,7 @@ import pytest
 
 from fedchain.chain import ContractRevert, Phase, TaskClient, TaskConfig, connect, deploy_task, devnet_account
 from fedchain.chain.inputs import inputs_hash
+from fedchain.chain.task import result_commitment
 from fedchain.devnet import Devnet
 
 pytestmark = pytest.mark.e2e
@@ -60,11 +61,39 @@ def test_stale_round_and_forged_inputs_are_refused(task: TaskClient) -> None:
     assert state.phase == Phase.AGGREGATING
     assert state.inputs_hash == inputs_hash(task.address, 1, subs)
     aggregator = as_account(task, 1)
+    me = devnet_account(1).address
+    salt = b"\x07" * 32
+    forged = result_commitment(task.address, 1, me, b"\x01" * 20, digest("m1"), digest("r1"), 2, salt)
+    aggregator.commit_result(1, forged)
+    assert task.current_round().phase == Phase.REVEALING  # the only aggregator committed: reveals open at once
     with pytest.raises(ContractRevert) as err:
-        aggregator.commit_aggregate(1, b"\x01" * 20, digest("m1"), digest("r1"), 2)
+        aggregator.reveal_result(1, b"\x01" * 20, digest("m1"), digest("r1"), 2, salt)
     assert err.value.error == "InputsMismatch"
-    aggregator.commit_aggregate(1, state.inputs_hash, digest("m1"), digest("r1"), 2)
+    with pytest.raises(ContractRevert) as err:  # a reveal that is not what was committed
+        aggregator.reveal_result(1, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
+    assert err.value.error == "CommitmentMismatch"
+    assert task.current_round().round == 1
+
+
+def test_commit_then_reveal_finalises_and_refuses_replays(task: TaskClient) -> None:
+    for i in (2, 3):
+        as_account(task, i).submit_update(1, digest(f"u{i}"), 10 + i)
+    state = task.current_round()
+    aggregator = as_account(task, 1)
+    me = devnet_account(1).address
+    salt = b"\x09" * 32
+    commitment = result_commitment(task.address, 1, me, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
+    assert commitment == task.contract.functions.resultCommitment(
+        1, me, state.inputs_hash, digest("m1"), digest("r1"), 2, salt
+    ).call()
+    aggregator.commit_result(1, commitment)
     with pytest.raises(ContractRevert) as err:
-        aggregator.commit_aggregate(1, state.inputs_hash, digest("m1"), digest("r1"), 2)
+        aggregator.commit_result(1, commitment)
     assert err.value.error == "WrongPhase"
+    aggregator.reveal_result(1, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
+    assert task.round_model_digest(1) == digest("m1")
     assert task.current_round().round == 2
+    with pytest.raises(ContractRevert) as err:
+        aggregator.reveal_result(1, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
+    assert err.value.error == "AlreadyRevealed"
+    assert task.aggregator_info(me).faults == 0

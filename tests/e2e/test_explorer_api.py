@@ -15,13 +15,28 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_helpers import Cli, start_explorer, wait_explorer_synced
-from explorer_e2e import BAD_DEVICE, EXPLORER_ROUNDS, HONEST_DEVICES, ExplorerRun
+from explorer_e2e import AGGREGATORS, BAD_DEVICE, EXPLORER_ROUNDS, HONEST_DEVICES, THRESHOLD, ExplorerRun
 
 from fedchain.chain import EventFollower, TaskClient, connect, devnet_account
+from fedchain.chain.events import ChainEvent
 from fedchain.devnet import Devnet, free_port, terminate
 from fedchain.storage import IpfsClient, digest_to_cid
 
 pytestmark = pytest.mark.e2e
+
+# The events whose transactions count towards a round's gas: a round's transactions from its submissions to the
+# reveal that finalises it (or the window close that fails it), and late reveals of it.
+ROUND_GAS_EVENTS = (
+    "UpdateSubmitted",
+    "RoundExtended",
+    "RoundReadyForAggregation",
+    "ResultCommitted",
+    "RevealOpened",
+    "ResultRevealed",
+    "AggregateCommitted",
+    "AggregatorFault",
+    "AggregationFailed",
+)
 
 
 def get(run: ExplorerRun, path: str, status: int = 200) -> dict:
@@ -70,6 +85,9 @@ def test_task_configuration_participants_and_rounds_match_the_chain(explorer_run
         config.max_updates,
     )
     assert t["config"]["round_duration"] == config.round_duration and t["config"]["strategy"] == "FedAvg"
+    assert t["config"]["aggregator_threshold"] == config.aggregator_threshold == THRESHOLD
+    assert t["config"]["aggregation_duration"] == config.aggregation_duration
+    assert t["config"]["strategy_params"] == {}  # FedAvg has none; the reports say so
     assert t["final_model_cid"] == digest_to_cid(client.global_model_digest())
 
     roles = {(p["address"], p["role"]): p for p in t["participants"]}
@@ -78,9 +96,31 @@ def test_task_configuration_participants_and_rounds_match_the_chain(explorer_run
         assert roles[(device, "device")]["status"] == "approved" and client.device_info(device).approved
         assert roles[(device, "device")]["updates"] == EXPLORER_ROUNDS
     assert roles[(devnet_account(BAD_DEVICE).address, "device")]["rejected"] == EXPLORER_ROUNDS
-    aggregator = devnet_account(1).address
-    assert roles[(aggregator, "aggregator")]["status"] == "active" and client.is_aggregator(aggregator)
+    for aggregator in explorer_run.aggregators:
+        assert roles[(aggregator, "aggregator")]["status"] == "active" and client.is_aggregator(aggregator)
     assert client.is_admin(roles[(devnet_account(0).address, "admin")]["address"])
+
+    # Aggregators: commitments, reveals and faults as the chain counts them.
+    fault_events = defaultdict(int)
+    for e in chain["events"]:
+        if e.name == "AggregatorFault":
+            fault_events[e.args["aggregator"]] += 1
+    listed = {a["address"]: a for a in t["aggregators"]}
+    assert set(listed) == set(explorer_run.aggregators)
+    for address, a in listed.items():
+        info = client.aggregator_info(address)
+        assert a["faults"] == info.faults == fault_events[address]
+        assert roles[(address, "aggregator")]["faults"] == info.faults
+        assert a["commits"] == sum(
+            1 for e in chain["events"] if e.name == "ResultCommitted" and e.args["aggregator"] == address
+        )
+        assert a["reveals"] == sum(
+            1 for e in chain["events"] if e.name == "ResultRevealed" and e.args["aggregator"] == address
+        )
+    assert listed[explorer_run.liar]["faults"] >= 1 and listed[explorer_run.liar]["agreed"] == 0
+    assert all(listed[a]["faults"] == 0 for a in explorer_run.honest_aggregators)
+    assert t["totals"]["faults"] == sum(fault_events.values())
+    assert t["failed_rounds"] == [] and t["totals"]["rounds_failed"] == client.failed_rounds() == 0
 
     by_round: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for e in chain["events"]:
@@ -102,11 +142,7 @@ def test_task_configuration_participants_and_rounds_match_the_chain(explorer_run
             assert r["rejected"] == len(report["rejected"]) == 1
             assert r["accuracy"] == report["metrics"]["accuracy"] and r["loss"] == report["metrics"]["loss"]
             assert r["opened_block"] == opened.block_number and r["closed_block"] == commit.block_number
-            gas_txs = {
-                e.tx_hash
-                for name in ("UpdateSubmitted", "RoundExtended", "RoundReadyForAggregation", "AggregateCommitted")
-                for e in events[name]
-            }
+            gas_txs = {e.tx_hash for name in ROUND_GAS_EVENTS for e in events[name]}
             assert r["gas"] == sum(chain["receipts"][h]["gasUsed"] for h in gas_txs)
             opened_at = chain["w3"].eth.get_block(opened.block_number)["timestamp"]
             committed_at = chain["w3"].eth.get_block(commit.block_number)["timestamp"]
@@ -136,15 +172,56 @@ def test_round_updates_match_events_receipts_and_the_report(explorer_run: Explor
             bad = next(u for u in r["updates"] if u["device"] == explorer_run.bad_device)
             assert bad["status"] == "rejected" and bad["reason"] == "MalformedWeights" and bad["detail"]
             a = r["aggregate"]
-            assert a["aggregator"] == commit.args["aggregator"] == devnet_account(1).address
+            assert a["aggregator"] == commit.args["aggregator"] and a["aggregator"] in explorer_run.honest_aggregators
             assert a["committed_tx"] == commit.tx_hash and a["committed_block"] == commit.block_number
             assert a["inputs_hash"] == "0x" + bytes(commit.args["inputsHash"]).hex() == report["inputs_hash"]
             assert a["model_cid"] == report["model_cid"]
+
+            _check_agreement(explorer_run, r, chain["events"], commit)
 
             honest = next(u for u in r["updates"] if u["status"] == "accepted")
             one = get(explorer_run, f"/api/task/{explorer_run.task}/round/{number}/update/{honest['device']}")
             assert one["cid"] == honest["cid"] and one["tx"]["hash"] == honest["tx_hash"]
             assert one["aggregate"]["model_cid"] == a["model_cid"]
+
+
+def _check_agreement(run: ExplorerRun, r: dict, events: list[ChainEvent], commit: ChainEvent) -> None:
+    """The round's agreement as served equals its ResultCommitted, ResultRevealed and AggregatorFault events."""
+    number = r["round"]
+
+    def of(name: str) -> dict:
+        return {e.args["aggregator"]: e for e in events if e.name == name and e.args["round"] == number}
+
+    commits, reveals, faults = of("ResultCommitted"), of("ResultRevealed"), of("AggregatorFault")
+    g = r["agreement"]
+    assert g["status"] == "agreed" and (g["threshold"], g["aggregators"]) == (THRESHOLD, len(AGGREGATORS))
+    assert g["commits"] == len(commits) and g["finalised_by"] == commit.args["aggregator"]
+    assert set(g["faulted"]) == set(faults) and set(faults) <= {run.liar}
+    assert g["agreed"] == len(run.honest_aggregators)  # k = 2 agreeing reveals: both honest ones, never the liar
+    assert g["summary"] == f"{g['agreed']} of {len(AGGREGATORS)} aggregators agreed (threshold {THRESHOLD})"
+    entries = {e["aggregator"]: e for e in g["entries"]}
+    assert set(entries) == set(commits) == set(run.aggregators)  # everyone committed
+    final = (commit.block_number, commit.log_index)
+    for address, e in entries.items():
+        c = commits[address]
+        assert e["commitment"] == "0x" + bytes(c.args["commitment"]).hex()
+        assert (e["commit_tx"], e["commit_block"]) == (c.tx_hash, c.block_number)
+        v = reveals.get(address)
+        if v is None:  # possible only for the liar, had its commitment been overwritten before it revealed
+            assert address == run.liar and e["verdict"] == "not-revealed"
+            continue
+        assert e["model_cid"] == digest_to_cid(bytes(v.args["modelDigest"]))
+        assert e["report_cid"] == digest_to_cid(bytes(v.args["reportDigest"]))
+        assert e["accepted"] == v.args["acceptedUpdates"]
+        assert (e["reveal_tx"], e["reveal_block"]) == (v.tx_hash, v.block_number)
+        assert e["late"] == ((v.block_number, v.log_index) > final)
+        assert e["fault"] == (address in faults)
+        assert e["finalised"] == (v.tx_hash == commit.tx_hash)
+        if address in run.honest_aggregators:
+            assert e["verdict"] == "agreed" and e["model_cid"] == r["model_cid"]
+        else:
+            assert e["verdict"] == "faulted" and e["model_cid"] != r["model_cid"]
+            assert e["fault_count"] == faults[address].args["faults"]
 
 
 def test_transaction_block_address_and_content_pages(explorer_run: ExplorerRun, chain: dict) -> None:
@@ -182,6 +259,25 @@ def test_transaction_block_address_and_content_pages(explorer_run: ExplorerRun, 
     (history,) = a["device_tasks"]
     assert history["task"] == explorer_run.task and history["submitted"] == len(mine)
     assert a["transaction_count"] == w3.eth.get_transaction_count(device)
+
+    # The lying aggregator's page: its commitments, reveals and faults; one of its reveals as a transaction.
+    liar = get(explorer_run, f"/api/address/{explorer_run.liar}")
+    assert liar["kind"] == "aggregator"
+    (mine,) = liar["aggregator_tasks"]
+    client = TaskClient(w3, explorer_run.task)
+    assert mine["task"] == explorer_run.task and mine["faults"] == client.aggregator_info(explorer_run.liar).faults
+    assert {e["verdict"] for e in mine["rounds"]} <= {"faulted", "not-revealed"}
+    revealed = next(e for e in mine["rounds"] if e["reveal_tx"])
+    x = get(explorer_run, f"/api/tx/{revealed['reveal_tx']}")
+    assert x["call"]["function"] == "revealResult" and x["from"] == explorer_run.liar
+    assert "ResultRevealed" in [e["name"] for e in x["events"]]
+    assert any(
+        rel["kind"] in ("reveal", "late reveal") and rel["aggregator"] == explorer_run.liar for rel in x["related"]
+    )
+    with IpfsClient(explorer_run.state.ipfs_api) as ipfs:
+        lie = get(explorer_run, f"/api/ipfs/{revealed['model_cid']}")
+        assert lie["type"] == "safetensors" and lie["size"] == len(ipfs.cat(revealed["model_cid"]))
+        assert {"revealed_model"} == {ref["kind"] for ref in lie["references"]}
 
     r1 = get(explorer_run, f"/api/task/{explorer_run.task}/round/1")
     with IpfsClient(explorer_run.state.ipfs_api) as ipfs:

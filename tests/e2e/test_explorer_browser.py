@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from explorer_e2e import EXPLORER_ROUNDS, ExplorerRun, chromium_path
+from explorer_e2e import EXPLORER_ROUNDS, THRESHOLD, ExplorerRun, chromium_path
 
 from fedchain.chain import TaskClient, connect, devnet_account
 from fedchain.storage import digest_to_cid
@@ -95,6 +95,12 @@ def test_follow_a_round_from_overview_to_transaction(page: object, explorer_run:
         assert row.locator("[data-field=updates]").inner_text().startswith(f"{r['received']} / {r['required']}")
         cid = row.locator("[data-field=model_cid] a").get_attribute("title")
         assert cid == digest_to_cid(client.round_model_digest(r["round"]))
+    # Aggregators: the liar's faults, as the contract counts them; none for the honest two.
+    liar = pg.locator(f"#aggregators-table tr[data-aggregator='{explorer_run.liar}']")
+    assert liar.locator("[data-field=faults]").inner_text() == str(client.aggregator_info(explorer_run.liar).faults)
+    for honest in explorer_run.honest_aggregators:
+        assert pg.locator(f"#aggregators-table tr[data-aggregator='{honest}'] [data-field=faults]").inner_text() == "0"
+    assert text(pg, "[data-field=threshold]").startswith(f"{THRESHOLD} of {len(explorer_run.aggregators)}")
     assert pg.locator("svg.chart").count() == 3
     assert pg.locator("svg.chart circle").count() == 2 * EXPLORER_ROUNDS  # accuracy and loss points
     assert "aggregator" in text(pg, "#charts .note")
@@ -111,8 +117,19 @@ def test_follow_a_round_from_overview_to_transaction(page: object, explorer_run:
     assert bad.locator("[data-field=status]").inner_text() == "rejected"
     assert "MalformedWeights" in bad.locator("[data-field=reason]").inner_text()
     assert text(pg, "#aggregate [data-field=model_cid]") == digest_to_cid(client.round_model_digest(2))
-    assert text(pg, "#aggregate [data-field=aggregator]").startswith(devnet_account(1).address)
+    assert text(pg, "#aggregate [data-field=aggregator]").split()[0] in explorer_run.honest_aggregators
     assert text(pg, "#aggregate [data-field=accuracy]") == f"{rnd['accuracy']:.4f}"
+    # The agreement: each aggregator's commitment and reveal; the honest two agreed, the liar was faulted.
+    assert pg.locator("#agreement #aggregators-table tbody tr").count() == len(explorer_run.aggregators)
+    assert f"2 of {len(explorer_run.aggregators)} aggregators agreed" in text(
+        pg, "#agreement [data-field=agreement-summary]"
+    )
+    for entry in rnd["agreement"]["entries"]:
+        row = pg.locator(f"#agreement tr[data-aggregator='{entry['aggregator']}']")
+        assert row.locator("[data-field=verdict] .badge").inner_text() == entry["verdict"]
+        assert row.locator("[data-field=model_cid] a").get_attribute("title") == entry["model_cid"]
+    faulted = [a.get_attribute("title") for a in pg.locator("#agreement [data-field=faulted] a").all()]
+    assert faulted == rnd["agreement"]["faulted"] and set(faulted) <= {explorer_run.liar}
 
     # One honest device's update: its CID, samples, transaction, and the aggregate it went into.
     update = next(u for u in rnd["updates"] if u["status"] == "accepted")

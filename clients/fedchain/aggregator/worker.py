@@ -1,8 +1,14 @@
-"""The off-chain aggregator: triggered by contract events, it aggregates a round's updates and commits the result.
+"""The off-chain aggregator: triggered by contract events, it aggregates a round's updates and agrees on the result.
 
-Restart-safe by construction: everything it needs is on chain (the round's phase, its submissions as events and
-the running inputs hash) or on IPFS, aggregation is deterministic, and the contract accepts one commit per round.
-Killed at any point and restarted, it recomputes the same model and commits it once.
+A task has n aggregators and a threshold k. For each round every aggregator computes the aggregate with the task's
+strategy (deterministic: bit-identical weights, so the same CID, on any x86-64 CPU), commits a salted hash of its
+result, and reveals it once every aggregator has committed (or the commit window has closed). The contract
+finalises the round when k reveals agree and records a fault for every revealed result that disagrees.
+
+Restart-safe by construction: everything it needs is on chain (the round's phase, its submissions as events, the
+running inputs hash, its own commitment) or on IPFS (the previous round's server state, referenced by the
+finalised report), the salt is derived from its key, and aggregation is deterministic. Killed at any point and
+restarted, it recomputes the same result and commits and reveals it once.
 """
 
 from __future__ import annotations
@@ -18,22 +24,41 @@ from typing import Any
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
+from fedchain.aggregator.agreement import PreparedResult, commit_salt
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect, inputs_hash
-from fedchain.learning.aggregation import StreamingFedAvg
+from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
+from fedchain.learning.aggregation.base import prepare as prepare_updates
+from fedchain.learning.aggregation.registry import CLIP_PARAM
+from fedchain.learning.attacks import gaussian_noise
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import InvalidWeights, build_model, set_weights, weight_shapes
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import evaluate
+from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, IpfsUnavailable, StorageError, cid_to_digest, digest_to_cid, read_metadata
 from fedchain.storage.codec import decode_weights
 
 log = logging.getLogger("fedchain.aggregator")
 
-STRATEGIES = {0: "fedavg"}
 # Events after which the aggregator re-reads the task's state.
-WAKE_EVENTS = {"RoundReadyForAggregation", "RoundOpened", "UpdateSubmitted", "TaskFinished", "TaskCancelled"}
-# Reverts that mean another commit (ours before a restart, or another aggregator's) already closed the round.
-ALREADY_COMMITTED = {"WrongPhase", "WrongRound"}
+WAKE_EVENTS = {
+    "RoundReadyForAggregation",
+    "RoundOpened",
+    "UpdateSubmitted",
+    "ResultCommitted",
+    "RevealOpened",
+    "ResultRevealed",
+    "AggregateCommitted",
+    "AggregationFailed",
+    "TaskFinished",
+    "TaskCancelled",
+}
+# Reverts that mean the round moved on (or we acted already, before a restart): nothing left to do for it.
+ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadyCommitted", "AlreadyRevealed", "RevealWindowClosed"}
+# Strategies whose aggregate is exactly the sample-weighted mean: computed streaming, in memory for one model.
+STREAMING = {"fedavg", "fedprox"}
+# Strategies that carry server state (momentum, moments) from round to round.
+STATEFUL = {"fedavgm", "fedadam", "fedyogi"}
 
 
 # Fault injection for the restart tests: "before-commit:ROUND" or "after-commit:ROUND" makes the process die there,
@@ -62,6 +87,8 @@ class AggregatorSettings:
     poll_interval: float = 0.25
     state_recheck: float = 5.0
     close_expired_rounds: bool = True
+    # Evaluation only: a dishonest aggregator, which reveals a corrupted model (see `lying_model`).
+    lie: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,10 +113,14 @@ class AggregationReport:
     strategy: str
     inputs_hash: str
     previous_model_cid: str
+    strategy_params: dict[str, float | int] = field(default_factory=dict)
     model_cid: str = ""
     accepted: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Server state of stateful strategies (momentum, Adam moments) for the next round, as safetensors on IPFS.
+    server_state_cid: str = ""
+    note: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -97,6 +128,8 @@ class AggregationReport:
 
 @dataclass(frozen=True)
 class CommitOutcome:
+    """One round's result as this aggregator revealed it; `finalised` if its reveal completed the agreement."""
+
     round: int
     model_cid: str
     report_cid: str
@@ -105,10 +138,16 @@ class CommitOutcome:
     gas_used: int
     seconds: float
     metrics: dict[str, float]
+    finalised: bool = False
+
+
+def lying_model(honest: Weights, round_index: int) -> Weights:
+    """What the dishonest aggregator of the tests and demo reveals: the honest aggregate plus seeded noise."""
+    return gaussian_noise(honest, sigma=0.05, seed=round_index)
 
 
 class AggregatorWorker:
-    """Aggregates every round of one task as the contract's events announce them."""
+    """Aggregates every round of one task as the contract's events announce them, and takes part in agreement."""
 
     def __init__(self, settings: AggregatorSettings, account: LocalAccount) -> None:
         self.settings = settings
@@ -119,42 +158,71 @@ class AggregatorWorker:
             raise PermissionError(f"{account.address} does not hold AGGREGATOR_ROLE on task {self.task.address}")
         self.ipfs = IpfsClient(settings.ipfs_api)
         config = self.task.config()
-        if config.strategy_id not in STRATEGIES:
-            raise ValueError(f"task uses strategy id {config.strategy_id}, which this aggregator does not implement")
-        self.strategy = STRATEGIES[config.strategy_id]
         self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
+        self.strategy_spec = self.spec.strategy_spec()
+        if self.strategy_spec.id != config.strategy_id:
+            raise ValueError(
+                f"the task's description names strategy {self.strategy_spec.name!r} (id {self.strategy_spec.id}) "
+                f"but the contract says strategy id {config.strategy_id}: refusing a task that says two things"
+            )
+        self.strategy = build_strategy(self.strategy_spec)
+        self.strategy_name = self.strategy_spec.name
+        self.streaming = self.strategy_name in STREAMING and CLIP_PARAM not in self.strategy_spec.params
+        self.stateful = self.strategy_name in STATEFUL
         self.shapes = weight_shapes(self.spec.model)
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
         self._history = EventFollower(self.w3, self.task.address, self.task.abi)
         self._next_close_attempt = 0.0
+        self._prepared: dict[int, PreparedResult] = {}
+        self._commit_gas: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._unrevealable: set[int] = set()
+        if settings.lie:
+            log.warning("aggregator %s is DISHONEST (evaluation mode): it reveals corrupted models", self.address)
+
+    @property
+    def address(self) -> str:
+        return self.account.address
 
     def run(self, on_commit: Callable[[CommitOutcome], None] | None = None) -> int:
-        """Serve the task until it finishes or is cancelled; returns the number of rounds committed here."""
-        committed = 0
+        """Serve the task until it finishes or is cancelled; returns the number of rounds revealed here."""
+        revealed = 0
         while True:
             state = self.task.current_round()
             if state.phase in (Phase.FINISHED, Phase.CANCELLED):
+                # The last round may have been finalised by others before our reveal: reveal it still, so that a
+                # disagreeing result is recorded and an agreeing one is on the record too.
+                outcome = self._reveal_late(state)
+                if outcome is not None:
+                    revealed += 1
+                    if on_commit is not None:
+                        on_commit(outcome)
                 log.info("task %s is %s", self.task.address, state.phase.name.lower())
-                return committed
+                return revealed
             outcome = self.step(state)
             if outcome is not None:
-                committed += 1
+                revealed += 1
                 if on_commit is not None:
                     on_commit(outcome)
                 continue
             self._wait_for_events(state)
 
     def step(self, state: RoundInfo) -> CommitOutcome | None:
-        """Do what the round's state asks for: aggregate, or close an expired round."""
-        if state.phase == Phase.AGGREGATING:
-            try:
-                return self.aggregate_round(state)
-            except InputsNotYetVisible as exc:
-                log.warning("%s", exc)
-            except IpfsUnavailable as exc:
-                log.warning("IPFS unavailable, will retry: %s", exc)
-        elif state.phase == Phase.OPEN and self._close_due(state):
+        """Do what the round's state asks for: aggregate and commit, reveal, or close an expired window."""
+        try:
+            late = self._reveal_late(state)
+            if late is not None:
+                return late
+            if state.phase in (Phase.AGGREGATING, Phase.REVEALING):
+                return self._agree(state)
+        except InputsNotYetVisible as exc:
+            log.warning("%s", exc)
+            return None
+        except IpfsUnavailable as exc:
+            log.warning("IPFS unavailable, will retry: %s", exc)
+            return None
+        if state.phase == Phase.OPEN and self._close_due(state):
             self._next_close_attempt = time.monotonic() + self.settings.state_recheck
             try:
                 self.task.close_round(state.round)
@@ -163,9 +231,108 @@ class AggregatorWorker:
                 log.info("round %d: close not needed (%s)", state.round, exc.error)
         return None
 
+    def _agree(self, state: RoundInfo) -> CommitOutcome | None:
+        info = self.task.aggregator_info(self.address)
+        committed = info.committed_round == state.round
+        if state.phase == Phase.AGGREGATING and not committed:
+            self._commit(state)
+            return None
+        if state.phase == Phase.REVEALING and committed and not info.revealed and state.round not in self._unrevealable:
+            return self._reveal(state.round, info.commitment, state)
+        if self._close_due(state):
+            # The window passed without every aggregator committing, or without k agreeing reveals.
+            self._next_close_attempt = time.monotonic() + self.settings.state_recheck
+            try:
+                self.task.close_aggregation_window(state.round)
+                log.info("round %d: %s window expired; closed it", state.round, state.phase.name.lower())
+            except ContractRevert as exc:
+                log.info("round %d: window close not needed (%s)", state.round, exc.error)
+        return None
+
+    def _commit(self, state: RoundInfo) -> None:
+        prepared = self.prepare(state)
+        _crash_point("before-commit", state.round)
+        # Checks-effects: re-read the phase right before committing; the contract is the final guard.
+        current = self.task.current_round()
+        if current.phase != Phase.AGGREGATING or current.round != state.round:
+            log.info("round %d moved on before our commit", state.round)
+            return
+        try:
+            tx = self.task.commit_result(state.round, prepared.commitment(self.task.address, self.address))
+        except ContractRevert as exc:
+            if exc.error in ROUND_MOVED_ON:
+                log.info("round %d: not committing (%s)", state.round, exc.error)
+                return
+            raise
+        self._commit_gas[state.round] = tx.gas_used
+        log.info("round %d: committed to our result (gas %d)", state.round, tx.gas_used)
+        _crash_point("after-commit", state.round)
+
+    def _reveal(self, round_index: int, commitment: bytes, state: RoundInfo | None) -> CommitOutcome | None:
+        prepared = self._prepared.get(round_index)
+        if prepared is None:
+            if state is None:
+                return None  # an old round we no longer hold: nothing to reveal (no fault can follow either)
+            prepared = self.prepare(state)  # after a restart: the same inputs give the same result, bit for bit
+        if prepared.commitment(self.task.address, self.address) != commitment:
+            log.error("round %d: our recomputed result does not match our commitment; cannot reveal", round_index)
+            self._unrevealable.add(round_index)
+            return None
+        try:
+            tx = self.task.reveal_result(
+                round_index,
+                prepared.inputs_hash,
+                prepared.model_digest,
+                prepared.report_digest,
+                prepared.accepted,
+                prepared.salt,
+            )
+        except ContractRevert as exc:
+            if exc.error in ROUND_MOVED_ON:
+                log.info("round %d: not revealing (%s)", round_index, exc.error)
+                self._unrevealable.add(round_index)
+                return None
+            raise
+        finalised = self.task.round_model_digest(round_index) == prepared.model_digest
+        seconds = time.perf_counter() - self._started.get(round_index, time.perf_counter())
+        log.info(
+            "round %d: revealed %s from %d updates (%d rejected), gas %d, %.2fs; %s",
+            round_index,
+            prepared.model_cid,
+            prepared.accepted,
+            prepared.rejected,
+            tx.gas_used,
+            seconds,
+            "agreed and final" if finalised else "not final (yet)",
+        )
+        return CommitOutcome(
+            round_index,
+            prepared.model_cid,
+            prepared.report_cid,
+            prepared.accepted,
+            prepared.rejected,
+            self._commit_gas.get(round_index, 0) + tx.gas_used,
+            seconds,
+            prepared.metrics,
+            finalised,
+        )
+
+    def _reveal_late(self, state: RoundInfo) -> CommitOutcome | None:
+        """Reveal a committed result of an earlier round that others finalised before our reveal."""
+        info = self.task.aggregator_info(self.address)
+        r = info.committed_round
+        if r == 0 or info.revealed or r in self._unrevealable or r not in self._prepared:
+            return None
+        if r == state.round and state.phase in (Phase.AGGREGATING, Phase.REVEALING):
+            return None
+        if self.task.final_result_key(r) == b"\x00" * 32:
+            return None  # the round failed: its reveals are closed
+        return self._reveal(r, info.commitment, None)
+
     def _close_due(self, state: RoundInfo) -> bool:
-        """Whether to try closing an open round now. Wall-clock time: an idle devnet mines no blocks, so the
-        latest block's timestamp stands still; attempts are spaced so a skewed clock cannot spam transactions."""
+        """Whether to try closing an expired round or window now. Wall-clock time: an idle devnet mines no blocks,
+        so the latest block's timestamp stands still; attempts are spaced so a skewed clock cannot spam
+        transactions."""
         return (
             self.settings.close_expired_rounds
             and time.time() >= state.deadline
@@ -174,7 +341,7 @@ class AggregatorWorker:
 
     def _wait_for_events(self, state: RoundInfo) -> None:
         deadline = time.monotonic() + self.settings.state_recheck
-        if state.phase == Phase.OPEN:
+        if state.phase in (Phase.OPEN, Phase.AGGREGATING, Phase.REVEALING):
             deadline = min(deadline, time.monotonic() + max(0.0, state.deadline - time.time()) + 0.5)
         while time.monotonic() < deadline:
             if any(e.name in WAKE_EVENTS for e in self.follower.poll()):
@@ -197,26 +364,86 @@ class AggregatorWorker:
             )
         return subs
 
-    def aggregate_round(self, state: RoundInfo) -> CommitOutcome | None:
-        """Fetch, verify and aggregate the round's updates; publish the model and report; commit once."""
-        started = time.perf_counter()
+    def prepare(self, state: RoundInfo) -> PreparedResult:
+        """Fetch, verify and aggregate the round's updates; publish the model and report. Cached per round."""
+        if state.round in self._prepared:
+            return self._prepared[state.round]
+        self._started.setdefault(state.round, time.perf_counter())
         subs = self.submissions(state)
         previous_cid = digest_to_cid(state.global_model_digest)
+        global_weights = self.ipfs.get_weights(previous_cid)
         report = AggregationReport(
             task=self.task.address,
             round=state.round,
-            strategy=self.strategy,
+            strategy=self.strategy_name,
+            strategy_params=dict(self.strategy_spec.params),
             inputs_hash="0x" + state.inputs_hash.hex(),
             previous_model_cid=previous_cid,
         )
-        fedavg = StreamingFedAvg(self.shapes)
-        # A fixed order (by device address) makes the float reduction, and so the CID, reproducible.
+        previous_state_cid = self._previous_state_cid(state.round) if self.stateful else ""
+        weights, new_state_cid = self._aggregate(state, subs, global_weights, report, previous_state_cid)
+        model_cid = previous_cid
+        if weights is None:
+            # Nothing usable: the round keeps the previous model (and server state), and the report says why.
+            weights, new_state_cid = global_weights, previous_state_cid
+            report.rejected.extend({**e, "reason": "round-not-aggregated"} for e in report.accepted)
+            report.accepted = []
+        if self.settings.lie:
+            weights = lying_model(weights, state.round)
+        if weights is not global_weights:
+            model_cid = self.ipfs.put_weights(weights, self._metadata("global-model", state.round))
+        report.model_cid = model_cid
+        report.server_state_cid = new_state_cid
+        if self.eval_data is not None:
+            report.metrics = self._evaluate(weights)
+        report_cid = self.ipfs.add(report.to_json())
+        log.info("round %d: prepared model %s and report %s", state.round, model_cid, report_cid)
+        prepared = PreparedResult(
+            round=state.round,
+            inputs_hash=state.inputs_hash,
+            model_cid=model_cid,
+            model_digest=cid_to_digest(model_cid),
+            report_cid=report_cid,
+            report_digest=cid_to_digest(report_cid),
+            accepted=len(report.accepted),
+            rejected=len(report.rejected),
+            salt=commit_salt(self.account, self.task.address, state.round),
+            metrics=report.metrics,
+        )
+        # Two rounds are enough: the current one and one that may still be revealed late.
+        self._prepared = {r: p for r, p in self._prepared.items() if r >= state.round - 1}
+        self._prepared[state.round] = prepared
+        return prepared
+
+    def _aggregate(
+        self,
+        state: RoundInfo,
+        subs: list[Submission],
+        global_weights: Weights,
+        report: AggregationReport,
+        previous_state_cid: str,
+    ) -> tuple[Weights | None, str]:
+        """The new weights (None if the round cannot be aggregated) and the new server state's CID."""
+        fedavg = StreamingFedAvg(self.shapes) if self.streaming else None
+        updates: list[Update] = []
+        entries: dict[str, dict[str, Any]] = {}
+        # A fixed order (by device address) makes every reduction, and so the CID, reproducible.
         for sub in sorted(subs, key=lambda s: s.device.lower()):
-            entry = {"device": sub.device, "cid": sub.cid, "num_samples": sub.num_samples, "tx_hash": sub.tx_hash}
+            entry: dict[str, Any] = {
+                "device": sub.device,
+                "cid": sub.cid,
+                "num_samples": sub.num_samples,
+                "tx_hash": sub.tx_hash,
+            }
             try:
                 blob = self.ipfs.cat(sub.cid, max_size=self.settings.max_update_bytes)
                 weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
-                fedavg.add(weights, sub.num_samples)
+                if fedavg is not None:
+                    fedavg.add(weights, sub.num_samples)
+                else:
+                    update = Update(sub.device, weights, sub.num_samples)
+                    prepare_updates(global_weights, [update])  # validates shapes, dtypes and finiteness
+                    updates.append(update)
                 meta = read_metadata(blob)
             except IpfsUnavailable:
                 raise  # our IPFS node is down: not the device's fault, retry the whole round later
@@ -227,57 +454,52 @@ class AggregatorWorker:
                 continue
             if "fedchain.train_seconds" in meta:
                 entry["train_seconds"] = float(meta["fedchain.train_seconds"])
-            report.accepted.append(entry)
+            entries[sub.device] = entry
+        report.accepted = list(entries.values())
 
-        if fedavg.count > 0:
-            model_weights = fedavg.result()
-            model_cid = self.ipfs.put_weights(
-                model_weights,
-                {
-                    "fedchain.kind": "global-model",
-                    "fedchain.round": str(state.round),
-                    "fedchain.task": self.task.address,
-                },
-            )
-        else:
-            # Nothing usable: the round keeps the previous model, and the report says why.
-            model_weights = self.ipfs.get_weights(previous_cid)
-            model_cid = previous_cid
-        report.model_cid = model_cid
-        if self.eval_data is not None:
-            report.metrics = self._evaluate(model_weights)
-        report_cid = self.ipfs.add(report.to_json())
-        log.info("round %d: prepared model %s and report %s", state.round, model_cid, report_cid)
-        _crash_point("before-commit", state.round)
-
-        # Checks-effects: re-read the phase right before committing; the contract is the final guard.
-        current = self.task.current_round()
-        if current.phase != Phase.AGGREGATING or current.round != state.round:
-            log.info("round %d was committed meanwhile; nothing to do", state.round)
-            return None
+        if fedavg is not None:
+            return (fedavg.result() if fedavg.count > 0 else None), ""
+        if not updates:
+            return None, previous_state_cid
+        server_state = self._load_state(previous_state_cid)
         try:
-            tx = self.task.commit_aggregate(
-                state.round, state.inputs_hash, cid_to_digest(model_cid), cid_to_digest(report_cid), fedavg.count
-            )
-        except ContractRevert as exc:
-            if exc.error in ALREADY_COMMITTED:
-                log.info("round %d already committed (%s); not committing twice", state.round, exc.error)
-                return None
-            raise
-        _crash_point("after-commit", state.round)
-        seconds = time.perf_counter() - started
-        log.info(
-            "round %d: committed %s from %d updates (%d rejected), gas %d, %.2fs",
-            state.round,
-            model_cid,
-            fedavg.count,
-            len(report.rejected),
-            tx.gas_used,
-            seconds,
+            result = self.strategy.aggregate(global_weights, updates, server_state)
+        except ValueError as exc:  # e.g. fewer updates than the strategy's Byzantine bound needs
+            report.note = f"{self.strategy_name} refused the round's {len(updates)} updates: {exc}"
+            log.warning("round %d: %s", state.round, report.note)
+            return None, previous_state_cid
+        if not all(np.isfinite(w).all() for w in result.weights.values()):
+            report.note = "the aggregate is not finite (overflow): the round keeps the previous model"
+            return None, previous_state_cid
+        clipped = set(result.clipped)
+        report.accepted = [{**entries[d], **({"clipped": True} if d in clipped else {})} for d in result.accepted]
+        report.rejected.extend(
+            {**entries[d], "reason": "excluded-by-strategy", "detail": str(why)[:300]}
+            for d, why in sorted(result.excluded.items(), key=lambda kv: kv[0].lower())
         )
-        return CommitOutcome(
-            state.round, model_cid, report_cid, fedavg.count, len(report.rejected), tx.gas_used, seconds, report.metrics
-        )
+        state_cid = ""
+        if not result.state.empty:
+            state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
+        return result.weights, state_cid
+
+    def _metadata(self, kind: str, round_index: int) -> dict[str, str]:
+        return {"fedchain.kind": kind, "fedchain.round": str(round_index), "fedchain.task": self.task.address}
+
+    def _previous_state_cid(self, round_index: int) -> str:
+        """The server state the last finalised round's report points to ("" before the first)."""
+        last = None
+        for event in self._history.history("AggregateCommitted"):
+            if event.args["round"] < round_index:
+                last = event
+        if last is None:
+            return ""
+        report = json.loads(self.ipfs.cat(digest_to_cid(bytes(last.args["reportDigest"])), max_size=16 << 20))
+        return str(report.get("server_state_cid", ""))
+
+    def _load_state(self, cid: str) -> ServerState:
+        if not cid:
+            return ServerState()
+        return ServerState.from_tensors(self.ipfs.get_weights(cid, max_size=self.settings.max_update_bytes * 4))
 
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, float]:
         assert self.eval_data is not None

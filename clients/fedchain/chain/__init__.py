@@ -5,9 +5,24 @@ from fedchain.chain.connection import connect
 from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
 from fedchain.chain.events import ChainEvent, EventFollower
 from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
-from fedchain.chain.task import DeviceInfo, Phase, RoundInfo, TaskClient, TaskConfig, deploy_task
+from fedchain.chain.task import (
+    GAS_LIMITS,
+    AggregationState,
+    AggregatorInfo,
+    DeviceInfo,
+    Phase,
+    RoundInfo,
+    TaskClient,
+    TaskConfig,
+    deploy_task,
+    result_commitment,
+    result_key,
+)
 
 __all__ = [
+    "GAS_LIMITS",
+    "AggregationState",
+    "AggregatorInfo",
     "ArtifactMissing",
     "ChainError",
     "ChainEvent",
@@ -26,4 +41,6 @@ __all__ = [
     "initial_inputs_hash",
     "inputs_hash",
     "resolve_account",
+    "result_commitment",
+    "result_key",
 ]

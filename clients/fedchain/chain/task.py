@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 
@@ -16,17 +18,32 @@ from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult
 CONTRACT_NAME = "FederatedTask"
 AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
-# Gas limits of the per-round calls: about twice the measured maximum (submitUpdate 43.7k, commitAggregate 68.8k,
-# closeRound 31.6k), so no estimate is needed on the hot path (see TransactionSender.transact).
-GAS_LIMITS = {"submitUpdate": 100_000, "commitAggregate": 150_000, "closeRound": 80_000}
+# Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
+# About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
+#   submitUpdate 44.1k (the submission that closes the round), closeRound 32.1k;
+#   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
+#   closeAggregationWindow 29.6k (opens the reveal window), 44.4k (fails the round and opens the next);
+#   revealResult 75.8k-112.8k not final, 104k-125k final with n = k = 1; the finalising reveal also checks every
+#   earlier reveal of the round and records a fault for each dissenter: worst case for n = 8 (k = 2, six dissenters
+#   revealed first) 186.6k, about 12.3k more per further dissenter, 482.7k for n = MAX_AGGREGATORS = 32.
+# The revealResult limit covers n <= 8 with twice the margin and n <= 25 at all; with more aggregators pass
+# `reveal_result(..., gas_limit=...)` (for example 600_000 for n = 32).
+GAS_LIMITS = {
+    "submitUpdate": 100_000,
+    "closeRound": 80_000,
+    "commitResult": 160_000,
+    "revealResult": 400_000,
+    "closeAggregationWindow": 100_000,
+}
 
 
 class Phase(IntEnum):
     REGISTERING = 0
     OPEN = 1
-    AGGREGATING = 2
+    AGGREGATING = 2  # the commit window
     FINISHED = 3
     CANCELLED = 4
+    REVEALING = 5  # the reveal window
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,8 @@ class TaskConfig:
     max_updates: int
     round_duration: int
     strategy_id: int = 0
+    aggregator_threshold: int = 1  # k: agreeing reveals that make a round's result final
+    aggregation_duration: int = 60  # seconds of the commit window, and again of the reveal window
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -50,6 +69,8 @@ class TaskConfig:
             self.max_updates,
             self.round_duration,
             self.strategy_id,
+            self.aggregator_threshold,
+            self.aggregation_duration,
         )
 
 
@@ -71,6 +92,71 @@ class DeviceInfo:
     approved: bool
     last_round: int
     approved_in_round: int
+
+
+@dataclass(frozen=True)
+class AggregationState:
+    """The current round's aggregation progress as `aggregationState()` returns it."""
+
+    commits: int
+    reveals: int
+    threshold: int  # k
+    aggregators: int  # n
+
+
+@dataclass(frozen=True)
+class AggregatorInfo:
+    """An aggregator's record: its latest commitment (only the latest is kept) and its fault count."""
+
+    committed_round: int
+    revealed: bool
+    faults: int
+    commitment: bytes
+
+
+def result_commitment(
+    task_address: str,
+    round_index: int,
+    aggregator: str,
+    inputs_hash: bytes,
+    model_digest: bytes,
+    report_digest: bytes,
+    accepted: int,
+    salt: bytes,
+) -> bytes:
+    """The commitment `commitResult` expects, computed off-chain (mirrors FederatedTask.resultCommitment).
+
+    keccak256(abi.encode(address task, uint32 round, address aggregator, bytes20 inputsHash, bytes32 modelDigest,
+    bytes32 reportDigest, uint32 acceptedUpdates, bytes32 salt)). Keep `salt` secret (32 random bytes) until the
+    reveal, and keep it: the reveal needs it.
+    """
+    if len(inputs_hash) != 20 or len(model_digest) != 32 or len(report_digest) != 32 or len(salt) != 32:
+        raise ValueError("inputs_hash must be 20 bytes; model_digest, report_digest and salt 32 bytes")
+    return keccak(
+        abi_encode(
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+            [
+                Web3.to_checksum_address(task_address),
+                round_index,
+                Web3.to_checksum_address(aggregator),
+                inputs_hash,
+                model_digest,
+                report_digest,
+                accepted,
+                salt,
+            ],
+        )
+    )
+
+
+def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int) -> bytes:
+    """The key reveals agree on (mirrors FederatedTask.resultKey and `finalResultKey`); the report is not in it.
+
+    keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates)).
+    """
+    if len(inputs_hash) != 20 or len(model_digest) != 32:
+        raise ValueError("inputs_hash must be 20 bytes and model_digest 32 bytes")
+    return keccak(abi_encode(["bytes20", "bytes32", "uint32"], [inputs_hash, model_digest, accepted]))
 
 
 def _decoder() -> ErrorDecoder:
@@ -111,6 +197,8 @@ class TaskClient:
             max_updates=f.maxUpdates().call(),
             round_duration=f.roundDuration().call(),
             strategy_id=f.strategyId().call(),
+            aggregator_threshold=f.aggregatorThreshold().call(),
+            aggregation_duration=f.aggregationDuration().call(),
         )
 
     def current_round(self, block: int | str = "latest") -> RoundInfo:
@@ -138,12 +226,50 @@ class TaskClient:
     def device_count(self) -> int:
         return int(self.contract.functions.deviceCount().call())
 
+    def aggregator_count(self) -> int:
+        return int(self.contract.functions.aggregatorCount().call())
+
+    def failed_rounds(self) -> int:
+        return int(self.contract.functions.failedRounds().call())
+
+    def final_result_key(self, round_index: int) -> bytes:
+        """The result key finalised for the round (32 zero bytes until then, and for a failed round)."""
+        return bytes(self.contract.functions.finalResultKey(round_index).call())
+
+    def aggregation_state(self, block: int | str = "latest") -> AggregationState:
+        commits, reveals, threshold, aggregators = self.contract.functions.aggregationState().call(
+            block_identifier=block
+        )
+        return AggregationState(commits, reveals, threshold, aggregators)
+
+    def aggregator_info(self, account: str) -> AggregatorInfo:
+        committed_round, revealed, faults, commitment = self.contract.functions.aggregatorInfo(
+            Web3.to_checksum_address(account)
+        ).call()
+        return AggregatorInfo(committed_round, bool(revealed), faults, bytes(commitment))
+
+    def result_commitment(
+        self,
+        round_index: int,
+        aggregator: str,
+        inputs_hash: bytes,
+        model_digest: bytes,
+        report_digest: bytes,
+        accepted: int,
+        salt: bytes,
+    ) -> bytes:
+        """The commitment for this task, computed locally (no call)."""
+        return result_commitment(
+            self.address, round_index, aggregator, inputs_hash, model_digest, report_digest, accepted, salt
+        )
+
     # ------------------------------------------------------------ transactions
 
-    def _tx(self, fn: Any, preflight: bool = True) -> TxResult:
+    def _tx(self, fn: Any, preflight: bool = True, gas_limit: int | None = None) -> TxResult:
         if self.sender is None:
             raise RuntimeError("this TaskClient is read-only: create it with an account to send transactions")
-        return self.sender.transact(fn, gas_limit=GAS_LIMITS.get(fn.fn_name), preflight=preflight)
+        limit = gas_limit if gas_limit is not None else GAS_LIMITS.get(fn.fn_name)
+        return self.sender.transact(fn, gas_limit=limit, preflight=preflight)
 
     def approve_devices(self, devices: list[str]) -> TxResult:
         return self._tx(self.contract.functions.approveDevices([Web3.to_checksum_address(d) for d in devices]))
@@ -170,9 +296,32 @@ class TaskClient:
         # Depends on block.timestamp: no preflight call, which would see the latest (possibly old) block's time.
         return self._tx(self.contract.functions.closeRound(round_index), preflight=False)
 
-    def commit_aggregate(
-        self, round_index: int, inputs_hash: bytes, model_digest: bytes, report_digest: bytes, accepted: int
+    def commit_result(self, round_index: int, commitment: bytes) -> TxResult:
+        """Commit to a result of the round in its commit window (see `result_commitment`)."""
+        return self._tx(self.contract.functions.commitResult(round_index, commitment))
+
+    def reveal_result(
+        self,
+        round_index: int,
+        inputs_hash: bytes,
+        model_digest: bytes,
+        report_digest: bytes,
+        accepted: int,
+        salt: bytes,
+        *,
+        gas_limit: int | None = None,
     ) -> TxResult:
+        """Reveal the committed result (the same fields and salt as committed, or CommitmentMismatch).
+
+        Preflighted: the reveal deadline is the only time check, and the latest block's timestamp a preflight sees is
+        never later than the transaction's, so the preflight cannot refuse a reveal that would succeed.
+        `gas_limit` overrides GAS_LIMITS["revealResult"], which covers tasks of up to 25 aggregators.
+        """
         return self._tx(
-            self.contract.functions.commitAggregate(round_index, inputs_hash, model_digest, report_digest, accepted)
+            self.contract.functions.revealResult(round_index, inputs_hash, model_digest, report_digest, accepted, salt),
+            gas_limit=gas_limit,
         )
+
+    def close_aggregation_window(self, round_index: int) -> TxResult:
+        # Depends on block.timestamp: no preflight call, which would see the latest (possibly old) block's time.
+        return self._tx(self.contract.functions.closeAggregationWindow(round_index), preflight=False)

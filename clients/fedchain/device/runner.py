@@ -11,6 +11,7 @@ import torch
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
+from fedchain.learning.attacks import check_attack, flip_labels, poison_model
 from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
 from fedchain.learning.spec import TaskSpec
@@ -42,6 +43,8 @@ class DeviceSettings:
     poll_interval: float = 0.25
     state_recheck: float = 5.0
     join_timeout: float = 300.0
+    # Evaluation only: make this device Byzantine (one of fedchain.learning.attacks.DEVICE_ATTACKS).
+    attack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,10 +68,18 @@ class DeviceRunner:
         self.ipfs = IpfsClient(settings.ipfs_api)
         spec_cid = digest_to_cid(self.task.config().model_spec_digest)
         self.spec = TaskSpec.from_json(self.ipfs.cat(spec_cid, max_size=1 << 20))
+        strategy = self.spec.strategy_spec()
+        # FedProx is the one strategy with a device-side part: the proximal term pulling towards the global model.
+        self.proximal_mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
+        if settings.attack is not None:
+            check_attack(settings.attack)
+            log.warning("device %s runs the %r attack (evaluation mode)", account.address, settings.attack)
         train, _ = load_dataset(self.spec.dataset)
         self.local_data = device_partition(
             train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
         )
+        if settings.attack == "label-flip":
+            self.local_data = flip_labels(self.local_data, self.spec.model.num_classes)
         self.stream = (
             OnlineStream(
                 self.local_data,
@@ -147,8 +158,13 @@ class DeviceRunner:
         seed = round_seed(self.spec.seed, round_index, self.address)
         torch.manual_seed(seed)
         started = time.perf_counter()
-        result = train_local(self.model, data, self.spec.train, seed=seed)
+        result = train_local(
+            self.model, data, self.spec.train, seed=seed, proximal_mu=self.proximal_mu, global_weights=weights
+        )
         train_seconds = time.perf_counter() - started
+        trained = get_weights(self.model)
+        if self.settings.attack is not None:
+            trained = poison_model(self.settings.attack, weights, trained, seed=seed)
         metadata = {
             "fedchain.kind": "update",
             "fedchain.task": self.task.address,
@@ -159,7 +175,7 @@ class DeviceRunner:
             "fedchain.train_loss": f"{result.loss:.6f}",
         }
         t1 = time.perf_counter()
-        cid = self.ipfs.put_weights(get_weights(self.model), metadata)
+        cid = self.ipfs.put_weights(trained, metadata)
         t2 = time.perf_counter()
         try:
             tx = self.task.submit_update(round_index, cid_to_digest(cid), len(data))

@@ -1,10 +1,12 @@
 """Explorer benchmark (`make bench`): page and API latency on a chain with 100 rounds x 20 devices.
 
 The chain is built quickly, without training: FederatedTask is driven directly on Anvil with the devnet's accounts
-(devices' submissions signed locally and sent as one JSON-RPC batch per round), with tiny safetensors updates,
-models and real aggregation reports (the aggregator's format) on the IPFS service. Then the index is built from
-scratch (timed), reopened (incremental: nothing to do), and `fedchain explorer` is started as its own process and
-each page and API route is requested repeatedly. Results: reports/explorer.json (p50/p95/max in milliseconds).
+(devices' submissions signed locally and sent as one JSON-RPC batch per round; then the one aggregator, threshold 1,
+commits its result, which opens the reveal window at once, and reveals it, which finalises the round), with tiny
+safetensors updates, models and real aggregation reports (the aggregator's format) on the IPFS service. Then the
+index is built from scratch (timed), reopened (incremental: nothing to do), and `fedchain explorer` is started as its
+own process and each page and API route is requested repeatedly. Results: reports/explorer.json (p50/p95/max in
+milliseconds).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from eth_utils import keccak
 from rich.console import Console
 
 from fedchain.chain import TaskConfig, connect, deploy_task, devnet_account, inputs_hash
+from fedchain.chain.task import result_commitment
 from fedchain.devnet import Devnet, free_port, terminate
 from fedchain.explorer.index import Indexer
 from fedchain.explorer.rpc import JsonRpc
@@ -38,7 +41,9 @@ from fedchain.storage import IpfsClient, cid_to_digest, encode_weights
 
 TARGET_MS = 200.0
 SUBMIT = keccak(text="submitUpdate(uint32,bytes32,uint64)")[:4]
-COMMIT = keccak(text="commitAggregate(uint32,bytes20,bytes32,bytes32,uint32)")[:4]
+COMMIT = keccak(text="commitResult(uint32,bytes32)")[:4]
+REVEAL = keccak(text="revealResult(uint32,bytes20,bytes32,bytes32,uint32,bytes32)")[:4]
+AGGREGATION_WINDOW_S = 3600
 GWEI = 10**9
 
 
@@ -94,6 +99,8 @@ class ChainBuilder:
             min_updates=len(self.devices),
             max_updates=len(self.devices),
             round_duration=3600,
+            aggregator_threshold=1,
+            aggregation_duration=AGGREGATION_WINDOW_S,
         )
         task, _ = deploy_task(self.w3, self.admin, config)
         task.approve_devices([d.address for d in self.devices])
@@ -159,20 +166,35 @@ class ChainBuilder:
             "task": task,
             "round": r,
             "strategy": "fedavg",
+            "strategy_params": {},
             "inputs_hash": "0x" + inputs.hex(),
             "previous_model_cid": global_cid,
             "model_cid": model_cid,
             "accepted": accepted,
             "rejected": rejected,
             "metrics": {"accuracy": 0.6 + 0.35 * (1 - math.exp(-r / 20)), "loss": 0.7 * math.exp(-r / 30) + 0.1},
+            "server_state_cid": "",
+            "note": "",
         }
         report_cid = self.ipfs.add(json.dumps(report, sort_keys=True).encode())
-        data = COMMIT + abi_encode(
-            ["uint32", "bytes20", "bytes32", "bytes32", "uint32"],
-            [r, inputs, cid_to_digest(model_cid), cid_to_digest(report_cid), len(accepted)],
+        # Commit, then reveal: two transactions of the aggregator per round (nonces 2(r-1) and 2(r-1)+1), sent in
+        # one batch; the node mines them in nonce order. Its commitment (n = k = 1) opens the reveal window at once.
+        model, report_digest = cid_to_digest(model_cid), cid_to_digest(report_cid)
+        salt = keccak(text=f"explorer bench salt {r}")
+        commitment = result_commitment(
+            task, r, self.aggregator.address, inputs, model, report_digest, len(accepted), salt
         )
-        commit = self.rpc.call("eth_sendRawTransaction", self._sign(self.aggregator, r - 1, task, data, 150_000))
-        self._wait([commit])
+        commit = COMMIT + abi_encode(["uint32", "bytes32"], [r, commitment])
+        reveal = REVEAL + abi_encode(
+            ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+            [r, inputs, model, report_digest, len(accepted), salt],
+        )
+        nonce = 2 * (r - 1)
+        raw = [
+            self._sign(self.aggregator, nonce, task, commit, 150_000),
+            self._sign(self.aggregator, nonce + 1, task, reveal, 400_000),
+        ]
+        self._wait(self.rpc.batch([("eth_sendRawTransaction", [tx]) for tx in raw]))
         return model_cid
 
 
@@ -258,6 +280,7 @@ def run(devices: int, rounds: int, repeat: int, workdir: Path, console: Console)
             mid = rounds // 2
             round_data = client.get(f"/api/task/{task}/round/{mid}").json()
             device = round_data["updates"][0]["device"]
+            aggregator = round_data["agreement"]["entries"][0]["aggregator"]
             tx_hash = round_data["updates"][0]["tx_hash"]
             block = round_data["updates"][0]["block_number"]
             report_cid = round_data["report_cid"]
@@ -267,6 +290,7 @@ def run(devices: int, rounds: int, repeat: int, workdir: Path, console: Console)
                 f"/task/{task}/round/{mid}",
                 f"/task/{task}/round/{mid}/update/{device}",
                 f"/address/{device}",
+                f"/address/{aggregator}",
                 f"/tx/{tx_hash}",
                 f"/block/{block}",
                 f"/ipfs/{report_cid}",
@@ -278,6 +302,7 @@ def run(devices: int, rounds: int, repeat: int, workdir: Path, console: Console)
                 f"/api/task/{task}/round/{mid}",
                 f"/api/task/{task}/round/{mid}/update/{device}",
                 f"/api/address/{device}",
+                f"/api/address/{aggregator}",
                 f"/api/tx/{tx_hash}",
                 f"/api/block/{block}",
                 f"/api/search?q={tx_hash}",

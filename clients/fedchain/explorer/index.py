@@ -13,9 +13,14 @@ Two modes:
 - light (public networks, read-only): only FederatedTask logs (eth_getLogs by topic), their blocks, transactions
   and receipts, plus the headers of recent blocks.
 
-Aggregation reports (JSON on IPFS, digest in AggregateCommitted) are fetched once, verified against their CID by the
-storage client, and folded into the round (accuracy, loss: evaluated by the aggregator) and its updates (accepted or
-rejected, with the reason).
+Aggregation is k-of-n commit-reveal among the task's aggregators: every ResultCommitted and ResultRevealed lands in
+`round_aggregators` (one row per round and aggregator: commitment, revealed model and report, whether it agrees
+with the final result, AggregatorFault), and the round goes open -> aggregating (commit window) -> revealing ->
+committed (k reveals agreed: AggregateCommitted) or failed (AggregationFailed: the next round retries it).
+
+The final aggregation report (JSON on IPFS, digest in AggregateCommitted) is fetched once, verified against its CID
+by the storage client, and folded into the round (accuracy, loss: evaluated by the aggregator; strategy and its
+parameters) and its updates (accepted or rejected, with the reason).
 """
 
 from __future__ import annotations
@@ -41,13 +46,44 @@ from fedchain.storage import digest_to_cid
 
 log = logging.getLogger("fedchain.explorer.index")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TASK_CONTRACT = "FederatedTask"
 AGGREGATOR_ROLE = "0x" + keccak(text="AGGREGATOR_ROLE").hex()
 DEFAULT_ADMIN_ROLE = "0x" + "00" * 32
 DEVNET_CHAIN_IDS = frozenset({1337, 31337})
-# Events that attribute their transaction's gas to a round (the commit also opens the next round: not counted there).
-ROUND_GAS_EVENTS = frozenset({"UpdateSubmitted", "RoundExtended", "RoundReadyForAggregation", "AggregateCommitted"})
+# Events that attribute their transaction's gas to a round. The finalising reveal and a failed round's window close
+# also open the next round: they count to the round they end, not there. A late reveal (after the round was final,
+# possibly after later rounds opened) counts to the round it reveals.
+ROUND_GAS_EVENTS = frozenset(
+    {
+        "UpdateSubmitted",
+        "RoundExtended",
+        "RoundReadyForAggregation",
+        "ResultCommitted",
+        "RevealOpened",
+        "ResultRevealed",
+        "AggregateCommitted",
+        "AggregatorFault",
+        "AggregationFailed",
+    }
+)
+# Task phases by the contract's Phase enum; round states: open, aggregating (the commit window), revealing, committed
+# (k reveals agreed), failed (no agreement: the next round retries), cancelled.
+PHASES = ("registering", "open", "aggregating", "finished", "cancelled", "revealing")
+# The on-chain strategy ids (fedchain.learning.aggregation.registry.STRATEGY_IDS, kept here without importing the
+# learning stack): a report naming another strategy than its task's is flagged.
+STRATEGY_NAMES = {
+    0: "fedavg",
+    1: "fedavgm",
+    2: "fedadam",
+    3: "fedyogi",
+    4: "fedprox",
+    5: "median",
+    6: "trimmed-mean",
+    7: "krum",
+    8: "multi-krum",
+    9: "bulyan",
+}
 MAX_REPORT_BYTES = 4 << 20
 REPORT_RETRY_S = (1.0, 2.0, 5.0, 15.0, 60.0)
 RECENT_HEADERS = 20
@@ -79,7 +115,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     address TEXT PRIMARY KEY, created_block INTEGER, created_tx TEXT, creator TEXT, admin TEXT,
     model_spec_cid TEXT, initial_model_cid TEXT, num_rounds INTEGER, min_updates INTEGER, max_updates INTEGER,
     round_duration INTEGER, strategy_id INTEGER, phase TEXT NOT NULL, current_round INTEGER NOT NULL,
-    final_model_cid TEXT, ended_block INTEGER
+    final_model_cid TEXT, ended_block INTEGER, aggregator_threshold INTEGER, aggregation_duration INTEGER,
+    failed_rounds INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS participants (
     task TEXT NOT NULL, address TEXT NOT NULL, role TEXT NOT NULL, status TEXT NOT NULL, since_round INTEGER,
@@ -92,8 +129,26 @@ CREATE TABLE IF NOT EXISTS rounds (
     received INTEGER NOT NULL DEFAULT 0, ready_block INTEGER, ready_tx TEXT, total_samples INTEGER,
     inputs_hash TEXT, committed_block INTEGER, committed_tx TEXT, committed_at INTEGER, aggregator TEXT,
     model_cid TEXT, report_cid TEXT, accepted_updates INTEGER, rejected_updates INTEGER, accuracy REAL, loss REAL,
-    report_error TEXT, gas INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (task, round)
+    report_error TEXT, gas INTEGER NOT NULL DEFAULT 0, aggregators INTEGER, commit_deadline INTEGER,
+    commits INTEGER NOT NULL DEFAULT 0, reveal_block INTEGER, reveal_tx TEXT, reveal_opened_at INTEGER,
+    reveal_deadline INTEGER, reveals INTEGER NOT NULL DEFAULT 0, faults INTEGER NOT NULL DEFAULT 0,
+    failed_block INTEGER, failed_tx TEXT, failed_at INTEGER, strategy TEXT, strategy_params TEXT,
+    server_state_cid TEXT, report_note TEXT, PRIMARY KEY (task, round)
 );
+CREATE TABLE IF NOT EXISTS round_aggregators (
+    task TEXT NOT NULL, round INTEGER NOT NULL, aggregator TEXT NOT NULL, commitment TEXT, commit_tx TEXT,
+    commit_block INTEGER, commit_log INTEGER, committed_at INTEGER, model_cid TEXT, report_cid TEXT,
+    accepted INTEGER, reveal_tx TEXT, reveal_block INTEGER, reveal_log INTEGER, revealed_at INTEGER,
+    late INTEGER NOT NULL DEFAULT 0, agrees INTEGER, fault INTEGER NOT NULL DEFAULT 0, fault_tx TEXT,
+    fault_block INTEGER, fault_count INTEGER, final_model_cid TEXT, PRIMARY KEY (task, round, aggregator)
+);
+CREATE INDEX IF NOT EXISTS round_aggregators_address ON round_aggregators(aggregator, task, round);
+CREATE INDEX IF NOT EXISTS round_aggregators_model ON round_aggregators(model_cid);
+CREATE INDEX IF NOT EXISTS round_aggregators_report ON round_aggregators(report_cid);
+CREATE INDEX IF NOT EXISTS round_aggregators_commit_tx ON round_aggregators(commit_tx);
+CREATE INDEX IF NOT EXISTS round_aggregators_reveal_tx ON round_aggregators(reveal_tx);
+CREATE INDEX IF NOT EXISTS rounds_report ON rounds(report_cid);
+CREATE INDEX IF NOT EXISTS rounds_committed_tx ON rounds(committed_tx);
 CREATE TABLE IF NOT EXISTS round_txs (
     task TEXT NOT NULL, round INTEGER NOT NULL, tx_hash TEXT NOT NULL, PRIMARY KEY (task, round, tx_hash)
 );
@@ -110,7 +165,7 @@ CREATE TABLE IF NOT EXISTS reports (
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL DEFAULT 0
 );
 """
-DERIVED_TABLES = ("tasks", "participants", "rounds", "round_txs", "updates")
+DERIVED_TABLES = ("tasks", "participants", "rounds", "round_txs", "updates", "round_aggregators")
 
 
 class ContentSource(Protocol):
@@ -652,14 +707,22 @@ class Indexer:
                 log.warning("%s does not look like a FederatedTask (no %s()): not watched", address, name)
                 return
             values.append(result)
+        # k-of-n aggregation settings: absent from tasks deployed before commit-reveal (shown as unknown).
+        optional = []
+        for name in ("aggregatorThreshold", "aggregationDuration"):
+            selector = "0x" + keccak(text=f"{name}()")[:4].hex()
+            result = self.rpc.try_call("eth_call", {"to": address, "data": selector}, "latest")
+            optional.append(_int(result) if result and result != "0x" else None)
         c.execute(
             "INSERT INTO tasks(address, model_spec_cid, initial_model_cid, num_rounds, min_updates, max_updates, "
-            "round_duration, strategy_id, phase, current_round) VALUES (?,?,?,?,?,?,?,?, 'registering', 0)",
+            "round_duration, strategy_id, phase, current_round, aggregator_threshold, aggregation_duration) "
+            "VALUES (?,?,?,?,?,?,?,?, 'registering', 0, ?, ?)",
             (
                 address,
                 _cid("0x" + values[0][2:66]),
                 _cid("0x" + values[1][2:66]),
                 *(_int(v) for v in values[2:]),
+                *optional,
             ),
         )
 
@@ -689,7 +752,10 @@ class Indexer:
             if created != task:
                 return None  # only the constructor's own log configures a task
             c.execute(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'registering', 0, NULL, NULL)",
+                "INSERT OR REPLACE INTO tasks(address, created_block, created_tx, creator, admin, model_spec_cid, "
+                "initial_model_cid, num_rounds, min_updates, max_updates, round_duration, strategy_id, phase, "
+                "current_round, aggregator_threshold, aggregation_duration) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'registering', 0, ?, ?)",
                 (
                     task,
                     block,
@@ -703,6 +769,8 @@ class Indexer:
                     args["maxUpdates"],
                     args["roundDuration"],
                     args["strategyId"],
+                    args.get("aggregatorThreshold"),
+                    args.get("aggregationDuration"),
                 ),
             )
             c.execute(
@@ -756,7 +824,8 @@ class Indexer:
         if name == "TaskCancelled":
             c.execute("UPDATE tasks SET phase = 'cancelled', ended_block = ? WHERE address = ?", (block, task))
             c.execute(
-                "UPDATE rounds SET state = 'cancelled' WHERE task = ? AND round = ? AND state != 'committed'",
+                "UPDATE rounds SET state = 'cancelled' WHERE task = ? AND round = ? "
+                "AND state NOT IN ('committed', 'failed')",
                 (task, args["round"]),
             )
             return Change("task", {"task": task, "phase": "cancelled", "round": args["round"]})
@@ -795,12 +864,57 @@ class Indexer:
                 (args["newDeadline"], task, r),
             )
         elif name == "RoundReadyForAggregation":
+            # The commit window opens; its deadline is not in the event: the block's time plus aggregationDuration.
+            # n is the number of aggregators holding the role now (the contract's aggregatorCount).
             c.execute(
                 "UPDATE rounds SET state = 'aggregating', ready_block = ?, ready_tx = ?, total_samples = ?, "
-                "inputs_hash = ? WHERE task = ? AND round = ?",
-                (block, tx_hash, args["totalSamples"], args["inputsHash"], task, r),
+                "inputs_hash = ?, commit_deadline = ? + (SELECT aggregation_duration FROM tasks WHERE address = ?), "
+                "aggregators = (SELECT COUNT(*) FROM participants WHERE task = ? AND role = 'aggregator' "
+                "AND status = 'active') WHERE task = ? AND round = ?",
+                (block, tx_hash, args["totalSamples"], args["inputsHash"], timestamp, task, task, task, r),
             )
             c.execute("UPDATE tasks SET phase = 'aggregating' WHERE address = ? AND current_round = ?", (task, r))
+        elif name == "ResultCommitted":
+            c.execute(
+                "INSERT INTO round_aggregators(task, round, aggregator, commitment, commit_tx, commit_block, "
+                "commit_log, committed_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(task, round, aggregator) DO UPDATE "
+                "SET commitment = excluded.commitment, commit_tx = excluded.commit_tx, "
+                "commit_block = excluded.commit_block, commit_log = excluded.commit_log, "
+                "committed_at = excluded.committed_at",
+                (task, r, args["aggregator"], args["commitment"], tx_hash, block, row["log_index"], timestamp),
+            )
+            c.execute("UPDATE rounds SET commits = commits + 1 WHERE task = ? AND round = ?", (task, r))
+        elif name == "RevealOpened":
+            c.execute(
+                "UPDATE rounds SET state = 'revealing', reveal_block = ?, reveal_tx = ?, reveal_opened_at = ?, "
+                "reveal_deadline = ?, commits = ? WHERE task = ? AND round = ?",
+                (block, tx_hash, timestamp, args["deadline"], args["commits"], task, r),
+            )
+            c.execute("UPDATE tasks SET phase = 'revealing' WHERE address = ? AND current_round = ?", (task, r))
+        elif name == "ResultRevealed":
+            self._apply_reveal(c, task, r, args, tx_hash, block, row["log_index"], timestamp)
+        elif name == "AggregatorFault":
+            c.execute(
+                "INSERT INTO round_aggregators(task, round, aggregator, fault, fault_tx, fault_block, fault_count, "
+                "final_model_cid, agrees) VALUES (?,?,?, 1, ?,?,?,?, 0) ON CONFLICT(task, round, aggregator) "
+                "DO UPDATE SET fault = 1, fault_tx = excluded.fault_tx, fault_block = excluded.fault_block, "
+                "fault_count = excluded.fault_count, final_model_cid = excluded.final_model_cid, agrees = 0",
+                (task, r, args["aggregator"], tx_hash, block, args["faults"], _cid(args["finalModelDigest"])),
+            )
+            c.execute("UPDATE rounds SET faults = faults + 1 WHERE task = ? AND round = ?", (task, r))
+        elif name == "AggregationFailed":
+            # The next round (RoundOpened, same transaction) retries with the unchanged global model.
+            c.execute(
+                "UPDATE rounds SET state = 'failed', failed_block = ?, failed_tx = ?, failed_at = ?, commits = ?, "
+                "reveals = ? WHERE task = ? AND round = ?",
+                (block, tx_hash, timestamp, args["commits"], args["reveals"], task, r),
+            )
+            c.execute("UPDATE tasks SET failed_rounds = failed_rounds + 1 WHERE address = ?", (task,))
+            c.execute(
+                "UPDATE updates SET status = 'not-aggregated', reason = 'the aggregators did not agree' "
+                "WHERE task = ? AND round = ? AND status = 'pending'",
+                (task, r),
+            )
         elif name == "AggregateCommitted":
             report_cid = _cid(args["reportDigest"])
             c.execute(
@@ -823,6 +937,13 @@ class Indexer:
             c.execute(
                 "UPDATE updates SET status = 'committed' WHERE task = ? AND round = ? AND status = 'pending'", (task, r)
             )
+            # Which reveals so far agree with the final result (model and accepted count: the contract's key within
+            # the reveal window, where every reveal used the round's inputs hash). Faults follow as their own events.
+            c.execute(
+                "UPDATE round_aggregators SET agrees = CASE WHEN model_cid = ? AND accepted = ? THEN 1 ELSE 0 END, "
+                "final_model_cid = ? WHERE task = ? AND round = ? AND model_cid IS NOT NULL AND fault = 0",
+                (_cid(args["modelDigest"]), args["acceptedUpdates"], _cid(args["modelDigest"]), task, r),
+            )
             c.execute(
                 "INSERT OR IGNORE INTO reports(cid, task, round) VALUES (?,?,?)",
                 (report_cid, task, r),
@@ -842,6 +963,55 @@ class Indexer:
                 "block": block,
             },
         )
+
+    @staticmethod
+    def _apply_reveal(
+        c: sqlite3.Connection,
+        task: str,
+        r: int,
+        args: dict[str, Any],
+        tx_hash: str,
+        block: int,
+        log_index: int,
+        timestamp: int | None,
+    ) -> None:
+        """A ResultRevealed: in the reveal window it counts towards the round's reveals; after the round was
+        finalised (a late reveal, possibly rounds later) it is compared with the final result at once."""
+        rnd = c.execute(
+            "SELECT state, model_cid, accepted_updates FROM rounds WHERE task = ? AND round = ?", (task, r)
+        ).fetchone()
+        model_cid = _cid(args["modelDigest"])
+        late = rnd is not None and rnd["state"] == "committed"
+        agrees = None
+        if late:
+            agrees = int(model_cid == rnd["model_cid"] and args["acceptedUpdates"] == rnd["accepted_updates"])
+        c.execute(
+            "INSERT INTO round_aggregators(task, round, aggregator, model_cid, report_cid, accepted, reveal_tx, "
+            "reveal_block, reveal_log, revealed_at, late, agrees, final_model_cid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(task, round, aggregator) DO UPDATE SET model_cid = excluded.model_cid, "
+            "report_cid = excluded.report_cid, accepted = excluded.accepted, reveal_tx = excluded.reveal_tx, "
+            "reveal_block = excluded.reveal_block, reveal_log = excluded.reveal_log, "
+            "revealed_at = excluded.revealed_at, late = excluded.late, "
+            "agrees = CASE WHEN fault = 1 THEN 0 ELSE excluded.agrees END, "
+            "final_model_cid = COALESCE(final_model_cid, excluded.final_model_cid)",
+            (
+                task,
+                r,
+                args["aggregator"],
+                model_cid,
+                _cid(args["reportDigest"]),
+                args["acceptedUpdates"],
+                tx_hash,
+                block,
+                log_index,
+                timestamp,
+                int(late),
+                agrees,
+                rnd["model_cid"] if late else None,
+            ),
+        )
+        if not late:
+            c.execute("UPDATE rounds SET reveals = reveals + 1 WHERE task = ? AND round = ?", (task, r))
 
     @staticmethod
     def _timestamp(c: sqlite3.Connection, block: int) -> int | None:
@@ -952,14 +1122,26 @@ class Indexer:
         metrics = body.get("metrics") if isinstance(body.get("metrics"), dict) else {}
         rejected = body.get("rejected") if isinstance(body.get("rejected"), list) else []
         accuracy, loss = metrics.get("accuracy"), metrics.get("loss")
+        strategy = body.get("strategy") if isinstance(body.get("strategy"), str) else None
+        params = body.get("strategy_params") if isinstance(body.get("strategy_params"), dict) else None
+        configured = c.execute("SELECT strategy_id FROM tasks WHERE address = ?", (task,)).fetchone()
+        expected = STRATEGY_NAMES.get(configured[0]) if configured is not None else None
+        if strategy is not None and expected is not None and strategy != expected:
+            problems.append(f"report says strategy {strategy}, the task's configuration says {expected}")
+        state_cid = body.get("server_state_cid")
+        note = body.get("note")
         c.execute(
-            "UPDATE rounds SET accuracy = ?, loss = ?, rejected_updates = ?, report_error = ? "
-            "WHERE task = ? AND round = ?",
+            "UPDATE rounds SET accuracy = ?, loss = ?, rejected_updates = ?, report_error = ?, strategy = ?, "
+            "strategy_params = ?, server_state_cid = ?, report_note = ? WHERE task = ? AND round = ?",
             (
                 float(accuracy) if isinstance(accuracy, int | float) else None,
                 float(loss) if isinstance(loss, int | float) else None,
                 len(rejected),
                 "; ".join(problems)[:500] or None,
+                strategy,
+                json.dumps(params, sort_keys=True) if params is not None else None,
+                state_cid if isinstance(state_cid, str) and state_cid else None,
+                str(note)[:500] if note else None,
                 task,
                 r,
             ),

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Undefined
 from markupsafe import Markup
 
 from fedchain.explorer.charts import Series, bar_chart, line_chart
@@ -25,7 +26,7 @@ def short(value: Any, keep: int = 6) -> str:
 
 
 def num(value: Any) -> str:
-    if value is None:
+    if value is None or isinstance(value, Undefined):  # Undefined: a field the data lacks (no IPFS node, ...)
         return "—"
     if isinstance(value, float):
         return f"{value:,.2f}"
@@ -36,11 +37,11 @@ def num(value: Any) -> str:
 
 
 def metric(value: Any, digits: int = 4) -> str:
-    return "—" if value is None else f"{float(value):.{digits}f}"
+    return "—" if value is None or isinstance(value, Undefined) else f"{float(value):.{digits}f}"
 
 
 def gwei(value: Any) -> str:
-    if value is None:
+    if value is None or isinstance(value, Undefined):  # Undefined: a field the data lacks (no IPFS node, ...)
         return "—"
     return f"{int(value) / 1e9:,.4g} gwei"
 

@@ -22,19 +22,66 @@ from eth_utils import to_checksum_address
 from fedchain.chain.artifacts import load_artifact
 from fedchain.explorer.abi import AbiCodec
 from fedchain.explorer.chains import chain_info, explorer_link
-from fedchain.explorer.index import AGGREGATOR_ROLE, DEFAULT_ADMIN_ROLE, TASK_CONTRACT, SyncStatus, connect_db
+from fedchain.explorer.index import (
+    AGGREGATOR_ROLE,
+    DEFAULT_ADMIN_ROLE,
+    STRATEGY_NAMES,
+    TASK_CONTRACT,
+    SyncStatus,
+    connect_db,
+)
 from fedchain.explorer.rpc import JsonRpc, NodeUnavailable, RpcError
 from fedchain.explorer.search import Query, SearchError, parse_query
 from fedchain.storage import IpfsClient, StorageError, cid_to_digest, digest_to_cid
 from fedchain.storage.codec import decode_weights, read_metadata
 
-STRATEGIES = {0: "FedAvg"}
+# Display names of the on-chain strategy ids (index.STRATEGY_NAMES has the canonical names).
+STRATEGIES = {
+    0: "FedAvg",
+    1: "FedAvgM",
+    2: "FedAdam",
+    3: "FedYogi",
+    4: "FedProx",
+    5: "Median",
+    6: "Trimmed mean",
+    7: "Krum",
+    8: "Multi-Krum",
+    9: "Bulyan",
+}
+AGREEMENT_NOTE = (
+    "Aggregators agree by commit-reveal: each commits a hash of its result, then reveals it; the round's result is "
+    "final once k reveals agree on the model and the number of accepted updates. A revealed result that disagrees "
+    "with the final one is recorded on chain as a fault (AggregatorFault). Without agreement before the deadline "
+    "the round fails and the next round retries it from the unchanged global model."
+)
 METRICS_NOTE = (
     "Accuracy and loss are the aggregator's own evaluation of each round's model on the task's held-out set, "
     "taken from the aggregation report it published on IPFS (the chain stores only that report's digest)."
 )
 MAX_CONTENT_BYTES = 64 << 20
 LATEST = 10
+ENTRY_COLUMNS = (
+    "aggregator",
+    "commitment",
+    "commit_tx",
+    "commit_block",
+    "committed_at",
+    "commit_gas",
+    "model_cid",
+    "report_cid",
+    "accepted",
+    "reveal_tx",
+    "reveal_block",
+    "revealed_at",
+    "reveal_gas",
+    "late",
+    "agrees",
+    "fault",
+    "fault_tx",
+    "fault_block",
+    "fault_count",
+    "final_model_cid",
+)
 
 
 class NotFound(LookupError):
@@ -202,6 +249,9 @@ class Explorer:
             "(SELECT COUNT(*) FROM participants p WHERE p.task = t.address AND p.role = 'device' "
             " AND p.status = 'approved') AS devices, "
             "(SELECT COUNT(*) FROM rounds r WHERE r.task = t.address AND r.state = 'committed') AS rounds_committed, "
+            "t.failed_rounds, t.aggregator_threshold, "
+            "(SELECT COUNT(*) FROM participants p WHERE p.task = t.address AND p.role = 'aggregator' "
+            " AND p.status = 'active') AS aggregators, "
             "(SELECT accuracy FROM rounds r WHERE r.task = t.address AND r.accuracy IS NOT NULL "
             " ORDER BY r.round DESC LIMIT 1) AS latest_accuracy "
             "FROM tasks t ORDER BY t.created_block DESC"
@@ -228,11 +278,32 @@ class Explorer:
             "ELSE 2 END, p.since_block, p.address",
             t["address"],
         )
+        aggregators = self._aggregators(t["address"], participants)
+        faults = {a["address"]: a["faults"] for a in aggregators}
+        for p in participants:
+            p["faults"] = faults.get(p["address"], 0) if p["role"] == "aggregator" else None
         failed = self._rows(
             "SELECT hash, block_number, from_addr, fn_name, revert FROM txs WHERE task = ? AND status = 0 "
             "ORDER BY block_number DESC LIMIT 50",
             t["address"],
         )
+        params = self._row(
+            "SELECT round, strategy, strategy_params FROM rounds WHERE task = ? AND strategy_params IS NOT NULL "
+            "ORDER BY round DESC LIMIT 1",
+            t["address"],
+        )
+        failed_rounds = [
+            {
+                "round": r["round"],
+                "commits": r["commits"],
+                "reveals": r["reveals"],
+                "failed_block": r["closed_block"],
+                "failed_at": r["failed_at"],
+                "retried_in": r["retried_in"],
+            }
+            for r in rounds
+            if r["state"] == "failed"
+        ]
         gas = sum(r["gas"] or 0 for r in rounds)
         return {
             "address": t["address"],
@@ -252,30 +323,92 @@ class Explorer:
                 "round_duration": t["round_duration"],
                 "strategy_id": t["strategy_id"],
                 "strategy": STRATEGIES.get(t["strategy_id"], f"strategy {t['strategy_id']}"),
+                "strategy_name": STRATEGY_NAMES.get(t["strategy_id"]),
+                # The parameters are off chain: from the latest aggregation report that states them.
+                "strategy_params": json.loads(params["strategy_params"]) if params else None,
+                "strategy_params_round": params["round"] if params else None,
+                "aggregator_threshold": t["aggregator_threshold"],
+                "aggregation_duration": t["aggregation_duration"],
             },
             "participants": participants,
+            "aggregators": aggregators,
             "rounds": rounds,
+            "failed_rounds": failed_rounds,
             "failed_transactions": failed,
             "totals": {
                 "gas": gas,
                 "updates": sum(r["received"] for r in rounds),
                 "rejected": sum(r["rejected"] or 0 for r in rounds),
                 "rounds_committed": sum(1 for r in rounds if r["state"] == "committed"),
+                "rounds_failed": len(failed_rounds),
+                "faults": sum(a["faults"] for a in aggregators),
             },
             "metrics_note": METRICS_NOTE,
+            "agreement_note": AGREEMENT_NOTE,
             "public_explorer_url": self.link("address", t["address"]),
         }
+
+    def _aggregators(self, task: str, participants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every aggregator of the task (role holders, past or present, and whoever committed or revealed) with its
+        commitments, reveals, agreements and faults."""
+        stats = {
+            r["aggregator"]: r
+            for r in self._rows(
+                "SELECT aggregator, COUNT(commit_tx) AS commits, COUNT(reveal_tx) AS reveals, "
+                "SUM(CASE WHEN agrees = 1 THEN 1 ELSE 0 END) AS agreed, SUM(fault) AS fault_rows, "
+                "MAX(fault_count) AS fault_counter, SUM(late) AS late_reveals, MAX(round) AS last_round "
+                "FROM round_aggregators WHERE task = ? GROUP BY aggregator",
+                task,
+            )
+        }
+        finalised = {
+            r["aggregator"]: r["n"]
+            for r in self._rows(
+                "SELECT aggregator, COUNT(*) AS n FROM rounds WHERE task = ? AND state = 'committed' "
+                "GROUP BY aggregator",
+                task,
+            )
+        }
+        roles = {p["address"]: p for p in participants if p["role"] == "aggregator"}
+        out = []
+        for address in list(roles) + sorted(set(stats) - set(roles)):
+            st = stats.get(address, {})
+            role = roles.get(address)
+            out.append(
+                {
+                    "address": address,
+                    "status": role["status"] if role else "unknown",
+                    "since_block": role["since_block"] if role else None,
+                    "commits": st.get("commits") or 0,
+                    "reveals": st.get("reveals") or 0,
+                    "agreed": st.get("agreed") or 0,
+                    "late_reveals": st.get("late_reveals") or 0,
+                    # AggregatorFault carries the contract's running count: it covers faults before the index.
+                    "faults": max(st.get("fault_rows") or 0, st.get("fault_counter") or 0),
+                    "finalised": finalised.get(address, 0),
+                    "last_round": st.get("last_round"),
+                }
+            )
+        return out
 
     def rounds(self, address: str, task: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         t = task or self._task_row(address)
         rows = self._rows("SELECT * FROM rounds WHERE task = ? ORDER BY round", t["address"])
-        return [self._round_summary(r, t) for r in rows]
+        agreed = {
+            r["round"]: r["n"]
+            for r in self._rows(
+                "SELECT round, COUNT(*) AS n FROM round_aggregators WHERE task = ? AND agrees = 1 GROUP BY round",
+                t["address"],
+            )
+        }
+        return [self._round_summary(r, t, agreed.get(r["round"], 0)) for r in rows]
 
     @staticmethod
-    def _round_summary(r: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
+    def _round_summary(r: dict[str, Any], t: dict[str, Any], agreed: int) -> dict[str, Any]:
         duration = None
         if r["committed_at"] is not None and r["opened_at"] is not None:
             duration = r["committed_at"] - r["opened_at"]
+        failed = r["state"] == "failed"
         return {
             "round": r["round"],
             "state": r["state"],
@@ -292,12 +425,21 @@ class Explorer:
             "gas": r["gas"],
             "duration_s": duration,
             "opened_block": r["opened_block"],
-            "closed_block": r["committed_block"],
+            "closed_block": r["failed_block"] if failed else r["committed_block"],
             "opened_at": _fmt_time(r["opened_at"]),
             "committed_at": _fmt_time(r["committed_at"]),
+            "failed_at": _fmt_time(r["failed_at"]),
             "deadline": _fmt_time(r["deadline"]),
             "extensions": r["extensions"],
             "report_error": r["report_error"],
+            "threshold": t["aggregator_threshold"],
+            "aggregators": r["aggregators"],
+            "commits": r["commits"],
+            "reveals": r["reveals"],
+            "agreed": agreed,
+            "faults": r["faults"],
+            "finalised_by": r["aggregator"],
+            "retried_in": r["round"] + 1 if failed else None,
         }
 
     # ------------------------------------------------------------------ round, update
@@ -310,7 +452,9 @@ class Explorer:
         if r is None:
             raise NotFound(f"task {t['address']} has no round {number} in the index (it has {t['current_round']})")
         updates = self._updates("u.task = ? AND u.round = ?", t["address"], number)
-        summary = self._round_summary(r, t)
+        agreement = self._agreement(t, r)
+        summary = self._round_summary(r, t, agreement["agreed"])
+        previous = self._row("SELECT state FROM rounds WHERE task = ? AND round = ?", t["address"], number - 1)
         return {
             "task": t["address"],
             **summary,
@@ -336,10 +480,142 @@ class Explorer:
                 "loss": r["loss"],
                 "inputs_hash": r["inputs_hash"],
                 "report_error": r["report_error"],
+                "strategy": r["strategy"],
+                "strategy_params": json.loads(r["strategy_params"]) if r["strategy_params"] else None,
+                "server_state_cid": r["server_state_cid"],
+                "note": r["report_note"],
             },
+            "agreement": agreement,
+            "retry_of": number - 1 if previous is not None and previous["state"] == "failed" else None,
             "previous_round": number - 1 if number > 1 else None,
             "next_round": number + 1 if number < t["current_round"] else None,
             "metrics_note": METRICS_NOTE,
+            "agreement_note": AGREEMENT_NOTE,
+        }
+
+    def _agreement(self, t: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+        """The round's k-of-n agreement: each aggregator's commitment and reveal, who agreed, who was faulted."""
+        state = r["state"]
+        rows = self._rows(
+            "SELECT ra.*, c.gas_used AS commit_gas, v.gas_used AS reveal_gas FROM round_aggregators ra "
+            "LEFT JOIN txs c ON c.hash = ra.commit_tx LEFT JOIN txs v ON v.hash = ra.reveal_tx "
+            "WHERE ra.task = ? AND ra.round = ? "
+            "ORDER BY COALESCE(ra.commit_block, ra.reveal_block), COALESCE(ra.commit_log, ra.reveal_log)",
+            t["address"],
+            r["round"],
+        )
+        entries = [self._entry(e, state, r) for e in rows]
+        if r["ready_block"] is not None:
+            # Aggregators that held the role when the round closed for aggregation but did not commit.
+            seen = {e["aggregator"] for e in entries}
+            for p in self._rows(
+                "SELECT address, status, since_block, changed_block FROM participants WHERE task = ? "
+                "AND role = 'aggregator' AND since_block <= ? AND (status = 'active' OR changed_block > ?) "
+                "ORDER BY since_block, address",
+                t["address"],
+                r["ready_block"],
+                r["ready_block"],
+            ):
+                if p["address"] not in seen:
+                    blank = {**dict.fromkeys(ENTRY_COLUMNS), "aggregator": p["address"], "fault": 0, "late": 0}
+                    verdict = "not-committed" if state == "aggregating" else "did-not-commit"
+                    entries.append({**self._entry(blank, state, r), "verdict": verdict})
+        agreed = sum(1 for e in entries if e.get("agrees") == 1)
+        k, n = t["aggregator_threshold"], r["aggregators"]
+        commits, reveals = r["commits"], r["reveals"]
+        status = {
+            "open": "collecting updates",
+            "aggregating": "collecting commitments",
+            "revealing": "revealing",
+            "committed": "agreed",
+            "failed": "failed",
+            "cancelled": "cancelled",
+        }.get(state, state)
+        if state == "committed":
+            summary = f"{agreed} of {n if n is not None else '?'} aggregators agreed (threshold {k})"
+        elif state == "failed":
+            summary = (
+                f"no agreement: retried in round {r['round'] + 1} ({commits} commitments, {reveals} reveals, "
+                f"{k} agreeing reveals needed)"
+            )
+        elif state == "revealing":
+            summary = f"{reveals} of {commits} commitments revealed; {k} agreeing reveals make the result final"
+        elif state == "aggregating":
+            summary = f"{commits} of {n if n is not None else '?'} aggregators committed"
+        elif state == "cancelled":
+            summary = "the task was cancelled during this round"
+        else:
+            summary = "the round is collecting updates"
+        return {
+            "status": status,
+            "summary": summary,
+            "threshold": k,
+            "aggregators": n,
+            "commits": commits,
+            "reveals": reveals,
+            "agreed": agreed,
+            "faults": r["faults"],
+            "faulted": [e["aggregator"] for e in entries if e.get("fault")],
+            "commit_deadline": _fmt_time(r["commit_deadline"]),
+            "reveal_opened_block": r["reveal_block"],
+            "reveal_opened_tx": r["reveal_tx"],
+            "reveal_opened_at": _fmt_time(r["reveal_opened_at"]),
+            "reveal_deadline": _fmt_time(r["reveal_deadline"]),
+            "finalised_by": r["aggregator"],
+            "finalised_tx": r["committed_tx"],
+            "failed": None
+            if state != "failed"
+            else {
+                "block": r["failed_block"],
+                "tx": r["failed_tx"],
+                "at": _fmt_time(r["failed_at"]),
+                "retried_in": r["round"] + 1,
+            },
+            "entries": entries,
+        }
+
+    @staticmethod
+    def _entry(e: dict[str, Any], state: str, r: dict[str, Any]) -> dict[str, Any]:
+        """One aggregator's part in a round, with a verdict: agreed, faulted, disagreed, no-agreement, revealed
+        (not final yet), awaiting-reveal, not-revealed."""
+        if e["fault"]:
+            verdict = "faulted"
+        elif e["reveal_tx"] is not None:
+            if e["agrees"] == 1:
+                verdict = "agreed"
+            elif e["agrees"] == 0:
+                verdict = "disagreed"
+            elif state == "failed":
+                verdict = "no-agreement"
+            else:
+                verdict = "revealed"
+        elif state in ("aggregating", "revealing"):
+            verdict = "awaiting-reveal"
+        else:
+            verdict = "not-revealed"
+        return {
+            "aggregator": e["aggregator"],
+            "verdict": verdict,
+            "commitment": e["commitment"],
+            "commit_tx": e["commit_tx"],
+            "commit_block": e["commit_block"],
+            "committed_at": _fmt_time(e["committed_at"]),
+            "commit_gas": e["commit_gas"],
+            "model_cid": e["model_cid"],
+            "report_cid": e["report_cid"],
+            "accepted": e["accepted"],
+            "reveal_tx": e["reveal_tx"],
+            "reveal_block": e["reveal_block"],
+            "revealed_at": _fmt_time(e["revealed_at"]),
+            "reveal_gas": e["reveal_gas"],
+            "late": bool(e["late"]),
+            "agrees": e["agrees"],
+            "fault": bool(e["fault"]),
+            "fault_tx": e["fault_tx"],
+            "fault_block": e["fault_block"],
+            "fault_count": e["fault_count"],
+            "final_model_cid": e["final_model_cid"],
+            "finalised": e["reveal_tx"] is not None and e["reveal_tx"] == r["committed_tx"],
         }
 
     def _updates(self, where: str, *params: Any) -> list[dict[str, Any]]:
@@ -397,12 +673,26 @@ class Explorer:
         )
         history = [self._device_history(t, addr) for t in device_tasks]
         updates = self._updates("u.device = ?", addr)
-        kind = "task" if task else ("device" if history else ("participant" if roles else "account"))
+        aggregator_tasks = sorted({r["task"] for r in roles if r["role"] == "aggregator"})
+        aggregator_tasks += sorted(
+            {r["task"] for r in self._rows("SELECT DISTINCT task FROM round_aggregators WHERE aggregator = ?", addr)}
+            - set(aggregator_tasks)
+        )
+        aggregation = [self._aggregator_history(t, addr) for t in aggregator_tasks]
+        if task:
+            kind = "task"
+        elif history:
+            kind = "device"
+        elif aggregation:
+            kind = "aggregator"
+        else:
+            kind = "participant" if roles else "account"
         return {
             "address": addr,
             "kind": kind,
             "roles": roles,
             "device_tasks": history,
+            "aggregator_tasks": aggregation,
             "updates": updates,
             "transactions": txs,
             "transaction_count": tx_count,
@@ -450,6 +740,43 @@ class Explorer:
             "accepted": sum(1 for h in submitted if h["status"] == "accepted"),
             "rejected": sum(1 for h in submitted if h["status"] == "rejected"),
             "samples": sum(h["num_samples"] or 0 for h in submitted),
+            "num_rounds": t["num_rounds"],
+        }
+
+    def _aggregator_history(self, task: str, aggregator: str) -> dict[str, Any]:
+        """Round by round: the aggregator's commitments and reveals in one task, which agreed, which were faulted."""
+        t = self._task_row(task)
+        role = self._row(
+            "SELECT status, since_block, changed_block FROM participants WHERE task = ? AND address = ? "
+            "AND role = 'aggregator'",
+            task,
+            aggregator,
+        )
+        rows = self._rows(
+            "SELECT ra.*, c.gas_used AS commit_gas, v.gas_used AS reveal_gas, r.state, r.committed_tx, "
+            "r.model_cid AS round_model_cid FROM round_aggregators ra "
+            "JOIN rounds r ON r.task = ra.task AND r.round = ra.round "
+            "LEFT JOIN txs c ON c.hash = ra.commit_tx LEFT JOIN txs v ON v.hash = ra.reveal_tx "
+            "WHERE ra.task = ? AND ra.aggregator = ? ORDER BY ra.round",
+            task,
+            aggregator,
+        )
+        rounds = [{"round": e["round"], "round_state": e["state"], **self._entry(e, e["state"], e)} for e in rows]
+        finalised = self.db.execute(
+            "SELECT COUNT(*) FROM rounds WHERE task = ? AND aggregator = ? AND state = 'committed'", (task, aggregator)
+        ).fetchone()[0]
+        fault_counter = max((e["fault_count"] or 0 for e in rounds), default=0)
+        return {
+            "task": task,
+            "status": role["status"] if role else "unknown",
+            "threshold": t["aggregator_threshold"],
+            "rounds": rounds,
+            "commits": sum(1 for e in rounds if e["commit_tx"] is not None),
+            "reveals": sum(1 for e in rounds if e["reveal_tx"] is not None),
+            "agreed": sum(1 for e in rounds if e["agrees"] == 1),
+            "faults": max(sum(1 for e in rounds if e["fault"]), fault_counter),
+            "late_reveals": sum(1 for e in rounds if e["late"]),
+            "finalised": finalised,
             "num_rounds": t["num_rounds"],
         }
 
@@ -555,8 +882,17 @@ class Explorer:
             )
         gas_price = row["gas_price"]
         fee = row["gas_used"] * gas_price if row["gas_used"] is not None and gas_price is not None else None
-        related = self._rows("SELECT task, round, device FROM updates WHERE tx_hash = ?", row["hash"]) + self._rows(
-            "SELECT task, round, NULL AS device FROM rounds WHERE committed_tx = ?", row["hash"]
+        related = self._rows(
+            "SELECT task, round, device, NULL AS aggregator, 'update' AS kind FROM updates WHERE tx_hash = ? "
+            "UNION ALL SELECT task, round, NULL, aggregator, 'commit' FROM round_aggregators WHERE commit_tx = ? "
+            "UNION ALL SELECT task, round, NULL, aggregator, CASE WHEN late = 1 THEN 'late reveal' ELSE 'reveal' END "
+            "FROM round_aggregators WHERE reveal_tx = ? "
+            "UNION ALL SELECT task, round, NULL, aggregator, 'fault' FROM round_aggregators "
+            "WHERE fault_tx = ? AND fault_tx IS NOT reveal_tx "
+            "UNION ALL SELECT task, round, NULL, NULL, 'reveal window' FROM rounds WHERE reveal_tx = ? "
+            "UNION ALL SELECT task, round, NULL, aggregator, 'aggregate' FROM rounds WHERE committed_tx = ? "
+            "UNION ALL SELECT task, round, NULL, NULL, 'failure' FROM rounds WHERE failed_tx = ?",
+            *([row["hash"]] * 7),
         )
         return {
             "hash": row["hash"],
@@ -708,6 +1044,30 @@ class Explorer:
                 )
         for u in self._rows("SELECT task, round, device, tx_hash FROM updates WHERE cid = ?", cid):
             refs.append({"kind": "update", "what": "device update", **u})
+        for a in self._rows(
+            "SELECT task, round, aggregator, model_cid, report_cid, reveal_tx FROM round_aggregators "
+            "WHERE model_cid = ? UNION SELECT task, round, aggregator, model_cid, report_cid, reveal_tx "
+            "FROM round_aggregators WHERE report_cid = ? ORDER BY task, round, aggregator",
+            cid,
+            cid,
+        ):
+            for field, kind, what in (
+                ("model_cid", "revealed_model", "model revealed by aggregator"),
+                ("report_cid", "revealed_report", "aggregation report revealed by aggregator"),
+            ):
+                if a[field] == cid:
+                    refs.append(
+                        {
+                            "kind": kind,
+                            "what": what,
+                            "task": a["task"],
+                            "round": a["round"],
+                            "aggregator": a["aggregator"],
+                            "tx_hash": a["reveal_tx"],
+                        }
+                    )
+        for r in self._rows("SELECT task, round FROM rounds WHERE server_state_cid = ?", cid):
+            refs.append({"kind": "server_state", "what": "strategy's server state after", **r})
         return refs
 
     def content(self, cid: str) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def rounds_table(task: dict[str, Any]) -> Table:
     table = Table(
         title=f"task {task['address']}: {task['phase']}, round {task['current_round']}/{task['config']['num_rounds']}"
     )
-    for col in ("round", "state", "updates", "rejected", "accuracy", "loss", "gas", "seconds", "aggregate", "blocks"):
+    cols = ("round", "state", "updates", "rejected", "agreed", "accuracy", "loss", "gas", "seconds", "aggregate")
+    for col in (*cols, "blocks"):
         table.add_column(
             col,
             justify="left" if col in ("state", "aggregate") else "right",
@@ -86,6 +87,7 @@ def rounds_table(task: dict[str, Any]) -> Table:
             r["state"],
             f"{r['received']}/{r['required']}",
             "—" if r["rejected"] is None else str(r["rejected"]),
+            _agreement(r),
             _metric(r["accuracy"]),
             _metric(r["loss"]),
             _num(r["gas"]),
@@ -93,8 +95,21 @@ def rounds_table(task: dict[str, Any]) -> Table:
             r["model_cid"] or "—",
             f"{r['opened_block']}–{r['closed_block'] if r['closed_block'] is not None else '…'}",
         )
-    table.caption = "accuracy and loss: the aggregator's evaluation, from its reports on IPFS"
+    table.caption = (
+        f"agreed: reveals agreeing with the final result of the commitments (threshold "
+        f"{task['config'].get('aggregator_threshold') or '?'}); accuracy and loss: the aggregator's evaluation, "
+        "from its reports on IPFS"
+    )
     return table
+
+
+def _agreement(r: dict[str, Any]) -> str:
+    if r["state"] == "failed":
+        return f"none → {r['retried_in']}"
+    if not r.get("commits"):
+        return "—"
+    text = f"{r['agreed']}/{r['commits']}"
+    return text + (f" ({r['faults']} faulted)" if r.get("faults") else "")
 
 
 def terminal_console() -> Console:

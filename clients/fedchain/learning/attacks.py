@@ -86,4 +86,44 @@ def flip_labels(dataset: Dataset, num_classes: int | None = None) -> Dataset:
     return Dataset(np.array(dataset.x, copy=True), (num_classes - 1) - y)
 
 
-__all__ = ["constant", "flip_labels", "gaussian_noise", "scale", "sign_flip"]
+# Named attacks a malicious device can run (`fedchain device --attack NAME`, `fedchain demo --attackers P`).
+# "label-flip" poisons the data before training; the others rewrite the trained model.
+DEVICE_ATTACKS = ("sign-flip", "sign-flip-x10", "scale", "gaussian", "constant", "label-flip")
+
+
+def check_attack(name: str) -> str:
+    """`name` if it is a known device attack; ValueError listing the known ones otherwise."""
+    if name not in DEVICE_ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(DEVICE_ATTACKS)}")
+    return name
+
+
+def poison_model(name: str, global_weights: Weights, weights: Weights, seed: int) -> Weights:
+    """The malicious model a device running attack `name` submits instead of its honestly trained `weights`.
+
+    Data attacks (label-flip) leave the model as trained: the poison went into the training data.
+    """
+    check_attack(name)
+    if name == "sign-flip":
+        return sign_flip(global_weights, weights)
+    if name == "sign-flip-x10":
+        return sign_flip(global_weights, weights, 10.0)
+    if name == "scale":
+        return scale(global_weights, weights, 10.0)
+    if name == "gaussian":
+        return gaussian_noise(weights, sigma=1.0, seed=seed)
+    if name == "constant":
+        return constant(global_weights, 1.0)
+    return weights
+
+
+__all__ = [
+    "DEVICE_ATTACKS",
+    "check_attack",
+    "constant",
+    "flip_labels",
+    "gaussian_noise",
+    "poison_model",
+    "scale",
+    "sign_flip",
+]

@@ -166,17 +166,35 @@ class DatasetSpec:
         return cls(**_check_keys("DatasetSpec", data, cls.FIELDS))
 
 
+def _strategy_dict(value: Any) -> dict[str, Any]:
+    """The canonical {"name", "params"} form of a strategy (a StrategySpec, its dict, or a bare name)."""
+    # Imported here: the aggregation package imports the model, which imports this module.
+    from fedchain.learning.aggregation.registry import StrategySpec
+
+    if isinstance(value, StrategySpec):
+        return value.to_dict()
+    if isinstance(value, str):
+        return StrategySpec(value).to_dict()
+    return StrategySpec.from_dict(value).to_dict()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """Everything a device or aggregator needs to rebuild the task's model and data."""
+    """Everything a device or aggregator needs to rebuild the task's model and data, and how to aggregate it.
+
+    `strategy` is the aggregation strategy and its parameters (a StrategySpec in canonical dict form). It lives in
+    the description whose digest is on chain, so every aggregator applies the same rule with the same parameters
+    and devices know, for example, FedProx's proximal coefficient.
+    """
 
     dataset: DatasetSpec
     model: ModelSpec
     train: TrainSpec
     seed: int = 0
     version: int = SPEC_VERSION
+    strategy: Any = "fedavg"
 
-    FIELDS: ClassVar[set[str]] = {"dataset", "model", "train", "seed", "version"}
+    FIELDS: ClassVar[set[str]] = {"dataset", "model", "train", "seed", "version", "strategy"}
 
     def __post_init__(self) -> None:
         for name, kind in (("dataset", DatasetSpec), ("model", ModelSpec), ("train", TrainSpec)):
@@ -186,6 +204,18 @@ class TaskSpec:
         _int("TaskSpec", "version", self.version)
         if self.version != SPEC_VERSION:
             raise ValueError(f"TaskSpec.version {self.version} is not supported (this client reads {SPEC_VERSION})")
+        try:
+            strategy = _strategy_dict(self.strategy)
+        except ValueError as exc:
+            raise ValueError(f"TaskSpec.strategy: {exc}") from None
+        # Kept as canonical JSON text so the frozen spec stays hashable (it is an lru_cache key).
+        object.__setattr__(self, "strategy", json.dumps(strategy, sort_keys=True, separators=(",", ":")))
+
+    def strategy_spec(self) -> Any:
+        """The task's aggregation strategy as a StrategySpec."""
+        from fedchain.learning.aggregation.registry import StrategySpec
+
+        return StrategySpec.from_dict(json.loads(self.strategy))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +224,7 @@ class TaskSpec:
             "dataset": self.dataset.to_dict(),
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
+            "strategy": json.loads(self.strategy),
         }
 
     @classmethod
@@ -206,6 +237,7 @@ class TaskSpec:
             train=TrainSpec.from_dict(data.get("train", {})),
             seed=data.get("seed", 0),
             version=data["version"],
+            strategy=data.get("strategy", "fedavg"),
         )
 
     def to_json(self) -> bytes:

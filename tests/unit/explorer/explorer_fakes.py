@@ -17,7 +17,7 @@ from eth_utils import keccak, to_checksum_address
 from fedchain.chain.artifacts import load_artifact
 from fedchain.explorer.abi import abi_type
 from fedchain.explorer.rpc import RpcError
-from fedchain.storage import cid_to_digest, compute_cid
+from fedchain.storage import cid_to_digest, compute_cid, digest_to_cid
 from fedchain.storage.errors import IpfsUnavailable
 
 TASK = to_checksum_address("0x" + "5f" * 20)
@@ -25,7 +25,11 @@ ADMIN = to_checksum_address("0x" + "a0" * 20)
 AGGREGATOR = to_checksum_address("0x" + "a1" * 20)
 DEVICE_A = to_checksum_address("0x" + "d1" * 20)
 DEVICE_B = to_checksum_address("0x" + "d2" * 20)
+HONEST_1 = AGGREGATOR
+HONEST_2 = to_checksum_address("0x" + "a2" * 20)
+LIAR = to_checksum_address("0x" + "a3" * 20)
 AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+INPUTS = b"\x01" * 20
 OTHER = "0x" + "ee" * 20
 ZERO32 = b"\x00" * 32
 
@@ -230,12 +234,66 @@ class Scenario:
     model_cids: dict[int, str]
     update_cids: dict[tuple[int, str], str]
     report_cids: dict[int, str]
+    # Agreement scenario only: what each aggregator revealed, by (round, aggregator), and where things landed.
+    revealed: dict[tuple[int, str], str] = field(default_factory=dict)
+    blocks: dict[str, int] = field(default_factory=dict)
 
 
-def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None, rounds: int = 2) -> Scenario:
-    """A task with two devices; every round both submit; in round 2 device B's update is rejected."""
-    chain = chain or FakeChain()
-    ipfs = ipfs or FakeIpfs()
+def commitment(round_: int, aggregator: str, inputs: bytes, model: bytes, report: bytes, accepted: int) -> bytes:
+    """The contract's resultCommitment, with a salt derived from the aggregator (as real aggregators do)."""
+    salt = keccak(text=f"salt {aggregator} {round_}")
+    return keccak(
+        abi_encode(
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+            [TASK, round_, aggregator, inputs, model, report, accepted, salt],
+        )
+    )
+
+
+def commit_tx(round_: int, aggregator: str, value: bytes, *extra: dict[str, Any], gas: int = 30_000) -> FakeTx:
+    """commitResult: ResultCommitted, plus RevealOpened when it was the last commitment (in `extra`)."""
+    logs = [encode_log(TASK, "ResultCommitted", round=round_, aggregator=aggregator, commitment=value), *extra]
+    data = call_data("commitResult(uint32,bytes32)", ["uint32", "bytes32"], [round_, value])
+    return FakeTx(aggregator, TASK, data, logs, gas_used=gas)
+
+
+def reveal_tx(
+    round_: int, aggregator: str, model: bytes, report: bytes, accepted: int, *extra: dict[str, Any], gas: int = 69_000
+) -> FakeTx:
+    """revealResult: ResultRevealed, then whatever it set off (AggregateCommitted, faults, the next round)."""
+    logs = [
+        encode_log(
+            TASK,
+            "ResultRevealed",
+            round=round_,
+            aggregator=aggregator,
+            modelDigest=model,
+            reportDigest=report,
+            acceptedUpdates=accepted,
+        ),
+        *extra,
+    ]
+    salt = keccak(text=f"salt {aggregator} {round_}")
+    data = call_data(
+        "revealResult(uint32,bytes20,bytes32,bytes32,uint32,bytes32)",
+        ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+        [round_, INPUTS, model, report, accepted, salt],
+    )
+    return FakeTx(aggregator, TASK, data, logs, gas_used=gas)
+
+
+def close_window_tx(round_: int, sender: str, *logs: dict[str, Any], gas: int = 40_000) -> FakeTx:
+    return FakeTx(sender, TASK, call_data("closeAggregationWindow(uint32)", ["uint32"], [round_]), list(logs), gas)
+
+
+def _setup(
+    chain: FakeChain,
+    ipfs: FakeIpfs,
+    rounds: int,
+    aggregators: Sequence[str],
+    threshold: int,
+    strategy_id: int,
+) -> tuple[str, str]:
     spec = ipfs.add(b'{"spec": 1}')
     initial = ipfs.add(b"initial-model")
     config = {
@@ -245,7 +303,9 @@ def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None,
         "minUpdates": 1,
         "maxUpdates": 2,
         "roundDuration": 60,
-        "strategyId": 0,
+        "strategyId": strategy_id,
+        "aggregatorThreshold": threshold,
+        "aggregationDuration": 30,
     }
     chain.add_block(
         FakeTx(
@@ -269,11 +329,14 @@ def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None,
         )
     )
     chain.add_block(
-        FakeTx(
-            ADMIN,
-            TASK,
-            call_data("grantRole(bytes32,address)", ["bytes32", "address"], [AGGREGATOR_ROLE, AGGREGATOR]),
-            [encode_log(TASK, "RoleGranted", role=AGGREGATOR_ROLE, account=AGGREGATOR, sender=ADMIN)],
+        *(
+            FakeTx(
+                ADMIN,
+                TASK,
+                call_data("grantRole(bytes32,address)", ["bytes32", "address"], [AGGREGATOR_ROLE, aggregator]),
+                [encode_log(TASK, "RoleGranted", role=AGGREGATOR_ROLE, account=aggregator, sender=ADMIN)],
+            )
+            for aggregator in aggregators
         )
     )
     chain.add_block(
@@ -286,98 +349,210 @@ def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None,
     )
     # An unrelated contract's log and a plain transfer: kept raw, never decoded as task events.
     chain.add_block(FakeTx(DEVICE_A, OTHER, "0x", [{"address": OTHER, "topics": ["0x" + "11" * 32], "data": "0x"}]))
+    return spec, initial
+
+
+def _submissions(chain: FakeChain, ipfs: FakeIpfs, r: int, update_cids: dict[tuple[int, str], str]) -> dict[str, str]:
+    """Both devices submit to round r (the second submission closes it for aggregation); their tx hashes."""
+    hashes = {}
+    for k, device in enumerate((DEVICE_A, DEVICE_B)):
+        cid = ipfs.add(f"update {r} {device}".encode())
+        update_cids[(r, device)] = cid
+        digest = cid_to_digest(cid)
+        logs = [encode_log(TASK, "UpdateSubmitted", round=r, device=device, updateDigest=digest, numSamples=40 + k)]
+        if k == 1:
+            logs.append(
+                encode_log(TASK, "RoundReadyForAggregation", round=r, updates=2, totalSamples=81, inputsHash=INPUTS)
+            )
+        data = call_data(
+            "submitUpdate(uint32,bytes32,uint64)", ["uint32", "bytes32", "uint64"], [r, cid_to_digest(cid), 40 + k]
+        )
+        n = chain.add_block(FakeTx(device, TASK, data, logs, gas_used=38_000 + 5_000 * k))
+        hashes[device] = chain.tx_hash(n, 0)
+    return hashes
+
+
+def _report(
+    r: int,
+    model: str,
+    update_cids: dict[tuple[int, str], str],
+    hashes: dict[str, str],
+    rejected_reason: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A report in the aggregator's format; with `rejected_reason`, device B's update is rejected."""
+    entry_b = {"device": DEVICE_B, "cid": update_cids[(r, DEVICE_B)], "num_samples": 41, "tx_hash": hashes[DEVICE_B]}
+    return {
+        "round": r,
+        "model_cid": model,
+        "inputs_hash": "0x" + INPUTS.hex(),
+        "accepted": [
+            {
+                "device": DEVICE_A,
+                "cid": update_cids[(r, DEVICE_A)],
+                "num_samples": 40,
+                "tx_hash": hashes[DEVICE_A],
+                "train_seconds": 1.5,
+            }
+        ]
+        + ([] if rejected_reason else [entry_b]),
+        "rejected": [{**entry_b, "reason": rejected_reason, "detail": "NaN in layer 0"}] if rejected_reason else [],
+        "metrics": {"accuracy": 0.8 + 0.05 * r, "loss": 0.5 - 0.1 * r},
+        **extra,
+    }
+
+
+def _next(r: int, rounds: int, model: str) -> dict[str, Any]:
+    """What follows a finalised round r: the next round, or the end of the task."""
+    if r < rounds:
+        return encode_log(TASK, "RoundOpened", round=r + 1, globalModelDigest=cid_to_digest(model), deadline=2)
+    return encode_log(TASK, "TaskFinished", finalModelDigest=cid_to_digest(model), rounds=r)
+
+
+def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None, rounds: int = 2) -> Scenario:
+    """A task with two devices and one aggregator (threshold 1); every round both submit; in round 2 device B's
+    update is rejected. The aggregator commits (which opens the reveal window at once) and reveals in the next block,
+    which finalises the round."""
+    chain = chain or FakeChain()
+    ipfs = ipfs or FakeIpfs()
+    spec, _ = _setup(chain, ipfs, rounds, [AGGREGATOR], threshold=1, strategy_id=0)
     model_cids: dict[int, str] = {}
     update_cids: dict[tuple[int, str], str] = {}
     report_cids: dict[int, str] = {}
     for r in range(1, rounds + 1):
-        hashes = {}
-        for k, device in enumerate((DEVICE_A, DEVICE_B)):
-            cid = ipfs.add(f"update {r} {device}".encode())
-            update_cids[(r, device)] = cid
-            digest = cid_to_digest(cid)
-            logs = [encode_log(TASK, "UpdateSubmitted", round=r, device=device, updateDigest=digest, numSamples=40 + k)]
-            if k == 1:
-                logs.append(
-                    encode_log(
-                        TASK, "RoundReadyForAggregation", round=r, updates=2, totalSamples=81, inputsHash=b"\x01" * 20
-                    )
-                )
-            data = call_data(
-                "submitUpdate(uint32,bytes32,uint64)", ["uint32", "bytes32", "uint64"], [r, cid_to_digest(cid), 40 + k]
-            )
-            n = chain.add_block(FakeTx(device, TASK, data, logs, gas_used=38_000 + 5_000 * k))
-            hashes[device] = chain.tx_hash(n, 0)
+        hashes = _submissions(chain, ipfs, r, update_cids)
         model = ipfs.add(f"model {r}".encode())
         model_cids[r] = model
         rejected = r == 2
-        report = {
-            "round": r,
-            "model_cid": model,
-            "inputs_hash": "0x" + "01" * 20,
-            "accepted": [
-                {
-                    "device": DEVICE_A,
-                    "cid": update_cids[(r, DEVICE_A)],
-                    "num_samples": 40,
-                    "tx_hash": hashes[DEVICE_A],
-                    "train_seconds": 1.5,
-                }
-            ]
-            + (
-                []
-                if rejected
-                else [
-                    {
-                        "device": DEVICE_B,
-                        "cid": update_cids[(r, DEVICE_B)],
-                        "num_samples": 41,
-                        "tx_hash": hashes[DEVICE_B],
-                    }
-                ]
-            ),
-            "rejected": [
-                {
-                    "device": DEVICE_B,
-                    "cid": update_cids[(r, DEVICE_B)],
-                    "num_samples": 41,
-                    "tx_hash": hashes[DEVICE_B],
-                    "reason": "NonFiniteWeights",
-                    "detail": "NaN in layer 0",
-                }
-            ]
-            if rejected
-            else [],
-            "metrics": {"accuracy": 0.8 + 0.05 * r, "loss": 0.5 - 0.1 * r},
-        }
+        report = _report(r, model, update_cids, hashes, "NonFiniteWeights" if rejected else None)
         report_cid = ipfs.add(json.dumps(report).encode())
         report_cids[r] = report_cid
-        logs = [
-            encode_log(
-                TASK,
-                "AggregateCommitted",
-                round=r,
-                aggregator=AGGREGATOR,
-                modelDigest=cid_to_digest(model),
-                reportDigest=cid_to_digest(report_cid),
-                inputsHash=b"\x01" * 20,
-                acceptedUpdates=1 if rejected else 2,
-            )
-        ]
-        if r < rounds:
-            opened = encode_log(TASK, "RoundOpened", round=r + 1, globalModelDigest=cid_to_digest(model), deadline=2)
-            logs.append(opened)
-        else:
-            logs.append(encode_log(TASK, "TaskFinished", finalModelDigest=cid_to_digest(model), rounds=r))
-        data = call_data(
-            "commitAggregate(uint32,bytes20,bytes32,bytes32,uint32)",
-            ["uint32", "bytes20", "bytes32", "bytes32", "uint32"],
-            [r, b"\x01" * 20, cid_to_digest(model), cid_to_digest(report_cid), 1 if rejected else 2],
+        accepted = 1 if rejected else 2
+        digests = (cid_to_digest(model), cid_to_digest(report_cid))
+        value = commitment(r, AGGREGATOR, INPUTS, *digests, accepted)
+        opened = encode_log(TASK, "RevealOpened", round=r, deadline=3, commits=1)
+        chain.add_block(commit_tx(r, AGGREGATOR, value, opened))
+        final = encode_log(
+            TASK,
+            "AggregateCommitted",
+            round=r,
+            aggregator=AGGREGATOR,
+            modelDigest=digests[0],
+            reportDigest=digests[1],
+            inputsHash=INPUTS,
+            acceptedUpdates=accepted,
         )
-        chain.add_block(FakeTx(AGGREGATOR, TASK, data, logs, gas_used=69_000))
+        chain.add_block(reveal_tx(r, AGGREGATOR, *digests, accepted, final, _next(r, rounds, model)))
     return Scenario(chain, ipfs, spec, model_cids, update_cids, report_cids)
 
 
-TABLES = ("blocks", "txs", "logs", "tasks", "participants", "rounds", "updates")
+def build_agreement_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None) -> Scenario:
+    """Three aggregators, threshold 2, Multi-Krum; LIAR reveals a model of its own every time. numRounds 3:
+
+    - round 1: all three commit; the liar reveals first, then HONEST_1, then HONEST_2, whose reveal finalises the
+      round and records the liar's fault; device B's update is excluded by the strategy.
+    - round 2: HONEST_1 and the liar commit; the commit window is closed by a device (2 >= k commits: reveals
+      open); both reveal, they disagree, and the window's close fails the round: round 3 retries it.
+    - round 3: all three commit; the honest two reveal and finalise it; round 4 opens.
+    - round 4: the liar reveals round 3 late (fault recorded in that later transaction), and does not commit;
+      the honest two commit, a device closes the commit window, they reveal: the task finishes.
+    """
+    chain = chain or FakeChain()
+    ipfs = ipfs or FakeIpfs()
+    num_rounds = 3
+    aggregators = (HONEST_1, HONEST_2, LIAR)
+    spec, _ = _setup(chain, ipfs, num_rounds, aggregators, threshold=2, strategy_id=8)
+    s = Scenario(chain, ipfs, spec, {}, {}, {})
+    faults = 0
+
+    def results(r: int, hashes: dict[str, str]) -> dict[str, tuple[bytes, bytes, int]]:
+        """(model digest, report digest, accepted) per aggregator: the honest agree, the liar does not."""
+        model = ipfs.add(f"model {r}".encode())
+        s.model_cids[r] = model
+        params = {"f": 1, "m": 0}
+        report = _report(r, model, s.update_cids, hashes, "excluded-by-strategy", strategy="multi-krum")
+        report.update(strategy_params=params, server_state_cid="", note="")
+        report_cid = ipfs.add(json.dumps(report).encode())
+        s.report_cids[r] = report_cid
+        lie = ipfs.add(f"lie {r}".encode())
+        lie_report = ipfs.add(json.dumps({**report, "model_cid": lie}).encode())
+        out = {a: (cid_to_digest(model), cid_to_digest(report_cid), 1) for a in (HONEST_1, HONEST_2)}
+        out[LIAR] = (cid_to_digest(lie), cid_to_digest(lie_report), 1)
+        for a, (m, _, _) in out.items():
+            s.revealed[(r, a)] = digest_to_cid(m)
+        return out
+
+    def committed(r: int, a: str, res: dict[str, tuple[bytes, bytes, int]], *extra: dict[str, Any]) -> FakeTx:
+        return commit_tx(r, a, commitment(r, a, INPUTS, *res[a]), *extra)
+
+    def final(r: int, a: str, res: dict[str, tuple[bytes, bytes, int]]) -> dict[str, Any]:
+        m, rep, acc = res[a]
+        return encode_log(
+            TASK,
+            "AggregateCommitted",
+            round=r,
+            aggregator=a,
+            modelDigest=m,
+            reportDigest=rep,
+            inputsHash=INPUTS,
+            acceptedUpdates=acc,
+        )
+
+    def fault(r: int, res: dict[str, tuple[bytes, bytes, int]]) -> dict[str, Any]:
+        nonlocal faults
+        faults += 1
+        return encode_log(
+            TASK,
+            "AggregatorFault",
+            round=r,
+            aggregator=LIAR,
+            revealedModelDigest=res[LIAR][0],
+            finalModelDigest=res[HONEST_1][0],
+            faults=faults,
+        )
+
+    # Round 1: three commits (the third opens reveals), the liar reveals first, the second honest reveal finalises.
+    res = results(1, _submissions(chain, ipfs, 1, s.update_cids))
+    chain.add_block(committed(1, HONEST_1, res), committed(1, LIAR, res))
+    opened = encode_log(TASK, "RevealOpened", round=1, deadline=100, commits=3)
+    chain.add_block(committed(1, HONEST_2, res, opened))
+    chain.add_block(reveal_tx(1, LIAR, *res[LIAR]))
+    chain.add_block(reveal_tx(1, HONEST_1, *res[HONEST_1]))
+    model1 = s.model_cids[1]
+    s.blocks["round 1 final"] = chain.add_block(
+        reveal_tx(1, HONEST_2, *res[HONEST_2], final(1, HONEST_2, res), fault(1, res), _next(1, 4, model1))
+    )
+
+    # Round 2: two commits, the window is closed by a device, the two reveals disagree, the round fails.
+    res = results(2, _submissions(chain, ipfs, 2, s.update_cids))
+    chain.add_block(committed(2, HONEST_1, res), committed(2, LIAR, res))
+    opened = encode_log(TASK, "RevealOpened", round=2, deadline=200, commits=2)
+    chain.add_block(close_window_tx(2, DEVICE_A, opened))
+    chain.add_block(reveal_tx(2, HONEST_1, *res[HONEST_1]), reveal_tx(2, LIAR, *res[LIAR]))
+    failed = encode_log(TASK, "AggregationFailed", round=2, commits=2, reveals=2)
+    retry = encode_log(TASK, "RoundOpened", round=3, globalModelDigest=cid_to_digest(model1), deadline=4)
+    s.blocks["round 2 failed"] = chain.add_block(close_window_tx(2, DEVICE_B, failed, retry))
+
+    # Round 3: the honest two finalise before the liar reveals.
+    res3 = results(3, _submissions(chain, ipfs, 3, s.update_cids))
+    opened = encode_log(TASK, "RevealOpened", round=3, deadline=300, commits=3)
+    chain.add_block(committed(3, HONEST_1, res3), committed(3, HONEST_2, res3), committed(3, LIAR, res3, opened))
+    chain.add_block(reveal_tx(3, HONEST_1, *res3[HONEST_1]))
+    model3 = s.model_cids[3]
+    chain.add_block(reveal_tx(3, HONEST_2, *res3[HONEST_2], final(3, HONEST_2, res3), _next(3, 4, model3)))
+
+    # Round 4: the liar's late reveal of round 3, then a round without it.
+    s.blocks["late reveal"] = chain.add_block(reveal_tx(3, LIAR, *res3[LIAR], fault(3, res3)))
+    res = results(4, _submissions(chain, ipfs, 4, s.update_cids))
+    chain.add_block(committed(4, HONEST_1, res), committed(4, HONEST_2, res))
+    opened = encode_log(TASK, "RevealOpened", round=4, deadline=400, commits=2)
+    chain.add_block(close_window_tx(4, DEVICE_A, opened))
+    chain.add_block(reveal_tx(4, HONEST_1, *res[HONEST_1]))
+    chain.add_block(reveal_tx(4, HONEST_2, *res[HONEST_2], final(4, HONEST_2, res), _next(4, 4, s.model_cids[4])))
+    return s
+
+
+TABLES = ("blocks", "txs", "logs", "tasks", "participants", "rounds", "round_txs", "updates", "round_aggregators")
 
 
 def dump(conn: Any, tables: Sequence[str] = TABLES) -> dict[str, list[tuple[Any, ...]]]:

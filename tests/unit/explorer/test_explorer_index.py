@@ -45,7 +45,8 @@ def test_rounds_updates_and_participants_come_from_the_events(tmp_path: Path, sc
     for r, row in rounds.items():
         assert row["state"] == "committed" and row["received"] == 2
         assert row["model_cid"] == scenario.model_cids[r] and row["report_cid"] == scenario.report_cids[r]
-        assert row["gas"] == 38_000 + 43_000 + 69_000  # both submissions and the commit
+        assert row["gas"] == 38_000 + 43_000 + 30_000 + 69_000  # both submissions, the commit and the reveal
+        assert (row["commits"], row["reveals"], row["aggregators"], row["faults"]) == (1, 1, 1, 0)
         assert row["accuracy"] == pytest.approx(0.8 + 0.05 * r)
     updates = {(u["round"], u["device"]): dict(u) for u in c.execute("SELECT * FROM updates")}
     assert updates[(1, DEVICE_B)]["status"] == "accepted"
@@ -121,13 +122,13 @@ def test_index_of_another_chain_is_discarded(tmp_path: Path, scenario: Scenario)
 def test_reorganised_blocks_are_rolled_back(tmp_path: Path, scenario: Scenario) -> None:
     ix = _indexed(tmp_path / "index.sqlite", scenario)
     last = len(scenario.chain.blocks) - 1
-    # The final commit is replaced by an empty block with a different hash (a reorg at the head).
+    # The final reveal is replaced by an empty block with a different hash (a reorg at the head).
     scenario.chain.blocks[last] = []
     scenario.chain.salts[last] = "fork"
     scenario.chain.add_block()
     ix.sync()
-    assert ix.conn.execute("SELECT state FROM rounds WHERE round = 2").fetchone()[0] == "aggregating"
-    assert ix.conn.execute("SELECT phase FROM tasks").fetchone()[0] == "aggregating"
+    assert ix.conn.execute("SELECT state FROM rounds WHERE round = 2").fetchone()[0] == "revealing"
+    assert ix.conn.execute("SELECT phase FROM tasks").fetchone()[0] == "revealing"
     assert ix.conn.execute("SELECT hash FROM blocks WHERE number = ?", (last,)).fetchone()[0] == (
         scenario.chain.block_hash(last)
     )
@@ -164,6 +165,8 @@ def test_task_configured_by_a_non_creation_is_ignored(tmp_path: Path) -> None:
         maxUpdates=1,
         roundDuration=1,
         strategyId=0,
+        aggregatorThreshold=1,
+        aggregationDuration=1,
     )
     chain.add_block(FakeTx(DEVICE_A, impostor, "0x", [log]))
     ix = Indexer(tmp_path / "index.sqlite", chain, FakeIpfs())  # type: ignore[arg-type]

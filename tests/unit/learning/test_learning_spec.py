@@ -37,6 +37,7 @@ def test_canonical_bytes_known_value() -> None:
         b'{"dataset":{"name":"breast_cancer","seed":0,"test_fraction":0.25},'
         b'"model":{"dropout":0.0,"hidden":[32,16],"input_dim":30,"kind":"mlp","num_classes":2},'
         b'"seed":0,'
+        b'"strategy":{"name":"fedavg","params":{}},'
         b'"train":{"batch_size":16,"local_epochs":1,"lr":0.1,"momentum":0.9,"weight_decay":0.0},'
         b'"version":1}'
     )
@@ -106,3 +107,18 @@ def test_unknown_field_message_names_it() -> None:
 def test_bad_values(make: object) -> None:
     with pytest.raises(ValueError):
         make()  # type: ignore[operator]
+
+
+def test_task_spec_carries_its_strategy() -> None:
+    from fedchain.learning.aggregation.registry import StrategySpec
+
+    spec = default_task_spec()
+    assert spec.strategy_spec() == StrategySpec("fedavg")
+    robust = TaskSpec.from_dict({**spec.to_dict(), "strategy": {"name": "trimmed-mean", "params": {"beta": 0.3}}})
+    assert robust.strategy_spec() == StrategySpec("trimmed-mean", {"beta": 0.3})
+    assert TaskSpec.from_json(robust.to_json()) == robust and robust.to_json() != spec.to_json()
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "strategy"}
+    assert TaskSpec.from_dict(legacy) == spec  # a description without a strategy means FedAvg
+    for bad in ({"name": "krum", "params": {"f": -1}}, {"name": "nope"}, {"name": "fedavg", "extra": 1}):
+        with pytest.raises(ValueError, match="strategy"):
+            TaskSpec.from_dict({**spec.to_dict(), "strategy": bad})
