@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer explorer lint clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks explorer lint clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -61,6 +61,18 @@ bench: compile
 	@mkdir -p reports
 	$(PY) -m fedchain.bench --out reports/bench.json
 	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
+	$(VENV)/bin/fedchain bench aggregation --out reports/aggregation.json
+	$(VENV)/bin/fedchain bench attacks --out-dir reports
+
+# Robust aggregation speed (100 updates x 1M parameters) and FedAvg's memory: reports/aggregation.json.
+bench-aggregation: setup
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench aggregation --out reports/aggregation.json
+
+# Accuracy per strategy x attack x attacker fraction: reports/attacks.json and reports/attacks.md.
+bench-attacks: setup
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench attacks --out-dir reports
 
 # Explorer page/API latency on a chain with 100 rounds x 20 devices (no training): reports/explorer.json.
 bench-explorer: compile

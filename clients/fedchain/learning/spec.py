@@ -173,6 +173,8 @@ def _strategy_dict(value: Any) -> dict[str, Any]:
 
     if isinstance(value, StrategySpec):
         return value.to_dict()
+    if isinstance(value, str) and value.startswith("{"):  # the stored canonical form (e.g. dataclasses.replace)
+        return StrategySpec.from_json(value.encode("utf-8")).to_dict()
     if isinstance(value, str):
         return StrategySpec(value).to_dict()
     return StrategySpec.from_dict(value).to_dict()

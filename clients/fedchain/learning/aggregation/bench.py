@@ -80,17 +80,8 @@ ATTACKS = ("none", "sign-flip", "sign-flip-x10", "scale", "gaussian", "constant"
 
 
 def _attack(name: str, global_weights: Weights, weights: Weights, seed: int) -> Weights:
-    if name == "sign-flip":
-        return attacks.sign_flip(global_weights, weights)
-    if name == "sign-flip-x10":
-        return attacks.sign_flip(global_weights, weights, 10.0)
-    if name == "scale":
-        return attacks.scale(global_weights, weights, 10.0)
-    if name == "gaussian":
-        return attacks.gaussian_noise(weights, sigma=1.0, seed=seed)
-    if name == "constant":
-        return attacks.constant(global_weights, 1.0)
-    return weights
+    """What a malicious device submits: the same attacks a real device runs (`fedchain device --attack`)."""
+    return weights if name == "none" else attacks.poison_model(name, global_weights, weights, seed)
 
 
 def partition(
