@@ -4,6 +4,7 @@ structure and markdown, the goal evaluation on hand-made tables, attacker select
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def test_quick_report_structure(quick: dict[str, Any]) -> None:
     assert quick["config"]["attackers"] == {"0.0": 0, "0.3": 3}
     assert quick["config"]["strategies"]["multi-krum"] == {"name": "multi-krum", "params": {"f": 3, "m": 0}}
     assert set(quick["machine"]) >= {"platform", "torch", "python"}
-    assert quick["wall_seconds"] > 0
+    assert quick["wall_seconds"] > 0 and quick["cpu_seconds"] > 0
     assert list(quick["clean"]) == strategies and list(quick["table"]) == strategies
     fedavg_clean = quick["clean"]["fedavg"]["accuracy"]
     for label in strategies:
@@ -98,9 +99,7 @@ def test_markdown_and_reports(quick: dict[str, Any], tmp_path: Path) -> None:
 
 
 def _table(values: dict[str, dict[str, float]]) -> dict[str, Any]:
-    return {
-        label: {attack: {"0.3": {"accuracy": acc}} for attack, acc in row.items()} for label, row in values.items()
-    }
+    return {label: {attack: {"0.3": {"accuracy": acc}} for attack, acc in row.items()} for label, row in values.items()}
 
 
 def _clean(values: dict[str, float]) -> dict[str, Any]:
@@ -223,19 +222,15 @@ def test_partition_matches_device_partition() -> None:
     assert len(partition(train, 20, 0.5, seed=0, min_size=5)) == 20
 
 
-def test_workers_do_not_change_results() -> None:
-    config = dict(
-        devices=10,
-        rounds=1,
-        seeds=(0,),
-        fractions=(0.0, 0.3),
-        attacks=("constant",),
-        min_size=None,
-        strategies={"fedavg": StrategySpec("fedavg"), "multi-krum": StrategySpec("multi-krum", {"f": 3})},
-    )
-    one = run_attack_bench(AttackBenchConfig(**config, workers=1))
-    two = run_attack_bench(AttackBenchConfig(**config, workers=2))
-    assert one["table"] == two["table"] and one["clean"] == two["clean"]
+def test_jobs_cover_every_cell_and_pickle() -> None:
+    # Worker processes get jobs by pickling; every job is seeded on its own, so workers cannot change results.
+    config = AttackBenchConfig.quick()
+    jobs = attack_bench._jobs(config)
+    assert len(jobs) == 6 * 2 * 3
+    assert {(j.attack, j.fraction) for j in jobs} == {("none", 0.0), ("sign-flip-x10", 0.3), ("constant", 0.3)}
+    assert all(j.malicious == attacker_indices(10, j.fraction, j.seed) for j in jobs if j.attack != "none")
+    assert all(j.malicious == () for j in jobs if j.attack == "none")
+    assert pickle.loads(pickle.dumps(jobs)) == jobs
 
 
 def test_main_options(monkeypatch: pytest.MonkeyPatch, quick: dict[str, Any], tmp_path: Path, capsys) -> None:
