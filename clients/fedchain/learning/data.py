@@ -146,9 +146,18 @@ def device_partition(train: Dataset, index: int, num_parts: int, alpha: float | 
     if alpha is None:
         parts = partition_iid(len(train), num_parts, seed)
     else:
-        # Many devices on a small dataset cannot all get 10 samples; ask for what can be had.
+        # Many devices on a small dataset cannot all get 10 samples; ask for what can be had. A skewed split of
+        # many devices may still never reach it (20 devices, alpha 0.5, 426 samples): halve the floor until one
+        # does. Splits that succeed at the first floor are unchanged.
         min_size = min(10, max(1, len(train) // (2 * num_parts)))
-        parts = partition_dirichlet(train.y, num_parts, alpha, seed, min_size=min_size)
+        while True:
+            try:
+                parts = partition_dirichlet(train.y, num_parts, alpha, seed, min_size=min_size)
+                break
+            except ValueError:
+                if min_size <= 1:
+                    raise
+                min_size //= 2
     return train.subset(parts[index])
 
 
