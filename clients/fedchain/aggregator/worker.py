@@ -28,10 +28,11 @@ from fedchain.aggregator.agreement import PreparedResult, commit_salt
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect, inputs_hash
 from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
 from fedchain.learning.aggregation.base import prepare as prepare_updates
-from fedchain.learning.aggregation.registry import CLIP_PARAM
+from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS
 from fedchain.learning.attacks import gaussian_noise
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import InvalidWeights, build_model, set_weights, weight_shapes
+from fedchain.learning.root import root_reference_trainer
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import evaluate
 from fedchain.learning.types import Weights
@@ -165,9 +166,11 @@ class AggregatorWorker:
                 f"the task's description names strategy {self.strategy_spec.name!r} (id {self.strategy_spec.id}) "
                 f"but the contract says strategy id {config.strategy_id}: refusing a task that says two things"
             )
-        self.strategy = build_strategy(self.strategy_spec)
+        # A reference filter trains on the task's root set each round; built once here (the root set is loaded once).
+        reference = root_reference_trainer(self.spec) if self.strategy_spec.root_samples else None
+        self.strategy = build_strategy(self.strategy_spec, reference=reference)
         self.strategy_name = self.strategy_spec.name
-        self.streaming = self.strategy_name in STREAMING and CLIP_PARAM not in self.strategy_spec.params
+        self.streaming = self.strategy_name in STREAMING and not (set(OPTIONAL_PARAMS) & set(self.strategy_spec.params))
         self.stateful = self.strategy_name in STATEFUL
         self.shapes = weight_shapes(self.spec.model)
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None

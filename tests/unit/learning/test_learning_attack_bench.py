@@ -28,6 +28,8 @@ from fedchain.learning.attack_bench import (
 from fedchain.learning.data import device_partition, load_dataset
 from fedchain.learning.spec import default_task_spec
 
+PLAIN = attack_bench.PLAIN_GOAL_STRATEGIES
+
 
 @pytest.fixture(scope="module")
 def quick() -> dict[str, Any]:
@@ -67,7 +69,10 @@ def test_quick_report_structure(quick: dict[str, Any]) -> None:
             assert cell["drop_vs_clean_fedavg"] == pytest.approx(fedavg_clean - cell["accuracy"], abs=1e-4)
     goal = quick["goal"]
     assert goal["fraction"] == 0.3 and goal["tolerance"] == 0.02
-    assert set(goal["robust"]) == {"multi-krum", "trimmed-mean", "bulyan"}
+    # Judged on the rules behind the trusted-root filter; the plain rules are judged alongside.
+    assert set(goal["robust"]) == {"multi-krum+root", "trimmed-mean+root", "bulyan+root"}
+    assert set(goal["plain"]["robust"]) == {"multi-krum", "trimmed-mean", "bulyan"}
+    assert isinstance(goal["plain"]["met"], bool)
     assert set(goal["per_attack"]) == set(config.attacks)
     assert isinstance(goal["met"], bool)
     assert any("Lying aggregator" in note for note in quick["notes"])
@@ -118,7 +123,7 @@ def test_goal_met() -> None:
             "bulyan": {"a": 0.89, "b": 0.90},
         }
     )
-    goal = evaluate_goal(table, CLEAN)
+    goal = evaluate_goal(table, CLEAN, strategies=PLAIN)
     assert goal["met"] and goal["robust_met"]
     assert goal["attacks_met"] == ["a", "b"] and goal["attacks_not_met"] == []
     assert goal["fedavg"] == {"drops": {"a": 0.35, "b": 0.01}, "visibly_fails": True, "fails_on": ["a"]}
@@ -141,7 +146,7 @@ def test_goal_not_met_reports_who_and_why() -> None:
             "bulyan": {"sign-flip": 0.85, "scale": 0.90},
         }
     )
-    goal = evaluate_goal(table, CLEAN)
+    goal = evaluate_goal(table, CLEAN, strategies=PLAIN)
     assert not goal["met"] and not goal["robust_met"]
     assert goal["attacks_met"] == ["scale"] and goal["attacks_not_met"] == ["sign-flip"]
     entry = goal["per_attack"]["sign-flip"]
@@ -160,13 +165,13 @@ def test_goal_needs_fedavg_to_visibly_fail() -> None:
             "bulyan": {"a": 0.90},
         }
     )
-    goal = evaluate_goal(table, CLEAN)
+    goal = evaluate_goal(table, CLEAN, strategies=PLAIN)
     assert goal["robust_met"] and not goal["fedavg"]["visibly_fails"] and not goal["met"]
 
 
 def test_goal_with_a_missing_strategy_is_not_met() -> None:
     table = _table({"fedavg": {"a": 0.5}, "multi-krum": {"a": 0.94}, "trimmed-mean": {"a": 0.93}})
-    goal = evaluate_goal(table, _clean({"fedavg": 0.95, "multi-krum": 0.94, "trimmed-mean": 0.93}))
+    goal = evaluate_goal(table, _clean({"fedavg": 0.95, "multi-krum": 0.94, "trimmed-mean": 0.93}), strategies=PLAIN)
     assert goal["missing_strategies"] == ["bulyan"]
     assert not goal["per_attack"]["a"]["met"] and not goal["met"]
 
@@ -192,6 +197,10 @@ def test_default_strategies() -> None:
     assert specs["trimmed-mean"] == StrategySpec("trimmed-mean", {"beta": 0.3})
     assert specs["bulyan"] == StrategySpec("bulyan", {"f": 4})  # n >= 4f + 3
     assert specs["fedavg"] == StrategySpec("fedavg") and specs["median"] == StrategySpec("median")
+    root = attack_bench.ROOT_SAMPLES
+    assert specs["multi-krum+root"] == StrategySpec("multi-krum", {"f": 6, "root_samples": root})
+    assert specs["trimmed-mean+root"] == StrategySpec("trimmed-mean", {"beta": 0.3, "root_samples": root})
+    assert specs["bulyan+root"] == StrategySpec("bulyan", {"f": 4, "root_samples": root})
     small = default_strategies(10, 0.3)
     assert small["multi-krum"].params["f"] == 3 and small["bulyan"].params["f"] == 1
     assert AttackBenchConfig().strategies == specs
@@ -226,7 +235,7 @@ def test_jobs_cover_every_cell_and_pickle() -> None:
     # Worker processes get jobs by pickling; every job is seeded on its own, so workers cannot change results.
     config = AttackBenchConfig.quick()
     jobs = attack_bench._jobs(config)
-    assert len(jobs) == 6 * 2 * 3
+    assert len(jobs) == 9 * 2 * 3  # 6 rules + 3 behind the root filter, 2 seeds, 3 cells
     assert {(j.attack, j.fraction) for j in jobs} == {("none", 0.0), ("sign-flip-x10", 0.3), ("constant", 0.3)}
     assert all(j.malicious == attacker_indices(10, j.fraction, j.seed) for j in jobs if j.attack != "none")
     assert all(j.malicious == () for j in jobs if j.attack == "none")

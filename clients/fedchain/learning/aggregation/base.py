@@ -259,9 +259,29 @@ class Strategy(ABC):
     def params(self) -> dict[str, float | int]:
         """The strategy's parameters, as they appear in its StrategySpec."""
 
+    def within(self, n: int) -> Strategy:
+        """This strategy as it must run on `n` updates when a filter in front left fewer than it was set up for.
+
+        Rules with a Byzantine bound f that needs enough inputs (Krum, Multi-Krum, Bulyan) return a copy with the
+        largest f that n allows (never a larger f); every other rule returns itself.
+        """
+        return self
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class UnweightedMean(Strategy):
+    """The plain mean of every update: what Krum-type rules reduce to when too few updates are left for any f."""
+
+    name = "mean"
+
+    def params(self) -> dict[str, float | int]:
+        return {}
+
+    def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
+        return AggregateResult(plain_mean(global_weights, updates), devices(updates))
 
 
 def devices(updates: Sequence[Update]) -> tuple[str, ...]:
@@ -292,6 +312,7 @@ __all__ = [
     "AggregateResult",
     "ServerState",
     "Strategy",
+    "UnweightedMean",
     "Update",
     "canonical_block",
     "coordinatewise",

@@ -19,6 +19,7 @@ from fedchain.learning.aggregation.base import (
     AggregateResult,
     ServerState,
     Strategy,
+    UnweightedMean,
     Update,
     coordinatewise,
     devices,
@@ -81,6 +82,11 @@ class Bulyan(Strategy):
 
     def params(self) -> dict[str, float | int]:
         return {"f": self.f}
+
+    def within(self, n: int) -> Strategy:
+        if n >= 4 * self.f + 3:
+            return self
+        return Bulyan((n - 3) // 4) if n >= 3 else UnweightedMean()
 
     def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
         check_bulyan_count(len(updates), self.f)

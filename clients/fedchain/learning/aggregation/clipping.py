@@ -61,6 +61,10 @@ class NormClipping(Strategy):
     def __repr__(self) -> str:
         return f"NormClipping({self.inner!r}, max_norm={self.max_norm!r})"
 
+    def within(self, n: int) -> Strategy:
+        inner = self.inner.within(n)
+        return self if inner is self.inner else NormClipping(inner, self.max_norm)
+
     def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
         clipped_updates: list[Update] = []
         clipped: list[str] = []

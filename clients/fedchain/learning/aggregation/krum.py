@@ -31,6 +31,7 @@ from fedchain.learning.aggregation.base import (
     AggregateResult,
     ServerState,
     Strategy,
+    UnweightedMean,
     Update,
     devices,
     integer,
@@ -240,6 +241,11 @@ class Krum(Strategy):
     def params(self) -> dict[str, float | int]:
         return {"f": self.f}
 
+    def within(self, n: int) -> Strategy:
+        if n >= 2 * self.f + 3:
+            return self
+        return Krum((n - 3) // 2) if n >= 3 else UnweightedMean()
+
     def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
         sel = multi_krum_select(global_weights, [u.weights for u in updates], self.f, 1)
         (index,) = sel.indices
@@ -259,6 +265,15 @@ class MultiKrum(Strategy):
 
     def params(self) -> dict[str, float | int]:
         return {"f": self.f, "m": self.m}
+
+    def within(self, n: int) -> Strategy:
+        if n >= 2 * self.f + 3 and self.m <= n:
+            return self
+        if n < 3:
+            return UnweightedMean()
+        f = min(self.f, (n - 3) // 2)
+        # An explicit m keeps its meaning (the m best) as far as the n - f candidates left allow.
+        return MultiKrum(f, min(self.m, n - f))
 
     def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
         m = self.m or len(updates) - self.f

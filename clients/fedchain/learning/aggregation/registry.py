@@ -3,6 +3,8 @@
 Ids are stable forever: a task created with id 7 must mean Krum to every future client. fedavg is 0.
 Every parameter has a default; the canonical form fills defaults in, so equal strategies give equal bytes.
 Clipping is not a strategy of its own: the optional parameter `clip_norm` (> 0) wraps any strategy in NormClipping.
+Nor is reference filtering: the optional parameter `root_samples` (>= 1) puts a ReferenceFilter in front (outermost),
+which needs a root-set trainer from the caller (`fedchain.learning.root.root_reference_trainer`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fedchain.learning.aggregation.fedprox import FedProx
 from fedchain.learning.aggregation.fedyogi import FedYogi
 from fedchain.learning.aggregation.krum import Krum, MultiKrum
 from fedchain.learning.aggregation.median import Median
+from fedchain.learning.aggregation.reference import ReferenceFilter, ReferenceTrainer
 from fedchain.learning.aggregation.trimmed_mean import TrimmedMean
 
 STRATEGY_IDS: Final[Mapping[str, int]] = {
@@ -52,6 +55,8 @@ STRATEGIES: Final[Mapping[str, tuple[Callable[..., Strategy], Mapping[str, float
     "bulyan": (Bulyan, {"f": 1}),
 }
 CLIP_PARAM: Final = "clip_norm"
+ROOT_PARAM: Final = "root_samples"
+OPTIONAL_PARAMS: Final = (CLIP_PARAM, ROOT_PARAM)
 
 
 def strategy_id(name: str) -> int:
@@ -90,15 +95,19 @@ class StrategySpec:
         if not isinstance(self.params, Mapping):
             raise ValueError(f"StrategySpec.params must be a mapping, got {type(self.params).__name__}")
         _, defaults = STRATEGIES[self.name]
-        unknown = sorted(set(self.params) - set(defaults) - {CLIP_PARAM})
+        unknown = sorted(set(self.params) - set(defaults) - set(OPTIONAL_PARAMS))
         if unknown:
-            raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; allowed: {sorted(defaults)} + clip_norm")
+            raise ValueError(
+                f"{self.name}: unknown parameter(s) {unknown}; allowed: {sorted(defaults)} + {list(OPTIONAL_PARAMS)}"
+            )
         params: dict[str, float | int] = {}
         for key, default in defaults.items():
             value = self.params.get(key, default)
             params[key] = integer(self.name, key, value) if isinstance(default, int) else number(self.name, key, value)
         if CLIP_PARAM in self.params:
             params[CLIP_PARAM] = number(self.name, CLIP_PARAM, self.params[CLIP_PARAM], 0.0)
+        if ROOT_PARAM in self.params:
+            params[ROOT_PARAM] = integer(self.name, ROOT_PARAM, self.params[ROOT_PARAM], 1)
         object.__setattr__(self, "params", dict(sorted(params.items())))
         build_strategy(self)  # range checks live in the constructors
 
@@ -131,18 +140,37 @@ class StrategySpec:
             raise ValueError(f"strategy spec is not valid UTF-8 JSON: {exc}") from None
         return cls.from_dict(parsed)
 
+    @property
+    def root_samples(self) -> int:
+        """Size of the trusted root set the strategy filters by (0: no reference filter)."""
+        return int(self.params.get(ROOT_PARAM, 0))
+
     def digest(self) -> bytes:
         """sha256 of the canonical JSON: 32 bytes a contract can store next to the id."""
         return hashlib.sha256(self.to_json()).digest()
 
 
-def build_strategy(spec: StrategySpec) -> Strategy:
-    """The Strategy a spec describes, wrapped in NormClipping when it has clip_norm."""
+def build_strategy(spec: StrategySpec, reference: ReferenceTrainer | None = None) -> Strategy:
+    """The Strategy a spec describes, wrapped in NormClipping when it has clip_norm and, outermost, in a
+    ReferenceFilter when it has root_samples. `reference` trains the global model on the task's root set; a
+    filtering strategy built without it raises MissingReference when it aggregates."""
     constructor, defaults = STRATEGIES[spec.name]
     strategy = constructor(**{k: spec.params[k] for k in defaults if k in spec.params})
     if CLIP_PARAM in spec.params:
         strategy = NormClipping(strategy, spec.params[CLIP_PARAM])
+    if ROOT_PARAM in spec.params:
+        strategy = ReferenceFilter(strategy, int(spec.params[ROOT_PARAM]), reference)
     return strategy
 
 
-__all__ = ["CLIP_PARAM", "STRATEGIES", "STRATEGY_IDS", "StrategySpec", "build_strategy", "strategy_id", "strategy_name"]
+__all__ = [
+    "CLIP_PARAM",
+    "OPTIONAL_PARAMS",
+    "ROOT_PARAM",
+    "STRATEGIES",
+    "STRATEGY_IDS",
+    "StrategySpec",
+    "build_strategy",
+    "strategy_id",
+    "strategy_name",
+]
