@@ -1,0 +1,740 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
+/// @title ComputeMarket
+/// @notice A market for spare compute: requesters post training jobs with their payment in escrow, staked workers
+///         (for example hospitals lending idle machines) claim units of work, and a worker is paid only for a
+///         result that another worker reproduced. Weights, data and plans never touch the chain: they live on IPFS
+///         and the chain records the 32-byte sha256 digest of each CIDv0.
+/// @dev A job is `numStages` stages of `unitsPerStage` units; unit `u` (global index) belongs to stage
+///      `u / unitsPerStage`. Only the units of the job's current stage can be claimed. Each unit is computed by two
+///      replicas (claim slots 0 and 1) held by two different workers:
+///        - equal results: the unit is Accepted and both replicas are paid `pricePerUnit`;
+///        - different results: the unit is Disputed and a third worker claims the arbitration slot (2). If its
+///          result equals one replica's, that replica and the arbiter are paid `pricePerUnit` each, and the other
+///          replica is slashed `min(stake, slashAmount)`, split equally between the two (odd wei to the replica);
+///          if it equals neither, the unit is Reset: it opens again for fresh replication, nobody is paid or
+///          slashed, and none of the three may ever claim it again.
+///      Once every unit of the current stage is Accepted, the job's coordinator merges the accepted results and
+///      commits the stage's checkpoint; the last stage's checkpoint is the job's final model.
+///
+///      Money. The requester escrows `numStages * unitsPerStage * pricePerUnit * ESCROW_FACTOR` at posting. A unit
+///      pays out exactly `2 * pricePerUnit` when it is Accepted (whether by agreement or by arbitration) and nothing
+///      otherwise, so the escrow always covers every payment; what is left goes back to the requester by `refund`.
+///      Payments, slashes and refunds are credited to withdrawable balances (pull payments, `withdraw`); only
+///      `withdraw` and `withdrawStake` send ether, both after their state changes and behind a reentrancy guard.
+///      At all times `address(this).balance == totalStaked + totalEscrow + totalOwed`.
+///
+///      Claims. A claim is open from `claimUnit` until its unit is Accepted or Reset, or until it expires without a
+///      result (deadline passed: it is closed when another worker takes the slot, or by `expireClaim`). A submitted
+///      result therefore keeps its worker's stake locked (`withdrawStake` needs no open claim) until it is
+///      verified, so a wrong result cannot escape its slash.
+///
+///      Cancellation. A cancelled job takes no new claim (not even arbitration), but claims already made may still
+///      submit until their deadlines and are paid if their unit is Accepted. The requester's refund of a cancelled
+///      job waits until `lastClaimDeadline` has passed: from then on no submission, hence no payment, is possible,
+///      so the refund cannot take money a worker is owed. Claims of unresolved units of such a job are then released
+///      by `expireClaim`, which unlocks their workers' stake.
+///
+///      Gas. No function loops over workers, units or stages: claiming, submitting, arbitrating and committing a
+///      checkpoint cost the same whatever the size of the job.
+///
+///      Known limits. Results are submitted in the clear, so a second replica or an arbiter can copy a digest that
+///      is already on chain (or in the mempool) instead of computing it, and an arbiter choosing blindly between two
+///      results can get an honest replica slashed; a commit-reveal of results would close this. Two colluding
+///      accounts holding both replica slots can agree on a wrong result. Expired claims are not penalised. A
+///      submitted result stays locked until its unit resolves, so a requester who never finishes nor cancels a job
+///      can keep a worker's stake locked while the unit's other slots stay unclaimed.
+contract ComputeMarket is ReentrancyGuard {
+    /// @notice Escrow per unit, in units of pricePerUnit: the worst case of two replicas and an arbiter.
+    uint256 public constant ESCROW_FACTOR = 3;
+    /// @notice Claim slots of a unit: 0 and 1 are the replicas, 2 the arbiter.
+    uint8 public constant ARBITER_SLOT = 2;
+
+    /// @notice Lifecycle of a job. None: no such job.
+    enum JobStatus {
+        None,
+        Open,
+        Finished,
+        Cancelled
+    }
+
+    /// @notice Lifecycle of a unit: Open (replicas being computed), Disputed (replicas differ: the arbitration
+    ///         slot is open), Accepted (final). A Reset unit is Open again.
+    enum UnitStatus {
+        Open,
+        Disputed,
+        Accepted
+    }
+
+    /// @notice postJob input.
+    struct JobParams {
+        bytes32 modelSpecDigest; // model architecture and training description (JSON on IPFS)
+        bytes32 initialCheckpointDigest; // weights the first stage starts from (safetensors on IPFS)
+        bytes32 datasetDigest; // the data set (or its manifest) the units train on
+        bytes32 planDigest; // hyperparameters and the unit plan: what each unit index computes
+        address coordinator; // merges each stage's accepted results and commits the stage's checkpoint
+        uint32 numStages;
+        uint32 unitsPerStage;
+        uint256 pricePerUnit; // wei paid to each of the two workers of an Accepted unit
+        uint32 claimDuration; // seconds a claim stays valid
+    }
+
+    /// @notice A job, as stored and as returned by `job`.
+    struct Job {
+        address requester;
+        JobStatus status;
+        uint32 currentStage; // the stage whose units can be claimed (numStages - 1 once Finished)
+        uint32 acceptedInStage; // Accepted units of the current stage
+        address coordinator;
+        uint32 numStages;
+        uint32 unitsPerStage;
+        uint32 claimDuration;
+        uint64 lastClaimDeadline; // latest deadline of any claim made on the job (0 = never claimed)
+        uint256 pricePerUnit;
+        uint256 escrowRemaining; // escrow not yet paid out or refunded
+        bytes32 modelSpecDigest;
+        bytes32 initialCheckpointDigest;
+        bytes32 datasetDigest;
+        bytes32 planDigest;
+        bytes32 latestCheckpointDigest; // the checkpoint the current stage starts from
+        bytes32 finalModelDigest; // set when the job Finishes
+    }
+
+    /// @dev One claim slot: its holder and deadline (one storage slot).
+    struct Claim {
+        address worker;
+        uint64 deadline;
+    }
+
+    /// @dev A unit in storage. `results[i]` is the result of `claims[i]` (zero = not submitted). The status is not
+    ///      stored: it follows from the results (see `_status`), which saves a storage write per unit.
+    struct Unit {
+        Claim[3] claims;
+        bytes32[3] results;
+        uint32 resets;
+    }
+
+    /// @notice A unit as returned by `unit`: slots 0 and 1 are the replicas, slot 2 the arbiter. A slot with a
+    ///         zero worker is free; a zero result is not submitted yet.
+    struct UnitView {
+        UnitStatus status;
+        uint32 resets; // times the unit was reset after a three-way disagreement
+        address[3] workers;
+        uint64[3] deadlines;
+        bytes32[3] results;
+        bytes32 acceptedDigest; // zero until Accepted
+    }
+
+    /// @notice A worker, as stored (one storage slot) and as returned by `worker`.
+    struct Worker {
+        uint128 stake;
+        uint32 openClaims; // claims held on units not yet resolved (see the contract's notes)
+        uint32 completedUnits; // units the worker was paid for
+        uint32 faults; // times the worker was slashed
+        bool registered;
+    }
+
+    /// @notice Least stake a worker needs to register and to claim.
+    uint256 public immutable minStake;
+    /// @notice Most a wrong replica loses per fault (less if its stake is smaller).
+    uint256 public immutable slashAmount;
+
+    /// @notice Number of jobs posted; job ids run from 1 to jobCount.
+    uint256 public jobCount;
+    /// @notice Sum of all workers' stakes.
+    uint256 public totalStaked;
+    /// @notice Sum of all jobs' escrowRemaining.
+    uint256 public totalEscrow;
+    /// @notice Sum of all withdrawable balances.
+    uint256 public totalOwed;
+
+    mapping(uint256 jobId => Job) private _jobs;
+    mapping(uint256 jobId => mapping(uint32 unitIndex => Unit)) private _units;
+    mapping(uint256 jobId => mapping(uint32 unitIndex => mapping(address account => bool))) private _excluded;
+    mapping(uint256 jobId => mapping(uint32 stage => bytes32 digest)) private _checkpoints;
+    mapping(address account => Worker) private _workers;
+    mapping(address account => uint256) private _balances;
+
+    error InvalidConfig(string reason);
+    error InvalidJob(string reason);
+    error WrongEscrow(uint256 expected, uint256 given);
+    error UnknownJob(uint256 jobId);
+    error JobNotOpen(uint256 jobId, JobStatus status);
+    error NotRequester(uint256 jobId, address account);
+    error NotCoordinator(uint256 jobId, address account);
+    error UnitOutOfRange(uint256 jobId, uint32 unitIndex, uint32 numUnits);
+    error StageNotCurrent(uint256 jobId, uint32 unitIndex, uint32 unitStage, uint32 currentStage);
+    error AlreadyRegistered(address account);
+    error NotRegistered(address account);
+    error StakeTooLow(address account, uint256 stake, uint256 minStake);
+    error AmountExceedsStake(address account, uint256 amount, uint256 stake);
+    error HasOpenClaims(address account, uint32 openClaims);
+    error ZeroAmount();
+    error EmptyDigest();
+    error UnitNotClaimable(uint256 jobId, uint32 unitIndex, UnitStatus status);
+    error AlreadyWorkedOn(uint256 jobId, uint32 unitIndex, address account);
+    error NoFreeSlot(uint256 jobId, uint32 unitIndex);
+    error NotClaimant(uint256 jobId, uint32 unitIndex, address account);
+    error AlreadySubmitted(uint256 jobId, uint32 unitIndex, address account);
+    error DeadlinePassed(uint256 jobId, uint32 unitIndex, address account, uint64 deadline);
+    error InvalidSlot(uint8 slot);
+    error NoClaim(uint256 jobId, uint32 unitIndex, uint8 slot);
+    error ClaimNotExpired(uint256 jobId, uint32 unitIndex, uint8 slot, uint64 deadline);
+    error ClaimNotReleasable(uint256 jobId, uint32 unitIndex, uint8 slot);
+    error WrongStage(uint256 jobId, uint32 expected, uint32 given);
+    error StageIncomplete(uint256 jobId, uint32 stage, uint32 accepted, uint32 required);
+    error RefundNotYet(uint256 jobId, JobStatus status, uint64 lastClaimDeadline);
+    error NothingToRefund(uint256 jobId);
+    error NothingToWithdraw(address account);
+    error TransferFailed(address to, uint256 amount);
+
+    event WorkerRegistered(address indexed worker, uint256 stake);
+    event StakeAdded(address indexed worker, uint256 amount, uint256 stake);
+    event StakeWithdrawn(address indexed worker, uint256 amount, uint256 stake);
+    event JobPosted(
+        uint256 indexed jobId,
+        address indexed requester,
+        address indexed coordinator,
+        bytes32 modelSpecDigest,
+        bytes32 initialCheckpointDigest,
+        bytes32 datasetDigest,
+        bytes32 planDigest,
+        uint32 numStages,
+        uint32 unitsPerStage,
+        uint256 pricePerUnit,
+        uint32 claimDuration,
+        uint256 escrow
+    );
+    /// @notice `worker` holds claim slot `slot` of the unit until `deadline`.
+    event UnitClaimed(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot, uint64 deadline
+    );
+    /// @notice A claim expired without a result and was closed (slot taken by another worker, or `expireClaim`).
+    event ClaimExpired(uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot);
+    /// @notice A claim of an unresolved unit of a cancelled job was released after the job's last claim deadline.
+    event ClaimReleased(uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot);
+    event ResultSubmitted(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot, bytes32 resultDigest
+    );
+    /// @notice The unit's result is final; `paidA` (a replica) and `paidB` (the other replica, or the arbiter) were
+    ///         each credited `pricePerUnit`.
+    event UnitAccepted(
+        uint256 indexed jobId,
+        uint32 indexed unitIndex,
+        bytes32 resultDigest,
+        address paidA,
+        address paidB,
+        uint256 pricePerUnit
+    );
+    /// @notice The replicas' results differ: the arbitration slot is open.
+    event UnitDisputed(uint256 indexed jobId, uint32 indexed unitIndex, bytes32 result0, bytes32 result1);
+    /// @notice `worker` lost `amount` of its stake, credited to the unit's two paid workers.
+    event WorkerSlashed(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint256 amount, uint32 faults
+    );
+    /// @notice The arbiter agreed with neither replica: the unit is Open again and the three may not claim it again.
+    event UnitReset(
+        uint256 indexed jobId,
+        uint32 indexed unitIndex,
+        uint32 resets,
+        address replica0,
+        address replica1,
+        address arbiter
+    );
+    event CheckpointCommitted(uint256 indexed jobId, uint32 indexed stage, bytes32 checkpointDigest);
+    event JobFinished(uint256 indexed jobId, bytes32 finalModelDigest);
+    /// @notice The job takes no new claim; its refund is possible once `lastClaimDeadline` has passed.
+    event JobCancelled(uint256 indexed jobId, uint32 stage, uint64 lastClaimDeadline);
+    event Refunded(uint256 indexed jobId, address indexed requester, uint256 amount);
+    event Withdrawn(address indexed account, uint256 amount);
+
+    /// @param minStake_ Least stake a worker needs to register and to claim (non-zero).
+    /// @param slashAmount_ Most a wrong replica loses per fault.
+    constructor(uint256 minStake_, uint256 slashAmount_) {
+        if (minStake_ == 0) revert InvalidConfig("minStake is 0");
+        minStake = minStake_;
+        slashAmount = slashAmount_;
+    }
+
+    // ---------------------------------------------------------------- workers
+
+    /// @notice Register the caller as a worker with `msg.value` as its stake (at least minStake).
+    function registerWorker() external payable {
+        Worker storage w = _workers[msg.sender];
+        if (w.registered) revert AlreadyRegistered(msg.sender);
+        if (msg.value < minStake) revert StakeTooLow(msg.sender, msg.value, minStake);
+        w.registered = true;
+        w.stake = SafeCast.toUint128(msg.value);
+        totalStaked += msg.value;
+        emit WorkerRegistered(msg.sender, msg.value);
+    }
+
+    /// @notice Add `msg.value` to the caller's stake (for example after a slash, or after an exit).
+    function addStake() external payable {
+        Worker storage w = _workers[msg.sender];
+        if (!w.registered) revert NotRegistered(msg.sender);
+        if (msg.value == 0) revert ZeroAmount();
+        uint128 stake = w.stake + SafeCast.toUint128(msg.value);
+        w.stake = stake;
+        totalStaked += msg.value;
+        emit StakeAdded(msg.sender, msg.value, stake);
+    }
+
+    /// @notice Take `amount` of the caller's stake back. Only without open claims, and the stake left must be 0
+    ///         (an exit; the worker stays registered and may `addStake` later) or at least minStake.
+    /// @param amount Wei to send to the caller.
+    function withdrawStake(uint256 amount) external nonReentrant {
+        Worker storage w = _workers[msg.sender];
+        if (!w.registered) revert NotRegistered(msg.sender);
+        if (amount == 0) revert ZeroAmount();
+        if (w.openClaims != 0) revert HasOpenClaims(msg.sender, w.openClaims);
+        uint256 stake = w.stake;
+        if (amount > stake) revert AmountExceedsStake(msg.sender, amount, stake);
+        uint256 remaining = stake - amount;
+        if (remaining != 0 && remaining < minStake) revert StakeTooLow(msg.sender, remaining, minStake);
+        w.stake = uint128(remaining);
+        totalStaked -= amount;
+        emit StakeWithdrawn(msg.sender, amount, remaining);
+        _send(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- jobs
+
+    /// @notice Post a job and escrow its worst-case cost: `msg.value` must equal
+    ///         `escrowRequired(numStages, unitsPerStage, pricePerUnit)` exactly.
+    /// @param params The job's digests, coordinator, shape, price and claim duration.
+    /// @return jobId The new job's id (ids start at 1).
+    function postJob(JobParams calldata params) external payable returns (uint256 jobId) {
+        if (
+            params.modelSpecDigest == bytes32(0) || params.initialCheckpointDigest == bytes32(0)
+                || params.datasetDigest == bytes32(0) || params.planDigest == bytes32(0)
+        ) revert EmptyDigest();
+        if (params.coordinator == address(0)) revert InvalidJob("coordinator is zero");
+        if (params.numStages == 0) revert InvalidJob("numStages is 0");
+        if (params.unitsPerStage == 0) revert InvalidJob("unitsPerStage is 0");
+        if (uint256(params.numStages) * params.unitsPerStage > type(uint32).max) revert InvalidJob("too many units");
+        if (params.pricePerUnit == 0) revert InvalidJob("pricePerUnit is 0");
+        if (params.claimDuration == 0) revert InvalidJob("claimDuration is 0");
+        uint256 units = uint256(params.numStages) * params.unitsPerStage;
+        if (params.pricePerUnit > type(uint256).max / (units * ESCROW_FACTOR)) revert InvalidJob("escrow overflows");
+        uint256 escrow = units * params.pricePerUnit * ESCROW_FACTOR;
+        if (msg.value != escrow) revert WrongEscrow(escrow, msg.value);
+
+        jobId = ++jobCount;
+        Job storage j = _jobs[jobId];
+        j.requester = msg.sender;
+        j.status = JobStatus.Open;
+        j.coordinator = params.coordinator;
+        j.numStages = params.numStages;
+        j.unitsPerStage = params.unitsPerStage;
+        j.claimDuration = params.claimDuration;
+        j.pricePerUnit = params.pricePerUnit;
+        j.escrowRemaining = escrow;
+        j.modelSpecDigest = params.modelSpecDigest;
+        j.initialCheckpointDigest = params.initialCheckpointDigest;
+        j.datasetDigest = params.datasetDigest;
+        j.planDigest = params.planDigest;
+        j.latestCheckpointDigest = params.initialCheckpointDigest;
+        totalEscrow += escrow;
+        emit JobPosted(
+            jobId,
+            msg.sender,
+            params.coordinator,
+            params.modelSpecDigest,
+            params.initialCheckpointDigest,
+            params.datasetDigest,
+            params.planDigest,
+            params.numStages,
+            params.unitsPerStage,
+            params.pricePerUnit,
+            params.claimDuration,
+            escrow
+        );
+    }
+
+    /// @notice Cancel an Open job (requester only): no claim is accepted from now on. Claims already made may
+    ///         still submit until their deadlines; the refund waits for the job's last claim deadline.
+    /// @param jobId The job.
+    function cancelJob(uint256 jobId) external {
+        Job storage j = _existingJob(jobId);
+        if (msg.sender != j.requester) revert NotRequester(jobId, msg.sender);
+        if (j.status != JobStatus.Open) revert JobNotOpen(jobId, j.status);
+        j.status = JobStatus.Cancelled;
+        emit JobCancelled(jobId, j.currentStage, j.lastClaimDeadline);
+    }
+
+    /// @notice Credit the job's unspent escrow to the requester's withdrawable balance (requester only): at any
+    ///         time once the job is Finished; once a Cancelled job's last claim deadline has passed (no payment
+    ///         can happen after that).
+    /// @param jobId The job.
+    function refund(uint256 jobId) external {
+        Job storage j = _existingJob(jobId);
+        if (msg.sender != j.requester) revert NotRequester(jobId, msg.sender);
+        JobStatus status = j.status;
+        if (
+            status == JobStatus.Open
+                || (status == JobStatus.Cancelled && block.timestamp <= j.lastClaimDeadline)
+        ) revert RefundNotYet(jobId, status, j.lastClaimDeadline);
+        uint256 amount = j.escrowRemaining;
+        if (amount == 0) revert NothingToRefund(jobId);
+        j.escrowRemaining = 0;
+        totalEscrow -= amount;
+        _balances[msg.sender] += amount;
+        totalOwed += amount;
+        emit Refunded(jobId, msg.sender, amount);
+    }
+
+    /// @notice Commit the checkpoint that merges the accepted results of the current stage (coordinator only,
+    ///         once every unit of the stage is Accepted). The next stage's units become claimable; committing the
+    ///         last stage's checkpoint finishes the job with it as the final model.
+    /// @param jobId The job.
+    /// @param stage The job's current stage (guards against a delayed transaction).
+    /// @param checkpoint Digest of the CIDv0 of the merged weights.
+    function commitCheckpoint(uint256 jobId, uint32 stage, bytes32 checkpoint) external {
+        Job storage j = _existingJob(jobId);
+        if (msg.sender != j.coordinator) revert NotCoordinator(jobId, msg.sender);
+        if (j.status != JobStatus.Open) revert JobNotOpen(jobId, j.status);
+        if (stage != j.currentStage) revert WrongStage(jobId, j.currentStage, stage);
+        if (j.acceptedInStage != j.unitsPerStage) {
+            revert StageIncomplete(jobId, stage, j.acceptedInStage, j.unitsPerStage);
+        }
+        if (checkpoint == bytes32(0)) revert EmptyDigest();
+        _checkpoints[jobId][stage] = checkpoint;
+        j.latestCheckpointDigest = checkpoint;
+        emit CheckpointCommitted(jobId, stage, checkpoint);
+        if (stage + 1 == j.numStages) {
+            j.status = JobStatus.Finished;
+            j.finalModelDigest = checkpoint;
+            emit JobFinished(jobId, checkpoint);
+        } else {
+            j.currentStage = stage + 1;
+            j.acceptedInStage = 0;
+        }
+    }
+
+    // ---------------------------------------------------------------- units
+
+    /// @notice Claim a slot of a unit of the job's current stage. An Open unit gives a replica slot (0 or 1), a
+    ///         Disputed unit the arbitration slot (2); a slot is free if never taken or if its claim expired
+    ///         without a result (that claim is closed: ClaimExpired). The caller needs stake >= minStake, may hold
+    ///         only one slot of a unit, and may not claim a unit it worked on before a reset.
+    /// @param jobId The job (must be Open).
+    /// @param unitIndex Global unit index, in [0, numStages * unitsPerStage).
+    /// @return slot The slot taken; the claim's deadline is now + claimDuration.
+    function claimUnit(uint256 jobId, uint32 unitIndex) external returns (uint8 slot) {
+        Job storage j = _existingJob(jobId);
+        if (j.status != JobStatus.Open) revert JobNotOpen(jobId, j.status);
+        uint32 stage = _stageOf(j, jobId, unitIndex);
+        if (stage != j.currentStage) revert StageNotCurrent(jobId, unitIndex, stage, j.currentStage);
+        Worker storage w = _workers[msg.sender];
+        if (!w.registered) revert NotRegistered(msg.sender);
+        if (w.stake < minStake) revert StakeTooLow(msg.sender, w.stake, minStake);
+
+        Unit storage u = _units[jobId][unitIndex];
+        UnitStatus status = _status(u);
+        if (status == UnitStatus.Accepted) revert UnitNotClaimable(jobId, unitIndex, status);
+        if (
+            u.claims[0].worker == msg.sender || u.claims[1].worker == msg.sender
+                || u.claims[ARBITER_SLOT].worker == msg.sender || _excluded[jobId][unitIndex][msg.sender]
+        ) revert AlreadyWorkedOn(jobId, unitIndex, msg.sender);
+        if (status == UnitStatus.Open) {
+            if (_isFree(u, 0)) slot = 0;
+            else if (_isFree(u, 1)) slot = 1;
+            else revert NoFreeSlot(jobId, unitIndex);
+        } else {
+            if (!_isFree(u, ARBITER_SLOT)) revert NoFreeSlot(jobId, unitIndex);
+            slot = ARBITER_SLOT;
+        }
+
+        Claim storage c = u.claims[slot];
+        address previous = c.worker;
+        if (previous != address(0)) {
+            --_workers[previous].openClaims;
+            emit ClaimExpired(jobId, unitIndex, previous, slot);
+        }
+        uint64 deadline = uint64(block.timestamp) + j.claimDuration;
+        c.worker = msg.sender;
+        c.deadline = deadline;
+        ++w.openClaims;
+        j.lastClaimDeadline = deadline;
+        emit UnitClaimed(jobId, unitIndex, msg.sender, slot, deadline);
+    }
+
+    /// @notice Submit the result of the caller's claim, before its deadline, once. The second replica's result
+    ///         accepts the unit (equal results) or disputes it; the arbiter's result accepts the unit and slashes
+    ///         the replica it disagrees with, or resets the unit if it agrees with neither. Works in a cancelled
+    ///         job too, for claims made before the cancellation.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param resultDigest Digest of the CIDv0 of the unit's result (non-zero).
+    function submitResult(uint256 jobId, uint32 unitIndex, bytes32 resultDigest) external {
+        if (resultDigest == bytes32(0)) revert EmptyDigest();
+        Job storage j = _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        uint8 slot;
+        if (u.claims[0].worker == msg.sender) slot = 0;
+        else if (u.claims[1].worker == msg.sender) slot = 1;
+        else if (u.claims[ARBITER_SLOT].worker == msg.sender) slot = ARBITER_SLOT;
+        else revert NotClaimant(jobId, unitIndex, msg.sender);
+        if (u.results[slot] != bytes32(0)) revert AlreadySubmitted(jobId, unitIndex, msg.sender);
+        uint64 deadline = u.claims[slot].deadline;
+        if (block.timestamp > deadline) revert DeadlinePassed(jobId, unitIndex, msg.sender, deadline);
+
+        u.results[slot] = resultDigest;
+        emit ResultSubmitted(jobId, unitIndex, msg.sender, slot, resultDigest);
+
+        if (slot == ARBITER_SLOT) {
+            _arbitrate(j, jobId, unitIndex, u, resultDigest);
+        } else {
+            bytes32 other = u.results[1 - slot];
+            if (other == bytes32(0)) return;
+            if (other == resultDigest) {
+                _accept(j, jobId, unitIndex, u.claims[0].worker, u.claims[1].worker, resultDigest);
+            } else {
+                emit UnitDisputed(jobId, unitIndex, u.results[0], u.results[1]);
+            }
+        }
+    }
+
+    /// @notice Close a claim, anyone may call it: a claim whose deadline passed without a result (ClaimExpired);
+    ///         or, in a Cancelled job once its last claim deadline has passed, any claim of a unit that was not
+    ///         Accepted (ClaimReleased: the unit can no longer be verified). Either way the slot is cleared and its
+    ///         worker's openClaims decreases.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param slot The claim slot (0, 1: replicas; 2: arbiter).
+    function expireClaim(uint256 jobId, uint32 unitIndex, uint8 slot) external {
+        if (slot > ARBITER_SLOT) revert InvalidSlot(slot);
+        Job storage j = _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        Claim storage c = u.claims[slot];
+        address holder = c.worker;
+        if (holder == address(0)) revert NoClaim(jobId, unitIndex, slot);
+        if (u.results[slot] == bytes32(0)) {
+            if (block.timestamp <= c.deadline) revert ClaimNotExpired(jobId, unitIndex, slot, c.deadline);
+            delete u.claims[slot];
+            --_workers[holder].openClaims;
+            emit ClaimExpired(jobId, unitIndex, holder, slot);
+        } else {
+            if (
+                j.status != JobStatus.Cancelled || block.timestamp <= j.lastClaimDeadline
+                    || _status(u) == UnitStatus.Accepted
+            ) revert ClaimNotReleasable(jobId, unitIndex, slot);
+            delete u.claims[slot];
+            delete u.results[slot];
+            --_workers[holder].openClaims;
+            emit ClaimReleased(jobId, unitIndex, holder, slot);
+        }
+    }
+
+    // ---------------------------------------------------------------- payments
+
+    /// @notice Send the caller its whole withdrawable balance (payments, slash shares, refunds).
+    function withdraw() external nonReentrant {
+        uint256 amount = _balances[msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        _balances[msg.sender] = 0;
+        totalOwed -= amount;
+        emit Withdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice A job's state and configuration. Reverts UnknownJob for an id that was never posted.
+    /// @param jobId The job.
+    /// @return The job.
+    function job(uint256 jobId) external view returns (Job memory) {
+        return _existingJob(jobId);
+    }
+
+    /// @notice A unit's state: status, resets, and per slot (0, 1 replicas, 2 arbiter) the worker, the claim
+    ///         deadline and the submitted result; the accepted result once Accepted.
+    /// @param jobId The job.
+    /// @param unitIndex The unit (reverts UnitOutOfRange beyond the job's units).
+    /// @return view_ The unit.
+    function unit(uint256 jobId, uint32 unitIndex) external view returns (UnitView memory view_) {
+        Job storage j = _existingJob(jobId);
+        _stageOf(j, jobId, unitIndex);
+        Unit storage u = _units[jobId][unitIndex];
+        view_.status = _status(u);
+        view_.resets = u.resets;
+        for (uint8 i; i <= ARBITER_SLOT; ++i) {
+            view_.workers[i] = u.claims[i].worker;
+            view_.deadlines[i] = u.claims[i].deadline;
+            view_.results[i] = u.results[i];
+        }
+        view_.acceptedDigest = _acceptedDigest(u);
+    }
+
+    /// @notice The accepted result of a unit (zero until Accepted): what the coordinator merges.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @return The accepted result's digest, or zero.
+    function acceptedDigest(uint256 jobId, uint32 unitIndex) external view returns (bytes32) {
+        return _acceptedDigest(_units[jobId][unitIndex]);
+    }
+
+    /// @notice The checkpoint committed for a stage (zero until committed).
+    /// @param jobId The job.
+    /// @param stage The stage.
+    /// @return The checkpoint's digest, or zero.
+    function checkpointDigest(uint256 jobId, uint32 stage) external view returns (bytes32) {
+        return _checkpoints[jobId][stage];
+    }
+
+    /// @notice Whether `account` may never claim the unit again (it worked on it before a reset).
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param account The worker.
+    /// @return True if excluded.
+    function isExcluded(uint256 jobId, uint32 unitIndex, address account) external view returns (bool) {
+        return _excluded[jobId][unitIndex][account];
+    }
+
+    /// @notice A worker's stake, open claims, paid units and faults (all zero and registered false if unknown).
+    /// @param account The worker.
+    /// @return The worker.
+    function worker(address account) external view returns (Worker memory) {
+        return _workers[account];
+    }
+
+    /// @notice Wei `account` can withdraw now.
+    /// @param account Any account.
+    /// @return The withdrawable balance.
+    function balanceOf(address account) external view returns (uint256) {
+        return _balances[account];
+    }
+
+    /// @notice The exact msg.value `postJob` requires for a job of this shape and price.
+    /// @param numStages Stages of the job.
+    /// @param unitsPerStage Units per stage.
+    /// @param pricePerUnit Price per replica per unit.
+    /// @return numStages * unitsPerStage * pricePerUnit * ESCROW_FACTOR.
+    function escrowRequired(uint32 numStages, uint32 unitsPerStage, uint256 pricePerUnit)
+        external
+        pure
+        returns (uint256)
+    {
+        return uint256(numStages) * unitsPerStage * pricePerUnit * ESCROW_FACTOR;
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _existingJob(uint256 jobId) private view returns (Job storage j) {
+        j = _jobs[jobId];
+        if (j.status == JobStatus.None) revert UnknownJob(jobId);
+    }
+
+    function _stageOf(Job storage j, uint256 jobId, uint32 unitIndex) private view returns (uint32) {
+        uint32 unitsPerStage = j.unitsPerStage;
+        uint32 numUnits = j.numStages * unitsPerStage;
+        if (unitIndex >= numUnits) revert UnitOutOfRange(jobId, unitIndex, numUnits);
+        return unitIndex / unitsPerStage;
+    }
+
+    /// @dev The status the results imply. Open: a replica result is missing. Accepted: the replicas agree, or the
+    ///      arbiter has submitted (an arbiter result that matches neither replica resets the unit, clearing every
+    ///      result, in the same transaction). Disputed: the replicas differ and the arbiter has not submitted.
+    function _status(Unit storage u) private view returns (UnitStatus) {
+        bytes32 r0 = u.results[0];
+        if (r0 == bytes32(0)) return UnitStatus.Open;
+        bytes32 r1 = u.results[1];
+        if (r1 == bytes32(0)) return UnitStatus.Open;
+        if (r0 == r1 || u.results[ARBITER_SLOT] != bytes32(0)) return UnitStatus.Accepted;
+        return UnitStatus.Disputed;
+    }
+
+    /// @dev The accepted result: the arbiter's if there was arbitration (it equals the winning replica's), otherwise
+    ///      the replicas' common one; zero unless Accepted.
+    function _acceptedDigest(Unit storage u) private view returns (bytes32) {
+        if (_status(u) != UnitStatus.Accepted) return bytes32(0);
+        bytes32 arbiterResult = u.results[ARBITER_SLOT];
+        return arbiterResult != bytes32(0) ? arbiterResult : u.results[0];
+    }
+
+    /// @dev A slot is free if never taken (or cleared), or if its claim expired without a result.
+    function _isFree(Unit storage u, uint8 slot) private view returns (bool) {
+        Claim storage c = u.claims[slot];
+        if (c.worker == address(0)) return true;
+        return u.results[slot] == bytes32(0) && block.timestamp > c.deadline;
+    }
+
+    /// @dev The arbiter submitted `result` for a Disputed unit: accept with the replica it agrees with and slash
+    ///      the other one, or reset the unit if it agrees with neither.
+    function _arbitrate(Job storage j, uint256 jobId, uint32 unitIndex, Unit storage u, bytes32 result) private {
+        address arbiter = u.claims[ARBITER_SLOT].worker;
+        uint8 good;
+        if (result == u.results[0]) {
+            good = 0;
+        } else if (result == u.results[1]) {
+            good = 1;
+        } else {
+            _reset(jobId, unitIndex, u, arbiter);
+            return;
+        }
+        address agreeing = u.claims[good].worker;
+        address odd = u.claims[1 - good].worker;
+        _accept(j, jobId, unitIndex, agreeing, arbiter, result);
+
+        Worker storage w = _workers[odd];
+        --w.openClaims;
+        uint32 faults = w.faults + 1;
+        w.faults = faults;
+        uint256 stake = w.stake;
+        uint256 amount = stake < slashAmount ? stake : slashAmount;
+        w.stake = uint128(stake - amount);
+        totalStaked -= amount;
+        totalOwed += amount;
+        uint256 half = amount / 2;
+        _balances[agreeing] += amount - half;
+        _balances[arbiter] += half;
+        emit WorkerSlashed(jobId, unitIndex, odd, amount, faults);
+    }
+
+    /// @dev The unit is Accepted (its results now say so) with `result`; `a` and `b` are paid pricePerUnit each.
+    function _accept(Job storage j, uint256 jobId, uint32 unitIndex, address a, address b, bytes32 result) private {
+        ++j.acceptedInStage;
+        uint256 price = j.pricePerUnit;
+        j.escrowRemaining -= 2 * price;
+        totalEscrow -= 2 * price;
+        totalOwed += 2 * price;
+        _balances[a] += price;
+        _balances[b] += price;
+        _paid(_workers[a]);
+        _paid(_workers[b]);
+        emit UnitAccepted(jobId, unitIndex, result, a, b, price);
+    }
+
+    function _paid(Worker storage w) private {
+        --w.openClaims;
+        ++w.completedUnits;
+    }
+
+    /// @dev Three different results: exclude the three workers from the unit and open it again.
+    function _reset(uint256 jobId, uint32 unitIndex, Unit storage u, address arbiter) private {
+        address replica0 = u.claims[0].worker;
+        address replica1 = u.claims[1].worker;
+        mapping(address => bool) storage excluded = _excluded[jobId][unitIndex];
+        excluded[replica0] = true;
+        excluded[replica1] = true;
+        excluded[arbiter] = true;
+        --_workers[replica0].openClaims;
+        --_workers[replica1].openClaims;
+        --_workers[arbiter].openClaims;
+        delete u.claims;
+        delete u.results;
+        uint32 resets = u.resets + 1;
+        u.resets = resets;
+        emit UnitReset(jobId, unitIndex, resets, replica0, replica1, arbiter);
+    }
+
+    function _send(address to, uint256 amount) private {
+        (bool ok,) = payable(to).call{value: amount}("");
+        if (!ok) revert TransferFailed(to, amount);
+    }
+}
