@@ -11,6 +11,7 @@ import torch
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
+from fedchain.device.private import DevicePrivacy
 from fedchain.learning.attacks import check_attack, flip_labels, poison_model
 from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
@@ -23,7 +24,15 @@ log = logging.getLogger("fedchain.device")
 # Reverts that mean "this round moved on without us": not an error for the device.
 ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadySubmitted"}
 # Events after which a device re-reads the task's state.
-WAKE_EVENTS = {"RoundOpened", "TaskFinished", "TaskCancelled", "DeviceRemoved", "DeviceApproved"}
+WAKE_EVENTS = {
+    "RoundOpened",
+    "TaskFinished",
+    "TaskCancelled",
+    "DeviceRemoved",
+    "DeviceApproved",
+    # Secure aggregation: a device publishes its unmasking shares as soon as the round closes.
+    "RoundReadyForAggregation",
+}
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class DeviceSettings:
     join_timeout: float = 300.0
     # Evaluation only: make this device Byzantine (one of fedchain.learning.attacks.DEVICE_ATTACKS).
     attack: str | None = None
+    # Secure aggregation: how long to wait for every participant's setup before masking against those on chain.
+    setup_wait: float = 10.0
+    # Evaluation only: drop out of every secure-aggregation round right after publishing the setup (the dropout
+    # SecAgg recovers from by rebuilding the device's mask key from the survivors' shares).
+    drop_after_setup: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,20 @@ class DeviceRunner:
             else None
         )
         self.model = build_model(self.spec.model, seed=self.spec.seed)
+        privacy = self.spec.privacy
+        self.privacy = (
+            DevicePrivacy(
+                self.task,
+                self.ipfs,
+                account,
+                privacy,
+                settings.setup_wait,
+                settings.poll_interval,
+                drop_after_setup=settings.drop_after_setup,
+            )
+            if privacy.secure_aggregation or privacy.seal_updates
+            else None
+        )
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
 
     @property
@@ -98,7 +126,13 @@ class DeviceRunner:
         return self.account.address
 
     def ensure_registered(self) -> None:
-        """Ask to join if not approved, then wait for the admin's approval."""
+        """Ask to join if not approved, then wait for the admin's approval; register the encryption key if the task
+        is private."""
+        self._ensure_approved()
+        if self.privacy is not None and self.privacy.privacy.secure_aggregation:
+            self.privacy.ensure_key()
+
+    def _ensure_approved(self) -> None:
         if self.task.device_info(self.address).approved:
             return
         log.info("device %s is not approved: requesting to join", self.address)
@@ -120,6 +154,8 @@ class DeviceRunner:
         trained = 0
         state = self.task.current_round()
         while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
+            if self.privacy is not None and state.phase in (Phase.AGGREGATING, Phase.REVEALING):
+                self.privacy.after_round(state)
             if state.phase == Phase.OPEN and self._should_train(state):
                 outcome = self.train_round(state)
                 if outcome is not None:
@@ -175,7 +211,24 @@ class DeviceRunner:
             "fedchain.train_loss": f"{result.loss:.6f}",
         }
         t1 = time.perf_counter()
-        cid = self.ipfs.put_weights(trained, metadata)
+        if self.privacy is not None and self.privacy.privacy.secure_aggregation:
+            private = self.privacy.secagg_submit(state, weights, trained, len(data))
+            if private is None:
+                return None
+            log.info(
+                "round %d: trained on %d samples (loss %.4f), masked update %s, gas %d, %.3f s of secure aggregation",
+                round_index,
+                len(data),
+                result.loss,
+                private.cid,
+                private.gas_used,
+                private.detail["secagg_seconds"],
+            )
+            return RoundOutcome(round_index, private.cid, len(data), result.loss, train_seconds, private.gas_used)
+        if self.privacy is not None and self.privacy.privacy.seal_updates:
+            cid = self.privacy.sealed_upload(round_index, trained, metadata)
+        else:
+            cid = self.ipfs.put_weights(trained, metadata)
         t2 = time.perf_counter()
         try:
             tx = self.task.submit_update(round_index, cid_to_digest(cid), len(data))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 SPEC_VERSION = 1
+# Rules that need only the sum of the updates, so they run on securely aggregated (masked) updates.
+SECURE_AGGREGATION_STRATEGIES = frozenset({"fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox"})
 MODEL_KINDS = ("mlp",)
 
 
@@ -166,6 +168,88 @@ class DatasetSpec:
         return cls(**_check_keys("DatasetSpec", data, cls.FIELDS))
 
 
+@dataclass(frozen=True)
+class PrivacySpec:
+    """How updates are kept private (issue 5). The default is no protection beyond IPFS content addressing.
+
+    `secure_aggregation`: devices upload only masked updates (SecAgg, `fedchain.privacy.secagg`); aggregators learn
+    only the sum, so the task aggregates the unweighted mean of the devices' deltas (FedAvg family only).
+    `seal_updates`: with secure aggregation off, each update is encrypted to the aggregators' registered keys before
+    it goes to IPFS (`fedchain.privacy.sealed`). Client-level differential privacy is on when `dp_clip_norm` > 0:
+    each device clips its delta to that norm and adds its share of Gaussian noise of multiplier
+    `dp_noise_multiplier`, sized so that any `dp_min_survivors` fraction of the devices still carries the central
+    noise; `dp_delta` is the accountant's delta. `secagg_threshold` is the Shamir threshold as a fraction of the
+    devices (t = ceil(fraction * n), more than half): the round survives 1 - fraction of them dropping out.
+    """
+
+    secure_aggregation: bool = False
+    seal_updates: bool = False
+    dp_clip_norm: float = 0.0
+    dp_noise_multiplier: float = 0.0
+    dp_delta: float = 1e-5
+    dp_min_survivors: float = 0.7
+    secagg_threshold: float = 0.6
+
+    FIELDS: ClassVar[set[str]] = {
+        "secure_aggregation",
+        "seal_updates",
+        "dp_clip_norm",
+        "dp_noise_multiplier",
+        "dp_delta",
+        "dp_min_survivors",
+        "secagg_threshold",
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("secure_aggregation", "seal_updates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"PrivacySpec.{name} must be true or false, got {getattr(self, name)!r}")
+        clip = _float("PrivacySpec", "dp_clip_norm", self.dp_clip_norm)
+        noise = _float("PrivacySpec", "dp_noise_multiplier", self.dp_noise_multiplier)
+        delta = _float("PrivacySpec", "dp_delta", self.dp_delta)
+        survivors = _float("PrivacySpec", "dp_min_survivors", self.dp_min_survivors)
+        threshold = _float("PrivacySpec", "secagg_threshold", self.secagg_threshold)
+        if clip < 0 or noise < 0:
+            raise ValueError("PrivacySpec.dp_clip_norm and dp_noise_multiplier must be >= 0")
+        if (clip > 0) != (noise > 0):
+            raise ValueError("differential privacy needs both dp_clip_norm > 0 and dp_noise_multiplier > 0")
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"PrivacySpec.dp_delta must be in (0, 1), got {delta}")
+        if not 0.0 < survivors <= 1.0:
+            raise ValueError(f"PrivacySpec.dp_min_survivors must be in (0, 1], got {survivors}")
+        if not 0.5 < threshold <= 1.0:
+            raise ValueError(f"PrivacySpec.secagg_threshold must be in (0.5, 1], got {threshold}")
+        if self.secure_aggregation and self.seal_updates:
+            raise ValueError("seal_updates is for tasks without secure aggregation (masked updates are not sealed)")
+        for name, value in (
+            ("dp_clip_norm", clip),
+            ("dp_noise_multiplier", noise),
+            ("dp_delta", delta),
+            ("dp_min_survivors", survivors),
+            ("secagg_threshold", threshold),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def differential_privacy(self) -> bool:
+        return self.dp_clip_norm > 0
+
+    def threshold_for(self, devices: int) -> int:
+        """The Shamir threshold t for `devices` participants: ceil(fraction * n), and always more than n/2."""
+        return max(devices // 2 + 1, math.ceil(self.secagg_threshold * devices - 1e-9))
+
+    def min_survivors_for(self, devices: int) -> int:
+        """How many devices' noise shares must add up to the central noise: ceil(fraction * n), at least 1."""
+        return max(1, math.ceil(self.dp_min_survivors * devices - 1e-9))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in sorted(self.FIELDS)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PrivacySpec:
+        return cls(**_check_keys("PrivacySpec", data, cls.FIELDS))
+
+
 def _strategy_dict(value: Any) -> dict[str, Any]:
     """The canonical {"name", "params"} form of a strategy (a StrategySpec, its dict, or a bare name)."""
     # Imported here: the aggregation package imports the model, which imports this module.
@@ -195,8 +279,9 @@ class TaskSpec:
     seed: int = 0
     version: int = SPEC_VERSION
     strategy: Any = "fedavg"
+    privacy: PrivacySpec = PrivacySpec()
 
-    FIELDS: ClassVar[set[str]] = {"dataset", "model", "train", "seed", "version", "strategy"}
+    FIELDS: ClassVar[set[str]] = {"dataset", "model", "train", "seed", "version", "strategy", "privacy"}
 
     def __post_init__(self) -> None:
         for name, kind in (("dataset", DatasetSpec), ("model", ModelSpec), ("train", TrainSpec)):
@@ -212,6 +297,23 @@ class TaskSpec:
             raise ValueError(f"TaskSpec.strategy: {exc}") from None
         # Kept as canonical JSON text so the frozen spec stays hashable (it is an lru_cache key).
         object.__setattr__(self, "strategy", json.dumps(strategy, sort_keys=True, separators=(",", ":")))
+        if not isinstance(self.privacy, PrivacySpec):
+            raise ValueError(f"TaskSpec.privacy must be a PrivacySpec, got {type(self.privacy).__name__}")
+        if self.privacy.secure_aggregation:
+            parsed = json.loads(self.strategy)
+            name = parsed["name"]
+            per_update = sorted({"clip_norm", "root_samples"} & set(parsed.get("params", {})))
+            if per_update:
+                raise ValueError(
+                    f"TaskSpec: secure aggregation hides each update, so {per_update} (which look at each update) "
+                    "cannot run; with differential privacy on, devices clip their own updates (dp_clip_norm)"
+                )
+            # Masked updates reveal only their sum: only rules that need nothing but the sum can run on them.
+            if name not in SECURE_AGGREGATION_STRATEGIES:
+                raise ValueError(
+                    f"TaskSpec: secure aggregation reveals only the sum of the updates, which {name!r} cannot "
+                    f"aggregate; use one of {sorted(SECURE_AGGREGATION_STRATEGIES)}"
+                )
 
     def strategy_spec(self) -> Any:
         """The task's aggregation strategy as a StrategySpec."""
@@ -227,6 +329,8 @@ class TaskSpec:
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
             "strategy": json.loads(self.strategy),
+            # Omitted when default, so descriptions (and their digests) of tasks without privacy stay as they were.
+            **({"privacy": self.privacy.to_dict()} if self.privacy != PrivacySpec() else {}),
         }
 
     @classmethod
@@ -240,6 +344,7 @@ class TaskSpec:
             seed=data.get("seed", 0),
             version=data["version"],
             strategy=data.get("strategy", "fedavg"),
+            privacy=PrivacySpec.from_dict(data.get("privacy", {})),
         )
 
     def to_json(self) -> bytes:

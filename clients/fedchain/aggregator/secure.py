@@ -1,0 +1,153 @@
+"""The aggregator's side of private rounds: its encryption key, opening sealed updates, unmasking a securely
+aggregated round, and the differential-privacy ε it reports on chain.
+
+Under secure aggregation the aggregator never sees an update: it reads the round's setups, masked updates and the
+survivors' unmasking shares from the chain and IPFS, and `unmask_sum` gives it only the sum of the survivors' deltas.
+The new model is the unweighted mean x + Σδ/|survivors| (sample counts would weight private updates by private
+numbers, and the DP noise is calibrated to the unweighted mean).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain import TaskClient
+from fedchain.chain.privacy import round_setups, round_unmask_shares, secagg_participants
+from fedchain.learning.spec import PrivacySpec
+from fedchain.learning.types import Weights
+from fedchain.privacy.accountant import epsilon_after, epsilon_to_micro
+from fedchain.privacy.dp import DistributedNoise
+from fedchain.privacy.protocol import address_bytes, encryption_key_of, mean_weights, round_context, seal_context
+from fedchain.privacy.sealed import open_sealed
+from fedchain.privacy.secagg import MaskedUpdate, NotEnoughShares, Reveal, SecAggError, unmask_sum
+from fedchain.storage import IpfsClient, digest_to_cid
+
+log = logging.getLogger("fedchain.aggregator.secure")
+
+MAX_MESSAGE_BYTES = 1 << 26
+
+
+class SharesNotYetAvailable(RuntimeError):
+    """Fewer unmasking shares are on chain than the threshold: wait (the window's deadline fails the round)."""
+
+
+class RoundUnrecoverable(RuntimeError):
+    """The round's masked inputs cannot be unmasked (a malformed masked update or share): the round must fail."""
+
+
+@dataclass(frozen=True)
+class UnmaskedRound:
+    weights: Weights
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    participants: int
+    shares: int
+    note: str = ""
+
+
+def _hex(address: bytes) -> str:
+    return "0x" + address.hex()
+
+
+class AggregatorPrivacy:
+    """Private inputs of one task, seen by one aggregator."""
+
+    def __init__(self, task: TaskClient, ipfs: IpfsClient, account: LocalAccount, privacy: PrivacySpec) -> None:
+        self.task = task
+        self.ipfs = ipfs
+        self.account = account
+        self.privacy = privacy
+        self.encryption_key = encryption_key_of(bytes(account.key))
+
+    def ensure_key(self) -> None:
+        """Register this aggregator's encryption key on chain unless it is already there."""
+        if bytes(self.task.encryption_key(self.account.address)) != self.encryption_key.public:
+            tx = self.task.set_encryption_key(self.encryption_key.public)
+            log.info("aggregator %s registered its encryption key (gas %d)", self.account.address, tx.gas_used)
+
+    def open_update(self, blob: bytes, round_index: int, device: str) -> bytes:
+        """The plaintext of a sealed update (SealedError, a ValueError, if it is not sealed to us or was altered)."""
+        context = seal_context(self.task.address, round_index, device)
+        return open_sealed(blob, address_bytes(self.account.address), self.encryption_key, context)
+
+    def _cat(self, digest: bytes) -> bytes:
+        return self.ipfs.cat(digest_to_cid(digest), max_size=MAX_MESSAGE_BYTES)
+
+    def unmask(self, round_index: int, updates: dict[str, bytes], global_weights: Weights) -> UnmaskedRound:
+        """The round's mean from its masked updates ({device: digest}, from the chain's submissions).
+
+        Raises SharesNotYetAvailable while fewer than t unmasking shares are on chain, RoundUnrecoverable when the
+        inputs cannot be unmasked. Under differential privacy a round with fewer survivors than the noise needs is
+        not published: the weights returned are the previous model's, with a note.
+        """
+        participants = secagg_participants(self.task, round_index)
+        ctx = round_context(self.task.address, round_index, participants, self.privacy.secagg_threshold)
+        shares = round_unmask_shares(self.task, round_index)
+        if len(shares) < ctx.threshold:
+            raise SharesNotYetAvailable(
+                f"round {round_index}: {len(shares)} of the {ctx.threshold} unmasking shares needed are on chain"
+            )
+        setups = {address_bytes(a): self._cat(d) for a, d in round_setups(self.task, round_index).items()}
+        masked: list[MaskedUpdate] = []
+        for device, digest in sorted(updates.items(), key=lambda kv: kv[0].lower()):
+            try:
+                masked.append(MaskedUpdate.from_bytes(self._cat(digest)))
+            except ValueError as exc:
+                raise RoundUnrecoverable(f"round {round_index}: masked update of {device} is malformed: {exc}") from exc
+        reveals: list[Reveal] = []
+        for device, digest in sorted(shares.items(), key=lambda kv: kv[0].lower()):
+            try:
+                reveals.append(Reveal.from_bytes(self._cat(digest)))
+            except ValueError as exc:
+                log.warning("round %d: unmasking shares of %s are malformed, ignored: %s", round_index, device, exc)
+        try:
+            result = unmask_sum(ctx, setups, masked, reveals)
+        except NotEnoughShares as exc:
+            raise SharesNotYetAvailable(f"round {round_index}: {exc}") from exc
+        except (SecAggError, ValueError) as exc:
+            raise RoundUnrecoverable(f"round {round_index}: cannot unmask: {exc}") from exc
+        survivors = tuple(_hex(a) for a in result.survivors)
+        dropped = tuple(_hex(a) for a in result.dropped)
+        if self.privacy.differential_privacy:
+            noise = DistributedNoise(
+                self.privacy.dp_noise_multiplier,
+                self.privacy.dp_clip_norm,
+                len(participants),
+                self.privacy.min_survivors_for(len(participants)),
+            )
+            if not noise.covers(len(survivors)):
+                note = (
+                    f"only {len(survivors)} of {len(participants)} devices survived; their noise does not reach the "
+                    f"{noise.min_survivors} the privacy guarantee needs: the round keeps the previous model"
+                )
+                return UnmaskedRound(global_weights, survivors, dropped, len(participants), len(shares), note)
+        weights = mean_weights(global_weights, result.total, len(survivors))
+        return UnmaskedRound(weights, survivors, dropped, len(participants), len(shares))
+
+    def epsilon_micro(self, round_index: int) -> int:
+        """ε spent once round `round_index` is published, in millionths (rounded up); 0 without DP.
+
+        Every opened round counts (a failed round's noised updates were uploaded too), and every device takes part
+        in every round (sampling rate 1), so ε is the accountant's value after `round_index` rounds.
+        """
+        if not self.privacy.differential_privacy:
+            return 0
+        epsilon = epsilon_after(round_index, self.privacy.dp_noise_multiplier, 1.0, self.privacy.dp_delta)
+        return epsilon_to_micro(epsilon)
+
+    def report_fields(self, unmasked: UnmaskedRound) -> dict[str, Any]:
+        return {
+            "secure_aggregation": {
+                "participants": unmasked.participants,
+                "survivors": list(unmasked.survivors),
+                "dropped": list(unmasked.dropped),
+                "unmask_shares": unmasked.shares,
+            }
+        }
+
+
+__all__ = ["AggregatorPrivacy", "RoundUnrecoverable", "SharesNotYetAvailable", "UnmaskedRound"]

@@ -1,0 +1,247 @@
+"""A device's side of private rounds: its encryption key on chain, sealed updates, and secure aggregation.
+
+Secure aggregation, one round (SecAgg, see `fedchain.privacy.secagg`; the chain orders and records every step):
+1. setup: the device publishes its round mask key and its Shamir shares, encrypted to every participant's
+   registered key (`submitSetup`);
+2. masked update: once every participant has published a setup (or the setup wait is over), it masks its delta
+   (clipped, plus its share of the differential-privacy noise when the task asks for it) against exactly the setups
+   on chain and submits it with their count (`submitMaskedUpdate`; the first one freezes the set);
+3. unmasking shares: when the round has closed, it reveals to the aggregators, for each peer, the share of the
+   peer's self mask if the peer submitted an update, or of its mask key if it dropped out (`submitUnmaskShares`).
+Survivors and dropouts are read from the chain, never from an aggregator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain import ContractRevert, Phase, RoundInfo, TaskClient
+from fedchain.chain.privacy import aggregator_keys, round_setups, round_updates, secagg_participants
+from fedchain.learning.spec import PrivacySpec
+from fedchain.learning.types import Weights
+from fedchain.privacy.dp import DistributedNoise, noise_rng
+from fedchain.privacy.protocol import (
+    account_secret,
+    address_bytes,
+    delta_vector,
+    encryption_key_of,
+    round_context,
+    seal_context,
+)
+from fedchain.privacy.sealed import seal
+from fedchain.privacy.secagg import SecAggDevice
+from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+from fedchain.storage.codec import encode_weights
+
+log = logging.getLogger("fedchain.device.private")
+
+# Reverts meaning the round went on without this device's step: it drops out of the round, which SecAgg tolerates.
+DROPPED_OUT = {"WrongPhase", "WrongRound", "AlreadySubmitted", "SetupSetFrozen", "SetupCountMismatch", "NoSetup"}
+
+
+class PrivacyUnavailable(RuntimeError):
+    """The device cannot take part privately (for example: no aggregator has registered an encryption key)."""
+
+
+@dataclass
+class _SecAggRound:
+    device: SecAggDevice
+    setups: dict[str, bytes] = field(default_factory=dict)  # the setups masked against: {address: blob}
+    submitted: bool = False
+    revealed: bool = False
+
+
+@dataclass(frozen=True)
+class PrivateSubmission:
+    cid: str
+    gas_used: int
+    detail: dict[str, float | int]
+
+
+class DevicePrivacy:
+    """Private submission for one device of one task; keeps per-round SecAgg state between the round's steps."""
+
+    def __init__(
+        self,
+        task: TaskClient,
+        ipfs: IpfsClient,
+        account: LocalAccount,
+        privacy: PrivacySpec,
+        setup_wait: float = 10.0,
+        poll_interval: float = 0.25,
+        drop_after_setup: bool = False,
+    ) -> None:
+        self.task = task
+        self.ipfs = ipfs
+        self.account = account
+        self.privacy = privacy
+        self.setup_wait = setup_wait
+        self.poll_interval = poll_interval
+        self.drop_after_setup = drop_after_setup
+        if drop_after_setup:
+            log.warning("device %s drops out of every round after its setup (evaluation mode)", account.address)
+        self._private_key = bytes(account.key)
+        self.encryption_key = encryption_key_of(self._private_key)
+        self._rounds: dict[int, _SecAggRound] = {}
+        self._sat_out: set[int] = set()  # rounds this device dropped out of: it does not try them again
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def ensure_key(self) -> None:
+        """Register this device's encryption key on chain unless it is already there."""
+        if bytes(self.task.encryption_key(self.address)) != self.encryption_key.public:
+            tx = self.task.set_encryption_key(self.encryption_key.public)
+            log.info("device %s registered its encryption key (gas %d)", self.address, tx.gas_used)
+
+    # ------------------------------------------------------------ sealed updates (secure aggregation off)
+
+    def sealed_upload(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> str:
+        """Encrypt the update to the aggregators' keys and upload it; its CID."""
+        recipients = {address_bytes(a): k for a, k in aggregator_keys(self.task).items()}
+        if not recipients:
+            raise PrivacyUnavailable("no aggregator of this task has registered an encryption key: cannot seal")
+        blob = seal(
+            encode_weights(weights, metadata), recipients, seal_context(self.task.address, round_index, self.address)
+        )
+        return self.ipfs.add(blob)
+
+    # ------------------------------------------------------------ secure aggregation
+
+    def privatize(self, global_weights: Weights, trained: Weights, participants: int) -> np.ndarray:
+        """The delta the device contributes (flat float64): clipped and noised under differential privacy."""
+        if self.privacy.differential_privacy:
+            noise = DistributedNoise(
+                self.privacy.dp_noise_multiplier,
+                self.privacy.dp_clip_norm,
+                participants,
+                self.privacy.min_survivors_for(participants),
+            )
+            # Fresh OS randomness: nobody, not even a restarted device, can reproduce and subtract the noise.
+            noisy, norm = noise.privatize(global_weights, trained, noise_rng(None))
+            log.debug("delta norm %.4f clipped to %.4f", norm, self.privacy.dp_clip_norm)
+            return delta_vector(global_weights, noisy)
+        delta = {name: np.subtract(trained[name], global_weights[name], dtype=np.float64) for name in global_weights}
+        return delta_vector(global_weights, delta)
+
+    def secagg_submit(
+        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int
+    ) -> PrivateSubmission | None:
+        """Steps 1 and 2 of the round; None if the round went on without this device (it then counts as dropped)."""
+        r = state.round
+        if r in self._sat_out:
+            return None
+        outcome = self._secagg_submit(state, global_weights, trained, num_samples)
+        if outcome is None:
+            self._sat_out.add(r)
+        return outcome
+
+    def _secagg_submit(
+        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int
+    ) -> PrivateSubmission | None:
+        r = state.round
+        participants = secagg_participants(self.task, r)
+        if self.address not in participants:
+            log.warning(
+                "round %d: %s has no encryption key registered from the round's start: sitting out", r, self.address
+            )
+            return None
+        ctx = round_context(self.task.address, r, participants, self.privacy.secagg_threshold)
+        current = self._rounds.get(r)
+        if current is None:
+            current = self._rounds[r] = _SecAggRound(
+                SecAggDevice(account_secret(self._private_key), address_bytes(self.address), ctx)
+            )
+        gas = 0
+        started = time.perf_counter()
+        if self.address not in round_setups(self.task, r):
+            cid = self.ipfs.add(current.device.shares_blob())
+            try:
+                gas += self.task.submit_setup(r, cid_to_digest(cid)).gas_used
+            except ContractRevert as exc:
+                if exc.error in DROPPED_OUT:
+                    log.info("round %d: setup refused (%s): sitting out", r, exc.error)
+                    return None
+                raise
+        if self.drop_after_setup:
+            log.info("round %d: published the setup, now dropping out (evaluation mode)", r)
+            return None
+        setups = self._wait_for_setups(r, len(participants))
+        if self.address not in setups:
+            return None
+        blobs = {address: self.ipfs.cat(digest_to_cid(digest), max_size=1 << 24) for address, digest in setups.items()}
+        vector = self.privatize(global_weights, trained, len(participants))
+        masked = current.device.mask(vector, {address_bytes(a): b for a, b in blobs.items()})
+        current.setups = blobs
+        cid = self.ipfs.add(masked.to_bytes())
+        try:
+            tx = self.task.submit_masked_update(r, cid_to_digest(cid), num_samples, len(setups))
+        except ContractRevert as exc:
+            if exc.error in DROPPED_OUT:
+                log.info("round %d: masked update refused (%s): dropping out of the round", r, exc.error)
+                return None
+            raise
+        current.submitted = True
+        detail = {
+            "participants": len(participants),
+            "setups": len(setups),
+            "secagg_seconds": time.perf_counter() - started,
+        }
+        return PrivateSubmission(cid, gas + tx.gas_used, detail)
+
+    def _wait_for_setups(self, round_index: int, participants: int) -> dict[str, bytes]:
+        """The round's setups once all participants published one, the setup wait ran out, or the set froze."""
+        deadline = time.monotonic() + self.setup_wait
+        while True:
+            setups = round_setups(self.task, round_index)
+            state = self.task.current_round()
+            if (
+                len(setups) >= participants
+                or time.monotonic() >= deadline
+                or round_updates(self.task, round_index)
+                or state.round != round_index
+                or state.phase != Phase.OPEN
+            ):
+                return setups
+            time.sleep(self.poll_interval)
+
+    def after_round(self, state: RoundInfo) -> int:
+        """Step 3 for every round this device masked in that has closed and still needs its shares; gas spent."""
+        gas = 0
+        for r, current in sorted(self._rounds.items()):
+            if current.revealed or not current.submitted:
+                continue
+            if state.round == r and state.phase == Phase.OPEN:
+                continue  # the round has not closed yet
+            if state.round != r or state.phase not in (Phase.AGGREGATING, Phase.REVEALING):
+                current.revealed = True  # aggregated, failed or over: the shares are no longer needed
+                continue
+            survivors = set(round_updates(self.task, r))
+            dropped = set(current.setups) - survivors
+            reveal = current.device.reveal(
+                {address_bytes(a): b for a, b in current.setups.items()},
+                [address_bytes(a) for a in sorted(survivors & set(current.setups), key=str.lower)],
+                [address_bytes(a) for a in sorted(dropped, key=str.lower)],
+            )
+            cid = self.ipfs.add(reveal.to_bytes())
+            try:
+                gas += self.task.submit_unmask_shares(r, cid_to_digest(cid)).gas_used
+                log.info(
+                    "round %d: revealed unmasking shares (%d survivors, %d dropped)", r, len(survivors), len(dropped)
+                )
+            except ContractRevert as exc:
+                log.info("round %d: unmasking shares refused (%s)", r, exc.error)
+            current.revealed = True
+        self._rounds = {r: c for r, c in self._rounds.items() if not c.revealed or r >= state.round}
+        self._sat_out = {r for r in self._sat_out if r >= state.round}
+        return gas
+
+
+__all__ = ["DROPPED_OUT", "DevicePrivacy", "PrivacyUnavailable", "PrivateSubmission"]
