@@ -55,7 +55,7 @@ def test_delta_cosine_hand_computed() -> None:
 
 
 def test_filter_drops_reversed_updates_and_names_them() -> None:
-    honest = [update(i, TRUSTED + 0.1 * i) for i in range(1, 6)]
+    honest = [update(i, TRUSTED * (0.5 + 0.05 * i) + np.array([0, 0, 0.1, 0, 0])) for i in range(1, 6)]
     flipped = [update(i, -TRUSTED) for i in range(6, 8)]
     trainer = reference_to(TRUSTED)
     strategy = ReferenceFilter(FedAvg(), 30, trainer)
@@ -67,6 +67,18 @@ def test_filter_drops_reversed_updates_and_names_them() -> None:
     for name in GLOBAL:
         np.testing.assert_array_equal(result.weights[name], plain.weights[name])
     assert len(trainer.calls) == 1  # one reference per round
+    assert result.clipped == ()  # all shorter than the reference step
+
+
+def test_survivors_are_clipped_to_the_reference_norm() -> None:
+    boosted = update(1, 10 * TRUSTED)
+    small = update(2, 0.5 * TRUSTED)
+    result = ReferenceFilter(FedAvg(), 5, reference_to(TRUSTED)).aggregate(GLOBAL, [boosted, small])
+    assert result.clipped == (boosted.device,)
+    # The boosted update now weighs as much as the root set's own step: mean of 1.0 and 0.5 times TRUSTED.
+    expected = weights(0.75 * TRUSTED)
+    for name in GLOBAL:
+        np.testing.assert_allclose(result.weights[name], expected[name], rtol=1e-6)
 
 
 def test_orthogonal_update_is_left_out_at_threshold_zero() -> None:

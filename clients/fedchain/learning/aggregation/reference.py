@@ -9,6 +9,10 @@ seed, one thread), and an update whose delta does not point the same way as the 
 threshold, 0 by default as in FLTrust's ReLU) is left out before the inner rule sees the round. The inner rule then
 handles the attackers the filter cannot see (those that point the right way: scaled, noisy or constant updates).
 
+Updates that pass are clipped to the reference delta's norm (FLTrust normalises every update to it; clipping only
+scales down, so small honest updates keep their size): an attacker pointing the trusted way cannot weigh more than
+the root set's own step, which blunts scaled and constant updates before the inner rule.
+
 A rule with a Byzantine bound f (Krum, Multi-Krum, Bulyan) needs enough inputs for its f. When the filter leaves
 fewer, the inner rule runs with the largest f the survivors allow (`Strategy.within`), never a larger one.
 
@@ -33,6 +37,7 @@ from fedchain.learning.aggregation.base import (
     number,
     sorted_names,
 )
+from fedchain.learning.aggregation.clipping import clip_update, delta_norm
 from fedchain.learning.types import Weights
 
 # Trains a copy of the model from the given global weights on the task's trusted root set and returns its weights.
@@ -90,12 +95,17 @@ class ReferenceFilter(Strategy):
                 "trainer was given: build it with build_strategy(spec, reference=root_reference_trainer(task))"
             )
         reference = self.reference(global_weights)
+        bound = delta_norm(global_weights, reference)
         kept: list[Update] = []
+        clipped: list[str] = []
         excluded: dict[str, str] = {}
         for update in updates:
             cosine = delta_cosine(global_weights, update.weights, reference)
             if cosine > self.min_cosine:
-                kept.append(update)
+                new, was_clipped = clip_update(global_weights, update, bound) if bound > 0 else (update, False)
+                kept.append(new)
+                if was_clipped:
+                    clipped.append(update.device)
             else:
                 excluded[update.device] = (
                     f"reference: cosine {cosine:.3f} with the root-set update is <= {self.min_cosine}"
@@ -105,8 +115,14 @@ class ReferenceFilter(Strategy):
             weights = {name: np.array(value, dtype=np.float32, copy=True) for name, value in global_weights.items()}
             return AggregateResult(weights, (), excluded, state)
         result = self.inner.within(len(kept)).aggregate(global_weights, kept, state)
+        accepted = set(result.accepted)
+        clipped_too = tuple(d for d in clipped if d in accepted and d not in result.clipped)
         return AggregateResult(
-            result.weights, result.accepted, {**excluded, **result.excluded}, result.state, result.clipped
+            result.weights,
+            result.accepted,
+            {**excluded, **result.excluded},
+            result.state,
+            tuple(result.clipped) + clipped_too,
         )
 
 
