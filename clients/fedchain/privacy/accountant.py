@@ -210,15 +210,46 @@ def micro_to_epsilon(micro: int) -> float:
     return int(micro) / MICRO
 
 
+def chain_admits(epsilons: Sequence[float], budget: float) -> bool:
+    """Whether the task contract's budget rule lets every round of the ε curve `epsilons` (ε after rounds 1..R)
+    open: round 1 when ε₁ <= budget, round r + 1 when εᵣ + (εᵣ - εᵣ₋₁) <= budget. RDP composition makes ε concave
+    in the rounds, so the last increment bounds the next one; the rule is conservative by that extrapolation."""
+    if not epsilons:
+        return True
+    if epsilons[0] > budget:
+        return False
+    previous = 0.0
+    for current in epsilons[:-1]:
+        if current + (current - previous) > budget:
+            return False
+        previous = current
+    return True
+
+
+def noise_multiplier_for_chain(
+    epsilon: float, delta: float, rounds: int, sample_rate: float = 1.0, step: float = 1.01
+) -> float:
+    """The smallest noise multiplier (to a factor `step`) spending at most `epsilon` after `rounds` rounds whose
+    every round the contract's conservative budget rule (`chain_admits`) also opens."""
+    z = noise_multiplier_for(epsilon, delta, rounds, sample_rate)
+    if not math.isfinite(epsilon):
+        return z
+    while not chain_admits(epsilon_curve(rounds, z, sample_rate, delta), epsilon):
+        z *= step
+    return z
+
+
 __all__ = [
     "EPSILON_INFINITE_MICRO",
     "EPSILON_TOLERANCE",
     "ORDERS",
+    "chain_admits",
     "default_delta",
     "epsilon_after",
     "epsilon_curve",
     "epsilon_to_micro",
     "micro_to_epsilon",
     "noise_multiplier_for",
+    "noise_multiplier_for_chain",
     "rounds_within_budget",
 ]
