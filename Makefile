@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks explorer lint clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy explorer lint clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -63,6 +63,12 @@ bench: compile
 	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
 	$(VENV)/bin/fedchain bench aggregation --out reports/aggregation.json
 	$(VENV)/bin/fedchain bench attacks --out-dir reports
+	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
+
+# Secure aggregation cost, accuracy against epsilon, personalisation: reports/privacy.json.
+bench-privacy: setup
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
 
 # Robust aggregation speed (100 updates x 1M parameters) and FedAvg's memory: reports/aggregation.json.
 bench-aggregation: setup
