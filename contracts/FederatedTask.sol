@@ -16,16 +16,36 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///      (see `failedRounds`). The admin may `cancel` a task whose aggregators keep failing.
 ///
 ///      Aggregators agree by commit-reveal: each holder of AGGREGATOR_ROLE commits
-///      `resultCommitment(round, itself, inputsHash, modelDigest, reportDigest, acceptedUpdates, salt)` and later
-///      reveals the preimage. Reveals agree when their result key `keccak256(abi.encode(inputsHash, modelDigest,
-///      acceptedUpdates))` is equal (the report is not part of the agreement: it may carry per-aggregator data).
+///      `resultCommitment(round, itself, inputsHash, modelDigest, reportDigest, acceptedUpdates, epsilonMicro, salt)`
+///      and later reveals the preimage. Reveals agree when their result key `keccak256(abi.encode(inputsHash,
+///      modelDigest, acceptedUpdates, epsilonMicro))` is equal (the report is not part of the agreement: it may carry
+///      per-aggregator data).
 ///      The first key to collect aggregatorThreshold reveals is final; every reveal of that round with another key,
 ///      before or after finalisation, records a fault against its aggregator. An aggregator that never reveals
 ///      records no fault (its commitment is overwritten by its next commit).
 ///
+///      Privacy (all optional, fixed at deployment):
+///      - Key directory: devices and aggregators publish an X25519 public key (`setEncryptionKey`) that peers use to
+///        encrypt what they send each other off-chain (secure-aggregation key shares, unmask shares).
+///      - Secure aggregation (`secureAggregation`): a device announces its round setup (`submitSetup`: digest of its
+///        public mask keys and encrypted key shares on IPFS), then submits an update masked against exactly the
+///        setups recorded so far (`submitMaskedUpdate`; the first masked update freezes the setup set), and after
+///        the round closed publishes the shares that let the aggregators remove the masks (`submitUnmaskShares`).
+///        The chain orders and counts these messages; their contents stay off-chain.
+///      - Differential-privacy ledger (`epsilonBudgetMicro` > 0): every agreed result carries the cumulative epsilon
+///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up). The
+///        contract records it and opens a further round only while the spent epsilon plus the last measured
+///        per-round increment stays within the budget (RDP composition makes the cumulative epsilon concave in the
+///        number of rounds, so the next increment is at most the last one); otherwise the task finishes
+///        (PrivacyBudgetExhausted). A failed round spends one increment: its devices uploaded noised updates, so
+///        the round cost privacy although no result was agreed. That charge is an upper bound, and the true epsilon
+///        after a later round may lie below it: a reveal is refused (EpsilonTooLow) only below the last *agreed*
+///        epsilon (or below firstRoundEpsilonMicro), the charge is kept when higher, and the increment bound is
+///        re-measured only between two agreed values. Without a budget, aggregators reveal 0 and nothing is checked.
+///
 ///      Storage is packed so that `submitUpdate` writes two slots that are already non-zero: the device record and
-///      the round's submission accumulator. No function of the aggregation phase loops over devices; the only loop
-///      (fault checks at finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
+///      the round's submission accumulator. No function loops over devices; the only loop (fault checks at
+///      finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
 contract FederatedTask is AccessControl {
     /// @notice Largest sample count one update may claim. Capping it keeps a round's uint64 total from overflowing,
     ///         which would otherwise let one device make every later submission of the round revert.
@@ -59,6 +79,9 @@ contract FederatedTask is AccessControl {
         uint16 strategyId; // aggregation strategy every aggregator must apply (0 = FedAvg)
         uint16 aggregatorThreshold; // k: agreeing reveals that make a result final
         uint32 aggregationDuration; // seconds of the commit window, and again of the reveal window
+        bool secureAggregation; // devices submit setups, masked updates and unmask shares instead of plain updates
+        uint64 epsilonBudgetMicro; // total DP epsilon allowed, in millionths (0 = no DP ledger)
+        uint64 firstRoundEpsilonMicro; // epsilon after one round (accountant, rounded up); <= budget when budget > 0
     }
 
     /// @dev One slot: what `submitUpdate` and the aggregation functions read about the current round. In
@@ -78,11 +101,34 @@ contract FederatedTask is AccessControl {
         uint64 totalSamples;
     }
 
-    /// @dev One slot per device. `lastRound` is the last round the device submitted to (0 = none).
+    /// @dev One slot per device. `lastRound` is the last round the device submitted to (0 = none); `setupRound`
+    ///      and `unmaskRound` the last rounds it submitted a secure-aggregation setup and unmask shares to;
+    ///      `hasKey` whether it registered an encryption key (saves reading the key directory in `submitSetup`).
     struct DeviceRecord {
         bool approved;
         uint32 lastRound;
         uint32 approvedInRound;
+        uint32 setupRound;
+        uint32 unmaskRound;
+        bool hasKey;
+    }
+
+    /// @dev One slot per secure-aggregation round: the setups recorded, whether the setup set is frozen (by the
+    ///      round's first masked update), and the unmask shares recorded.
+    struct SecAggRound {
+        uint32 setups;
+        bool frozen;
+        uint32 unmaskShares;
+    }
+
+    /// @dev One slot: the differential-privacy ledger (epsilon in millionths). `spent` is the epsilon charged so far
+    ///      (an over-estimate after a failed round), `increment` the bound on the next round's increment (the last
+    ///      one measured between two agreed results; firstRoundEpsilonMicro before any), `agreed` the cumulative
+    ///      epsilon of the last agreed result. `spent == agreed` while no failed round was charged since then.
+    struct PrivacyLedger {
+        uint64 spent;
+        uint64 increment;
+        uint64 agreed;
     }
 
     /// @dev Two slots per aggregator. Only the latest commitment is kept: committing for a later round overwrites
@@ -99,6 +145,7 @@ contract FederatedTask is AccessControl {
     struct RevealEntry {
         address aggregator;
         uint32 acceptedUpdates;
+        uint64 epsilonMicro;
         bytes32 modelDigest;
     }
 
@@ -108,6 +155,7 @@ contract FederatedTask is AccessControl {
         bytes32 modelDigest;
         bytes32 reportDigest;
         uint32 acceptedUpdates;
+        uint64 epsilonMicro;
     }
 
     bytes32 public immutable modelSpecDigest;
@@ -121,6 +169,12 @@ contract FederatedTask is AccessControl {
     uint16 public immutable aggregatorThreshold;
     /// @notice Seconds of the commit window, and again of the reveal window.
     uint32 public immutable aggregationDuration;
+    /// @notice Whether devices submit through the secure-aggregation messages (setup, masked update, unmask shares).
+    bool public immutable secureAggregation;
+    /// @notice Total differential-privacy epsilon the task may spend, in millionths (0 = no DP ledger).
+    uint64 public immutable epsilonBudgetMicro;
+    /// @notice Epsilon after one round, in millionths (the deployer's accountant, rounded up); 0 without a ledger.
+    uint64 public immutable firstRoundEpsilonMicro;
 
     RoundState private _round;
     Submissions private _subs;
@@ -136,14 +190,24 @@ contract FederatedTask is AccessControl {
     uint32 public failedRounds;
     /// @notice Digest of the aggregate produced by each round (zero for a failed round).
     mapping(uint32 round => bytes32 digest) public roundModelDigest;
-    /// @notice The result key `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates))` finalised for each
-    ///         round (zero until finalised, and for a failed round).
+    /// @notice The result key `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro))`
+    ///         finalised for each round (zero until finalised, and for a failed round).
     mapping(uint32 round => bytes32 key) public finalResultKey;
+    /// @notice Cumulative epsilon (millionths) charged after each round, with a DP ledger: for a finalised round its
+    ///         agreed epsilon (or an earlier failed round's conservative charge, if higher), for a failed round the
+    ///         conservative charge (zero without a ledger, and until the round ends).
+    mapping(uint32 round => uint64 epsilonMicro) public roundEpsilonMicro;
 
     mapping(address aggregator => AggregatorRecord) private _aggregators;
     mapping(uint32 round => mapping(bytes32 key => uint32 votes)) private _votes;
     // Reveals of the current round, indexed by the round's reveal count; slots are reused round after round.
     RevealEntry[MAX_AGGREGATORS] private _reveals;
+
+    PrivacyLedger private _ledger;
+    mapping(address account => bytes32 key) private _encryptionKeys;
+    mapping(uint32 round => SecAggRound) private _secAgg;
+    mapping(uint32 round => mapping(address device => bytes32 digest)) private _setups;
+    mapping(uint32 round => mapping(address device => bytes32 digest)) private _unmaskShares;
 
     error InvalidConfig(string reason);
     error WrongPhase(Phase expected, Phase actual);
@@ -165,6 +229,20 @@ contract FederatedTask is AccessControl {
     error AlreadyRevealed(address aggregator, uint32 round);
     error CommitmentMismatch(address aggregator, uint32 round);
     error RevealWindowClosed(uint32 round);
+    error NotParticipant(address account);
+    error ZeroKey();
+    error KeyLocked(address device, uint32 round);
+    error NoEncryptionKey(address device);
+    error SecureAggregationRequired();
+    error SecureAggregationDisabled();
+    error SetupFrozen(uint32 round);
+    error SetupAlreadySubmitted(address device, uint32 round);
+    error NoSetup(address device, uint32 round);
+    error SetupCountMismatch(uint32 expected, uint32 given);
+    error NoUpdateSubmitted(address device, uint32 round);
+    error UnmaskSharesAlreadySubmitted(address device, uint32 round);
+    error FirstRoundOverBudget(uint64 firstRoundEpsilonMicro, uint64 budgetMicro);
+    error EpsilonTooLow(uint64 given, uint64 minimum);
 
     /// @notice The task's configuration, emitted once at deployment.
     event TaskConfigured(
@@ -179,6 +257,8 @@ contract FederatedTask is AccessControl {
         uint16 aggregatorThreshold,
         uint32 aggregationDuration
     );
+    /// @notice The task's privacy configuration, emitted once at deployment.
+    event PrivacyConfigured(bool secureAggregation, uint64 epsilonBudgetMicro, uint64 firstRoundEpsilonMicro);
     event DeviceJoinRequested(address indexed device);
     event DeviceApproved(address indexed device, uint32 indexed round);
     event DeviceRemoved(address indexed device, address indexed by);
@@ -197,7 +277,8 @@ contract FederatedTask is AccessControl {
         address indexed aggregator,
         bytes32 modelDigest,
         bytes32 reportDigest,
-        uint32 acceptedUpdates
+        uint32 acceptedUpdates,
+        uint64 epsilonMicro
     );
     /// @notice The round's result is final: aggregatorThreshold reveals agreed; `aggregator` made the last of them.
     event AggregateCommitted(
@@ -206,7 +287,8 @@ contract FederatedTask is AccessControl {
         bytes32 modelDigest,
         bytes32 reportDigest,
         bytes20 inputsHash,
-        uint32 acceptedUpdates
+        uint32 acceptedUpdates,
+        uint64 epsilonMicro
     );
     /// @notice An aggregator revealed a result that disagrees with the round's final one.
     event AggregatorFault(
@@ -220,6 +302,20 @@ contract FederatedTask is AccessControl {
     event AggregationFailed(uint32 indexed round, uint32 commits, uint32 reveals);
     event TaskFinished(bytes32 finalModelDigest, uint32 rounds);
     event TaskCancelled(address indexed by, uint32 round);
+    /// @notice `account` (an approved device or an aggregator) published or rotated its X25519 public key.
+    event EncryptionKeySet(address indexed account, bytes32 key);
+    /// @notice A device announced its secure-aggregation setup for the round; `index` is its 0-based position in
+    ///         the round's setup set (the set a masked update is masked against is the first `setupCount` setups).
+    event SetupSubmitted(uint32 indexed round, address indexed device, bytes32 setupDigest, uint32 index);
+    /// @notice The round's first masked update froze its setup set at `setups` setups.
+    event SetupSetFrozen(uint32 indexed round, uint32 setups);
+    /// @notice A device whose masked update is in the round published its unmask shares.
+    event UnmaskSharesSubmitted(uint32 indexed round, address indexed device, bytes32 revealDigest);
+    /// @notice The DP ledger charged the round: `spentMicro` is the cumulative epsilon charged after it,
+    ///         `incrementMicro` the bound on the next round's increment.
+    event EpsilonSpent(uint32 indexed round, uint64 spentMicro, uint64 incrementMicro);
+    /// @notice The next round could exceed the DP budget: the task finished after `round` (TaskFinished follows).
+    event PrivacyBudgetExhausted(uint32 round, uint64 spentMicro, uint64 budgetMicro);
 
     /// @param config The task's fixed configuration.
     /// @param admin The coordinator who approves devices and aggregators and starts the task.
@@ -235,6 +331,14 @@ contract FederatedTask is AccessControl {
         if (config.aggregatorThreshold > MAX_AGGREGATORS) revert InvalidConfig("aggregatorThreshold > MAX_AGGREGATORS");
         if (config.aggregationDuration == 0) revert InvalidConfig("aggregationDuration is 0");
         if (admin == address(0)) revert InvalidConfig("admin is zero");
+        if (config.epsilonBudgetMicro != 0) {
+            if (config.firstRoundEpsilonMicro == 0) revert InvalidConfig("firstRoundEpsilonMicro is 0");
+            if (config.firstRoundEpsilonMicro > config.epsilonBudgetMicro) {
+                revert FirstRoundOverBudget(config.firstRoundEpsilonMicro, config.epsilonBudgetMicro);
+            }
+            // the bound on round 1's increment until a measured one replaces it
+            _ledger.increment = config.firstRoundEpsilonMicro;
+        }
         modelSpecDigest = config.modelSpecDigest;
         initialModelDigest = config.initialModelDigest;
         numRounds = config.numRounds;
@@ -244,6 +348,9 @@ contract FederatedTask is AccessControl {
         strategyId = config.strategyId;
         aggregatorThreshold = config.aggregatorThreshold;
         aggregationDuration = config.aggregationDuration;
+        secureAggregation = config.secureAggregation;
+        epsilonBudgetMicro = config.epsilonBudgetMicro;
+        firstRoundEpsilonMicro = config.epsilonBudgetMicro == 0 ? 0 : config.firstRoundEpsilonMicro;
         globalModelDigest = config.initialModelDigest;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         emit TaskConfigured(
@@ -258,6 +365,7 @@ contract FederatedTask is AccessControl {
             config.aggregatorThreshold,
             config.aggregationDuration
         );
+        emit PrivacyConfigured(config.secureAggregation, config.epsilonBudgetMicro, firstRoundEpsilonMicro);
     }
 
     // ---------------------------------------------------------------- participants
@@ -299,9 +407,14 @@ contract FederatedTask is AccessControl {
     }
 
     /// @notice Start the task: open round 1 with the initial model.
+    /// @dev Reverts FirstRoundOverBudget if round 1 could exceed the DP budget (the constructor already refuses such
+    ///      a configuration; the check is the same one every later round passes before it opens).
     function start() external onlyRole(DEFAULT_ADMIN_ROLE) {
         Phase phase = _round.phase;
         if (phase != Phase.Registering) revert WrongPhase(Phase.Registering, phase);
+        if (epsilonBudgetMicro != 0 && _overBudget(_ledger)) {
+            revert FirstRoundOverBudget(firstRoundEpsilonMicro, epsilonBudgetMicro);
+        }
         _openRound(1, initialModelDigest);
     }
 
@@ -313,32 +426,111 @@ contract FederatedTask is AccessControl {
         emit TaskCancelled(msg.sender, _round.round);
     }
 
+    // ---------------------------------------------------------------- key directory
+
+    /// @notice Publish (or rotate) the caller's X25519 public key, which peers use to encrypt what they send it
+    ///         off-chain. Open to approved devices and to holders of AGGREGATOR_ROLE until the task is over. A device
+    ///         cannot rotate its key while a round it submitted a secure-aggregation setup to is still in progress
+    ///         (its peers encrypted their key shares to the old key).
+    /// @param key The 32-byte X25519 public key; zero is refused.
+    /// @dev Reverts: ZeroKey, TaskOver, NotParticipant, KeyLocked (a device with a setup in the current round).
+    function setEncryptionKey(bytes32 key) external {
+        if (key == bytes32(0)) revert ZeroKey();
+        _requireNotOver();
+        DeviceRecord storage record = _devices[msg.sender];
+        if (record.approved) {
+            // no setup exists in Registering (round 0); a setup in the current round locks the key until it ends
+            uint32 round = _round.round;
+            if (record.setupRound == round && round != 0) revert KeyLocked(msg.sender, round);
+            if (!record.hasKey) record.hasKey = true;
+        } else if (!hasRole(AGGREGATOR_ROLE, msg.sender)) {
+            revert NotParticipant(msg.sender);
+        }
+        _encryptionKeys[msg.sender] = key;
+        emit EncryptionKeySet(msg.sender, key);
+    }
+
     // ---------------------------------------------------------------- rounds
 
-    /// @notice Record the caller's update for the open round.
+    /// @notice Record the caller's update for the open round (tasks without secure aggregation).
     /// @param round The round the update was trained for (guards against a delayed transaction landing later).
     /// @param updateDigest sha256 digest of the update's CIDv0 on IPFS.
     /// @param numSamples Number of samples the update was trained on (its FedAvg weight).
+    /// @dev Reverts: SecureAggregationRequired (use submitMaskedUpdate), WrongPhase, WrongRound, EmptyDigest,
+    ///      ZeroSamples, TooManySamples, NotApprovedDevice, AlreadySubmitted.
     function submitUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples) external {
+        if (secureAggregation) revert SecureAggregationRequired();
+        _submit(round, updateDigest, numSamples, false, 0);
+    }
+
+    /// @notice Announce the caller's secure-aggregation setup for the open round: the digest of the CIDv0 of its
+    ///         public mask keys and of its key shares encrypted to its peers' registered keys. Accepted until the
+    ///         round's first masked update freezes the setup set.
+    /// @param round The open round.
+    /// @param setupDigest sha256 digest of the setup's CIDv0 on IPFS.
+    /// @dev Reverts: SecureAggregationDisabled, WrongPhase, WrongRound, EmptyDigest, NotApprovedDevice,
+    ///      NoEncryptionKey, SetupAlreadySubmitted, SetupFrozen.
+    function submitSetup(uint32 round, bytes32 setupDigest) external {
+        if (!secureAggregation) revert SecureAggregationDisabled();
         RoundState memory state = _round;
         if (state.phase != Phase.Open) revert WrongPhase(Phase.Open, state.phase);
         if (round != state.round) revert WrongRound(state.round, round);
-        if (updateDigest == bytes32(0)) revert EmptyDigest();
-        if (numSamples == 0) revert ZeroSamples();
-        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
+        if (setupDigest == bytes32(0)) revert EmptyDigest();
         DeviceRecord storage record = _devices[msg.sender];
         if (!record.approved) revert NotApprovedDevice(msg.sender);
-        if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);
+        // hasKey saves reading the key directory; a key registered before the device was approved counts too
+        if (!record.hasKey && _encryptionKeys[msg.sender] == bytes32(0)) revert NoEncryptionKey(msg.sender);
+        if (record.setupRound == round) revert SetupAlreadySubmitted(msg.sender, round);
+        SecAggRound storage secAgg = _secAgg[round];
+        SecAggRound memory counts = secAgg;
+        if (counts.frozen) revert SetupFrozen(round);
 
-        record.lastRound = round;
-        Submissions memory subs = _subs;
-        subs.inputsHash = bytes20(keccak256(abi.encodePacked(subs.inputsHash, msg.sender, updateDigest, numSamples)));
-        subs.count += 1;
-        subs.totalSamples += numSamples;
-        _subs = subs;
-        emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples);
+        record.setupRound = round;
+        _setups[round][msg.sender] = setupDigest;
+        secAgg.setups = counts.setups + 1;
+        emit SetupSubmitted(round, msg.sender, setupDigest, counts.setups);
+    }
 
-        if (subs.count >= maxUpdates) _closeForAggregation(round, subs);
+    /// @notice Record the caller's masked update for the open round (tasks with secure aggregation). The caller
+    ///         must have submitted a setup this round and masked its update against exactly the `setupCount`
+    ///         setups recorded so far; the round's first masked update freezes the setup set. Otherwise as
+    ///         submitUpdate: the update joins the round's inputs hash, and maxUpdates updates close the round.
+    /// @param round The round the update was trained for.
+    /// @param updateDigest sha256 digest of the masked update's CIDv0 on IPFS.
+    /// @param numSamples Number of samples the update was trained on (its FedAvg weight).
+    /// @param setupCount The number of setups the update was masked against (`setupCount(round)` when masking).
+    /// @dev Reverts: SecureAggregationDisabled, the reverts of submitUpdate, NoSetup, SetupCountMismatch (re-read
+    ///      the setups and mask again).
+    function submitMaskedUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples, uint32 setupCount) external {
+        if (!secureAggregation) revert SecureAggregationDisabled();
+        _submit(round, updateDigest, numSamples, true, setupCount);
+    }
+
+    /// @notice Publish the caller's unmask shares for a round whose aggregation is under way: the digest of the
+    ///         CIDv0 of the shares (encrypted to the aggregators' keys) that let the aggregators remove the masks
+    ///         of the round's updates. Only a device whose masked update is in the round; accepted while the round
+    ///         is in its commit or reveal window.
+    /// @param round The round being aggregated.
+    /// @param revealDigest sha256 digest of the unmask shares' CIDv0 on IPFS.
+    /// @dev Reverts: SecureAggregationDisabled, WrongRound (not the current round), WrongPhase(Aggregating, phase)
+    ///      (still open, finalised into Finished, or cancelled), EmptyDigest, NoUpdateSubmitted,
+    ///      UnmaskSharesAlreadySubmitted. A device removed after its update may still submit (its update is in).
+    function submitUnmaskShares(uint32 round, bytes32 revealDigest) external {
+        if (!secureAggregation) revert SecureAggregationDisabled();
+        RoundState memory state = _round;
+        if (round != state.round) revert WrongRound(state.round, round);
+        if (state.phase != Phase.Aggregating && state.phase != Phase.Revealing) {
+            revert WrongPhase(Phase.Aggregating, state.phase);
+        }
+        if (revealDigest == bytes32(0)) revert EmptyDigest();
+        DeviceRecord storage record = _devices[msg.sender];
+        if (record.lastRound != round) revert NoUpdateSubmitted(msg.sender, round);
+        if (record.unmaskRound == round) revert UnmaskSharesAlreadySubmitted(msg.sender, round);
+
+        record.unmaskRound = round;
+        _unmaskShares[round][msg.sender] = revealDigest;
+        _secAgg[round].unmaskShares += 1;
+        emit UnmaskSharesSubmitted(round, msg.sender, revealDigest);
     }
 
     /// @notice Close the open round once its deadline has passed: it goes to aggregation if it has at least
@@ -366,7 +558,8 @@ contract FederatedTask is AccessControl {
     ///         `closeAggregationWindow` yet). The reveal window opens as soon as every aggregator has committed.
     /// @param round The round being aggregated.
     /// @param commitment `resultCommitment(round, msg.sender, inputsHash, modelDigest, reportDigest,
-    ///        acceptedUpdates, salt)` of the result the caller will reveal; `salt` must be secret and random.
+    ///        acceptedUpdates, epsilonMicro, salt)` of the result the caller will reveal; `salt` must be secret and
+    ///        random.
     function commitResult(uint32 round, bytes32 commitment) external onlyRole(AGGREGATOR_ROLE) {
         RoundState memory state = _round;
         if (state.phase != Phase.Aggregating) revert WrongPhase(Phase.Aggregating, state.phase);
@@ -401,17 +594,23 @@ contract FederatedTask is AccessControl {
     /// @param reportDigest Digest of the CIDv0 of the aggregation report (accepted/rejected updates and why); not
     ///        part of the agreement.
     /// @param acceptedUpdates How many of the round's updates went into the aggregate.
+    /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths (the privacy
+    ///        accountant's value, rounded up); 0 without one. Part of the agreement.
     /// @param salt The secret salt of the commitment.
     /// @dev Reverts: EmptyDigest, NoCommitment (none for this round, e.g. replaced by a commitment for a later
     ///      round), AlreadyRevealed, CommitmentMismatch; in the reveal window RevealWindowClosed (deadline passed),
-    ///      InputsMismatch, TooManyAccepted; WrongPhase(Revealing, phase) for the current round outside its reveal
-    ///      window; RevealWindowClosed for a past round that was not finalised (it failed).
+    ///      InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow (below the last agreed epsilon or
+    ///      below firstRoundEpsilonMicro: such a result can never be final, so its reveal is refused like one with
+    ///      a wrong inputs hash, and its aggregator records no vote and no fault); WrongPhase(Revealing, phase) for
+    ///      the current round outside its reveal window; RevealWindowClosed for a past round that was not finalised
+    ///      (it failed).
     function revealResult(
         uint32 round,
         bytes20 inputsHash,
         bytes32 modelDigest,
         bytes32 reportDigest,
         uint32 acceptedUpdates,
+        uint64 epsilonMicro,
         bytes32 salt
     ) external onlyRole(AGGREGATOR_ROLE) {
         if (modelDigest == bytes32(0) || reportDigest == bytes32(0)) revert EmptyDigest();
@@ -421,7 +620,8 @@ contract FederatedTask is AccessControl {
                 inputsHash: inputsHash,
                 modelDigest: modelDigest,
                 reportDigest: reportDigest,
-                acceptedUpdates: acceptedUpdates
+                acceptedUpdates: acceptedUpdates,
+                epsilonMicro: epsilonMicro
             }),
             salt
         );
@@ -516,6 +716,60 @@ contract FederatedTask is AccessControl {
         return (record.approved, record.lastRound, record.approvedInRound);
     }
 
+    /// @notice The X25519 public key an account registered (zero if none).
+    /// @param account The device or aggregator to look up.
+    function encryptionKey(address account) external view returns (bytes32) {
+        return _encryptionKeys[account];
+    }
+
+    /// @notice The digest of a device's secure-aggregation setup for a round (zero if none).
+    /// @param round The round.
+    /// @param device The device.
+    function setupOf(uint32 round, address device) external view returns (bytes32) {
+        return _setups[round][device];
+    }
+
+    /// @notice How many setups the round recorded: the set a masked update of the round is masked against.
+    /// @param round The round.
+    function setupCount(uint32 round) external view returns (uint32) {
+        return _secAgg[round].setups;
+    }
+
+    /// @notice Whether the round's setup set is frozen (by its first masked update): no further setups.
+    /// @param round The round.
+    function setupFrozen(uint32 round) external view returns (bool) {
+        return _secAgg[round].frozen;
+    }
+
+    /// @notice The digest of a device's unmask shares for a round (zero if none).
+    /// @param round The round.
+    /// @param device The device.
+    function unmaskSharesOf(uint32 round, address device) external view returns (bytes32) {
+        return _unmaskShares[round][device];
+    }
+
+    /// @notice How many devices published unmask shares for the round.
+    /// @param round The round.
+    function unmaskShareCount(uint32 round) external view returns (uint32) {
+        return _secAgg[round].unmaskShares;
+    }
+
+    /// @notice The cumulative epsilon (millionths) the DP ledger has charged so far (0 without a ledger).
+    function epsilonSpentMicro() external view returns (uint64) {
+        return _ledger.spent;
+    }
+
+    /// @notice The DP ledger, in millionths of epsilon.
+    /// @return spent The cumulative epsilon charged so far (an over-estimate after a failed round).
+    /// @return increment The bound on the next round's increment; the next round opens only if
+    ///         spent + increment <= epsilonBudgetMicro.
+    /// @return agreed The cumulative epsilon of the last agreed result (a reveal below it is refused).
+    /// @return budget epsilonBudgetMicro.
+    function privacyLedger() external view returns (uint64 spent, uint64 increment, uint64 agreed, uint64 budget) {
+        PrivacyLedger memory ledger = _ledger;
+        return (ledger.spent, ledger.increment, ledger.agreed, epsilonBudgetMicro);
+    }
+
     /// @notice The running hash a round's submissions start from (round- and task-specific, never zero).
     /// @param round The round.
     function initialInputsHash(uint32 round) public view returns (bytes20) {
@@ -530,6 +784,7 @@ contract FederatedTask is AccessControl {
     /// @param modelDigest Digest of the aggregate's CIDv0.
     /// @param reportDigest Digest of the report's CIDv0.
     /// @param acceptedUpdates How many updates went into the aggregate.
+    /// @param epsilonMicro The cumulative epsilon after the round, in millionths (0 without a DP ledger).
     /// @param salt A secret random salt.
     function resultCommitment(
         uint32 round,
@@ -538,19 +793,36 @@ contract FederatedTask is AccessControl {
         bytes32 modelDigest,
         bytes32 reportDigest,
         uint32 acceptedUpdates,
+        uint64 epsilonMicro,
         bytes32 salt
     ) public view returns (bytes32) {
         return keccak256(
-            abi.encode(address(this), round, aggregator, inputsHash, modelDigest, reportDigest, acceptedUpdates, salt)
+            abi.encode(
+                address(this),
+                round,
+                aggregator,
+                inputsHash,
+                modelDigest,
+                reportDigest,
+                acceptedUpdates,
+                epsilonMicro,
+                salt
+            )
         );
     }
 
-    /// @notice The key reveals agree on: `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates))`.
+    /// @notice The key reveals agree on:
+    ///         `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro))`.
     /// @param inputsHash The inputs hash the result was computed from.
     /// @param modelDigest Digest of the aggregate's CIDv0.
     /// @param acceptedUpdates How many updates went into the aggregate.
-    function resultKey(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates) public pure returns (bytes32) {
-        return keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates));
+    /// @param epsilonMicro The cumulative epsilon after the round, in millionths (0 without a DP ledger).
+    function resultKey(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro));
     }
 
     // ---------------------------------------------------------------- internals
@@ -581,11 +853,12 @@ contract FederatedTask is AccessControl {
             result.modelDigest,
             result.reportDigest,
             result.acceptedUpdates,
+            result.epsilonMicro,
             salt
         );
         if (record.commitment != expected) revert CommitmentMismatch(msg.sender, round);
 
-        bytes32 key = resultKey(result.inputsHash, result.modelDigest, result.acceptedUpdates);
+        bytes32 key = resultKey(result.inputsHash, result.modelDigest, result.acceptedUpdates, result.epsilonMicro);
         RoundState memory state = _round;
         if (round == state.round && state.phase == Phase.Revealing) {
             _revealInWindow(state, record, key, result);
@@ -595,7 +868,9 @@ contract FederatedTask is AccessControl {
         if (finalKey != bytes32(0)) {
             // late reveal of a finalised round: accepted so that a dissenting result still records its fault
             record.revealed = true;
-            emit ResultRevealed(round, msg.sender, result.modelDigest, result.reportDigest, result.acceptedUpdates);
+            emit ResultRevealed(
+                round, msg.sender, result.modelDigest, result.reportDigest, result.acceptedUpdates, result.epsilonMicro
+            );
             if (key != finalKey) {
                 _recordFault(round, msg.sender, record, result.modelDigest, roundModelDigest[round]);
             }
@@ -616,10 +891,18 @@ contract FederatedTask is AccessControl {
         Submissions memory subs = _subs;
         if (result.inputsHash != subs.inputsHash) revert InputsMismatch(subs.inputsHash, result.inputsHash);
         if (result.acceptedUpdates > subs.count) revert TooManyAccepted(result.acceptedUpdates, subs.count);
+        if (epsilonBudgetMicro != 0) {
+            // The cumulative epsilon never decreases, and after one round it is at least the first round's.
+            uint64 minimum = _ledger.agreed;
+            if (minimum < firstRoundEpsilonMicro) minimum = firstRoundEpsilonMicro;
+            if (result.epsilonMicro < minimum) revert EpsilonTooLow(result.epsilonMicro, minimum);
+        }
 
         record.revealed = true;
         uint32 votes = _votes[round][key] + 1;
-        emit ResultRevealed(round, msg.sender, result.modelDigest, result.reportDigest, result.acceptedUpdates);
+        emit ResultRevealed(
+            round, msg.sender, result.modelDigest, result.reportDigest, result.acceptedUpdates, result.epsilonMicro
+        );
         if (votes >= aggregatorThreshold) {
             // The finalising reveal is not stored: the round's later reveals are late reveals, which compare with
             // finalResultKey and read neither the votes nor the reveal list.
@@ -630,6 +913,7 @@ contract FederatedTask is AccessControl {
             _reveals[state.reveals] = RevealEntry({
                 aggregator: msg.sender,
                 acceptedUpdates: result.acceptedUpdates,
+                epsilonMicro: result.epsilonMicro,
                 modelDigest: result.modelDigest
             });
             _round.reveals = state.reveals + 1;
@@ -643,19 +927,30 @@ contract FederatedTask is AccessControl {
         roundModelDigest[round] = modelDigest;
         globalModelDigest = modelDigest;
         emit AggregateCommitted(
-            round, msg.sender, modelDigest, result.reportDigest, result.inputsHash, result.acceptedUpdates
+            round,
+            msg.sender,
+            modelDigest,
+            result.reportDigest,
+            result.inputsHash,
+            result.acceptedUpdates,
+            result.epsilonMicro
         );
 
         // Earlier revealers of this round (the caller would be entry state.reveals); all used the round's inputs
-        // hash, so a different model or accepted count is a different key.
+        // hash, so a different model, accepted count or epsilon is a different key.
         for (uint256 i; i < state.reveals; ++i) {
             RevealEntry memory entry = _reveals[i];
-            if (entry.modelDigest != modelDigest || entry.acceptedUpdates != result.acceptedUpdates) {
+            if (
+                entry.modelDigest != modelDigest || entry.acceptedUpdates != result.acceptedUpdates
+                    || entry.epsilonMicro != result.epsilonMicro
+            ) {
                 _recordFault(round, entry.aggregator, _aggregators[entry.aggregator], entry.modelDigest, modelDigest);
             }
         }
 
-        if (uint256(round) >= uint256(numRounds) + failedRounds) {
+        bool exhausted;
+        if (epsilonBudgetMicro != 0) exhausted = _chargeAgreed(round, result.epsilonMicro);
+        if (uint256(round) >= uint256(numRounds) + failedRounds || exhausted) {
             state.phase = Phase.Finished;
             state.reveals += 1; // the finalising reveal
             _round = state;
@@ -686,7 +981,54 @@ contract FederatedTask is AccessControl {
     function _failRound(RoundState memory state) private {
         ++failedRounds;
         emit AggregationFailed(state.round, state.commits, state.reveals);
+        if (epsilonBudgetMicro != 0 && _chargeFailed(state.round)) {
+            state.phase = Phase.Finished;
+            _round = state;
+            emit TaskFinished(globalModelDigest, state.round);
+            return;
+        }
         _openRound(state.round + 1, globalModelDigest);
+    }
+
+    /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` >= ledger.agreed, see
+    ///      _revealInWindow). The increment is measured only between two agreed results: after a failed round
+    ///      `spent` is an over-estimate, and measuring from it could understate the increment, so the last measured
+    ///      bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a failed round's
+    ///      conservative charge leaves the charge in place. Returns whether the next round could exceed the budget.
+    function _chargeAgreed(uint32 round, uint64 epsilonMicro) private returns (bool exhausted) {
+        PrivacyLedger memory ledger = _ledger;
+        if (ledger.spent == ledger.agreed) ledger.increment = epsilonMicro - ledger.agreed;
+        if (epsilonMicro > ledger.spent) ledger.spent = epsilonMicro;
+        ledger.agreed = epsilonMicro;
+        _ledger = ledger;
+        roundEpsilonMicro[round] = ledger.spent;
+        emit EpsilonSpent(round, ledger.spent, ledger.increment);
+        return _exhausted(round, ledger);
+    }
+
+    /// @dev DP ledger, failed round: its devices uploaded noised updates, so the round spent privacy although no
+    ///      result was agreed; the agreed epsilon is unknown, so charge the bound on one increment (by concavity,
+    ///      at least what the round cost). The round opened only with spent + increment <= budget, so this fits.
+    ///      Returns whether the next round could exceed the budget.
+    function _chargeFailed(uint32 round) private returns (bool exhausted) {
+        PrivacyLedger memory ledger = _ledger;
+        ledger.spent += ledger.increment;
+        _ledger.spent = ledger.spent;
+        roundEpsilonMicro[round] = ledger.spent;
+        emit EpsilonSpent(round, ledger.spent, ledger.increment);
+        return _exhausted(round, ledger);
+    }
+
+    /// @dev Whether a round after `round` could exceed the budget; if so, says so (the caller finishes the task).
+    function _exhausted(uint32 round, PrivacyLedger memory ledger) private returns (bool) {
+        if (!_overBudget(ledger)) return false;
+        emit PrivacyBudgetExhausted(round, ledger.spent, epsilonBudgetMicro);
+        return true;
+    }
+
+    /// @dev Whether one more round (at most `increment` more epsilon) could take the spent epsilon over the budget.
+    function _overBudget(PrivacyLedger memory ledger) private view returns (bool) {
+        return uint256(ledger.spent) + ledger.increment > epsilonBudgetMicro;
     }
 
     function _openRound(uint32 round, bytes32 modelDigest) private {
@@ -702,6 +1044,43 @@ contract FederatedTask is AccessControl {
         uint64 deadline = uint64(block.timestamp) + aggregationDuration;
         _round = RoundState({round: round, phase: Phase.Aggregating, deadline: deadline, commits: 0, reveals: 0});
         emit RoundReadyForAggregation(round, subs.count, subs.totalSamples, subs.inputsHash);
+    }
+
+    /// @dev submitUpdate and submitMaskedUpdate (`masked`: the caller's setup and `setupCount` are checked and the
+    ///      round's setup set frozen).
+    function _submit(uint32 round, bytes32 updateDigest, uint64 numSamples, bool masked, uint32 setupCount) private {
+        RoundState memory state = _round;
+        if (state.phase != Phase.Open) revert WrongPhase(Phase.Open, state.phase);
+        if (round != state.round) revert WrongRound(state.round, round);
+        if (updateDigest == bytes32(0)) revert EmptyDigest();
+        if (numSamples == 0) revert ZeroSamples();
+        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
+        DeviceRecord storage record = _devices[msg.sender];
+        if (!record.approved) revert NotApprovedDevice(msg.sender);
+        if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);
+        if (masked) _freezeSetups(record, round, setupCount);
+
+        record.lastRound = round;
+        Submissions memory subs = _subs;
+        subs.inputsHash = bytes20(keccak256(abi.encodePacked(subs.inputsHash, msg.sender, updateDigest, numSamples)));
+        subs.count += 1;
+        subs.totalSamples += numSamples;
+        _subs = subs;
+        emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples);
+
+        if (subs.count >= maxUpdates) _closeForAggregation(round, subs);
+    }
+
+    /// @dev A masked update's secure-aggregation checks; the round's first one freezes its setup set.
+    function _freezeSetups(DeviceRecord storage record, uint32 round, uint32 setupCount) private {
+        if (record.setupRound != round) revert NoSetup(msg.sender, round);
+        SecAggRound storage secAgg = _secAgg[round];
+        SecAggRound memory counts = secAgg;
+        if (setupCount != counts.setups) revert SetupCountMismatch(counts.setups, setupCount);
+        if (!counts.frozen) {
+            secAgg.frozen = true;
+            emit SetupSetFrozen(round, counts.setups);
+        }
     }
 
     function _requireNotOver() private view {

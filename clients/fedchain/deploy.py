@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from fedchain.chain.task import TaskConfig, deploy_task
+from fedchain.chain.task import TaskConfig, deploy_task, epsilon_to_micro
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
@@ -45,6 +45,12 @@ class TaskPlan:
     aggregator_threshold: int | None = None
     # Seconds of the commit window, and again of the reveal window, once a round closes.
     aggregation_duration: int = 60
+    # Devices submit setups, masked updates and unmask shares (secure aggregation) instead of plain updates.
+    secure_aggregation: bool = False
+    # Total differential-privacy epsilon the task may spend; 0 means no on-chain DP ledger.
+    epsilon_budget: float = 0.0
+    # Epsilon after one round, from the privacy accountant for this plan; required (> 0, <= budget) with a budget.
+    first_round_epsilon: float = 0.0
     start: bool = True
 
     def task_spec(self) -> TaskSpec:
@@ -57,6 +63,24 @@ class TaskPlan:
         if self.aggregator_threshold is not None:
             return self.aggregator_threshold
         return default_threshold(max(1, len(self.aggregators)))
+
+    def epsilon_micro(self) -> tuple[int, int]:
+        """(epsilonBudgetMicro, firstRoundEpsilonMicro) for the contract: the budget rounded down, the first round's
+        epsilon rounded up, so rounding never lets the task spend more than `epsilon_budget`. ValueError for a plan
+        the contract would refuse."""
+        budget = epsilon_to_micro(self.epsilon_budget, round_up=False)
+        if budget == 0:
+            if self.epsilon_budget > 0:
+                raise ValueError(f"epsilon_budget {self.epsilon_budget!r} is below the contract's resolution (1e-6)")
+            return 0, 0
+        first = epsilon_to_micro(self.first_round_epsilon)
+        if first == 0:
+            raise ValueError("a DP budget needs first_round_epsilon (the accountant's epsilon after one round)")
+        if first > budget:
+            raise ValueError(
+                f"one round already spends epsilon {self.first_round_epsilon} > budget {self.epsilon_budget}"
+            )
+        return budget, first
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         raise ValueError(f"the aggregator threshold must be >= 1, got {threshold}")
     if plan.aggregators and threshold > len(plan.aggregators):
         raise ValueError(f"threshold {threshold} exceeds the {len(plan.aggregators)} aggregators: no round can finish")
+    epsilon_budget_micro, first_round_epsilon_micro = plan.epsilon_micro()
     spec_cid = ipfs.add(spec.to_json())
     model = build_model(spec.model, seed=spec.seed)
     initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.round": "0"})
@@ -89,6 +114,9 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         strategy_id=spec.strategy_spec().id,
         aggregator_threshold=threshold,
         aggregation_duration=plan.aggregation_duration,
+        secure_aggregation=plan.secure_aggregation,
+        epsilon_budget_micro=epsilon_budget_micro,
+        first_round_epsilon_micro=first_round_epsilon_micro,
     )
     task, deployed = deploy_task(w3, admin, config)
     gas: dict[str, int] = {"deploy": deployed.gas_used}

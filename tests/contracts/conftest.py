@@ -146,20 +146,32 @@ def submit_round(task, devices, round_index, samples=None, label="u"):
     return submissions, txs
 
 
-def result_commitment(task_address, round_index, aggregator, inputs_hash, model, report, accepted, salt) -> bytes:
+def result_commitment(
+    task_address, round_index, aggregator, inputs_hash, model, report, accepted, epsilon_micro, salt
+) -> bytes:
     """keccak256(abi.encode(address(this), round, aggregator, inputsHash, modelDigest, reportDigest, accepted,
-    salt)): FederatedTask.resultCommitment, spelled out independently of the fedchain binding."""
+    epsilonMicro, salt)): FederatedTask.resultCommitment, spelled out independently of the fedchain binding."""
     return keccak(
         abi_encode(
-            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
-            [str(task_address), round_index, str(aggregator), inputs_hash, model, report, accepted, salt],
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "uint64", "bytes32"],
+            [
+                str(task_address),
+                round_index,
+                str(aggregator),
+                inputs_hash,
+                model,
+                report,
+                accepted,
+                epsilon_micro,
+                salt,
+            ],
         )
     )
 
 
-def result_key(inputs_hash: bytes, model: bytes, accepted: int) -> bytes:
-    """keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates))."""
-    return keccak(abi_encode(["bytes20", "bytes32", "uint32"], [inputs_hash, model, accepted]))
+def result_key(inputs_hash: bytes, model: bytes, accepted: int, epsilon_micro: int = 0) -> bytes:
+    """keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro))."""
+    return keccak(abi_encode(["bytes20", "bytes32", "uint32", "uint64"], [inputs_hash, model, accepted, epsilon_micro]))
 
 
 @dataclass(frozen=True)
@@ -172,21 +184,33 @@ class Result:
     report: bytes
     accepted: int
     salt: bytes
+    epsilon: int = 0  # epsilonMicro: the cumulative DP epsilon after the round, in millionths (0 without a ledger)
 
     def commitment(self, task, aggregator) -> bytes:
         return result_commitment(
-            task.address, self.round, aggregator, self.inputs_hash, self.model, self.report, self.accepted, self.salt
+            task.address,
+            self.round,
+            aggregator,
+            self.inputs_hash,
+            self.model,
+            self.report,
+            self.accepted,
+            self.epsilon,
+            self.salt,
         )
 
     def key(self) -> bytes:
-        return result_key(self.inputs_hash, self.model, self.accepted)
+        return result_key(self.inputs_hash, self.model, self.accepted, self.epsilon)
 
     def but(self, **changes) -> "Result":
         return replace(self, **changes)
 
 
-def make_result(task, round_index, model=None, report=None, accepted=None, inputs_hash=None, salt=None) -> Result:
-    """A result for the round; defaults: the chain's inputs hash and update count, `model-<round>`, a fixed salt."""
+def make_result(
+    task, round_index, model=None, report=None, accepted=None, inputs_hash=None, salt=None, epsilon=0
+) -> Result:
+    """A result for the round; defaults: the chain's inputs hash and update count, `model-<round>`, a fixed salt,
+    epsilonMicro 0 (no DP ledger)."""
     state = round_state(task)
     return Result(
         round=round_index,
@@ -195,6 +219,7 @@ def make_result(task, round_index, model=None, report=None, accepted=None, input
         report=digest(f"report-{round_index}") if report is None else report,
         accepted=state["updates"] if accepted is None else accepted,
         salt=digest(f"salt-{round_index}") if salt is None else salt,
+        epsilon=epsilon,
     )
 
 
@@ -213,17 +238,18 @@ def reveal(task, aggregator, result: Result):
         result.model,
         result.report,
         result.accepted,
+        result.epsilon,
         result.salt,
         {"from": aggregator},
     )
 
 
-def commit_reveal(task, aggregator, round_index, accepted=None, model=None, report=None):
+def commit_reveal(task, aggregator, round_index, accepted=None, model=None, report=None, epsilon=0):
     """Commit and reveal by one aggregator; with the fixtures' single aggregator and k = 1 this finalises the round.
 
     Returns the reveal transaction. The commit opens the reveal window because every aggregator (n = 1) committed.
     """
-    result = make_result(task, round_index, model=model, report=report, accepted=accepted)
+    result = make_result(task, round_index, model=model, report=report, accepted=accepted, epsilon=epsilon)
     tx = commit(task, aggregator, result)
     assert "RevealOpened" in tx.events, "commit_reveal needs every aggregator of the task to have committed"
     return reveal(task, aggregator, result)
@@ -303,6 +329,9 @@ def make_config(**overrides):
         "strategyId": STRATEGY_ID,
         "aggregatorThreshold": AGGREGATOR_THRESHOLD,
         "aggregationDuration": AGGREGATION_DURATION,
+        "secureAggregation": False,
+        "epsilonBudgetMicro": 0,
+        "firstRoundEpsilonMicro": 0,
     }
     unknown = set(overrides) - set(config)
     assert not unknown, f"unknown config fields {unknown}"

@@ -27,7 +27,7 @@ RESTRICTED = {
     "revealResult": (
         AGGREGATOR_ROLE,
         lambda t, a: t.revealResult(
-            1, round_state(t)["inputsHash"], digest("m"), digest("r"), 3, digest("s"), {"from": a["sender"]}
+            1, round_state(t)["inputsHash"], digest("m"), digest("r"), 3, 0, digest("s"), {"from": a["sender"]}
         ),
     ),
 }
@@ -63,8 +63,8 @@ def test_open_functions(started, outsider, devices, chain):
     started.initialInputsHash(1, {"from": outsider})
     started.aggregationState({"from": outsider})
     started.aggregatorInfo(outsider, {"from": outsider})
-    started.resultCommitment(1, outsider, b"\x01" * 20, digest("m"), digest("r"), 1, digest("s"), {"from": outsider})
-    started.resultKey(b"\x01" * 20, digest("m"), 1, {"from": outsider})
+    started.resultCommitment(1, outsider, b"\x01" * 20, digest("m"), digest("r"), 1, 0, digest("s"), {"from": outsider})
+    started.resultKey(b"\x01" * 20, digest("m"), 1, 0, {"from": outsider})
 
 
 def test_anyone_can_close_an_aggregation_window(aggregating, outsider, chain):

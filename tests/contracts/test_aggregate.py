@@ -70,6 +70,7 @@ def test_commit_then_reveal_emits_and_opens_next_round(started, devices, aggrega
     assert bytes(revealed["modelDigest"]) == MODEL
     assert bytes(revealed["reportDigest"]) == REPORT
     assert revealed["acceptedUpdates"] == 2
+    assert revealed["epsilonMicro"] == 0
 
     final = tx.events["AggregateCommitted"]
     assert final["round"] == 1
@@ -78,6 +79,7 @@ def test_commit_then_reveal_emits_and_opens_next_round(started, devices, aggrega
     assert bytes(final["reportDigest"]) == REPORT
     assert bytes(final["inputsHash"]) == inputs_hash
     assert final["acceptedUpdates"] == 2
+    assert final["epsilonMicro"] == 0
 
     opened = tx.events["RoundOpened"]
     assert opened["round"] == 2
@@ -90,7 +92,7 @@ def test_commit_then_reveal_emits_and_opens_next_round(started, devices, aggrega
     assert bytes(started.roundModelDigest(1)) == MODEL
     assert bytes(started.roundModelDigest(2)) == ZERO_BYTES32
     assert bytes(started.finalResultKey(1)) == result.key()
-    assert bytes(started.finalResultKey(1)) == bytes(started.resultKey(inputs_hash, MODEL, 2))
+    assert bytes(started.finalResultKey(1)) == bytes(started.resultKey(inputs_hash, MODEL, 2, 0))
     assert bytes(started.finalResultKey(2)) == ZERO_BYTES32
     assert started.failedRounds() == 0
     assert aggregator_info(started, aggregator) == (1, True, 0, commitment)

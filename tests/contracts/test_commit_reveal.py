@@ -604,25 +604,26 @@ def test_cancel_during_revealing_with_several_aggregators(trio, aggregators, adm
 # ---------------------------------------------------------------- the commitment, on and off chain
 
 
-def test_result_commitment_matches_python_and_binding(trio, aggregators, federated_task, admin):
-    result = make_result(trio, 1, accepted=2)
+@pytest.mark.parametrize("epsilon", [0, 1_234_567])
+def test_result_commitment_matches_python_and_binding(trio, aggregators, federated_task, admin, epsilon):
+    result = make_result(trio, 1, accepted=2, epsilon=epsilon)
     who = aggregators[1]
-    onchain = bytes(
-        trio.resultCommitment(1, who, result.inputs_hash, result.model, result.report, result.accepted, result.salt)
-    )
-    args = (result.inputs_hash, result.model, result.report, result.accepted, result.salt)
+    args = (result.inputs_hash, result.model, result.report, result.accepted, result.epsilon, result.salt)
+    onchain = bytes(trio.resultCommitment(1, who, *args))
     assert onchain == result_commitment(trio.address, 1, who.address, *args)
-    assert onchain == binding.result_commitment(trio.address, 1, who.address, *args)
-    # task-, round- and aggregator-specific
+    assert onchain == binding.result_commitment(trio.address, 1, who.address, *args[:4], args[5], epsilon_micro=epsilon)
+    assert onchain == result.commitment(trio, who)
+    # task-, round-, aggregator- and epsilon-specific
     other = federated_task.deploy(_config_of(trio), admin, {"from": admin})
     assert bytes(other.resultCommitment(1, who, *args)) != onchain
     assert bytes(trio.resultCommitment(2, who, *args)) != onchain
     assert bytes(trio.resultCommitment(1, aggregators[0], *args)) != onchain
+    assert bytes(trio.resultCommitment(1, who, *args[:4], epsilon + 1, args[5])) != onchain
     # the key reveals agree on
-    assert bytes(trio.resultKey(result.inputs_hash, result.model, 2)) == result_key(result.inputs_hash, result.model, 2)
-    assert bytes(trio.resultKey(result.inputs_hash, result.model, 2)) == binding.result_key(
-        result.inputs_hash, result.model, 2
-    )
+    key = bytes(trio.resultKey(result.inputs_hash, result.model, 2, epsilon))
+    assert key == result_key(result.inputs_hash, result.model, 2, epsilon) == result.key()
+    assert key == binding.result_key(result.inputs_hash, result.model, 2, epsilon_micro=epsilon)
+    assert key != bytes(trio.resultKey(result.inputs_hash, result.model, 2, epsilon + 1))
 
 
 def _config_of(task):
@@ -636,6 +637,9 @@ def _config_of(task):
         task.strategyId(),
         task.aggregatorThreshold(),
         task.aggregationDuration(),
+        task.secureAggregation(),
+        task.epsilonBudgetMicro(),
+        task.firstRoundEpsilonMicro(),
     )
 
 

@@ -3,7 +3,8 @@
 The limits asserted here are the ones the design promises: submitUpdate stays cheap (two warm non-zero slots), and
 the aggregation phase (commitResult, revealResult, closeAggregationWindow) costs the same whatever the number of
 devices and updates in the round (no per-device loop). revealResult grows only with the aggregators that revealed
-before the finalising reveal (at most MAX_AGGREGATORS): measured here for n = 8 and n = 32.
+before the finalising reveal (at most MAX_AGGREGATORS): measured here for n = 8 and n = 32. The privacy functions
+(key directory, secure-aggregation messages, DP ledger) are measured over two rounds of a task that uses them.
 """
 
 import json
@@ -162,6 +163,63 @@ def test_gas_three_aggregators(federated_task, admin, accounts, chain, gas_log):
     assert "AggregatorFault" in tx.events
 
 
+def test_gas_privacy_functions(federated_task, admin, aggregator, accounts, chain, gas_log):
+    """Secure aggregation with a DP ledger, three devices, two rounds (the second is the steady state: its first
+    setup still pays for the round's fresh counters), then a failed round charged by the ledger."""
+    device_accounts = list(accounts[2:5])
+    contract = federated_task.deploy(
+        make_config(numRounds=5, secureAggregation=True, epsilonBudgetMicro=50_000_000, firstRoundEpsilonMicro=10**6),
+        admin,
+        {"from": admin},
+    )
+    contract.grantRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
+    contract.approveDevices(device_accounts, {"from": admin})
+    for d in device_accounts:
+        record(gas_log, "setEncryptionKey", contract.setEncryptionKey(digest(f"key-{d.address}"), {"from": d}))
+    record(gas_log, "setEncryptionKey", contract.setEncryptionKey(digest("agg-key"), {"from": aggregator}))
+    contract.start({"from": admin})
+    # a rotation (non-zero to non-zero) before the device's setup
+    record(gas_log, "setEncryptionKey", contract.setEncryptionKey(digest("rotated"), {"from": device_accounts[0]}))
+
+    for r, epsilon in ((1, 10**6), (2, 1_400_000)):
+        setups = [
+            record(gas_log, "submitSetup", contract.submitSetup(r, digest(f"s{r}{i}"), {"from": d}))
+            for i, d in enumerate(device_accounts)
+        ]
+        masked = [
+            record(
+                gas_log, "submitMaskedUpdate", contract.submitMaskedUpdate(r, digest(f"m{r}{i}"), 100, 3, {"from": d})
+            )
+            for i, d in enumerate(device_accounts)
+        ]
+        assert "SetupSetFrozen" in masked[0].events and "RoundReadyForAggregation" in masked[-1].events
+        unmasks = [
+            record(gas_log, "submitUnmaskShares", contract.submitUnmaskShares(r, digest(f"u{r}{i}"), {"from": d}))
+            for i, d in enumerate(device_accounts)
+        ]
+        print(
+            f"round {r}: submitSetup {[t.gas_used for t in setups]}, "
+            f"submitMaskedUpdate {[t.gas_used for t in masked]}, "
+            f"submitUnmaskShares {[t.gas_used for t in unmasks]}"
+        )
+        result = make_result(contract, r, epsilon=epsilon)
+        record(gas_log, "commitResult (opens reveal)", commit(contract, aggregator, result))
+        tx = record(gas_log, "revealResult (final, DP ledger)", reveal(contract, aggregator, result))
+        assert "EpsilonSpent" in tx.events
+
+    for i, d in enumerate(device_accounts):
+        contract.submitSetup(3, digest(f"s3{i}"), {"from": d})
+    for i, d in enumerate(device_accounts):
+        contract.submitMaskedUpdate(3, digest(f"m3{i}"), 100, 3, {"from": d})
+    chain.sleep(AGGREGATION_DURATION)
+    tx = record(
+        gas_log,
+        "closeAggregationWindow (fails round, DP ledger)",
+        contract.closeAggregationWindow(3, {"from": admin}),
+    )
+    assert "EpsilonSpent" in tx.events and "RoundOpened" in tx.events
+
+
 # ---------------------------------------------------------------- limits
 
 
@@ -254,6 +312,12 @@ def test_gas_limits_cover_measurements(gas_log):
         "revealResult (final)": "revealResult",
         "closeAggregationWindow (opens reveal)": "closeAggregationWindow",
         "closeAggregationWindow (fails round)": "closeAggregationWindow",
+        "closeAggregationWindow (fails round, DP ledger)": "closeAggregationWindow",
+        "revealResult (final, DP ledger)": "revealResult",
+        "setEncryptionKey": "setEncryptionKey",
+        "submitSetup": "submitSetup",
+        "submitMaskedUpdate": "submitMaskedUpdate",
+        "submitUnmaskShares": "submitUnmaskShares",
     }
     for measured, limit_name in pairs.items():
         if measured in gas_log:

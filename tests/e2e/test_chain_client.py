@@ -83,9 +83,12 @@ def test_commit_then_reveal_finalises_and_refuses_replays(task: TaskClient) -> N
     me = devnet_account(1).address
     salt = b"\x09" * 32
     commitment = result_commitment(task.address, 1, me, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
-    assert commitment == task.contract.functions.resultCommitment(
-        1, me, state.inputs_hash, digest("m1"), digest("r1"), 2, salt
-    ).call()
+    assert (
+        commitment
+        == task.contract.functions.resultCommitment(
+            1, me, state.inputs_hash, digest("m1"), digest("r1"), 2, 0, salt
+        ).call()
+    )
     aggregator.commit_result(1, commitment)
     with pytest.raises(ContractRevert) as err:
         aggregator.commit_result(1, commitment)

@@ -36,6 +36,8 @@ class PreparedResult:
     rejected: int
     salt: bytes
     metrics: dict[str, float] = field(default_factory=dict)
+    # The cumulative DP epsilon after the round, in millionths: part of the agreement (0 for a task without a ledger).
+    epsilon_micro: int = 0
 
     def commitment(self, task_address: str, aggregator: str) -> bytes:
         return result_commitment(
@@ -47,4 +49,5 @@ class PreparedResult:
             self.report_digest,
             self.accepted,
             self.salt,
+            epsilon_micro=self.epsilon_micro,
         )

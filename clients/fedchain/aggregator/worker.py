@@ -289,6 +289,7 @@ class AggregatorWorker:
                 prepared.report_digest,
                 prepared.accepted,
                 prepared.salt,
+                epsilon_micro=prepared.epsilon_micro,
             )
         except ContractRevert as exc:
             if exc.error in ROUND_MOVED_ON:
@@ -412,6 +413,8 @@ class AggregatorWorker:
             rejected=len(report.rejected),
             salt=commit_salt(self.account, self.task.address, state.round),
             metrics=report.metrics,
+            # Tasks without a DP ledger agree on epsilon 0; DP tasks will compute it with the privacy accountant.
+            epsilon_micro=0,
         )
         # Two rounds are enough: the current one and one that may still be revealed late.
         self._prepared = {r: p for r, p in self._prepared.items() if r >= state.round - 1}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import IntEnum
 from typing import Any
 
@@ -20,12 +22,16 @@ AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
 # About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
-#   submitUpdate 44.1k (the submission that closes the round), closeRound 32.1k;
+#   submitUpdate 44.3k (the submission that closes the round), closeRound 32.0k;
 #   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
-#   closeAggregationWindow 29.6k (opens the reveal window), 44.4k (fails the round and opens the next);
-#   revealResult 75.8k-112.8k not final, 104k-125k final with n = k = 1; the finalising reveal also checks every
-#   earlier reveal of the round and records a fault for each dissenter: worst case for n = 8 (k = 2, six dissenters
-#   revealed first) 186.6k, about 12.3k more per further dissenter, 482.7k for n = MAX_AGGREGATORS = 32.
+#   closeAggregationWindow 29.5k (opens the reveal window), 44.4k (fails the round and opens the next), 74.2k with a
+#   DP ledger (the failed round's epsilon charge);
+#   revealResult 76.7k-113.7k not final, 105.6k-126.3k final with n = k = 1, 139.5k with a DP ledger; the finalising
+#   reveal also checks every earlier reveal of the round and records a fault for each dissenter: worst case for n = 8
+#   (k = 2, six dissenters revealed first) 188.4k, about 12.4k more per further dissenter, 486.7k for
+#   n = MAX_AGGREGATORS = 32;
+#   setEncryptionKey 53.5k (a device's first key), 33.4k (rotation); submitSetup 77.3k (a round's first setup),
+#   60.2k; submitMaskedUpdate 41.6k-47.1k (46.1k when it freezes the setup set); submitUnmaskShares 59.8k.
 # The revealResult limit covers n <= 8 with twice the margin and n <= 25 at all; with more aggregators pass
 # `reveal_result(..., gas_limit=...)` (for example 600_000 for n = 32).
 GAS_LIMITS = {
@@ -33,7 +39,11 @@ GAS_LIMITS = {
     "closeRound": 80_000,
     "commitResult": 160_000,
     "revealResult": 400_000,
-    "closeAggregationWindow": 100_000,
+    "closeAggregationWindow": 150_000,
+    "setEncryptionKey": 110_000,
+    "submitSetup": 160_000,
+    "submitMaskedUpdate": 100_000,
+    "submitUnmaskShares": 120_000,
 }
 
 
@@ -59,6 +69,12 @@ class TaskConfig:
     strategy_id: int = 0
     aggregator_threshold: int = 1  # k: agreeing reveals that make a round's result final
     aggregation_duration: int = 60  # seconds of the commit window, and again of the reveal window
+    # Devices submit setups, masked updates and unmask shares instead of plain updates.
+    secure_aggregation: bool = False
+    # Total differential-privacy epsilon, in millionths (0 = no DP ledger; see `epsilon_to_micro`).
+    epsilon_budget_micro: int = 0
+    # Epsilon after one round, in millionths, from the privacy accountant (rounded up); <= the budget when one is set.
+    first_round_epsilon_micro: int = 0
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -71,6 +87,9 @@ class TaskConfig:
             self.strategy_id,
             self.aggregator_threshold,
             self.aggregation_duration,
+            self.secure_aggregation,
+            self.epsilon_budget_micro,
+            self.first_round_epsilon_micro,
         )
 
 
@@ -114,6 +133,32 @@ class AggregatorInfo:
     commitment: bytes
 
 
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """The DP ledger as `privacyLedger()` returns it, in millionths of epsilon."""
+
+    spent: int  # cumulative epsilon charged so far (an over-estimate after a failed round)
+    increment: int  # bound on the next round's increment: the next round opens only if spent + increment <= budget
+    agreed: int  # cumulative epsilon of the last agreed result (a lower reveal is refused)
+    budget: int  # epsilonBudgetMicro (0 = no ledger)
+
+
+MICRO = 1_000_000
+
+
+def epsilon_to_micro(epsilon: float, *, round_up: bool = True) -> int:
+    """An epsilon as the contract's millionths. Spent epsilons round up (never under-report privacy loss); pass
+    `round_up=False` for a budget, which rounds down (never allows more than asked). Decimal arithmetic on the
+    float's shortest repr, so 1.1 is 1_100_000 and not 1_100_001."""
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    scaled = Decimal(repr(float(epsilon))) * MICRO
+    micro = int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))
+    if micro >= 2**64:
+        raise ValueError(f"epsilon {epsilon!r} does not fit the contract's uint64 millionths")
+    return micro
+
+
 def result_commitment(
     task_address: str,
     round_index: int,
@@ -123,18 +168,21 @@ def result_commitment(
     report_digest: bytes,
     accepted: int,
     salt: bytes,
+    *,
+    epsilon_micro: int = 0,
 ) -> bytes:
     """The commitment `commitResult` expects, computed off-chain (mirrors FederatedTask.resultCommitment).
 
     keccak256(abi.encode(address task, uint32 round, address aggregator, bytes20 inputsHash, bytes32 modelDigest,
-    bytes32 reportDigest, uint32 acceptedUpdates, bytes32 salt)). Keep `salt` secret (32 random bytes) until the
-    reveal, and keep it: the reveal needs it.
+    bytes32 reportDigest, uint32 acceptedUpdates, uint64 epsilonMicro, bytes32 salt)). `epsilon_micro` is the
+    cumulative DP epsilon after the round in millionths (0 for a task without a DP ledger). Keep `salt` secret
+    (32 random bytes) until the reveal, and keep it: the reveal needs it.
     """
     if len(inputs_hash) != 20 or len(model_digest) != 32 or len(report_digest) != 32 or len(salt) != 32:
         raise ValueError("inputs_hash must be 20 bytes; model_digest, report_digest and salt 32 bytes")
     return keccak(
         abi_encode(
-            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "uint64", "bytes32"],
             [
                 Web3.to_checksum_address(task_address),
                 round_index,
@@ -143,20 +191,23 @@ def result_commitment(
                 model_digest,
                 report_digest,
                 accepted,
+                epsilon_micro,
                 salt,
             ],
         )
     )
 
 
-def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int) -> bytes:
+def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int, *, epsilon_micro: int = 0) -> bytes:
     """The key reveals agree on (mirrors FederatedTask.resultKey and `finalResultKey`); the report is not in it.
 
-    keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates)).
+    keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro)).
     """
     if len(inputs_hash) != 20 or len(model_digest) != 32:
         raise ValueError("inputs_hash must be 20 bytes and model_digest 32 bytes")
-    return keccak(abi_encode(["bytes20", "bytes32", "uint32"], [inputs_hash, model_digest, accepted]))
+    return keccak(
+        abi_encode(["bytes20", "bytes32", "uint32", "uint64"], [inputs_hash, model_digest, accepted, epsilon_micro])
+    )
 
 
 def _decoder() -> ErrorDecoder:
@@ -199,6 +250,9 @@ class TaskClient:
             strategy_id=f.strategyId().call(),
             aggregator_threshold=f.aggregatorThreshold().call(),
             aggregation_duration=f.aggregationDuration().call(),
+            secure_aggregation=bool(f.secureAggregation().call()),
+            epsilon_budget_micro=f.epsilonBudgetMicro().call(),
+            first_round_epsilon_micro=f.firstRoundEpsilonMicro().call(),
         )
 
     def current_round(self, block: int | str = "latest") -> RoundInfo:
@@ -257,11 +311,58 @@ class TaskClient:
         report_digest: bytes,
         accepted: int,
         salt: bytes,
+        *,
+        epsilon_micro: int = 0,
     ) -> bytes:
         """The commitment for this task, computed locally (no call)."""
         return result_commitment(
-            self.address, round_index, aggregator, inputs_hash, model_digest, report_digest, accepted, salt
+            self.address,
+            round_index,
+            aggregator,
+            inputs_hash,
+            model_digest,
+            report_digest,
+            accepted,
+            salt,
+            epsilon_micro=epsilon_micro,
         )
+
+    # ------------------------------------------------------------ privacy views
+
+    def encryption_key(self, account: str) -> bytes:
+        """The X25519 public key `account` registered (32 zero bytes if none)."""
+        return bytes(self.contract.functions.encryptionKey(Web3.to_checksum_address(account)).call())
+
+    def setup_of(self, round_index: int, device: str) -> bytes:
+        """The digest of the device's secure-aggregation setup for the round (32 zero bytes if none)."""
+        return bytes(self.contract.functions.setupOf(round_index, Web3.to_checksum_address(device)).call())
+
+    def setup_count(self, round_index: int, block: int | str = "latest") -> int:
+        """Setups recorded for the round: a masked update must be masked against exactly that many."""
+        return int(self.contract.functions.setupCount(round_index).call(block_identifier=block))
+
+    def setup_frozen(self, round_index: int) -> bool:
+        """Whether the round's first masked update froze its setup set."""
+        return bool(self.contract.functions.setupFrozen(round_index).call())
+
+    def unmask_shares_of(self, round_index: int, device: str) -> bytes:
+        """The digest of the device's unmask shares for the round (32 zero bytes if none)."""
+        return bytes(self.contract.functions.unmaskSharesOf(round_index, Web3.to_checksum_address(device)).call())
+
+    def unmask_share_count(self, round_index: int) -> int:
+        return int(self.contract.functions.unmaskShareCount(round_index).call())
+
+    def epsilon_spent_micro(self) -> int:
+        """Cumulative epsilon (millionths) the DP ledger has charged (0 without a ledger)."""
+        return int(self.contract.functions.epsilonSpentMicro().call())
+
+    def round_epsilon_micro(self, round_index: int) -> int:
+        """Cumulative epsilon (millionths) charged after the round (0 until it ended, and without a ledger)."""
+        return int(self.contract.functions.roundEpsilonMicro(round_index).call())
+
+    def privacy_ledger(self) -> PrivacyLedger:
+        spent, increment, agreed, budget = self.contract.functions.privacyLedger().call()
+        return PrivacyLedger(spent, increment, agreed, budget)
 
     # ------------------------------------------------------------ transactions
 
@@ -292,6 +393,32 @@ class TaskClient:
     def submit_update(self, round_index: int, update_digest: bytes, num_samples: int) -> TxResult:
         return self._tx(self.contract.functions.submitUpdate(round_index, update_digest, num_samples))
 
+    def set_encryption_key(self, key: bytes) -> TxResult:
+        """Publish or rotate this account's X25519 public key (32 bytes; a device cannot rotate while a round it
+        set up is in progress: KeyLocked)."""
+        if len(key) != 32:
+            raise ValueError("an X25519 public key is 32 bytes")
+        return self._tx(self.contract.functions.setEncryptionKey(key))
+
+    def submit_setup(self, round_index: int, setup_digest: bytes) -> TxResult:
+        """Announce this device's secure-aggregation setup for the open round (needs a registered key)."""
+        return self._tx(self.contract.functions.submitSetup(round_index, setup_digest))
+
+    def submit_masked_update(
+        self, round_index: int, update_digest: bytes, num_samples: int, setup_count: int
+    ) -> TxResult:
+        """Submit this device's masked update, masked against the first `setup_count` setups of the round.
+
+        SetupCountMismatch means more setups arrived since: re-read `setup_count` and mask again.
+        """
+        return self._tx(
+            self.contract.functions.submitMaskedUpdate(round_index, update_digest, num_samples, setup_count)
+        )
+
+    def submit_unmask_shares(self, round_index: int, reveal_digest: bytes) -> TxResult:
+        """Publish this device's unmask shares for a round in its commit or reveal window."""
+        return self._tx(self.contract.functions.submitUnmaskShares(round_index, reveal_digest))
+
     def close_round(self, round_index: int) -> TxResult:
         # Depends on block.timestamp: no preflight call, which would see the latest (possibly old) block's time.
         return self._tx(self.contract.functions.closeRound(round_index), preflight=False)
@@ -309,16 +436,21 @@ class TaskClient:
         accepted: int,
         salt: bytes,
         *,
+        epsilon_micro: int = 0,
         gas_limit: int | None = None,
     ) -> TxResult:
-        """Reveal the committed result (the same fields and salt as committed, or CommitmentMismatch).
+        """Reveal the committed result (the same fields, epsilon and salt as committed, or CommitmentMismatch).
 
+        `epsilon_micro`: the cumulative DP epsilon after the round in millionths, as committed (0 without a ledger;
+        with one, a value below the last agreed epsilon or the first round's is refused: EpsilonTooLow).
         Preflighted: the reveal deadline is the only time check, and the latest block's timestamp a preflight sees is
         never later than the transaction's, so the preflight cannot refuse a reveal that would succeed.
         `gas_limit` overrides GAS_LIMITS["revealResult"], which covers tasks of up to 25 aggregators.
         """
         return self._tx(
-            self.contract.functions.revealResult(round_index, inputs_hash, model_digest, report_digest, accepted, salt),
+            self.contract.functions.revealResult(
+                round_index, inputs_hash, model_digest, report_digest, accepted, epsilon_micro, salt
+            ),
             gas_limit=gas_limit,
         )
 

@@ -42,7 +42,7 @@ from fedchain.storage import IpfsClient, cid_to_digest, encode_weights
 TARGET_MS = 200.0
 SUBMIT = keccak(text="submitUpdate(uint32,bytes32,uint64)")[:4]
 COMMIT = keccak(text="commitResult(uint32,bytes32)")[:4]
-REVEAL = keccak(text="revealResult(uint32,bytes20,bytes32,bytes32,uint32,bytes32)")[:4]
+REVEAL = keccak(text="revealResult(uint32,bytes20,bytes32,bytes32,uint32,uint64,bytes32)")[:4]
 AGGREGATION_WINDOW_S = 3600
 GWEI = 10**9
 
@@ -186,8 +186,8 @@ class ChainBuilder:
         )
         commit = COMMIT + abi_encode(["uint32", "bytes32"], [r, commitment])
         reveal = REVEAL + abi_encode(
-            ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
-            [r, inputs, model, report_digest, len(accepted), salt],
+            ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "uint64", "bytes32"],
+            [r, inputs, model, report_digest, len(accepted), 0, salt],  # epsilonMicro 0: no DP ledger
         )
         nonce = 2 * (r - 1)
         raw = [

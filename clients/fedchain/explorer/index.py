@@ -65,6 +65,9 @@ ROUND_GAS_EVENTS = frozenset(
         "AggregateCommitted",
         "AggregatorFault",
         "AggregationFailed",
+        "SetupSubmitted",
+        "SetupSetFrozen",
+        "UnmaskSharesSubmitted",
     }
 )
 # Task phases by the contract's Phase enum; round states: open, aggregating (the commit window), revealing, committed

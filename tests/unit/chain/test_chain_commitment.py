@@ -1,8 +1,9 @@
 """The result commitment and result key the aggregator computes off-chain must follow the contract's definitions.
 
 FederatedTask.resultCommitment = keccak256(abi.encode(address(this), uint32 round, address aggregator,
-bytes20 inputsHash, bytes32 modelDigest, bytes32 reportDigest, uint32 acceptedUpdates, bytes32 salt)) and
-FederatedTask.resultKey = keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates)).
+bytes20 inputsHash, bytes32 modelDigest, bytes32 reportDigest, uint32 acceptedUpdates, uint64 epsilonMicro,
+bytes32 salt)) and FederatedTask.resultKey = keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest,
+uint32 acceptedUpdates, uint64 epsilonMicro)).
 tests/contracts/test_commit_reveal.py checks the same functions against the deployed contract.
 """
 
@@ -42,14 +43,21 @@ def commitment(**changes) -> bytes:
 
 def test_known_vector() -> None:
     """Computed once with this implementation; the contract test ties the implementation to the chain."""
-    assert commitment().hex() == "7b97ff053ac8a706170cf774fe74eafa97de49aa43ec7e890aaf4297ace5dc8e"
+    assert commitment().hex() == "c12fe5e9bf98c92f365e3bea4190476efc732b82dfbe5c5376358f94ceadb385"
+    assert (
+        commitment(epsilon_micro=2_500_000).hex() == "9c451f7c2ec29398160069fcd72a4b3b252b64987d89cb0628e22afad6a40c72"
+    )
     assert (
         result_key(INPUTS, digest("model"), 3).hex()
-        == "dce93ded94ca3a80ae280f9ba5701baa41dfed7dcaaaf0e8090183b9575bd81a"
+        == "7413511903edbdf980130e22db2a742aae5996bb0ca688b6e280c0706b32014d"
+    )
+    assert (
+        result_key(INPUTS, digest("model"), 3, epsilon_micro=2_500_000).hex()
+        == "3becb216549d35eb3f06d1efaf0f772dab3e7d9555fcecfff744de66b9a27945"
     )
 
 
-def test_layout_is_eight_left_or_right_aligned_words() -> None:
+def test_layout_is_nine_left_or_right_aligned_words() -> None:
     """abi.encode spelled out by hand: addresses and uints left-padded, bytesN right-padded, 32 bytes each."""
 
     def left(value: bytes) -> bytes:
@@ -66,10 +74,13 @@ def test_layout_is_eight_left_or_right_aligned_words() -> None:
         digest("model"),
         digest("report"),
         left((3).to_bytes(4, "big")),
+        left((7).to_bytes(8, "big")),
         digest("salt"),
     ]
-    assert commitment() == keccak(b"".join(words))
-    assert result_key(INPUTS, digest("model"), 3) == keccak(right(INPUTS) + digest("model") + left(b"\x03"))
+    assert commitment(epsilon_micro=7) == keccak(b"".join(words))
+    assert result_key(INPUTS, digest("model"), 3, epsilon_micro=7) == keccak(
+        right(INPUTS) + digest("model") + left(b"\x03") + left(b"\x07")
+    )
 
 
 def test_address_case_does_not_matter() -> None:
@@ -86,20 +97,23 @@ def test_address_case_does_not_matter() -> None:
         {"model_digest": digest("other model")},
         {"report_digest": digest("other report")},
         {"accepted": 2},
+        {"epsilon_micro": 1},
         {"salt": digest("other salt")},
     ],
-    ids=["task", "round", "aggregator", "inputs", "model", "report", "accepted", "salt"],
+    ids=["task", "round", "aggregator", "inputs", "model", "report", "accepted", "epsilon", "salt"],
 )
 def test_every_field_changes_the_commitment(change: dict) -> None:
     assert commitment(**change) != commitment()
 
 
 def test_key_ignores_the_report_but_not_the_rest() -> None:
-    """Aggregators agree on inputs, model and accepted count; the report may differ between them."""
+    """Aggregators agree on inputs, model, accepted count and epsilon; the report may differ between them."""
     key = result_key(INPUTS, digest("model"), 3)
+    assert result_key(INPUTS, digest("model"), 3, epsilon_micro=0) == key
     assert result_key(b"\x12" * 20, digest("model"), 3) != key
     assert result_key(INPUTS, digest("other model"), 3) != key
     assert result_key(INPUTS, digest("model"), 2) != key
+    assert result_key(INPUTS, digest("model"), 3, epsilon_micro=1) != key
 
 
 @pytest.mark.parametrize(

@@ -240,12 +240,13 @@ class Scenario:
 
 
 def commitment(round_: int, aggregator: str, inputs: bytes, model: bytes, report: bytes, accepted: int) -> bytes:
-    """The contract's resultCommitment, with a salt derived from the aggregator (as real aggregators do)."""
+    """The contract's resultCommitment (epsilonMicro 0: no DP ledger), with a salt derived from the aggregator (as
+    real aggregators do)."""
     salt = keccak(text=f"salt {aggregator} {round_}")
     return keccak(
         abi_encode(
-            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
-            [TASK, round_, aggregator, inputs, model, report, accepted, salt],
+            ["address", "uint32", "address", "bytes20", "bytes32", "bytes32", "uint32", "uint64", "bytes32"],
+            [TASK, round_, aggregator, inputs, model, report, accepted, 0, salt],
         )
     )
 
@@ -270,14 +271,15 @@ def reveal_tx(
             modelDigest=model,
             reportDigest=report,
             acceptedUpdates=accepted,
+            epsilonMicro=0,
         ),
         *extra,
     ]
     salt = keccak(text=f"salt {aggregator} {round_}")
     data = call_data(
-        "revealResult(uint32,bytes20,bytes32,bytes32,uint32,bytes32)",
-        ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "bytes32"],
-        [round_, INPUTS, model, report, accepted, salt],
+        "revealResult(uint32,bytes20,bytes32,bytes32,uint32,uint64,bytes32)",
+        ["uint32", "bytes20", "bytes32", "bytes32", "uint32", "uint64", "bytes32"],
+        [round_, INPUTS, model, report, accepted, 0, salt],
     )
     return FakeTx(aggregator, TASK, data, logs, gas_used=gas)
 
@@ -441,6 +443,7 @@ def build_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | None = None,
             reportDigest=digests[1],
             inputsHash=INPUTS,
             acceptedUpdates=accepted,
+            epsilonMicro=0,
         )
         chain.add_block(reveal_tx(r, AGGREGATOR, *digests, accepted, final, _next(r, rounds, model)))
     return Scenario(chain, ipfs, spec, model_cids, update_cids, report_cids)
@@ -496,6 +499,7 @@ def build_agreement_scenario(chain: FakeChain | None = None, ipfs: FakeIpfs | No
             reportDigest=rep,
             inputsHash=INPUTS,
             acceptedUpdates=acc,
+            epsilonMicro=0,
         )
 
     def fault(r: int, res: dict[str, tuple[bytes, bytes, int]]) -> dict[str, Any]:
