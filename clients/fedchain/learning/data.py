@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
+from fedchain.learning.ecg import load_ecg
 from fedchain.learning.spec import DatasetSpec
 
 # How many times partition_dirichlet redraws before giving up on its min_size.
@@ -52,6 +53,8 @@ def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
 
 
 LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {"breast_cancer": _breast_cancer}
+# Simulated single-lead ECG rhythm segments (fedchain.learning.ecg): the compute market's demo task.
+LOADERS["ecg"] = load_ecg
 
 
 @functools.lru_cache(maxsize=8)

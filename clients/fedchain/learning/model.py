@@ -14,6 +14,10 @@ from torch.nn import functional
 from fedchain.learning.spec import ModelSpec
 from fedchain.learning.types import Weights
 
+# The "cnn1d" kind's fixed geometry: the first convolution's kernel, the later ones', and every stride.
+CNN1D_FIRST_KERNEL: Final = 7
+CNN1D_KERNEL: Final = 5
+CNN1D_STRIDE: Final = 2
 REASONS: Final = ("missing-tensor", "unexpected-tensor", "shape-mismatch", "dtype-mismatch", "non-finite")
 
 
@@ -49,19 +53,62 @@ class MLP(nn.Module):
         return self.output(x)
 
 
+def cnn1d_layers(spec: ModelSpec) -> list[tuple[int, int, int, int]]:
+    """(in_channels, out_channels, kernel, padding) of each convolution of a "cnn1d" spec; stride is CNN1D_STRIDE."""
+    layers: list[tuple[int, int, int, int]] = []
+    in_channels = 1
+    for i, out_channels in enumerate(spec.hidden):
+        kernel = CNN1D_FIRST_KERNEL if i == 0 else CNN1D_KERNEL
+        layers.append((in_channels, out_channels, kernel, kernel // 2))
+        in_channels = out_channels
+    return layers
+
+
+class CNN1d(nn.Module):
+    """A 1-D CNN over (n, input_dim) signals: Conv1d+ReLU layers (stride 2), global average pooling, Linear.
+
+    Parameter names: "conv.0.weight", "conv.0.bias", ..., "output.weight", "output.bias". Dropout (if any) is
+    applied to the pooled features.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.conv = nn.ModuleList(
+            nn.Conv1d(cin, cout, kernel, stride=CNN1D_STRIDE, padding=pad)
+            for cin, cout, kernel, pad in cnn1d_layers(spec)
+        )
+        self.output = nn.Linear(spec.hidden[-1], spec.num_classes)
+        self.dropout = spec.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)
+        for layer in self.conv:
+            x = functional.relu(layer(x))
+        x = x.mean(dim=2)
+        if self.dropout > 0:
+            x = functional.dropout(x, self.dropout, self.training)
+        return self.output(x)
+
+
 def build_model(spec: ModelSpec, seed: int = 0) -> nn.Module:
     """The spec's model with a deterministic, seeded initialisation (PyTorch's default init scheme)."""
-    if spec.kind != "mlp":
+    if spec.kind not in ("mlp", "cnn1d"):
         raise ValueError(f"unknown model kind {spec.kind!r}")
     # A forked RNG: seeding must not disturb the caller's global torch random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MLP(spec)
+        model = CNN1d(spec) if spec.kind == "cnn1d" else MLP(spec)
     return model
 
 
 def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in the spec's state_dict, without building the model."""
+    if spec.kind == "cnn1d":
+        conv: dict[str, tuple[int, ...]] = {}
+        for i, (cin, cout, kernel, _) in enumerate(cnn1d_layers(spec)):
+            conv[f"conv.{i}.weight"] = (cout, cin, kernel)
+            conv[f"conv.{i}.bias"] = (cout,)
+        return {**conv, "output.weight": (spec.num_classes, spec.hidden[-1]), "output.bias": (spec.num_classes,)}
     dims = [spec.input_dim, *spec.hidden]
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
@@ -112,11 +159,16 @@ def set_weights(model: nn.Module, weights: Weights) -> None:
 
 
 __all__ = [
+    "CNN1D_FIRST_KERNEL",
+    "CNN1D_KERNEL",
+    "CNN1D_STRIDE",
     "MLP",
     "REASONS",
+    "CNN1d",
     "InvalidWeights",
     "build_model",
     "check_weights",
+    "cnn1d_layers",
     "get_weights",
     "set_weights",
     "weight_shapes",

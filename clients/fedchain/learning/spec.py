@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 SPEC_VERSION = 1
 # Rules that need only the sum of the updates, so they run on securely aggregated (masked) updates.
 SECURE_AGGREGATION_STRATEGIES = frozenset({"fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox"})
-MODEL_KINDS = ("mlp",)
+MODEL_KINDS = ("mlp", "cnn1d")
 
 
 def _check_keys(cls_name: str, data: Any, allowed: Set[str], required: Set[str] = frozenset()) -> dict[str, Any]:
@@ -55,7 +55,11 @@ def _float(owner: str, name: str, value: Any) -> float:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An MLP classifier: input_dim -> hidden... -> num_classes logits."""
+    """An MLP classifier: input_dim -> hidden... -> num_classes logits.
+
+    kind "cnn1d": a 1-D CNN over a signal of input_dim samples; `hidden` lists the channels of its convolutions
+    (kernel 7 for the first, 5 after, stride 2, ReLU), then global average pooling and a linear layer to logits.
+    """
 
     kind: str = "mlp"
     input_dim: int = 30
@@ -74,6 +78,8 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.hidden must be a list of layer widths, got {self.hidden!r}")
         for width in self.hidden:
             _int("ModelSpec", "hidden[]", width, 1)
+        if self.kind == "cnn1d" and not self.hidden:
+            raise ValueError("ModelSpec.hidden must list at least one convolution's channels for kind 'cnn1d'")
         # Lists from JSON become tuples so the spec stays hashable (it is an lru_cache key).
         object.__setattr__(self, "hidden", tuple(self.hidden))
         dropout = _float("ModelSpec", "dropout", self.dropout)
