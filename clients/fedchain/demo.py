@@ -9,7 +9,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,21 @@ from rich.table import Table
 from web3 import Web3
 
 from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
-from fedchain.deploy import TaskPlan, create_task, default_min_updates, default_threshold
+from fedchain.deploy import (
+    TaskPlan,
+    create_task,
+    default_min_updates,
+    default_threshold,
+    wait_for_encryption_keys,
+)
 from fedchain.devnet import Devnet, DevnetState, terminate
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.attacks import check_attack
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights
-from fedchain.learning.spec import TaskSpec, default_task_spec
+from fedchain.learning.spec import PrivacySpec, TaskSpec, default_task_spec
 from fedchain.learning.train import evaluate, train_centralized
+from fedchain.privacy.accountant import epsilon_after, micro_to_epsilon, noise_multiplier_for_chain
 from fedchain.storage import IpfsClient, digest_to_cid
 
 # Events whose transactions count towards a round's gas.
@@ -63,6 +70,29 @@ class DemoOptions:
     attackers: float = 0.0  # evaluation: fraction of devices that are Byzantine
     attack: str = "sign-flip-x10"
     aggregation_duration: int = 30
+    secure_aggregation: bool = False
+    seal_updates: bool = False
+    dp_epsilon: float | None = None  # client-level DP with this ε budget (on chain) over the demo's rounds
+    dp_clip_norm: float = 0.25
+    dp_delta: float = 1e-5
+    dropout: float = 0.0  # evaluation: fraction of devices that drop out of every round after their setup
+
+    def dropout_count(self) -> int:
+        return round(self.dropout * self.devices)
+
+    def privacy_spec(self) -> PrivacySpec:
+        """The task's privacy settings; the noise multiplier is the smallest that spends at most dp_epsilon over
+        the demo's rounds with every round admitted by the contract's budget rule."""
+        noise = 0.0
+        if self.dp_epsilon is not None:
+            noise = noise_multiplier_for_chain(self.dp_epsilon, self.dp_delta, self.rounds)
+        return PrivacySpec(
+            secure_aggregation=self.secure_aggregation,
+            seal_updates=self.seal_updates,
+            dp_clip_norm=self.dp_clip_norm if self.dp_epsilon is not None else 0.0,
+            dp_noise_multiplier=noise,
+            dp_delta=self.dp_delta,
+        )
 
     def attacker_count(self) -> int:
         return round(self.attackers * self.devices)
@@ -84,6 +114,32 @@ class DemoOptions:
         if not 0.0 <= self.attackers < 1.0:
             raise ValueError(f"the attacker fraction must be in [0, 1), got {self.attackers}")
         check_attack(self.attack)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"the dropout fraction must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and not self.secure_aggregation:
+            raise ValueError("--dropout simulates devices dropping out of secure aggregation: add --secure-aggregation")
+        if self.dp_epsilon is not None and not self.secure_aggregation:
+            raise ValueError(
+                "--dp-epsilon splits the noise among the devices, which only protects them under secure aggregation: "
+                "add --secure-aggregation"
+            )
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise ValueError(f"--dp-epsilon must be > 0, got {self.dp_epsilon}")
+        if self.attacker_count() + self.dropout_count() > self.devices:
+            raise ValueError("more attacking and dropping devices than devices")
+        spec = replace(self.spec, privacy=self.privacy_spec(), strategy=self.strategy)
+        if spec.privacy.secure_aggregation:
+            survivors = self.devices - self.dropout_count()
+            if survivors < spec.privacy.threshold_for(self.devices):
+                raise ValueError(
+                    f"{survivors} surviving devices cannot reach the secure-aggregation threshold "
+                    f"{spec.privacy.threshold_for(self.devices)} of {self.devices}"
+                )
+            if spec.privacy.differential_privacy and survivors < spec.privacy.min_survivors_for(self.devices):
+                raise ValueError(
+                    f"{survivors} surviving devices carry less than the DP noise needs "
+                    f"({spec.privacy.min_survivors_for(self.devices)})"
+                )
 
 
 def robust_defaults(strategy: StrategySpec, devices: int, attackers: int) -> StrategySpec:
@@ -150,17 +206,30 @@ def run_demo(
         device_addresses = state.accounts[FIRST_DEVICE_INDEX : FIRST_DEVICE_INDEX + options.devices]
         aggregator_addresses = [state.accounts[i] for i in options.aggregator_indices()]
         strategy = robust_defaults(options.strategy, options.devices, options.attacker_count())
+        privacy = options.privacy_spec()
+        first_round_epsilon = (
+            epsilon_after(1, privacy.dp_noise_multiplier, 1.0, privacy.dp_delta)
+            if privacy.differential_privacy
+            else 0.0
+        )
         plan = TaskPlan(
-            spec=options.spec,
+            spec=replace(options.spec, privacy=privacy),
+            secure_aggregation=privacy.secure_aggregation,
+            epsilon_budget=options.dp_epsilon or 0.0,
+            first_round_epsilon=first_round_epsilon,
             strategy=strategy,
             aggregator_threshold=options.threshold,
             aggregation_duration=options.aggregation_duration,
             num_rounds=options.rounds,
-            min_updates=default_min_updates(options.devices),
-            max_updates=options.devices,
+            min_updates=min(default_min_updates(options.devices), options.devices - options.dropout_count()),
+            # The simulated dropouts never submit: close each round when the others have (not at its deadline).
+            max_updates=options.devices - options.dropout_count(),
             round_duration=options.round_duration,
             devices=tuple(device_addresses),
             aggregators=tuple(aggregator_addresses),
+            # Secure aggregation takes as a round's participants the devices with a key when it opens: start once
+            # every device has registered its key.
+            start=not privacy.secure_aggregation,
         )
         deployed = create_task(w3, devnet_account(ADMIN_INDEX), ipfs, plan)
         console.print(
@@ -170,6 +239,11 @@ def run_demo(
             f"aggregators must agree ({options.lying_aggregators} lying)"
         )
         processes = _launch(options, state, deployed.address, workdir / "logs")
+        if privacy.secure_aggregation:
+            admin_task = TaskClient.for_account(w3, deployed.address, devnet_account(ADMIN_INDEX))
+            wait_for_encryption_keys(admin_task, device_addresses, timeout=min(300.0, options.timeout))
+            admin_task.start()
+            console.print("every device registered its encryption key: round 1 is open")
         rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live)
         for proc in processes:  # they exit on TaskFinished; give them a moment
             try:
@@ -197,6 +271,14 @@ def run_demo(
         summary["attack"] = options.attack if options.attacker_count() else None
         summary["attackers"] = list(device_addresses[: options.attacker_count()])
         summary["failed_rounds"] = task.failed_rounds()
+        summary["privacy"] = privacy.to_dict()
+        summary["epsilon"] = micro_to_epsilon(task.epsilon_spent_micro()) if privacy.differential_privacy else None
+        summary["epsilon_budget"] = options.dp_epsilon
+        summary["dropped_devices"] = list(device_addresses[options.devices - options.dropout_count() :])
+        if privacy.secure_aggregation or privacy.differential_privacy:
+            # Plain FedAvg on the same devices, split and rounds, simulated in process with each device's whole
+            # partition (no streaming): a non-private reference at least as good as the demo's own rounds.
+            summary["non_private_accuracy"] = _non_private_accuracy(options)
         if explorer_url is not None:
             summary["explorer_url"] = explorer_url
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -259,6 +341,8 @@ def _launch(options: DemoOptions, state: DevnetState, task: str, logs: Path) -> 
             cmd += ["--non-iid", str(options.non_iid)]
         if i < options.attacker_count():
             cmd += ["--attack", options.attack]
+        if i >= options.devices - options.dropout_count():
+            cmd += ["--drop-after-setup"]
         commands.append((f"device-{i}", cmd))
     processes = []
     for name, cmd in commands:
@@ -385,6 +469,16 @@ def _gas_per_function(w3: Web3, task: TaskClient, from_block: int) -> dict[str, 
             fn, _ = task.contract.decode_function_input(tx["input"])
             used[fn.fn_name].append(w3.eth.get_transaction_receipt(tx["hash"])["gasUsed"])
     return {name: round(statistics.fmean(values)) for name, values in sorted(used.items())}
+
+
+def _non_private_accuracy(options: DemoOptions) -> float:
+    """Final accuracy of plain FedAvg on the demo's devices, data split and rounds, simulated in this process."""
+    from fedchain.learning.aggregation.bench import simulate
+    from fedchain.learning.aggregation.fedavg import FedAvg
+
+    return float(
+        simulate(FedAvg(), "none", devices=options.devices, attackers=0, alpha=options.non_iid, rounds=options.rounds)
+    )
 
 
 def _centralized_accuracy(options: DemoOptions) -> float:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from fedchain.chain.task import TaskConfig, deploy_task, epsilon_to_micro
+from fedchain.chain.task import TaskClient, TaskConfig, deploy_task, epsilon_to_micro
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
@@ -136,3 +138,20 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         gas=gas,
         block_number=deployed.block_number,
     )
+
+
+def wait_for_encryption_keys(task: TaskClient, accounts: Sequence[str], timeout: float = 300.0) -> None:
+    """Block until every account in `accounts` has registered an encryption key on the task (TimeoutError after
+    `timeout` seconds, naming the missing ones). A secure-aggregation round takes as participants the devices with
+    a key when it opens, so a task is started only once its devices' keys are in."""
+    deadline = time.monotonic() + timeout
+    missing = list(accounts)
+    while True:
+        missing = [a for a in missing if task.encryption_key(a) == b"\x00" * 32]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{len(missing)} device(s) registered no encryption key within {timeout:.0f}s: {missing}"
+            )
+        time.sleep(0.5)

@@ -25,6 +25,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from fedchain.aggregator.agreement import PreparedResult, commit_salt
+from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect, inputs_hash
 from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
 from fedchain.learning.aggregation.base import prepare as prepare_updates
@@ -72,6 +73,14 @@ def _crash_point(point: str, round_index: int) -> None:
         log.error("fault injection: dying %s of round %d", point, round_index)
         logging.shutdown()
         os._exit(86)
+
+
+# The stand-in "device" of the one update a stateful strategy sees under secure aggregation: the survivors' mean.
+MASKED_SUM_DEVICE = "0x" + "00" * 20
+
+
+def _lower(addresses: tuple[str, ...]) -> set[str]:
+    return {a.lower() for a in addresses}
 
 
 class InputsNotYetVisible(RuntimeError):
@@ -122,6 +131,8 @@ class AggregationReport:
     # Server state of stateful strategies (momentum, Adam moments) for the next round, as safetensors on IPFS.
     server_state_cid: str = ""
     note: str = ""
+    # Private tasks: who took part in secure aggregation, and the ε spent once this round is published.
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -172,6 +183,14 @@ class AggregatorWorker:
         self.strategy_name = self.strategy_spec.name
         self.streaming = self.strategy_name in STREAMING and not (set(OPTIONAL_PARAMS) & set(self.strategy_spec.params))
         self.stateful = self.strategy_name in STATEFUL
+        privacy = self.spec.privacy
+        self.private = (
+            AggregatorPrivacy(self.task, self.ipfs, account, privacy)
+            if privacy.secure_aggregation or privacy.seal_updates or privacy.differential_privacy
+            else None
+        )
+        if self.private is not None and privacy.seal_updates:
+            self.private.ensure_key()  # devices seal their updates to the keys on chain
         self.shapes = weight_shapes(self.spec.model)
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
@@ -238,8 +257,13 @@ class AggregatorWorker:
         info = self.task.aggregator_info(self.address)
         committed = info.committed_round == state.round
         if state.phase == Phase.AGGREGATING and not committed:
-            self._commit(state)
-            return None
+            try:
+                self._commit(state)
+                return None
+            except InputsNotYetVisible as exc:
+                # Not ready (for example too few unmasking shares yet): a window that expires meanwhile is closed
+                # below, failing the round, which then runs again with the previous model.
+                log.warning("%s", exc)
         if state.phase == Phase.REVEALING and committed and not info.revealed and state.round not in self._unrevealable:
             return self._reveal(state.round, info.commitment, state)
         if self._close_due(state):
@@ -413,8 +437,8 @@ class AggregatorWorker:
             rejected=len(report.rejected),
             salt=commit_salt(self.account, self.task.address, state.round),
             metrics=report.metrics,
-            # Tasks without a DP ledger agree on epsilon 0; DP tasks will compute it with the privacy accountant.
-            epsilon_micro=0,
+            # Tasks without a DP ledger agree on epsilon 0; DP tasks on the accountant's ε after this round.
+            epsilon_micro=self.private.epsilon_micro(state.round) if self.private is not None else 0,
         )
         # Two rounds are enough: the current one and one that may still be revealed late.
         self._prepared = {r: p for r, p in self._prepared.items() if r >= state.round - 1}
@@ -430,6 +454,8 @@ class AggregatorWorker:
         previous_state_cid: str,
     ) -> tuple[Weights | None, str]:
         """The new weights (None if the round cannot be aggregated) and the new server state's CID."""
+        if self.private is not None and self.spec.privacy.secure_aggregation:
+            return self._aggregate_masked(state, subs, global_weights, report, previous_state_cid)
         fedavg = StreamingFedAvg(self.shapes) if self.streaming else None
         updates: list[Update] = []
         entries: dict[str, dict[str, Any]] = {}
@@ -443,6 +469,8 @@ class AggregatorWorker:
             }
             try:
                 blob = self.ipfs.cat(sub.cid, max_size=self.settings.max_update_bytes)
+                if self.private is not None and self.spec.privacy.seal_updates:
+                    blob = self.private.open_update(blob, state.round, sub.device)  # SealedError: rejected
                 weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
                 if fedavg is not None:
                     fedavg.add(weights, sub.num_samples)
@@ -483,6 +511,46 @@ class AggregatorWorker:
             {**entries[d], "reason": "excluded-by-strategy", "detail": str(why)[:300]}
             for d, why in sorted(result.excluded.items(), key=lambda kv: kv[0].lower())
         )
+        state_cid = ""
+        if not result.state.empty:
+            state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
+        return result.weights, state_cid
+
+    def _aggregate_masked(
+        self,
+        state: RoundInfo,
+        subs: list[Submission],
+        global_weights: Weights,
+        report: AggregationReport,
+        previous_state_cid: str,
+    ) -> tuple[Weights | None, str]:
+        """Secure aggregation: unmask the sum of the survivors' deltas; the strategy sees only their mean."""
+        assert self.private is not None
+        entries = {
+            sub.device: {"device": sub.device, "cid": sub.cid, "num_samples": sub.num_samples, "tx_hash": sub.tx_hash}
+            for sub in subs
+        }
+        try:
+            unmasked = self.private.unmask(state.round, {s.device: s.digest for s in subs}, global_weights)
+        except SharesNotYetAvailable as exc:
+            raise InputsNotYetVisible(str(exc)) from exc
+        except RoundUnrecoverable as exc:
+            report.note = str(exc)
+            report.rejected = [{**e, "reason": "secure-aggregation-failed"} for e in entries.values()]
+            log.warning("round %d: %s", state.round, exc)
+            return None, previous_state_cid
+        report.privacy = self.private.report_fields(unmasked)
+        survivors = _lower(unmasked.survivors)
+        report.accepted = [entries[d] for d in sorted(entries, key=str.lower) if d.lower() in survivors]
+        if unmasked.note:
+            report.note = unmasked.note
+            return None, previous_state_cid
+        mean = unmasked.weights
+        if self.streaming:
+            return mean, ""
+        # FedAvgM/FedAdam/FedYogi: their server step on the mean delta, as if it were one update.
+        server_state = self._load_state(previous_state_cid)
+        result = self.strategy.aggregate(global_weights, [Update(MASKED_SUM_DEVICE, mean, 1)], server_state)
         state_cid = ""
         if not result.state.empty:
             state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
