@@ -225,11 +225,18 @@ class DevicePrivacy:
                 continue
             survivors = set(round_updates(self.task, r))
             dropped = set(current.setups) - survivors
-            reveal = current.device.reveal(
-                {address_bytes(a): b for a, b in current.setups.items()},
-                [address_bytes(a) for a in sorted(survivors & set(current.setups), key=str.lower)],
-                [address_bytes(a) for a in sorted(dropped, key=str.lower)],
-            )
+            try:
+                reveal = current.device.reveal(
+                    {address_bytes(a): b for a, b in current.setups.items()},
+                    [address_bytes(a) for a in sorted(survivors & set(current.setups), key=str.lower)],
+                    [address_bytes(a) for a in sorted(dropped, key=str.lower)],
+                )
+            except ValueError as exc:
+                # Fewer survivors than the threshold (or inconsistent sets): revealing could expose a peer, so the
+                # device keeps its shares; the round fails on chain and runs again with the previous model.
+                log.warning("round %d: not revealing unmasking shares: %s", r, exc)
+                current.revealed = True
+                continue
             cid = self.ipfs.add(reveal.to_bytes())
             try:
                 gas += self.task.submit_unmask_shares(r, cid_to_digest(cid)).gas_used
