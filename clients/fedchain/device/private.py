@@ -101,6 +101,10 @@ class DevicePrivacy:
             tx = self.task.set_encryption_key(self.encryption_key.public)
             log.info("device %s registered its encryption key (gas %d)", self.address, tx.gas_used)
 
+    def sat_out(self, round_index: int) -> bool:
+        """Whether this device dropped out of the round (it does not train for it again)."""
+        return round_index in self._sat_out
+
     # ------------------------------------------------------------ sealed updates (secure aggregation off)
 
     def sealed_upload(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> str:

@@ -170,6 +170,8 @@ class DeviceRunner:
         return trained
 
     def _should_train(self, state: RoundInfo) -> bool:
+        if self.privacy is not None and self.privacy.sat_out(state.round):
+            return False  # dropped out of this secure-aggregation round: wait for the next one
         info = self.task.device_info(self.address)
         if not info.approved:
             log.warning("device %s is no longer approved: stopping", self.address)
