@@ -74,10 +74,12 @@ def _default_state_file() -> Path:
 
 
 def _setup_logging(verbose: bool) -> None:
+    # force: some libraries (Opacus) configure the root logger when imported, which would silence ours.
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
+        force=True,
     )
     for noisy in ("httpx", "httpcore", "urllib3", "web3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -667,6 +669,135 @@ def demo(
         options, console=console, live=not as_json or sys.stderr.isatty(), after=keep_exploring if explorer else None
     )
     if as_json and not explorer:
+        print(json.dumps(summary))
+
+
+MarketAddress = Annotated[str, typer.Option("--market", help="ComputeMarket contract address.")]
+
+
+@app.command()
+def worker(
+    market: MarketAddress,
+    job: Annotated[int | None, typer.Option("--job", help="Serve only this job (default: every job posted).")] = None,
+    stake_wei: Annotated[
+        int, typer.Option("--stake-wei", help="Stake to register with, in wei (default: the market's minimum).")
+    ] = 0,
+    cheat: Annotated[
+        bool, typer.Option("--cheat", help="Evaluation only: submit perturbed results (the market slashes them).")
+    ] = False,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Compute several claimed units at once on this Ray cluster.")
+    ] = None,
+    ray_local: Annotated[
+        int | None, typer.Option("--ray-local", help="Compute up to N claimed units at once on a local Ray.")
+    ] = None,
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Lend this machine to the compute market: stake, claim units, compute them reproducibly, get paid."""
+    # Before torch or numpy is imported: single-threaded, pinned kernels (see fedchain.learning.units).
+    from fedchain.market.env import apply_worker_env
+
+    apply_worker_env()
+    from fedchain.market.worker import MarketWorker, WorkerSettings
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    if ray_address is not None and ray_local is not None:
+        raise typer.BadParameter("give --ray-address or --ray-local, not both")
+    settings = WorkerSettings(
+        market, rpc, api, job_id=job, stake=stake_wei, cheat=cheat, ray_address=ray_address, ray_local=ray_local
+    )
+    try:
+        runner = MarketWorker(settings, _account(account, key_env, keystore, default_index=2))
+    except RuntimeError as exc:  # the determinism canary failed
+        console.print(f"[red]worker cannot compute units here[/]: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.market.worker").info("stopped")
+
+
+@app.command()
+def coordinator(
+    market: MarketAddress,
+    job: Annotated[int, typer.Option("--job", help="The job to coordinate.")],
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Coordinate a market job: merge each stage's accepted results and commit the stage's checkpoint."""
+    from fedchain.market.env import apply_worker_env
+
+    apply_worker_env()
+    from fedchain.chain import ContractRevert
+    from fedchain.market.coordinator import CoordinatorSettings, MarketCoordinator
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    try:
+        runner = MarketCoordinator(
+            CoordinatorSettings(market, rpc, api, job_id=job), _account(account, key_env, keystore, default_index=1)
+        )
+    except (PermissionError, ContractRevert) as exc:
+        console.print(f"[red]cannot coordinate job {job}[/]: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.market.coordinator").info("stopped")
+
+
+@app.command("market-demo")
+def market_demo(
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 4,
+    cheaters: Annotated[int, typer.Option(help="Evaluation: how many of the workers cheat.")] = 1,
+    chain: Annotated[str, typer.Option(help="ganache or anvil.")] = "ganache",
+    stages: Annotated[int, typer.Option(help="Stages of the job.")] = 3,
+    units_per_stage: Annotated[int, typer.Option(help="Units per stage.")] = 4,
+    steps_per_unit: Annotated[int, typer.Option(help="SGD steps per unit.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: a JSON summary.")] = False,
+    workdir: Annotated[Path | None, typer.Option(help="Where logs and the IPFS repo go.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+    ray_local: Annotated[
+        int | None,
+        typer.Option("--ray-local", help="Each worker computes up to N claimed units at once on a local Ray."),
+    ] = None,
+) -> None:
+    """A training job on the compute market: staked workers compute replicated units (cheaters are slashed), a
+    coordinator merges each stage; the final model is compared with the same plan trained in one process."""
+    from fedchain.market.demo import MarketDemoOptions, run_market_demo
+
+    _exit_on_sigterm()
+    options = MarketDemoOptions(
+        workers=workers,
+        cheaters=cheaters,
+        chain=chain,
+        num_stages=stages,
+        units_per_stage=units_per_stage,
+        steps_per_unit=steps_per_unit,
+        workdir=workdir or Path(".fedchain") / f"market-demo-{int(time.time())}-{os.getpid()}",
+        timeout=timeout,
+        ray_local=ray_local,
+    )
+    try:
+        options.check()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    summary = run_market_demo(options, console=console)
+    if as_json:
         print(json.dumps(summary))
 
 

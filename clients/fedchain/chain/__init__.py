@@ -5,6 +5,19 @@ from fedchain.chain.connection import connect
 from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
 from fedchain.chain.events import ChainEvent, EventFollower
 from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
+from fedchain.chain.market import (
+    MARKET_GAS_LIMITS,
+    JobInfo,
+    JobParams,
+    JobStatus,
+    MarketClient,
+    MarketTotals,
+    UnitInfo,
+    UnitStatus,
+    WorkerInfo,
+    deploy_market,
+    escrow_required,
+)
 from fedchain.chain.task import (
     GAS_LIMITS,
     AggregationState,
@@ -23,6 +36,7 @@ from fedchain.chain.task import (
 
 __all__ = [
     "GAS_LIMITS",
+    "MARKET_GAS_LIMITS",
     "AggregationState",
     "AggregatorInfo",
     "ArtifactMissing",
@@ -32,15 +46,25 @@ __all__ = [
     "ContractRevert",
     "DeviceInfo",
     "EventFollower",
+    "JobInfo",
+    "JobParams",
+    "JobStatus",
+    "MarketClient",
+    "MarketTotals",
     "Phase",
     "PrivacyLedger",
     "RoundInfo",
     "TaskClient",
     "TaskConfig",
+    "UnitInfo",
+    "UnitStatus",
+    "WorkerInfo",
     "connect",
+    "deploy_market",
     "deploy_task",
     "devnet_account",
     "epsilon_to_micro",
+    "escrow_required",
     "fold_inputs_hash",
     "initial_inputs_hash",
     "inputs_hash",

@@ -1,0 +1,69 @@
+"""`fedchain market-demo --json`: a job on the compute market with three worker processes, one of them cheating.
+
+The job finishes, the cheater is slashed (its results disagree with the honest replicas', the third worker
+arbitrates), the honest workers are paid and withdraw, and the final model is bit for bit the one the same plan
+gives when trained in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MIN_STAKE = 10**18
+PRICE = 10**15
+
+
+def test_market_job_with_a_cheater_finishes_bit_identical(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedchain.cli",
+            "market-demo",
+            *("--workers", "3", "--cheaters", "1"),
+            *("--stages", "2", "--units-per-stage", "3", "--steps-per-unit", "100"),
+            *("--timeout", "300", "--json", "--workdir", str(tmp_path / "market")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        stdin=subprocess.DEVNULL,
+    )
+    logs = tmp_path / "market" / "logs"
+    tails = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(logs.glob("*.log")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + tails
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert summary["units"] == 6 and len(summary["stage_checkpoints"]) == 2
+    assert summary["final_model_cid"] == summary["stage_checkpoints"][-1]
+    # the cheater: slashed at least once, its stake reduced, never paid for a unit
+    cheaters = [w for w in summary["workers"] if w["cheater"]]
+    honest = [w for w in summary["workers"] if not w["cheater"]]
+    assert len(cheaters) == 1 and len(honest) == 2
+    cheater = cheaters[0]
+    assert summary["faults"] >= 1 and cheater["faults"] >= 1
+    assert cheater["stake"] < MIN_STAKE and cheater["slashed"] > 0
+    assert cheater["paid"] == 0 and cheater["completed_units"] == 0
+    # the honest workers: paid for every unit (each unit has two honest results, as replicas or arbiter) and for
+    # arbitrating, and they withdrew it all
+    for w in honest:
+        assert w["faults"] == 0 and w["stake"] == MIN_STAKE
+        assert w["completed_units"] == 6 and w["paid"] == 6 * PRICE
+        assert w["withdrawn"] == w["paid"] + w["slash_rewards"] > 0
+    assert sum(w["slash_rewards"] for w in honest) == cheater["slashed"]
+    assert summary["market_totals_conserved"]
+    # the market's model is the single-process model, bit for bit
+    assert summary["bit_identical"] is True
+    assert summary["final_digest"] == summary["single_machine_digest"]
+    assert summary["final_accuracy"] == summary["single_machine_accuracy"] >= 0.75
+    # gas: per-unit calls stay within the binding's limits
+    assert summary["gas_max"]["claimUnit"] <= 100_000
+    assert summary["gas_max"]["submitResult"] <= 200_000
+    assert summary["gas_max"]["commitCheckpoint"] <= 100_000

@@ -1,0 +1,154 @@
+"""The ComputeMarket binding's pure parts: JobParams checks and encoding, view decoding, slot rules (no chain)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from web3 import Web3
+
+from fedchain.chain.artifacts import load_artifact
+from fedchain.chain.market import (
+    ARBITER_SLOT,
+    MARKET_CONTRACT,
+    MARKET_GAS_LIMITS,
+    ZERO_ADDRESS,
+    ZERO_DIGEST,
+    JobInfo,
+    JobParams,
+    JobStatus,
+    UnitInfo,
+    UnitStatus,
+    WorkerInfo,
+    escrow_required,
+    stage_of,
+    stage_units,
+)
+
+A = Web3.to_checksum_address("0x" + "11" * 20)
+B = Web3.to_checksum_address("0x" + "22" * 20)
+C = Web3.to_checksum_address("0x" + "33" * 20)
+
+
+def d(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def params(**overrides) -> JobParams:
+    values = {
+        "model_spec_digest": d("spec"),
+        "initial_checkpoint_digest": d("ckpt"),
+        "dataset_digest": d("data"),
+        "plan_digest": d("plan"),
+        "coordinator": A,
+        "num_stages": 2,
+        "units_per_stage": 3,
+        "price_per_unit": 10**15,
+        "claim_duration": 600,
+    }
+    values.update(overrides)
+    return JobParams(**values)
+
+
+def test_job_params_tuple_follows_the_abi_struct_order() -> None:
+    abi = load_artifact(MARKET_CONTRACT).abi
+    post = next(e for e in abi if e.get("type") == "function" and e["name"] == "postJob")
+    names = [c["name"] for c in post["inputs"][0]["components"]]
+    assert names == [
+        "modelSpecDigest",
+        "initialCheckpointDigest",
+        "datasetDigest",
+        "planDigest",
+        "coordinator",
+        "numStages",
+        "unitsPerStage",
+        "pricePerUnit",
+        "claimDuration",
+    ]
+    t = params().as_tuple()
+    assert t[0] == d("spec") and t[3] == d("plan") and t[4] == A and t[5:] == (2, 3, 10**15, 600)
+
+
+def test_escrow_is_three_prices_per_unit() -> None:
+    assert escrow_required(2, 3, 7) == 2 * 3 * 7 * 3
+    assert params().escrow() == 6 * 10**15 * 3
+    assert params().num_units == 6
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"plan_digest": ZERO_DIGEST},
+        {"dataset_digest": b"\x01" * 31},
+        {"coordinator": ZERO_ADDRESS},
+        {"coordinator": "not an address"},
+        {"num_stages": 0},
+        {"units_per_stage": 0},
+        {"units_per_stage": True},
+        {"price_per_unit": 0},
+        {"claim_duration": 0},
+        {"num_stages": 2**16, "units_per_stage": 2**16},
+    ],
+)
+def test_job_params_refuse_what_the_contract_would(overrides) -> None:
+    with pytest.raises(ValueError):
+        params(**overrides)
+
+
+def test_stage_arithmetic() -> None:
+    assert [stage_of(u, 3) for u in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    assert list(stage_units(1, 3)) == [3, 4, 5]
+
+
+def test_job_info_decodes_the_view_tuple() -> None:
+    values = (A, 1, 1, 3, B, 2, 3, 600, 1234, 10, 170, d("s"), d("c"), d("d"), d("p"), d("latest"), ZERO_DIGEST)
+    job = JobInfo.from_tuple(values)
+    assert job.status == JobStatus.OPEN and job.current_stage == 1 and job.coordinator == B
+    assert job.stage_complete and list(job.current_units()) == [3, 4, 5] and job.num_units == 6
+    assert job.latest_checkpoint_digest == d("latest")
+    with pytest.raises(ValueError):
+        JobInfo.from_tuple(values[:-1])
+
+
+def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), results=(ZERO_DIGEST,) * 3) -> UnitInfo:
+    return UnitInfo.from_tuple((status, 0, list(workers), list(deadlines), list(results), ZERO_DIGEST))
+
+
+def test_claimable_slot_mirrors_the_contract() -> None:
+    now = 1000
+    assert unit(UnitStatus.OPEN).claimable_slot(A, now) == 0
+    one = unit(UnitStatus.OPEN, workers=(A, ZERO_ADDRESS, ZERO_ADDRESS), deadlines=(2000, 0, 0))
+    assert one.claimable_slot(B, now) == 1
+    assert one.claimable_slot(A.lower(), now) is None  # already worked on it
+    assert one.slot_of(A) == 0 and one.slot_of(C) is None
+    both = unit(UnitStatus.OPEN, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 2000, 0))
+    assert both.claimable_slot(C, now) is None
+    # an expired claim without a result frees its slot; one with a result does not
+    expired = unit(UnitStatus.OPEN, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 900, 0))
+    assert expired.claimable_slot(C, now) == 1
+    submitted = unit(
+        UnitStatus.OPEN,
+        workers=(A, B, ZERO_ADDRESS),
+        deadlines=(900, 2000, 0),
+        results=(d("r"),) * 1 + (ZERO_DIGEST,) * 2,
+    )
+    assert submitted.claimable_slot(C, now) is None
+    disputed = unit(
+        UnitStatus.DISPUTED,
+        workers=(A, B, ZERO_ADDRESS),
+        deadlines=(2000, 2000, 0),
+        results=(d("x"), d("y"), ZERO_DIGEST),
+    )
+    assert disputed.claimable_slot(C, now) == ARBITER_SLOT
+    assert disputed.claimable_slot(A, now) is None
+    assert unit(UnitStatus.ACCEPTED).claimable_slot(C, now) is None
+
+
+def test_worker_info_and_gas_limits() -> None:
+    info = WorkerInfo.from_tuple((10**18, 1, 2, 0, True))
+    assert info.stake == 10**18 and info.open_claims == 1 and info.registered
+    # about twice the measured maxima of the contract tests
+    assert MARKET_GAS_LIMITS["claimUnit"] >= 2 * 85_000
+    assert MARKET_GAS_LIMITS["submitResult"] >= 2 * 150_000
+    assert MARKET_GAS_LIMITS["commitCheckpoint"] >= 2 * 80_000
+    assert MARKET_GAS_LIMITS["postJob"] >= 2 * 270_000
