@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy explorer lint clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market explorer lint clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -64,6 +64,12 @@ bench: compile
 	$(VENV)/bin/fedchain bench aggregation --out reports/aggregation.json
 	$(VENV)/bin/fedchain bench attacks --out-dir reports
 	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
+	$(VENV)/bin/fedchain bench market --out reports/market.json
+
+# Compute market with 2 and 4 honest workers against one process: reports/market.json.
+bench-market: compile
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench market --out reports/market.json
 
 # Secure aggregation cost, accuracy against epsilon, personalisation: reports/privacy.json.
 bench-privacy: setup

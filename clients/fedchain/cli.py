@@ -837,6 +837,15 @@ def bench_privacy(ctx: typer.Context) -> None:
     privacy_main(list(ctx.args))
 
 
+@bench_app.command("market", context_settings=PASSTHROUGH)
+def bench_market(ctx: typer.Context) -> None:
+    """Compute market with 2 and 4 honest workers against the same plan trained in one process: job seconds,
+    speed-up, gas per unit, final model match. Writes reports/market.json (--quick for a tiny plan)."""
+    from fedchain.market.bench import main as market_main
+
+    market_main(list(ctx.args))
+
+
 @bench_app.command("rounds", context_settings=PASSTHROUGH)
 def bench_rounds(ctx: typer.Context) -> None:
     """Gas per function and seconds per round for 5/10/20 devices on Ganache and Anvil: reports/bench.json."""
