@@ -11,13 +11,25 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///         and the chain records the 32-byte sha256 digest of each CIDv0.
 /// @dev A job is `numStages` stages of `unitsPerStage` units; unit `u` (global index) belongs to stage
 ///      `u / unitsPerStage`. Only the units of the job's current stage can be claimed. Each unit is computed by two
-///      replicas (claim slots 0 and 1) held by two different workers:
-///        - equal results: the unit is Accepted and both replicas are paid `pricePerUnit`;
-///        - different results: the unit is Disputed and a third worker claims the arbitration slot (2). If its
-///          result equals one replica's, that replica and the arbiter are paid `pricePerUnit` each, and the other
+///      replicas (claim slots 0 and 1) held by two different workers, and results are sealed so that nobody is
+///      paid for a result they copied:
+///        - commit: each replica submits `commitment = keccak256(abi.encode(worker, tag))` with
+///          `tag = keccak256(abi.encode(jobId, unitIndex, resets, resultDigest))` before its claim's deadline.
+///          The commitment is bound to its sender, so a lazy replica cannot reuse the other's;
+///        - reveal: once both committed, each reveals its tag within the reveal window (claimDuration). The tag
+///          still hides the digest (a hash of the computed weights nobody else can guess);
+///        - equal tags: either replica publishes the digest (`publishResult`, which may also reveal its own tag
+///          in the same call); the unit is Accepted and both replicas are paid `pricePerUnit`;
+///        - different tags: the unit is Disputed and a third worker claims the arbitration slot (2). It submits
+///          its digest in the clear: it cannot copy a replica's, which was never published. If the digest's tag
+///          equals one replica's, that replica and the arbiter are paid `pricePerUnit` each, and the other
 ///          replica is slashed `min(stake, slashAmount)`, split equally between the two (odd wei to the replica);
 ///          if it equals neither, the unit is Reset: it opens again for fresh replication, nobody is paid or
-///          slashed, and none of the three may ever claim it again.
+///          slashed, and none of the three may ever claim it again;
+///        - a reveal window that passes without acceptance or dispute resets the unit too (`expireReveal`),
+///          excluding the replicas that kept their tag or the agreed digest back.
+///      Workers keep their result off IPFS until its digest is published, so the content is not there to find
+///      either.
 ///      Once every unit of the current stage is Accepted, the job's coordinator merges the accepted results and
 ///      commits the stage's checkpoint; the last stage's checkpoint is the job's final model.
 ///
@@ -29,30 +41,31 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///      At all times `address(this).balance == totalStaked + totalEscrow + totalOwed`.
 ///
 ///      Claims. A claim is open from `claimUnit` until its unit is Accepted or Reset, or until it expires without a
-///      result (deadline passed: it is closed when another worker takes the slot, or by `expireClaim`). A submitted
-///      result therefore keeps its worker's stake locked (`withdrawStake` needs no open claim) until it is
-///      verified, so a wrong result cannot escape its slash.
+///      commitment (deadline passed: it is closed when another worker takes the slot, or by `expireClaim`). A
+///      committed result therefore keeps its worker's stake locked (`withdrawStake` needs no open claim) until it
+///      is verified, so a wrong result cannot escape its slash.
 ///
 ///      Cancellation. A cancelled job takes no new claim (not even arbitration), but claims already made may still
-///      submit until their deadlines and are paid if their unit is Accepted. The requester's refund of a cancelled
-///      job waits until `lastClaimDeadline` has passed: from then on no submission, hence no payment, is possible,
+///      commit, reveal and publish until their deadlines and are paid if their unit is Accepted. The requester's
+///      refund of a cancelled job waits until `lastClaimDeadline` (the latest claim deadline or reveal window of
+///      the job) has passed: from then on no submission, hence no payment, is possible,
 ///      so the refund cannot take money a worker is owed. Claims of unresolved units of such a job are then released
 ///      by `expireClaim`, which unlocks their workers' stake.
 ///
 ///      Gas. No function loops over workers, units or stages: claiming, submitting, arbitrating and committing a
 ///      checkpoint cost the same whatever the size of the job.
 ///
-///      Known limits. Results are submitted in the clear, so a second replica or an arbiter can copy a digest that
-///      is already on chain (or in the mempool) instead of computing it, and an arbiter choosing blindly between two
-///      results can get an honest replica slashed; a commit-reveal of results would close this. Two colluding
-///      accounts holding both replica slots can agree on a wrong result. Expired claims are not penalised. A
-///      submitted result stays locked until its unit resolves, so a requester who never finishes nor cancels a job
-///      can keep a worker's stake locked while the unit's other slots stay unclaimed.
+///      Known limits. Two colluding accounts holding both replica slots can agree on a wrong result (replication
+///      checks honesty, not independence). Expired claims and withheld reveals cost exclusion from the unit, not
+///      stake. A committed result stays locked until its unit resolves, so a requester who never finishes nor
+///      cancels a job can keep a worker's stake locked while the unit's other slot stays unclaimed.
 contract ComputeMarket is ReentrancyGuard {
     /// @notice Escrow per unit, in units of pricePerUnit: the worst case of two replicas and an arbiter.
     uint256 public constant ESCROW_FACTOR = 3;
     /// @notice Claim slots of a unit: 0 and 1 are the replicas, 2 the arbiter.
     uint8 public constant ARBITER_SLOT = 2;
+    /// @dev `Unit.revealed` once both replicas revealed (bit i: replica i).
+    uint8 private constant BOTH_REVEALED = 3;
 
     /// @notice Lifecycle of a job. None: no such job.
     enum JobStatus {
@@ -62,10 +75,12 @@ contract ComputeMarket is ReentrancyGuard {
         Cancelled
     }
 
-    /// @notice Lifecycle of a unit: Open (replicas being computed), Disputed (replicas differ: the arbitration
-    ///         slot is open), Accepted (final). A Reset unit is Open again.
+    /// @notice Lifecycle of a unit: Open (replicas being claimed and computed), Revealing (both replicas
+    ///         committed: tags being revealed, or equal tags waiting for the digest), Disputed (revealed tags differ:
+    ///         the arbitration slot is open), Accepted (final). A Reset unit is Open again.
     enum UnitStatus {
         Open,
+        Revealing,
         Disputed,
         Accepted
     }
@@ -93,7 +108,7 @@ contract ComputeMarket is ReentrancyGuard {
         uint32 numStages;
         uint32 unitsPerStage;
         uint32 claimDuration;
-        uint64 lastClaimDeadline; // latest deadline of any claim made on the job (0 = never claimed)
+        uint64 lastClaimDeadline; // latest deadline of any claim or reveal window of the job (0 = never claimed)
         uint256 pricePerUnit;
         uint256 escrowRemaining; // escrow not yet paid out or refunded
         bytes32 modelSpecDigest;
@@ -110,22 +125,27 @@ contract ComputeMarket is ReentrancyGuard {
         uint64 deadline;
     }
 
-    /// @dev A unit in storage. `results[i]` is the result of `claims[i]` (zero = not submitted). The status is not
-    ///      stored: it follows from the results (see `_status`), which saves a storage write per unit.
+    /// @dev A unit in storage. `seals[i]` is replica i's commitment (zero = not committed), replaced by its tag
+    ///      once revealed (bit i of `revealed`). The status is not stored: it follows from the fields (`_status`).
     struct Unit {
         Claim[3] claims;
-        bytes32[3] results;
+        bytes32[2] seals;
+        bytes32 accepted; // the accepted result's digest (zero until Accepted)
+        uint64 revealDeadline; // zero until both replicas committed
         uint32 resets;
+        uint8 revealed;
     }
 
     /// @notice A unit as returned by `unit`: slots 0 and 1 are the replicas, slot 2 the arbiter. A slot with a
-    ///         zero worker is free; a zero result is not submitted yet.
+    ///         zero worker is free. `seals[i]` is replica i's commitment, or its tag once `revealed[i]`.
     struct UnitView {
         UnitStatus status;
-        uint32 resets; // times the unit was reset after a three-way disagreement
+        uint32 resets; // times the unit was reset (a three-way disagreement, or a reveal window that passed)
         address[3] workers;
         uint64[3] deadlines;
-        bytes32[3] results;
+        bytes32[2] seals;
+        bool[2] revealed;
+        uint64 revealDeadline; // zero until both replicas committed
         bytes32 acceptedDigest; // zero until Accepted
     }
 
@@ -181,6 +201,14 @@ contract ComputeMarket is ReentrancyGuard {
     error NotClaimant(uint256 jobId, uint32 unitIndex, address account);
     error AlreadySubmitted(uint256 jobId, uint32 unitIndex, address account);
     error DeadlinePassed(uint256 jobId, uint32 unitIndex, address account, uint64 deadline);
+    error RevealNotOpen(uint256 jobId, uint32 unitIndex);
+    error AlreadyRevealed(uint256 jobId, uint32 unitIndex, address account);
+    error WrongReveal(uint256 jobId, uint32 unitIndex, address account);
+    error ResultsNotAgreed(uint256 jobId, uint32 unitIndex);
+    error AlreadyAccepted(uint256 jobId, uint32 unitIndex);
+    error UnitNotDisputed(uint256 jobId, uint32 unitIndex, UnitStatus status);
+    error NotRevealing(uint256 jobId, uint32 unitIndex, UnitStatus status);
+    error RevealNotExpired(uint256 jobId, uint32 unitIndex, uint64 revealDeadline);
     error InvalidSlot(uint8 slot);
     error NoClaim(uint256 jobId, uint32 unitIndex, uint8 slot);
     error ClaimNotExpired(uint256 jobId, uint32 unitIndex, uint8 slot, uint64 deadline);
@@ -217,8 +245,30 @@ contract ComputeMarket is ReentrancyGuard {
     event ClaimExpired(uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot);
     /// @notice A claim of an unresolved unit of a cancelled job was released after the job's last claim deadline.
     event ClaimReleased(uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot);
-    event ResultSubmitted(
-        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot, bytes32 resultDigest
+    /// @notice A replica sealed its result.
+    event ResultCommitted(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot, bytes32 commitment
+    );
+    /// @notice Both replicas committed: they may reveal their tags until `revealDeadline`.
+    event RevealOpened(uint256 indexed jobId, uint32 indexed unitIndex, uint64 revealDeadline);
+    /// @notice A replica revealed the tag of its result.
+    event ResultRevealed(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint8 slot, bytes32 tag
+    );
+    /// @notice The arbiter of a Disputed unit submitted its result.
+    event ArbitrationSubmitted(
+        uint256 indexed jobId, uint32 indexed unitIndex, address indexed arbiter, bytes32 resultDigest
+    );
+    /// @notice The reveal window passed without acceptance or dispute: the unit is Open again (`resets`), and
+    ///         each replica flagged `excluded` may not claim it again.
+    event RevealExpired(
+        uint256 indexed jobId,
+        uint32 indexed unitIndex,
+        uint32 resets,
+        address replica0,
+        bool excluded0,
+        address replica1,
+        bool excluded1
     );
     /// @notice The unit's result is final; `paidA` (a replica) and `paidB` (the other replica, or the arbiter) were
     ///         each credited `pricePerUnit`.
@@ -230,8 +280,8 @@ contract ComputeMarket is ReentrancyGuard {
         address paidB,
         uint256 pricePerUnit
     );
-    /// @notice The replicas' results differ: the arbitration slot is open.
-    event UnitDisputed(uint256 indexed jobId, uint32 indexed unitIndex, bytes32 result0, bytes32 result1);
+    /// @notice The replicas' revealed tags differ: the arbitration slot is open.
+    event UnitDisputed(uint256 indexed jobId, uint32 indexed unitIndex, bytes32 tag0, bytes32 tag1);
     /// @notice `worker` lost `amount` of its stake, credited to the unit's two paid workers.
     event WorkerSlashed(
         uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint256 amount, uint32 faults
@@ -420,8 +470,9 @@ contract ComputeMarket is ReentrancyGuard {
 
     /// @notice Claim a slot of a unit of the job's current stage. An Open unit gives a replica slot (0 or 1), a
     ///         Disputed unit the arbitration slot (2); a slot is free if never taken or if its claim expired
-    ///         without a result (that claim is closed: ClaimExpired). The caller needs stake >= minStake, may hold
-    ///         only one slot of a unit, and may not claim a unit it worked on before a reset.
+    ///         without a commitment (replica) or result (arbiter); that claim is closed: ClaimExpired. The caller
+    ///         needs stake >= minStake, may hold only one slot of a unit, and may not claim a unit it was excluded
+    ///         from (it worked on the unit before a reset, or let its reveal window pass).
     /// @param jobId The job (must be Open).
     /// @param unitIndex Global unit index, in [0, numStages * unitsPerStage).
     /// @return slot The slot taken; the claim's deadline is now + claimDuration.
@@ -436,7 +487,9 @@ contract ComputeMarket is ReentrancyGuard {
 
         Unit storage u = _units[jobId][unitIndex];
         UnitStatus status = _status(u);
-        if (status == UnitStatus.Accepted) revert UnitNotClaimable(jobId, unitIndex, status);
+        if (status == UnitStatus.Accepted || status == UnitStatus.Revealing) {
+            revert UnitNotClaimable(jobId, unitIndex, status);
+        }
         if (
             u.claims[0].worker == msg.sender || u.claims[1].worker == msg.sender
                 || u.claims[ARBITER_SLOT].worker == msg.sender || _excluded[jobId][unitIndex][msg.sender]
@@ -460,50 +513,151 @@ contract ComputeMarket is ReentrancyGuard {
         c.worker = msg.sender;
         c.deadline = deadline;
         ++w.openClaims;
-        j.lastClaimDeadline = deadline;
+        if (deadline > j.lastClaimDeadline) j.lastClaimDeadline = deadline;
         emit UnitClaimed(jobId, unitIndex, msg.sender, slot, deadline);
     }
 
-    /// @notice Submit the result of the caller's claim, before its deadline, once. The second replica's result
-    ///         accepts the unit (equal results) or disputes it; the arbiter's result accepts the unit and slashes
-    ///         the replica it disagrees with, or resets the unit if it agrees with neither. Works in a cancelled
-    ///         job too, for claims made before the cancellation.
+    /// @notice A replica seals its result before its claim's deadline, once: `commitment` is
+    ///         `resultCommitment(msg.sender, resultTag(jobId, unitIndex, resets, resultDigest))`. Nobody can copy
+    ///         it: it is bound to the sender and hides the digest. The second commitment opens the unit's reveal
+    ///         window (claimDuration seconds). Works in a cancelled job too, for claims made before the
+    ///         cancellation.
     /// @param jobId The job.
     /// @param unitIndex The unit.
-    /// @param resultDigest Digest of the CIDv0 of the unit's result (non-zero).
-    function submitResult(uint256 jobId, uint32 unitIndex, bytes32 resultDigest) external {
-        if (resultDigest == bytes32(0)) revert EmptyDigest();
+    /// @param commitment The sealed result (non-zero).
+    function commitResult(uint256 jobId, uint32 unitIndex, bytes32 commitment) external {
+        if (commitment == bytes32(0)) revert EmptyDigest();
         Job storage j = _existingJob(jobId);
         Unit storage u = _units[jobId][unitIndex];
-        uint8 slot;
-        if (u.claims[0].worker == msg.sender) slot = 0;
-        else if (u.claims[1].worker == msg.sender) slot = 1;
-        else if (u.claims[ARBITER_SLOT].worker == msg.sender) slot = ARBITER_SLOT;
-        else revert NotClaimant(jobId, unitIndex, msg.sender);
-        if (u.results[slot] != bytes32(0)) revert AlreadySubmitted(jobId, unitIndex, msg.sender);
+        uint8 slot = _replicaSlot(u, jobId, unitIndex);
+        if (u.seals[slot] != bytes32(0)) revert AlreadySubmitted(jobId, unitIndex, msg.sender);
         uint64 deadline = u.claims[slot].deadline;
         if (block.timestamp > deadline) revert DeadlinePassed(jobId, unitIndex, msg.sender, deadline);
 
-        u.results[slot] = resultDigest;
-        emit ResultSubmitted(jobId, unitIndex, msg.sender, slot, resultDigest);
-
-        if (slot == ARBITER_SLOT) {
-            _arbitrate(j, jobId, unitIndex, u, resultDigest);
-        } else {
-            bytes32 other = u.results[1 - slot];
-            if (other == bytes32(0)) return;
-            if (other == resultDigest) {
-                _accept(j, jobId, unitIndex, u.claims[0].worker, u.claims[1].worker, resultDigest);
-            } else {
-                emit UnitDisputed(jobId, unitIndex, u.results[0], u.results[1]);
-            }
-        }
+        u.seals[slot] = commitment;
+        emit ResultCommitted(jobId, unitIndex, msg.sender, slot, commitment);
+        if (u.seals[1 - slot] == bytes32(0)) return;
+        uint64 revealDeadline = uint64(block.timestamp) + j.claimDuration;
+        u.revealDeadline = revealDeadline;
+        // Payments can happen until the reveal window closes: the cancelled job's refund must wait for it too.
+        if (revealDeadline > j.lastClaimDeadline) j.lastClaimDeadline = revealDeadline;
+        emit RevealOpened(jobId, unitIndex, revealDeadline);
     }
 
-    /// @notice Close a claim, anyone may call it: a claim whose deadline passed without a result (ClaimExpired);
-    ///         or, in a Cancelled job once its last claim deadline has passed, any claim of a unit that was not
-    ///         Accepted (ClaimReleased: the unit can no longer be verified). Either way the slot is cleared and its
-    ///         worker's openClaims decreases.
+    /// @notice A replica reveals the tag it committed to, once both replicas have committed and before the reveal
+    ///         window closes. The tag still hides the digest, so a mismatch leaves nothing an arbiter could copy:
+    ///         two different tags dispute the unit (UnitDisputed); two equal tags wait for either replica to
+    ///         `publishResult`.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param tag `resultTag(jobId, unitIndex, resets, resultDigest)` of the committed result.
+    function revealResult(uint256 jobId, uint32 unitIndex, bytes32 tag) external {
+        _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        uint8 slot = _replicaSlot(u, jobId, unitIndex);
+        _reveal(u, jobId, unitIndex, slot, tag);
+        if (u.revealed != BOTH_REVEALED) return;
+        bytes32 tag0 = u.seals[0];
+        bytes32 tag1 = u.seals[1];
+        if (tag0 != tag1) emit UnitDisputed(jobId, unitIndex, tag0, tag1);
+    }
+
+    /// @notice A replica publishes the result both replicas agreed on, which accepts the unit and pays both.
+    ///         The caller's tag is revealed here if it was not yet (one transaction instead of two), but only if
+    ///         the other replica's revealed tag equals it: a digest is never published while it could still be
+    ///         disputed.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param resultDigest Digest of the CIDv0 of the unit's result (the coordinator fetches it by this).
+    function publishResult(uint256 jobId, uint32 unitIndex, bytes32 resultDigest) external {
+        if (resultDigest == bytes32(0)) revert EmptyDigest();
+        Job storage j = _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        uint8 slot = _replicaSlot(u, jobId, unitIndex);
+        if (u.accepted != bytes32(0)) revert AlreadyAccepted(jobId, unitIndex);
+        bytes32 tag = resultTag(jobId, unitIndex, u.resets, resultDigest);
+        if (u.revealed & (uint8(1) << slot) == 0) {
+            _reveal(u, jobId, unitIndex, slot, tag);
+        } else if (block.timestamp > u.revealDeadline) {
+            revert DeadlinePassed(jobId, unitIndex, msg.sender, u.revealDeadline);
+        }
+        if (u.revealed != BOTH_REVEALED || u.seals[0] != tag || u.seals[1] != tag) {
+            revert ResultsNotAgreed(jobId, unitIndex);
+        }
+        _accept(j, jobId, unitIndex, u, u.claims[0].worker, u.claims[1].worker, resultDigest);
+    }
+
+    /// @notice The arbiter of a Disputed unit submits its result in the clear, before its claim's deadline: the
+    ///         replicas' tags hide their digests, so the arbiter cannot copy one. Equal to one replica's tag: the
+    ///         unit is Accepted with this digest, that replica and the arbiter are paid, the other replica is
+    ///         slashed. Equal to neither: the unit is Reset.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param resultDigest Digest of the CIDv0 of the arbiter's result.
+    function submitArbitration(uint256 jobId, uint32 unitIndex, bytes32 resultDigest) external {
+        if (resultDigest == bytes32(0)) revert EmptyDigest();
+        Job storage j = _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        if (u.claims[ARBITER_SLOT].worker != msg.sender) revert NotClaimant(jobId, unitIndex, msg.sender);
+        UnitStatus status = _status(u);
+        if (status != UnitStatus.Disputed) revert UnitNotDisputed(jobId, unitIndex, status);
+        uint64 deadline = u.claims[ARBITER_SLOT].deadline;
+        if (block.timestamp > deadline) revert DeadlinePassed(jobId, unitIndex, msg.sender, deadline);
+
+        emit ArbitrationSubmitted(jobId, unitIndex, msg.sender, resultDigest);
+        bytes32 tag = resultTag(jobId, unitIndex, u.resets, resultDigest);
+        uint8 good;
+        if (tag == u.seals[0]) {
+            good = 0;
+        } else if (tag == u.seals[1]) {
+            good = 1;
+        } else {
+            _reset(jobId, unitIndex, u, msg.sender);
+            return;
+        }
+        address agreeing = u.claims[good].worker;
+        address odd = u.claims[1 - good].worker;
+        _accept(j, jobId, unitIndex, u, agreeing, msg.sender, resultDigest);
+        _slash(jobId, unitIndex, odd, agreeing, msg.sender);
+    }
+
+    /// @notice Close a unit's reveal window that passed without acceptance or dispute, anyone may call it. A
+    ///         replica that did not reveal its tag is excluded from the unit; if both revealed equal tags but
+    ///         neither published the digest, both are excluded. Both claims close and the unit opens again with
+    ///         `resets` + 1, which changes every tag, so a tag revealed before is worthless to a new replica.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    function expireReveal(uint256 jobId, uint32 unitIndex) external {
+        _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        UnitStatus status = _status(u);
+        if (status != UnitStatus.Revealing) revert NotRevealing(jobId, unitIndex, status);
+        uint64 revealDeadline = u.revealDeadline;
+        if (block.timestamp <= revealDeadline) revert RevealNotExpired(jobId, unitIndex, revealDeadline);
+        uint8 revealed = u.revealed;
+        // Both revealed (and, being Revealing, agreed): both know the digest and kept it back.
+        bool excludeBoth = revealed == BOTH_REVEALED;
+        address[2] memory replicas = [u.claims[0].worker, u.claims[1].worker];
+        bool[2] memory excluded;
+        mapping(address => bool) storage excludedOf = _excluded[jobId][unitIndex];
+        for (uint8 i; i < 2; ++i) {
+            excluded[i] = excludeBoth || revealed & (uint8(1) << i) == 0;
+            if (excluded[i]) excludedOf[replicas[i]] = true;
+            --_workers[replicas[i]].openClaims;
+        }
+        delete u.claims;
+        delete u.seals;
+        u.revealDeadline = 0;
+        u.revealed = 0;
+        uint32 resets = u.resets + 1;
+        u.resets = resets;
+        emit RevealExpired(jobId, unitIndex, resets, replicas[0], excluded[0], replicas[1], excluded[1]);
+    }
+
+    /// @notice Close a claim, anyone may call it: a claim whose deadline passed without a commitment (replica) or
+    ///         result (arbiter) (ClaimExpired); or, in a Cancelled job once its last deadline has passed, a
+    ///         replica's claim with a commitment on a unit that was not Accepted (ClaimReleased: the unit can no
+    ///         longer be verified). Either way the slot is cleared and its worker's openClaims decreases.
     /// @param jobId The job.
     /// @param unitIndex The unit.
     /// @param slot The claim slot (0, 1: replicas; 2: arbiter).
@@ -514,7 +668,7 @@ contract ComputeMarket is ReentrancyGuard {
         Claim storage c = u.claims[slot];
         address holder = c.worker;
         if (holder == address(0)) revert NoClaim(jobId, unitIndex, slot);
-        if (u.results[slot] == bytes32(0)) {
+        if (slot == ARBITER_SLOT || u.seals[slot] == bytes32(0)) {
             if (block.timestamp <= c.deadline) revert ClaimNotExpired(jobId, unitIndex, slot, c.deadline);
             delete u.claims[slot];
             --_workers[holder].openClaims;
@@ -525,10 +679,35 @@ contract ComputeMarket is ReentrancyGuard {
                     || _status(u) == UnitStatus.Accepted
             ) revert ClaimNotReleasable(jobId, unitIndex, slot);
             delete u.claims[slot];
-            delete u.results[slot];
+            delete u.seals[slot];
+            u.revealed &= ~(uint8(1) << slot);
+            u.revealDeadline = 0;
             --_workers[holder].openClaims;
             emit ClaimReleased(jobId, unitIndex, holder, slot);
         }
+    }
+
+    /// @notice The tag of a result: what a replica reveals, and what an arbiter's result is compared with.
+    ///         `attempt` is the unit's `resets`, so tags of an earlier attempt are worthless.
+    /// @param jobId The job.
+    /// @param unitIndex The unit.
+    /// @param attempt The unit's resets when the result was computed.
+    /// @param resultDigest Digest of the CIDv0 of the result.
+    /// @return keccak256(abi.encode(jobId, unitIndex, attempt, resultDigest)).
+    function resultTag(uint256 jobId, uint32 unitIndex, uint32 attempt, bytes32 resultDigest)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(jobId, unitIndex, attempt, resultDigest));
+    }
+
+    /// @notice The commitment a replica submits: its tag bound to its address, so nobody else can reuse it.
+    /// @param account The replica.
+    /// @param tag The result's tag (`resultTag`).
+    /// @return keccak256(abi.encode(account, tag)).
+    function resultCommitment(address account, bytes32 tag) public pure returns (bytes32) {
+        return keccak256(abi.encode(account, tag));
     }
 
     // ---------------------------------------------------------------- payments
@@ -552,8 +731,8 @@ contract ComputeMarket is ReentrancyGuard {
         return _existingJob(jobId);
     }
 
-    /// @notice A unit's state: status, resets, and per slot (0, 1 replicas, 2 arbiter) the worker, the claim
-    ///         deadline and the submitted result; the accepted result once Accepted.
+    /// @notice A unit's state: status, resets, per slot (0, 1 replicas, 2 arbiter) the worker and the claim
+    ///         deadline, the replicas' commitments or revealed tags, the reveal window, and the accepted result.
     /// @param jobId The job.
     /// @param unitIndex The unit (reverts UnitOutOfRange beyond the job's units).
     /// @return view_ The unit.
@@ -566,9 +745,14 @@ contract ComputeMarket is ReentrancyGuard {
         for (uint8 i; i <= ARBITER_SLOT; ++i) {
             view_.workers[i] = u.claims[i].worker;
             view_.deadlines[i] = u.claims[i].deadline;
-            view_.results[i] = u.results[i];
         }
-        view_.acceptedDigest = _acceptedDigest(u);
+        uint8 revealed = u.revealed;
+        for (uint8 i; i < 2; ++i) {
+            view_.seals[i] = u.seals[i];
+            view_.revealed[i] = revealed & (uint8(1) << i) != 0;
+        }
+        view_.revealDeadline = u.revealDeadline;
+        view_.acceptedDigest = u.accepted;
     }
 
     /// @notice The accepted result of a unit (zero until Accepted): what the coordinator merges.
@@ -576,7 +760,7 @@ contract ComputeMarket is ReentrancyGuard {
     /// @param unitIndex The unit.
     /// @return The accepted result's digest, or zero.
     function acceptedDigest(uint256 jobId, uint32 unitIndex) external view returns (bytes32) {
-        return _acceptedDigest(_units[jobId][unitIndex]);
+        return _units[jobId][unitIndex].accepted;
     }
 
     /// @notice The checkpoint committed for a stage (zero until committed).
@@ -637,50 +821,48 @@ contract ComputeMarket is ReentrancyGuard {
         return unitIndex / unitsPerStage;
     }
 
-    /// @dev The status the results imply. Open: a replica result is missing. Accepted: the replicas agree, or the
-    ///      arbiter has submitted (an arbiter result that matches neither replica resets the unit, clearing every
-    ///      result, in the same transaction). Disputed: the replicas differ and the arbiter has not submitted.
+    /// @dev The caller's replica slot of the unit (NotClaimant if it holds neither replica slot).
+    function _replicaSlot(Unit storage u, uint256 jobId, uint32 unitIndex) private view returns (uint8) {
+        if (u.claims[0].worker == msg.sender) return 0;
+        if (u.claims[1].worker == msg.sender) return 1;
+        revert NotClaimant(jobId, unitIndex, msg.sender);
+    }
+
+    /// @dev Reveal `tag` for replica `slot`: the window is open, the slot has not revealed, and the tag opens the
+    ///      slot's commitment. The tag replaces the commitment (a non-zero to non-zero write).
+    function _reveal(Unit storage u, uint256 jobId, uint32 unitIndex, uint8 slot, bytes32 tag) private {
+        uint64 revealDeadline = u.revealDeadline;
+        if (revealDeadline == 0) revert RevealNotOpen(jobId, unitIndex);
+        if (block.timestamp > revealDeadline) revert DeadlinePassed(jobId, unitIndex, msg.sender, revealDeadline);
+        uint8 bit = uint8(1) << slot;
+        if (u.revealed & bit != 0) revert AlreadyRevealed(jobId, unitIndex, msg.sender);
+        if (resultCommitment(msg.sender, tag) != u.seals[slot]) revert WrongReveal(jobId, unitIndex, msg.sender);
+        u.seals[slot] = tag;
+        u.revealed |= bit;
+        emit ResultRevealed(jobId, unitIndex, msg.sender, slot, tag);
+    }
+
+    /// @dev The status the unit's fields imply. Accepted: a digest was accepted. Disputed: both tags revealed and
+    ///      different. Revealing: both replicas committed (reveal window set). Open otherwise.
     function _status(Unit storage u) private view returns (UnitStatus) {
-        bytes32 r0 = u.results[0];
-        if (r0 == bytes32(0)) return UnitStatus.Open;
-        bytes32 r1 = u.results[1];
-        if (r1 == bytes32(0)) return UnitStatus.Open;
-        if (r0 == r1 || u.results[ARBITER_SLOT] != bytes32(0)) return UnitStatus.Accepted;
-        return UnitStatus.Disputed;
+        if (u.accepted != bytes32(0)) return UnitStatus.Accepted;
+        if (u.revealDeadline == 0) return UnitStatus.Open;
+        if (u.revealed == BOTH_REVEALED && u.seals[0] != u.seals[1]) return UnitStatus.Disputed;
+        return UnitStatus.Revealing;
     }
 
-    /// @dev The accepted result: the arbiter's if there was arbitration (it equals the winning replica's), otherwise
-    ///      the replicas' common one; zero unless Accepted.
-    function _acceptedDigest(Unit storage u) private view returns (bytes32) {
-        if (_status(u) != UnitStatus.Accepted) return bytes32(0);
-        bytes32 arbiterResult = u.results[ARBITER_SLOT];
-        return arbiterResult != bytes32(0) ? arbiterResult : u.results[0];
-    }
-
-    /// @dev A slot is free if never taken (or cleared), or if its claim expired without a result.
+    /// @dev A replica slot is free if never taken (or cleared), or if its claim expired without a commitment; the
+    ///      arbiter's slot if never taken or expired (an arbiter's result resolves the unit at once).
     function _isFree(Unit storage u, uint8 slot) private view returns (bool) {
         Claim storage c = u.claims[slot];
         if (c.worker == address(0)) return true;
-        return u.results[slot] == bytes32(0) && block.timestamp > c.deadline;
+        if (slot != ARBITER_SLOT && u.seals[slot] != bytes32(0)) return false;
+        return block.timestamp > c.deadline;
     }
 
-    /// @dev The arbiter submitted `result` for a Disputed unit: accept with the replica it agrees with and slash
-    ///      the other one, or reset the unit if it agrees with neither.
-    function _arbitrate(Job storage j, uint256 jobId, uint32 unitIndex, Unit storage u, bytes32 result) private {
-        address arbiter = u.claims[ARBITER_SLOT].worker;
-        uint8 good;
-        if (result == u.results[0]) {
-            good = 0;
-        } else if (result == u.results[1]) {
-            good = 1;
-        } else {
-            _reset(jobId, unitIndex, u, arbiter);
-            return;
-        }
-        address agreeing = u.claims[good].worker;
-        address odd = u.claims[1 - good].worker;
-        _accept(j, jobId, unitIndex, agreeing, arbiter, result);
-
+    /// @dev `odd` disagreed with the arbiter: it loses min(stake, slashAmount), split between the replica that
+    ///      agreed (odd wei) and the arbiter.
+    function _slash(uint256 jobId, uint32 unitIndex, address odd, address agreeing, address arbiter) private {
         Worker storage w = _workers[odd];
         --w.openClaims;
         uint32 faults = w.faults + 1;
@@ -696,8 +878,17 @@ contract ComputeMarket is ReentrancyGuard {
         emit WorkerSlashed(jobId, unitIndex, odd, amount, faults);
     }
 
-    /// @dev The unit is Accepted (its results now say so) with `result`; `a` and `b` are paid pricePerUnit each.
-    function _accept(Job storage j, uint256 jobId, uint32 unitIndex, address a, address b, bytes32 result) private {
+    /// @dev The unit is Accepted with `result`; `a` and `b` are paid pricePerUnit each.
+    function _accept(
+        Job storage j,
+        uint256 jobId,
+        uint32 unitIndex,
+        Unit storage u,
+        address a,
+        address b,
+        bytes32 result
+    ) private {
+        u.accepted = result;
         ++j.acceptedInStage;
         uint256 price = j.pricePerUnit;
         j.escrowRemaining -= 2 * price;
@@ -727,7 +918,9 @@ contract ComputeMarket is ReentrancyGuard {
         --_workers[replica1].openClaims;
         --_workers[arbiter].openClaims;
         delete u.claims;
-        delete u.results;
+        delete u.seals;
+        u.revealDeadline = 0;
+        u.revealed = 0;
         uint32 resets = u.resets + 1;
         u.resets = resets;
         emit UnitReset(jobId, unitIndex, resets, replica0, replica1, arbiter);

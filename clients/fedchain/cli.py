@@ -685,6 +685,10 @@ def worker(
     cheat: Annotated[
         bool, typer.Option("--cheat", help="Evaluation only: submit perturbed results (the market slashes them).")
     ] = False,
+    lazy: Annotated[
+        bool,
+        typer.Option("--lazy", help="Evaluation only: copy other replicas instead of computing (never paid)."),
+    ] = False,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Compute several claimed units at once on this Ray cluster.")
     ] = None,
@@ -711,8 +715,18 @@ def worker(
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     if ray_address is not None and ray_local is not None:
         raise typer.BadParameter("give --ray-address or --ray-local, not both")
+    if cheat and lazy:
+        raise typer.BadParameter("give --cheat or --lazy, not both")
     settings = WorkerSettings(
-        market, rpc, api, job_id=job, stake=stake_wei, cheat=cheat, ray_address=ray_address, ray_local=ray_local
+        market,
+        rpc,
+        api,
+        job_id=job,
+        stake=stake_wei,
+        cheat=cheat,
+        lazy=lazy,
+        ray_address=ray_address,
+        ray_local=ray_local,
     )
     try:
         runner = MarketWorker(settings, _account(account, key_env, keystore, default_index=2))
@@ -764,6 +778,10 @@ def coordinator(
 def market_demo(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 4,
     cheaters: Annotated[int, typer.Option(help="Evaluation: how many of the workers cheat.")] = 1,
+    lazy: Annotated[
+        int, typer.Option(help="Evaluation: how many of the workers copy other replicas instead of computing.")
+    ] = 0,
+    claim_duration: Annotated[int, typer.Option(help="Seconds a claim, and a unit's reveal window, stay open.")] = 600,
     chain: Annotated[str, typer.Option(help="ganache or anvil.")] = "ganache",
     stages: Annotated[int, typer.Option(help="Stages of the job.")] = 3,
     units_per_stage: Annotated[int, typer.Option(help="Units per stage.")] = 4,
@@ -784,6 +802,8 @@ def market_demo(
     options = MarketDemoOptions(
         workers=workers,
         cheaters=cheaters,
+        lazy=lazy,
+        claim_duration=claim_duration,
         chain=chain,
         num_stages=stages,
         units_per_stage=units_per_stage,

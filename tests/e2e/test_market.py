@@ -65,5 +65,50 @@ def test_market_job_with_a_cheater_finishes_bit_identical(tmp_path: Path) -> Non
     assert summary["final_accuracy"] == summary["single_machine_accuracy"] >= 0.75
     # gas: per-unit calls stay within the binding's limits
     assert summary["gas_max"]["claimUnit"] <= 100_000
-    assert summary["gas_max"]["submitResult"] <= 200_000
+    assert summary["gas_max"]["commitResult"] <= 100_000
+    assert summary["gas_max"]["publishResult"] <= 200_000
+    assert summary["gas_max"]["submitArbitration"] <= 200_000
+    # sealed results: every disputed unit was settled by an arbiter, and only agreed or arbitrated digests were
+    # ever published (the cheater's never was)
+    assert summary["arbitrations"] == summary["disputes"] >= 1
+    assert summary["results_published"] + summary["arbitrations"] == summary["units"] + summary["resets"]
+    revealing = summary["results_published"] + summary["disputes"] + summary["reveal_windows_expired"]
+    assert summary["results_committed"] == 2 * revealing
     assert summary["gas_max"]["commitCheckpoint"] <= 100_000
+
+
+def test_market_lazy_copier_is_never_paid(tmp_path: Path) -> None:
+    """A worker that copies the other replica's commitment instead of computing cannot open it: the reveal window
+    passes, the unit restarts without it, and the job still finishes with the single-process model."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedchain.cli",
+            "market-demo",
+            *("--workers", "3", "--cheaters", "0", "--lazy", "1", "--claim-duration", "25"),
+            *("--stages", "2", "--units-per-stage", "2", "--steps-per-unit", "60"),
+            *("--timeout", "300", "--json", "--workdir", str(tmp_path / "market")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        stdin=subprocess.DEVNULL,
+    )
+    logs = tmp_path / "market" / "logs"
+    tails = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(logs.glob("*.log")))
+    assert proc.returncode == 0, proc.stderr[-3000:] + tails
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    lazy = [w for w in summary["workers"] if w["lazy"]]
+    honest = [w for w in summary["workers"] if not w["lazy"]]
+    assert len(lazy) == 1 and len(honest) == 2
+    # the copier held replica slots, copied commitments, and every such unit had to wait out its reveal window
+    assert summary["reveal_windows_expired"] >= 1, tails
+    assert lazy[0]["paid"] == 0 and lazy[0]["completed_units"] == 0
+    assert lazy[0]["stake"] == MIN_STAKE and lazy[0]["faults"] == 0  # excluded, not slashed
+    for w in honest:
+        assert w["completed_units"] == 4 and w["paid"] == 4 * PRICE and w["faults"] == 0
+    assert summary["disputes"] == 0 and summary["faults"] == 0
+    assert summary["market_totals_conserved"]
+    assert summary["bit_identical"] is True

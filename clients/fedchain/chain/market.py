@@ -1,9 +1,11 @@
 """Typed binding of the ComputeMarket contract (issue 6) over web3.py.
 
 The market: requesters post jobs (stages of units) with their payment in escrow; staked workers claim units, two
-replicas per unit, and are paid when their result digests agree; a disagreement opens an arbitration slot and the
-replica the arbiter disagrees with is slashed; the job's coordinator commits one checkpoint per stage. Payments are
-pull payments (`withdraw`). See contracts/ComputeMarket.sol.
+replicas per unit, and are paid when their results agree. Results are sealed: each replica commits to
+`result_commitment(worker, result_tag(job, unit, resets, digest))`, then reveals the tag, and one replica publishes
+the digest once the tags match, so neither a lazy replica nor an arbiter can copy a result. Different tags open an
+arbitration slot; the replica the arbiter's digest disagrees with is slashed. The job's coordinator commits one
+checkpoint per stage. Payments are pull payments (`withdraw`). See contracts/ComputeMarket.sol.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
@@ -27,20 +31,25 @@ NUM_SLOTS = 3
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_DIGEST = b"\x00" * 32
 # Gas limits of the per-unit calls, so no estimate is needed on the hot path: about twice the measured maximum
-# (tests/contracts, the ComputeMarket tests): claimUnit ~90k (a claim that closes an expired one), submitResult
-# ~154k (the arbiter's result that accepts, pays and slashes), commitCheckpoint ~84k, postJob ~277k. expireClaim
-# and refund are not measured here; their limits are generous (each touches a handful of slots).
+# (tests/contracts/test_market_gas.py): claimUnit ~90k (a claim that closes an expired one), commitResult ~70k (the
+# second, which opens the reveal window), revealResult ~40k, publishResult ~150k (reveal, accept, pay both),
+# submitArbitration ~170k (accept, pay, slash), commitCheckpoint ~84k, postJob ~277k. expireClaim, expireReveal
+# and refund touch a handful of slots; their limits are generous.
 MARKET_GAS_LIMITS = {
     "claimUnit": 180_000,
-    "submitResult": 310_000,
+    "commitResult": 150_000,
+    "revealResult": 100_000,
+    "publishResult": 300_000,
+    "submitArbitration": 340_000,
     "commitCheckpoint": 170_000,
     "postJob": 560_000,
     "expireClaim": 150_000,
+    "expireReveal": 200_000,
     "refund": 150_000,
 }
 # Calls whose outcome depends on block.timestamp: sent without a preflight eth_call (which would see the latest,
 # possibly older, block's time; see TransactionSender.transact).
-TIME_DEPENDENT = {"expireClaim", "refund"}
+TIME_DEPENDENT = {"expireClaim", "expireReveal", "refund"}
 
 
 class JobStatus(IntEnum):
@@ -53,11 +62,12 @@ class JobStatus(IntEnum):
 
 
 class UnitStatus(IntEnum):
-    """ComputeMarket.UnitStatus: a Reset unit is Open again."""
+    """ComputeMarket.UnitStatus: a Reset unit is Open again. REVEALING: both replicas committed."""
 
     OPEN = 0
-    DISPUTED = 1
-    ACCEPTED = 2
+    REVEALING = 1
+    DISPUTED = 2
+    ACCEPTED = 3
 
 
 def _digest(name: str, value: bytes) -> bytes:
@@ -124,6 +134,18 @@ class JobParams:
 def escrow_required(num_stages: int, units_per_stage: int, price_per_unit: int) -> int:
     """numStages * unitsPerStage * pricePerUnit * ESCROW_FACTOR: two replicas and an arbiter per unit."""
     return num_stages * units_per_stage * price_per_unit * ESCROW_FACTOR
+
+
+def result_tag(job_id: int, unit_index: int, attempt: int, result_digest: bytes) -> bytes:
+    """What a replica reveals (mirrors ComputeMarket.resultTag): keccak256(abi.encode(jobId, unitIndex, attempt,
+    digest)). `attempt` is the unit's `resets`; the tag hides the digest, so revealing it gives nothing to copy."""
+    digest = _digest("result_digest", result_digest)
+    return keccak(abi_encode(["uint256", "uint32", "uint32", "bytes32"], [job_id, unit_index, attempt, digest]))
+
+
+def result_commitment(account: str, tag: bytes) -> bytes:
+    """What a replica commits (mirrors ComputeMarket.resultCommitment): its tag bound to its address."""
+    return keccak(abi_encode(["address", "bytes32"], [Web3.to_checksum_address(account), _digest("tag", tag)]))
 
 
 def stage_of(unit_index: int, units_per_stage: int) -> int:
@@ -197,26 +219,35 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class UnitInfo:
-    """A unit as `unit(jobId, unitIndex)` returns it: slots 0 and 1 are the replicas, 2 the arbiter."""
+    """A unit as `unit(jobId, unitIndex)` returns it: slots 0 and 1 are the replicas, 2 the arbiter. `seals[i]` is
+    replica i's commitment (zero: none yet), or its revealed tag once `revealed[i]`."""
 
     status: UnitStatus
     resets: int
     workers: tuple[str, str, str]
     deadlines: tuple[int, int, int]
-    results: tuple[bytes, bytes, bytes]
+    seals: tuple[bytes, bytes]
+    revealed: tuple[bool, bool]
+    reveal_deadline: int
     accepted_digest: bytes
 
     @classmethod
     def from_tuple(cls, values: Any) -> UnitInfo:
-        status, resets, workers, deadlines, results, accepted = values
+        status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = values
         return cls(
             status=UnitStatus(int(status)),
             resets=int(resets),
             workers=tuple(Web3.to_checksum_address(w) for w in workers),  # type: ignore[arg-type]
             deadlines=tuple(int(d) for d in deadlines),  # type: ignore[arg-type]
-            results=tuple(bytes(r) for r in results),  # type: ignore[arg-type]
+            seals=tuple(bytes(r) for r in seals),  # type: ignore[arg-type]
+            revealed=tuple(bool(r) for r in revealed),  # type: ignore[arg-type]
+            reveal_deadline=int(reveal_deadline),
             accepted_digest=bytes(accepted),
         )
+
+    def committed(self, slot: int) -> bool:
+        """Replica `slot` has sealed its result (the arbiter's slot never has: its result resolves the unit)."""
+        return slot < ARBITER_SLOT and self.seals[slot] != ZERO_DIGEST
 
     def slot_of(self, account: str) -> int | None:
         """The slot `account` holds (0, 1 replicas, 2 arbiter), or None."""
@@ -227,15 +258,15 @@ class UnitInfo:
         return None
 
     def slot_free(self, slot: int, now: int) -> bool:
-        """Mirrors the contract's _isFree: never taken (or cleared), or expired without a result at time `now`."""
+        """Mirrors the contract's _isFree: never taken (or cleared), or expired without a commitment at `now`."""
         if int(self.workers[slot], 16) == 0:
             return True
-        return self.results[slot] == ZERO_DIGEST and now > self.deadlines[slot]
+        return not self.committed(slot) and now > self.deadlines[slot]
 
     def claimable_slot(self, account: str, now: int) -> int | None:
         """The slot claimUnit would give `account` at time `now`, or None (Accepted, worked on already, no free
         slot). Exclusion after a reset is not visible here: the contract's AlreadyWorkedOn says so."""
-        if self.status == UnitStatus.ACCEPTED or self.slot_of(account) is not None:
+        if self.status in (UnitStatus.ACCEPTED, UnitStatus.REVEALING) or self.slot_of(account) is not None:
             return None
         if self.status == UnitStatus.OPEN:
             for slot in (0, 1):
@@ -390,9 +421,29 @@ class MarketClient:
         """Claim a slot of a unit of the job's current stage (read `unit()` for the slot taken)."""
         return self._tx(self.contract.functions.claimUnit(job_id, unit_index))
 
-    def submit_result(self, job_id: int, unit_index: int, result_digest: bytes) -> TxResult:
+    def commit_result(self, job_id: int, unit_index: int, commitment: bytes) -> TxResult:
+        """A replica seals its result: `result_commitment(self, result_tag(job, unit, resets, digest))`."""
+        value = _digest("commitment", commitment)
+        return self._tx(self.contract.functions.commitResult(job_id, unit_index, value))
+
+    def reveal_result(self, job_id: int, unit_index: int, tag: bytes) -> TxResult:
+        """A replica reveals its tag once both replicas committed (before the reveal deadline)."""
+        return self._tx(self.contract.functions.revealResult(job_id, unit_index, _digest("tag", tag)))
+
+    def publish_result(self, job_id: int, unit_index: int, result_digest: bytes) -> TxResult:
+        """A replica publishes the agreed digest (revealing its own tag too if needed): accepts and pays the unit.
+        Reverts ResultsNotAgreed unless both tags are revealed and equal to the digest's."""
         digest = _digest("result_digest", result_digest)
-        return self._tx(self.contract.functions.submitResult(job_id, unit_index, digest))
+        return self._tx(self.contract.functions.publishResult(job_id, unit_index, digest))
+
+    def submit_arbitration(self, job_id: int, unit_index: int, result_digest: bytes) -> TxResult:
+        """The arbiter of a Disputed unit submits its digest in the clear."""
+        digest = _digest("result_digest", result_digest)
+        return self._tx(self.contract.functions.submitArbitration(job_id, unit_index, digest))
+
+    def expire_reveal(self, job_id: int, unit_index: int) -> TxResult:
+        """Reset a unit whose reveal window passed without acceptance or dispute (anyone may)."""
+        return self._tx(self.contract.functions.expireReveal(job_id, unit_index))
 
     def expire_claim(self, job_id: int, unit_index: int, slot: int) -> TxResult:
         return self._tx(self.contract.functions.expireClaim(job_id, unit_index, slot))

@@ -48,13 +48,22 @@ REQUESTER_INDEX = 0  # deploys the market and posts the job
 COORDINATOR_INDEX = 1
 FIRST_WORKER_INDEX = 2
 # Transactions of these functions are the per-unit cost of the market.
-UNIT_FUNCTIONS = ("claimUnit", "submitResult", "expireClaim")
+UNIT_FUNCTIONS = (
+    "claimUnit",
+    "commitResult",
+    "revealResult",
+    "publishResult",
+    "submitArbitration",
+    "expireClaim",
+    "expireReveal",
+)
 
 
 @dataclass(frozen=True)
 class MarketDemoOptions:
     workers: int = 4
     cheaters: int = 1
+    lazy: int = 0  # evaluation: workers that copy other replicas instead of computing (never paid)
     chain: str = "ganache"
     workdir: Path = Path(".fedchain/market-demo")
     timeout: float = 900.0
@@ -75,13 +84,18 @@ class MarketDemoOptions:
             raise ValueError("each unit needs two replicas from two different workers: at least 2 workers")
         if not 0 <= self.cheaters < self.workers:
             raise ValueError(f"cheaters must be between 0 and {self.workers - 1}")
-        if self.workers - self.cheaters < 2:
+        if not 0 <= self.lazy < self.workers:
+            raise ValueError(f"lazy must be between 0 and {self.workers - 1}")
+        honest = self.workers - self.cheaters - self.lazy
+        if honest < 2:
             raise ValueError("at least two honest workers are needed for any unit to be accepted honestly")
-        if self.cheaters and self.workers - self.cheaters < 2 + (1 if self.cheaters > 1 else 0):
+        if self.cheaters and honest < 2 + (1 if self.cheaters > 1 else 0):
             raise ValueError("too few honest workers to arbitrate every dispute")
         for name in ("num_stages", "units_per_stage", "steps_per_unit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.claim_duration < 10:
+            raise ValueError("claim_duration must be at least 10 seconds (a unit must be computed within it)")
 
     def plan(self) -> JobPlan:
         return replace(
@@ -97,6 +111,10 @@ class MarketDemoOptions:
     def is_cheater(self, i: int) -> bool:
         """The last `cheaters` workers cheat."""
         return i >= self.workers - self.cheaters
+
+    def is_lazy(self, i: int) -> bool:
+        """The `lazy` workers just before the cheaters copy instead of computing."""
+        return self.workers - self.cheaters - self.lazy <= i < self.workers - self.cheaters
 
 
 def run_market_demo(options: MarketDemoOptions, console: Console | None = None) -> dict[str, Any]:
@@ -183,6 +201,8 @@ def _launch(
         cmd = [*common, "--account", str(index), "--stake-wei", str(options.min_stake)]
         if options.is_cheater(i):
             cmd.append("--cheat")
+        if options.is_lazy(i):
+            cmd.append("--lazy")
         if options.ray_local is not None:
             cmd += ["--ray-local", str(options.ray_local)]
         commands[f"worker-{i}"] = cmd
@@ -288,6 +308,11 @@ def _summary(
             slash_rewards[accepted.args["paidA"]] += amount - amount // 2
             slash_rewards[accepted.args["paidB"]] += amount // 2
     gas = _gas_by_function(w3, market, from_block)
+    arbitration_txs = {e.tx_hash for e in events if e.name == "ArbitrationSubmitted"}
+
+    def count(name: str) -> int:
+        return sum(1 for e in events if e.name == name)
+
     unit_gas = sum(sum(gas.get(name, [])) for name in UNIT_FUNCTIONS)
     summary: dict[str, Any] = {
         "market": market.address,
@@ -300,7 +325,9 @@ def _summary(
             "digest": plan.digest().hex(),
         },
         "units": plan.num_units,
-        "results_submitted": len(gas.get("submitResult", [])),
+        "results_committed": count("ResultCommitted"),
+        "results_published": sum(1 for e in events if e.name == "UnitAccepted" and e.tx_hash not in arbitration_txs),
+        "arbitrations": len(arbitration_txs),
         "final_model_cid": final_cid,
         "final_accuracy": final_eval.accuracy,
         "final_loss": final_eval.loss,
@@ -312,7 +339,8 @@ def _summary(
         "gas_max": {name: max(v) for name, v in sorted(gas.items())},
         "faults": sum(1 for e in events if e.name == "WorkerSlashed"),
         "disputes": sum(1 for e in events if e.name == "UnitDisputed"),
-        "resets": sum(1 for e in events if e.name == "UnitReset"),
+        "resets": count("UnitReset"),
+        "reveal_windows_expired": count("RevealExpired"),
         "workers": [],
         "paid": {a: paid.get(a, 0) for a in addresses},
         "slashed": {a: slashed.get(a, 0) for a in addresses},
@@ -325,6 +353,7 @@ def _summary(
             {
                 "address": address,
                 "cheater": options.is_cheater(i),
+                "lazy": options.is_lazy(i),
                 "paid": paid.get(address, 0),
                 "slash_rewards": slash_rewards.get(address, 0),
                 "slashed": slashed.get(address, 0),

@@ -1,13 +1,18 @@
-"""A compute-market worker: stakes, claims units of open jobs, computes them bit-reproducibly, submits the digests.
+"""A compute-market worker: stakes, claims units of open jobs, computes them bit-reproducibly, seals the results.
 
-Each unit is computed by two workers; the market pays both when their result digests agree. The result is uploaded
-to IPFS as canonical safetensors without metadata, so equal weights give equal bytes and equal CIDs, and the
-submitted digest is the CIDv0's sha256 (the coordinator fetches the accepted result by it). A disputed unit opens
-an arbitration slot, which this worker takes like any other slot when it did not work on the unit.
+Each unit is computed by two workers and paid when their results agree. A result is canonical safetensors without
+metadata, so equal weights give equal bytes and equal CIDs; its digest is the CIDv0's sha256. The market never sees
+a digest before both replicas are bound to theirs: a replica commits `result_commitment(self, tag)`, reveals the
+tag once both committed, and publishes the digest (uploading the bytes to IPFS only then) once the other replica's
+tag equals its own. Different tags open an arbitration slot, which this worker takes like any other slot when it
+did not work on the unit; the arbiter submits its digest in the clear, as nobody can copy a digest never published.
 
-Restart-safe: a claim this worker holds without a result (before its deadline) is computed and submitted first.
-`cheat=True` (evaluation only) perturbs every result, so its digests differ from the honest replicas' and the
-market slashes it.
+Restart-safe: units are deterministic, so a claim or commitment this worker holds is recomputed and carried on.
+A reveal window that passed (a replica vanished) is closed with `expireReveal`, so the job goes on.
+`cheat=True` (evaluation only) perturbs every result, so its tags differ from the honest replicas' and the market
+slashes it. `lazy=True` (evaluation only) computes nothing: it copies the other replica's commitment and then its
+revealed tag, which cannot open a commitment bound to another address, so it is never paid and is excluded from
+the unit when the reveal window passes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,12 +36,13 @@ from fedchain.chain import (
     UnitStatus,
     connect,
 )
-from fedchain.chain.market import ARBITER_SLOT, ZERO_DIGEST
+from fedchain.chain.market import ARBITER_SLOT, result_commitment, result_tag
+from fedchain.chain.tx import TxResult
 from fedchain.learning.attacks import gaussian_noise
 from fedchain.learning.types import Weights
 from fedchain.learning.units import check_deterministic_runtime, run_unit
 from fedchain.market.common import JobFiles, wait_for_events
-from fedchain.storage import IpfsClient, IpfsUnavailable, cid_to_digest
+from fedchain.storage import IpfsClient, IpfsUnavailable, cid_to_digest, compute_cid, encode_weights
 
 if TYPE_CHECKING:
     from fedchain.market.parallel import RayUnitRunner
@@ -44,6 +51,20 @@ log = logging.getLogger("fedchain.market.worker")
 
 # Reverts of claimUnit that only mean someone else was faster or the stage moved on: look for other work.
 LOST_RACE = {"NoFreeSlot", "UnitNotClaimable", "StageNotCurrent", "JobNotOpen"}
+# Reverts of the per-unit calls that only mean the unit moved on meanwhile (the other replica published first, a
+# deadline passed, the unit was reset): the next look at the unit decides what to do.
+UNIT_MOVED_ON = {
+    "DeadlinePassed",
+    "AlreadySubmitted",
+    "AlreadyRevealed",
+    "AlreadyAccepted",
+    "NotClaimant",
+    "RevealNotOpen",
+    "ResultsNotAgreed",
+    "UnitNotDisputed",
+    "NotRevealing",
+    "RevealNotExpired",
+}
 CHEAT_SIGMA = 0.01
 
 
@@ -55,6 +76,7 @@ class WorkerSettings:
     job_id: int | None = None  # serve only this job (default: every job posted on the market)
     stake: int = 0  # stake to register with (0: the market's minStake); topped up to minStake at start
     cheat: bool = False  # evaluation only: submit perturbed results
+    lazy: bool = False  # evaluation only: copy the other replica's commitment and tag instead of computing
     poll_interval: float = 0.25
     idle_wait: float = 2.0  # longest wait for an event before looking at the jobs again
     exit_when_done: bool = True  # stop once every job seen is finished or cancelled (and at least one was seen)
@@ -70,13 +92,29 @@ class WorkerReport:
 
     address: str
     claimed: int = 0
-    submitted: int = 0
+    committed: int = 0
+    revealed: int = 0
+    published: int = 0
     arbitrations: int = 0
+    failed_reveals: int = 0  # a lazy worker's copied tags, refused by the market (WrongReveal)
     lost_races: int = 0
     gas_used: int = 0
     compute_seconds: float = 0.0
     withdrawn: int = 0
     units: list[tuple[int, int, int]] = field(default_factory=list)  # (job, unit, slot)
+
+    @property
+    def submitted(self) -> int:
+        """Results this worker put forward: replica commitments and arbitrations."""
+        return self.committed + self.arbitrations
+
+
+@dataclass(frozen=True)
+class ComputedResult:
+    """A unit's result: its canonical safetensors bytes and the sha256 digest of their CIDv0."""
+
+    payload: bytes
+    digest: bytes
 
 
 def cheat_result(honest: Weights, address: str, job_id: int, unit_index: int) -> Weights:
@@ -103,6 +141,8 @@ class MarketWorker:
         self._jobs_scanned_to = 0
         self._excluded: set[tuple[int, int]] = set()
         self._out_of_stake = False
+        self._results: dict[tuple[int, int, int], ComputedResult] = {}  # (job, unit, attempt) -> result
+        self._given_up: set[tuple[int, int, int]] = set()  # lazy mode: (job, unit, attempt) whose copy failed
         runtime = check_deterministic_runtime()
         if not runtime.ok:
             raise RuntimeError(
@@ -114,8 +154,14 @@ class MarketWorker:
 
             self.runner = RayUnitRunner(address=settings.ray_address, local_cpus=settings.ray_local)
             log.info("computing up to %d units at once through Ray", self.runner.slots)
+        if settings.cheat and settings.lazy:
+            raise ValueError("a worker is either cheating or lazy, not both")
         if settings.cheat:
             log.warning("worker %s CHEATS (evaluation mode): its results are perturbed", self.address)
+        if settings.lazy:
+            log.warning(
+                "worker %s is LAZY (evaluation mode): it copies other replicas instead of computing", self.address
+            )
 
     @property
     def address(self) -> str:
@@ -214,26 +260,43 @@ class MarketWorker:
             return False
 
     def _work_once(self, job_id: int, job: JobInfo) -> bool:
-        """Claim and compute units of the job's current stage (one, or one per Ray CPU); True if we did something."""
+        """Move every unit of the job's current stage that this worker holds one step on (commit, reveal, publish,
+        arbitrate, or close an expired reveal window), then claim new units (one, or one per Ray CPU); True if we
+        sent anything."""
         units = {u: self.market.unit(job_id, u) for u in job.current_units()}
-        limit = self.batch_size
-        todo: list[tuple[int, int]] = []
-        # Claims of ours without a result (a restart, or a slow submission): finish them first.
         now = self._now()
+        worked = False
+        # Units of ours that need computing: a claim without a commitment (a fresh claim, a restart or a slow
+        # commit), or an arbitration slot. Units are deterministic, so a restart recomputes the committed result.
+        todo: list[tuple[int, int]] = []
         for u, info in units.items():
             slot = info.slot_of(self.address)
-            if slot is None or info.results[slot] != ZERO_DIGEST or info.status == UnitStatus.ACCEPTED:
+            if info.status == UnitStatus.ACCEPTED:
                 continue
-            if now <= info.deadlines[slot] and len(todo) < limit:
-                todo.append((u, slot))
-        if not self._out_of_stake:
+            if info.status == UnitStatus.REVEALING and now > info.reveal_deadline:
+                worked = self._expire_reveal(job_id, u) or worked
+                continue
+            if slot is None:
+                continue
+            if self.settings.lazy:
+                worked = self._copy(job_id, u, slot, info) or worked
+            elif slot == ARBITER_SLOT:
+                if info.status == UnitStatus.DISPUTED and now <= info.deadlines[slot]:
+                    todo.append((u, slot))
+            elif not info.committed(slot):
+                if now <= info.deadlines[slot]:
+                    todo.append((u, slot))
+            elif info.status == UnitStatus.REVEALING:
+                worked = self._reveal_or_publish(job_id, job, u, slot, info) or worked
+        limit = self.batch_size
+        if not self._out_of_stake and len(todo) < limit:
             offset = int(self.address, 16) % job.units_per_stage
             candidates = []
             for u, info in units.items():
                 if (job_id, u) in self._excluded:
                     continue
                 slot = info.claimable_slot(self.address, now)
-                if slot is None:
+                if slot is None or (self.settings.lazy and slot == ARBITER_SLOT):
                     continue
                 # Arbitration first (it unblocks a unit and pays), then second replicas (they finish a unit), then
                 # fresh units, each from this worker's own offset so that workers spread over the stage.
@@ -243,12 +306,14 @@ class MarketWorker:
                 if len(todo) >= limit:
                     break
                 slot = self._claim(job_id, u)
-                if slot is not None:
+                if slot is not None and self.settings.lazy:
+                    worked = True  # nothing to compute: the next look at the unit copies the other replica
+                elif slot is not None:
                     todo.append((u, slot))
-        if not todo:
-            return False
-        self._compute_and_submit(job_id, job, todo)
-        return True
+        if todo:
+            self._compute_and_submit(job_id, job, todo)
+            worked = True
+        return worked
 
     def _claim(self, job_id: int, unit_index: int) -> int | None:
         try:
@@ -273,42 +338,131 @@ class MarketWorker:
         log.info("claimed unit %d of job %d (slot %d)", unit_index, job_id, slot)
         return slot
 
-    def _compute(self, job: JobInfo, todo: list[tuple[int, int]]) -> list[Weights]:
+    def _compute(self, job: JobInfo, cells: list[tuple[int, int]]) -> list[Weights]:
         plan = self.files.plan(job.plan_digest)
         checkpoint = self.files.weights(job.latest_checkpoint_digest)
-        cells = [divmod(u, job.units_per_stage) for u, _ in todo]
         if self.runner is not None:
             return self.runner.run(plan, checkpoint, cells)
         return [run_unit(plan, checkpoint, stage, index) for stage, index in cells]
 
-    def _compute_and_submit(self, job_id: int, job: JobInfo, todo: list[tuple[int, int]]) -> None:
+    def _result(self, job_id: int, job: JobInfo, unit_index: int, attempt: int) -> ComputedResult:
+        """This worker's result of a unit (computed once per attempt; recomputed after a restart)."""
+        key = (job_id, unit_index, attempt)
+        if key not in self._results:
+            self._compute_results(job_id, job, [unit_index], attempt_of={unit_index: attempt})
+        return self._results[key]
+
+    def _compute_results(self, job_id: int, job: JobInfo, unit_indices: list[int], attempt_of: dict[int, int]) -> None:
+        missing = [u for u in unit_indices if (job_id, u, attempt_of[u]) not in self._results]
+        if not missing:
+            return
         started = time.perf_counter()
-        results = self._compute(job, todo)
+        outputs = self._compute(job, [divmod(u, job.units_per_stage) for u in missing])
         self.report.compute_seconds += time.perf_counter() - started
-        for (unit_index, slot), weights in zip(todo, results, strict=True):
+        for unit_index, weights in zip(missing, outputs, strict=True):
             if self.settings.cheat:
                 weights = cheat_result(weights, self.address, job_id, unit_index)
-            cid = self.ipfs.put_weights(weights)  # no metadata: the replicas' CIDs must be equal
-            try:
-                result = self.market.submit_result(job_id, unit_index, cid_to_digest(cid))
-            except ContractRevert as exc:
-                if exc.error in ("DeadlinePassed", "AlreadySubmitted", "NotClaimant"):
-                    log.warning("result of unit %d of job %d not taken: %s", unit_index, job_id, exc)
-                    continue
-                raise
-            self.report.gas_used += result.gas_used
-            self.report.submitted += 1
-            self.report.arbitrations += slot == ARBITER_SLOT
+            # No metadata: the replicas' bytes, hence CIDs, must be equal. The CID is computed here and the bytes
+            # stay off IPFS until the digest is published, so no one can fetch a result before it is verified.
+            payload = encode_weights(weights)
+            digest = cid_to_digest(compute_cid(payload))
+            self._results[(job_id, unit_index, attempt_of[unit_index])] = ComputedResult(payload, digest)
+        log.info("computed %d unit(s) of job %d in %.2fs", len(missing), job_id, time.perf_counter() - started)
+
+    def _compute_and_submit(self, job_id: int, job: JobInfo, todo: list[tuple[int, int]]) -> None:
+        attempts = {u: self.market.unit(job_id, u).resets for u, _ in todo}
+        self._compute_results(job_id, job, [u for u, _ in todo], attempts)
+        for unit_index, slot in todo:
+            result = self._results[(job_id, unit_index, attempts[unit_index])]
+            if slot == ARBITER_SLOT:
+                self._arbitrate(job_id, unit_index, result)
+            else:
+                self._commit(job_id, unit_index, slot, attempts[unit_index], result)
+
+    def _commit(self, job_id: int, unit_index: int, slot: int, attempt: int, result: ComputedResult) -> None:
+        tag = result_tag(job_id, unit_index, attempt, result.digest)
+        sent = self._send("commit", job_id, unit_index, self.market.commit_result, result_commitment(self.address, tag))
+        if sent:
+            self.report.committed += 1
             self.report.units.append((job_id, unit_index, slot))
-            log.info(
-                "submitted unit %d of job %d (slot %d): %s, %d unit(s) in %.2fs",
-                unit_index,
-                job_id,
-                slot,
-                cid,
-                len(todo),
-                time.perf_counter() - started,
-            )
+            log.info("committed unit %d of job %d (slot %d)", unit_index, job_id, slot)
+
+    def _reveal_or_publish(self, job_id: int, job: JobInfo, unit_index: int, slot: int, info: UnitInfo) -> bool:
+        """Both replicas committed: reveal our tag, or publish the digest once the other's tag equals ours."""
+        result = self._result(job_id, job, unit_index, info.resets)
+        tag = result_tag(job_id, unit_index, info.resets, result.digest)
+        other = 1 - slot
+        agreed = info.revealed[other] and info.seals[other] == tag
+        if agreed:
+            # Publishing reveals the digest: only now do the bytes go to IPFS, for the coordinator to fetch.
+            self.ipfs.add(result.payload)
+            if self._send("publish", job_id, unit_index, self.market.publish_result, result.digest):
+                self.report.published += 1
+                log.info("published unit %d of job %d: the replicas agree", unit_index, job_id)
+                return True
+            return False
+        if info.revealed[slot]:
+            return False  # waiting for the other replica's tag (or for arbitration)
+        if self._send("reveal", job_id, unit_index, self.market.reveal_result, tag):
+            self.report.revealed += 1
+            log.info("revealed the tag of unit %d of job %d", unit_index, job_id)
+            return True
+        return False
+
+    def _arbitrate(self, job_id: int, unit_index: int, result: ComputedResult) -> None:
+        self.ipfs.add(result.payload)  # the arbiter's digest is public at once: its bytes may be too
+        if self._send("arbitrate", job_id, unit_index, self.market.submit_arbitration, result.digest):
+            self.report.arbitrations += 1
+            self.report.units.append((job_id, unit_index, ARBITER_SLOT))
+            log.info("arbitrated unit %d of job %d", unit_index, job_id)
+
+    def _copy(self, job_id: int, unit_index: int, slot: int, info: UnitInfo) -> bool:
+        """Evaluation only (lazy): try to be paid without computing, by copying the other replica. It fails: the
+        copied commitment is bound to the other's address, so no tag this worker can learn opens it."""
+        if slot == ARBITER_SLOT or (job_id, unit_index, info.resets) in self._given_up:
+            return False
+        other = 1 - slot
+        if not info.committed(slot):
+            if not info.committed(other):
+                return False  # nothing to copy yet
+            if self._send("copy the commitment of", job_id, unit_index, self.market.commit_result, info.seals[other]):
+                self.report.committed += 1
+                log.warning("LAZY: copied the commitment of unit %d of job %d", unit_index, job_id)
+                return True
+            return False
+        if info.status != UnitStatus.REVEALING or info.revealed[slot] or not info.revealed[other]:
+            return False
+        try:
+            result = self.market.reveal_result(job_id, unit_index, info.seals[other])
+        except ContractRevert as exc:
+            if exc.error != "WrongReveal":
+                raise
+            self.report.failed_reveals += 1
+            self._given_up.add((job_id, unit_index, info.resets))
+            log.warning("LAZY: the copied tag of unit %d of job %d does not open our commitment", unit_index, job_id)
+            return True
+        # Only reachable if the other replica committed for this worker's address: not a copy at all.
+        self.report.gas_used += result.gas_used
+        return True
+
+    def _expire_reveal(self, job_id: int, unit_index: int) -> bool:
+        """A reveal window passed without a verdict (a replica vanished): reset the unit so the job goes on."""
+        if self._send("expire the reveal window of", job_id, unit_index, self.market.expire_reveal):
+            log.warning("unit %d of job %d: reveal window passed, unit reset", unit_index, job_id)
+            return True
+        return False
+
+    def _send(self, what: str, job_id: int, unit_index: int, call: Callable[..., TxResult], *args: bytes) -> bool:
+        """Send one per-unit transaction; a revert that only means the unit moved on is logged, not raised."""
+        try:
+            result = call(job_id, unit_index, *args)
+        except ContractRevert as exc:
+            if exc.error in UNIT_MOVED_ON:
+                log.warning("could not %s unit %d of job %d: %s", what, unit_index, job_id, exc)
+                return False
+            raise
+        self.report.gas_used += result.gas_used
+        return True
 
     def _now(self) -> int:
         """The chain's time as the next block will see it (at least the latest block's timestamp)."""

@@ -21,6 +21,8 @@ from fedchain.chain.market import (
     UnitStatus,
     WorkerInfo,
     escrow_required,
+    result_commitment,
+    result_tag,
     stage_of,
     stage_units,
 )
@@ -110,8 +112,9 @@ def test_job_info_decodes_the_view_tuple() -> None:
         JobInfo.from_tuple(values[:-1])
 
 
-def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), results=(ZERO_DIGEST,) * 3) -> UnitInfo:
-    return UnitInfo.from_tuple((status, 0, list(workers), list(deadlines), list(results), ZERO_DIGEST))
+def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), seals=(ZERO_DIGEST,) * 2) -> UnitInfo:
+    revealed = [False, False]
+    return UnitInfo.from_tuple((status, 0, list(workers), list(deadlines), list(seals), revealed, 0, ZERO_DIGEST))
 
 
 def test_claimable_slot_mirrors_the_contract() -> None:
@@ -123,25 +126,35 @@ def test_claimable_slot_mirrors_the_contract() -> None:
     assert one.slot_of(A) == 0 and one.slot_of(C) is None
     both = unit(UnitStatus.OPEN, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 2000, 0))
     assert both.claimable_slot(C, now) is None
-    # an expired claim without a result frees its slot; one with a result does not
+    # an expired claim without a commitment frees its slot; one with a commitment does not
     expired = unit(UnitStatus.OPEN, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 900, 0))
     assert expired.claimable_slot(C, now) == 1
-    submitted = unit(
-        UnitStatus.OPEN,
-        workers=(A, B, ZERO_ADDRESS),
-        deadlines=(900, 2000, 0),
-        results=(d("r"),) * 1 + (ZERO_DIGEST,) * 2,
+    committed = unit(
+        UnitStatus.OPEN, workers=(A, B, ZERO_ADDRESS), deadlines=(900, 2000, 0), seals=(d("r"), ZERO_DIGEST)
     )
-    assert submitted.claimable_slot(C, now) is None
+    assert committed.committed(0) and not committed.committed(1) and not committed.committed(ARBITER_SLOT)
+    assert committed.claimable_slot(C, now) is None
+    revealing = unit(UnitStatus.REVEALING, workers=(A, B, ZERO_ADDRESS), deadlines=(900, 900, 0), seals=(d("x"),) * 2)
+    assert revealing.claimable_slot(C, now) is None
     disputed = unit(
-        UnitStatus.DISPUTED,
-        workers=(A, B, ZERO_ADDRESS),
-        deadlines=(2000, 2000, 0),
-        results=(d("x"), d("y"), ZERO_DIGEST),
+        UnitStatus.DISPUTED, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 2000, 0), seals=(d("x"), d("y"))
     )
     assert disputed.claimable_slot(C, now) == ARBITER_SLOT
     assert disputed.claimable_slot(A, now) is None
+    expired_arbiter = unit(UnitStatus.DISPUTED, workers=(A, B, C), deadlines=(2000, 2000, 900), seals=(d("x"), d("y")))
+    assert expired_arbiter.claimable_slot(Web3.to_checksum_address("0x" + "44" * 20), now) == ARBITER_SLOT
     assert unit(UnitStatus.ACCEPTED).claimable_slot(C, now) is None
+
+
+def test_tag_and_commitment_bind_unit_attempt_digest_and_worker() -> None:
+    tag = result_tag(1, 2, 0, d("r"))
+    assert len(tag) == 32 and tag != d("r")
+    assert len({tag, result_tag(1, 2, 1, d("r")), result_tag(1, 3, 0, d("r")), result_tag(2, 2, 0, d("r"))}) == 4
+    assert result_tag(1, 2, 0, d("s")) != tag
+    assert result_commitment(A, tag) != result_commitment(B, tag)
+    assert result_commitment(A.lower(), tag) == result_commitment(A, tag)
+    with pytest.raises(ValueError):
+        result_tag(1, 2, 0, b"short")
 
 
 def test_worker_info_and_gas_limits() -> None:
@@ -149,6 +162,8 @@ def test_worker_info_and_gas_limits() -> None:
     assert info.stake == 10**18 and info.open_claims == 1 and info.registered
     # about twice the measured maxima of the contract tests
     assert MARKET_GAS_LIMITS["claimUnit"] >= 2 * 85_000
-    assert MARKET_GAS_LIMITS["submitResult"] >= 2 * 150_000
+    assert MARKET_GAS_LIMITS["publishResult"] >= 2 * 140_000
+    assert MARKET_GAS_LIMITS["submitArbitration"] >= 2 * 160_000
+    assert MARKET_GAS_LIMITS["commitResult"] >= 2 * 70_000
     assert MARKET_GAS_LIMITS["commitCheckpoint"] >= 2 * 80_000
     assert MARKET_GAS_LIMITS["postJob"] >= 2 * 270_000
