@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
@@ -66,6 +67,7 @@ UNIT_MOVED_ON = {
     "RevealNotExpired",
 }
 CHEAT_SIGMA = 0.01
+REVEAL_GRACE = 10  # seconds replica 1 waits for replica 0's tag before revealing its own
 
 
 @dataclass(frozen=True)
@@ -391,19 +393,15 @@ class MarketWorker:
         """Both replicas committed: reveal our tag, or publish the digest once the other's tag equals ours."""
         result = self._result(job_id, job, unit_index, info.resets)
         tag = result_tag(job_id, unit_index, info.resets, result.digest)
-        other = 1 - slot
-        agreed = info.revealed[other] and info.seals[other] == tag
-        if agreed:
+        step = reveal_step(slot, info, tag, self._now(), job.claim_duration)
+        if step == RevealStep.PUBLISH:
             # Publishing reveals the digest: only now do the bytes go to IPFS, for the coordinator to fetch.
             self.ipfs.add(result.payload)
             if self._send("publish", job_id, unit_index, self.market.publish_result, result.digest):
                 self.report.published += 1
                 log.info("published unit %d of job %d: the replicas agree", unit_index, job_id)
                 return True
-            return False
-        if info.revealed[slot]:
-            return False  # waiting for the other replica's tag (or for arbitration)
-        if self._send("reveal", job_id, unit_index, self.market.reveal_result, tag):
+        elif step == RevealStep.REVEAL and self._send("reveal", job_id, unit_index, self.market.reveal_result, tag):
             self.report.revealed += 1
             log.info("revealed the tag of unit %d of job %d", unit_index, job_id)
             return True
@@ -467,6 +465,38 @@ class MarketWorker:
     def _now(self) -> int:
         """The chain's time as the next block will see it (at least the latest block's timestamp)."""
         return max(int(self.w3.eth.get_block("latest")["timestamp"]), int(time.time()))
+
+
+class RevealStep(Enum):
+    """What a replica does next in a unit whose replicas both committed."""
+
+    WAIT = "wait"
+    REVEAL = "reveal"
+    PUBLISH = "publish"
+
+
+def reveal_step(slot: int, info: UnitInfo, tag: bytes, now: int, claim_duration: int) -> RevealStep:
+    """The next step of replica `slot` (whose result has tag `tag`) in a Revealing unit, at chain time `now`.
+
+    Who speaks when, so that the usual unit costs one reveal and one publish (not two of each, one of them
+    reverted): replica 0 reveals at once and replica 1 publishes (revealing its tag in the same call) as soon as it
+    sees an equal tag. Fallbacks keep a slow partner from stalling the unit: replica 1 reveals by itself after a
+    grace period, and publishes an agreement of two revealed tags if replica 0 has not within half the window.
+    A digest is published only when the other replica's revealed tag equals ours: before that it could still be
+    disputed, and an arbiter must not be able to copy it.
+    """
+    other = 1 - slot
+    opened = info.reveal_deadline - claim_duration
+    agreed = info.revealed[other] and info.seals[other] == tag
+    if agreed:
+        if info.revealed[slot] and slot == 1 and now < opened + claim_duration // 2:
+            return RevealStep.WAIT  # replica 0 publishes
+        return RevealStep.PUBLISH
+    if info.revealed[slot]:
+        return RevealStep.WAIT  # for the other replica's tag, or for arbitration
+    if slot == 1 and not info.revealed[other] and now < opened + min(REVEAL_GRACE, claim_duration // 4):
+        return RevealStep.WAIT  # replica 0 reveals first; we publish on its tag
+    return RevealStep.REVEAL
 
 
 def _replicas_taken(info: UnitInfo) -> bool:
