@@ -56,7 +56,10 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///      checkpoint cost the same whatever the size of the job.
 ///
 ///      Known limits. Two colluding accounts holding both replica slots can agree on a wrong result (replication
-///      checks honesty, not independence). Expired claims and withheld reveals cost exclusion from the unit, not
+///      checks honesty, not independence). A digest that became public without accepting the unit (an arbiter's
+///      that matched neither replica, or the calldata of a reverted `publishResult`) can be sealed by the next
+///      attempt's replicas without computing; as units are deterministic it is then the right result, but they are
+///      paid for work they did not do. Expired claims and withheld reveals cost exclusion from the unit, not
 ///      stake. A committed result stays locked until its unit resolves, so a requester who never finishes nor
 ///      cancels a job can keep a worker's stake locked while the unit's other slot stays unclaimed.
 contract ComputeMarket is ReentrancyGuard {
@@ -669,6 +672,8 @@ contract ComputeMarket is ReentrancyGuard {
         address holder = c.worker;
         if (holder == address(0)) revert NoClaim(jobId, unitIndex, slot);
         if (slot == ARBITER_SLOT || u.seals[slot] == bytes32(0)) {
+            // An arbiter's claim stays in the slot after its result accepted the unit (it was closed then).
+            if (_status(u) == UnitStatus.Accepted) revert ClaimNotReleasable(jobId, unitIndex, slot);
             if (block.timestamp <= c.deadline) revert ClaimNotExpired(jobId, unitIndex, slot, c.deadline);
             delete u.claims[slot];
             --_workers[holder].openClaims;

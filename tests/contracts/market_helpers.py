@@ -34,11 +34,12 @@ class JobStatus(IntEnum):
 
 
 class UnitStatus(IntEnum):
-    """ComputeMarket.UnitStatus."""
+    """ComputeMarket.UnitStatus: Revealing once both replicas committed; a Reset unit is Open again."""
 
     Open = 0
-    Disputed = 1
-    Accepted = 2
+    Revealing = 1
+    Disputed = 2
+    Accepted = 3
 
 
 def digest(label: str) -> bytes:
@@ -166,25 +167,36 @@ def job_info(market, job_id) -> dict:
 
 @dataclass
 class UnitInfo:
+    """`unit(jobId, unitIndex)`: slots 0 and 1 are the replicas, 2 the arbiter; `seals[i]` is replica i's
+    commitment (zero: none yet), or its tag once `revealed[i]`."""
+
     status: UnitStatus
     resets: int
     workers: list[str]
     deadlines: list[int]
-    results: list[bytes]
+    seals: list[bytes]
+    revealed: list[bool]
+    reveal_deadline: int
     accepted: bytes
 
     def slot_of(self, account) -> int | None:
         return self.workers.index(str(account)) if str(account) in self.workers else None
 
+    def committed(self, slot: int) -> bool:
+        """Replica `slot` sealed its result (the arbiter's slot never has a seal)."""
+        return slot < ARBITER_SLOT and self.seals[slot] != ZERO_BYTES32
+
 
 def unit_info(market, job_id, unit_index) -> UnitInfo:
-    status, resets, workers, deadlines, results, accepted = market.unit(job_id, unit_index)
+    status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = market.unit(job_id, unit_index)
     return UnitInfo(
         status=UnitStatus(int(status)),
         resets=int(resets),
         workers=[str(w) for w in workers],
         deadlines=[int(d) for d in deadlines],
-        results=[bytes(r) for r in results],
+        seals=[bytes(r) for r in seals],
+        revealed=[bool(r) for r in revealed],
+        reveal_deadline=int(reveal_deadline),
         accepted=bytes(accepted),
     )
 
@@ -274,19 +286,81 @@ def assert_conserved(market, accounts, ledger: Ledger | None = None, parts: bool
     return {"balance": balance, "staked": staked, "escrow": escrow, "owed": owed}
 
 
-# ---------------------------------------------------------------- running units
+# ---------------------------------------------------------------- sealed results (mirror the contract)
 
 
-def run_unit(market, job_id, unit_index, first, second, result_first, result_second=None):
-    """Both replicas claim and submit (the second's result defaults to the first's); returns the four txs."""
-    if result_second is None:
-        result_second = result_first
+def tag(job_id, unit_index, attempt, result_digest) -> bytes:
+    """resultTag: keccak256(abi.encode(uint256 jobId, uint32 unitIndex, uint32 attempt, bytes32 digest)); `attempt`
+    is the unit's resets."""
+    return keccak(
+        abi_encode(
+            ["uint256", "uint32", "uint32", "bytes32"], [int(job_id), int(unit_index), int(attempt), result_digest]
+        )
+    )
+
+
+def commitment(worker, result_tag) -> bytes:
+    """resultCommitment: keccak256(abi.encode(address worker, bytes32 tag))."""
+    return keccak(abi_encode(["address", "bytes32"], [str(worker), result_tag]))
+
+
+def resets_of(market, job_id, unit_index) -> int:
+    return int(market.unit(job_id, unit_index)[1])
+
+
+def sealed(market, job_id, unit_index, worker, result_digest, attempt=None) -> bytes:
+    """The commitment `worker` submits for `result_digest` (attempt: the unit's resets unless given)."""
+    if attempt is None:
+        attempt = resets_of(market, job_id, unit_index)
+    return commitment(worker, tag(job_id, unit_index, attempt, result_digest))
+
+
+def commit(market, job_id, unit_index, worker, result_digest, attempt=None):
+    """`worker` commits to `result_digest` (correctly sealed for the unit's current attempt unless `attempt`)."""
+    value = sealed(market, job_id, unit_index, worker, result_digest, attempt)
+    return market.commitResult(job_id, unit_index, value, {"from": worker})
+
+
+def reveal(market, job_id, unit_index, worker, result_digest, attempt=None):
+    """`worker` reveals the tag of `result_digest`."""
+    if attempt is None:
+        attempt = resets_of(market, job_id, unit_index)
+    return market.revealResult(job_id, unit_index, tag(job_id, unit_index, attempt, result_digest), {"from": worker})
+
+
+def run_unit(market, job_id, unit_index, first, second, result):
+    """Both replicas claim and commit `result`, the first reveals, the second publishes (revealing its own tag in
+    the same call): the unit is Accepted. Returns the six txs."""
+    attempt = resets_of(market, job_id, unit_index)
     return [
         market.claimUnit(job_id, unit_index, {"from": first}),
         market.claimUnit(job_id, unit_index, {"from": second}),
-        market.submitResult(job_id, unit_index, result_first, {"from": first}),
-        market.submitResult(job_id, unit_index, result_second, {"from": second}),
+        commit(market, job_id, unit_index, first, result, attempt),
+        commit(market, job_id, unit_index, second, result, attempt),
+        reveal(market, job_id, unit_index, first, result, attempt),
+        market.publishResult(job_id, unit_index, result, {"from": second}),
     ]
+
+
+def run_disputed(market, job_id, unit_index, first, second, result_first, result_second):
+    """Both replicas claim, commit and reveal different results: the unit is Disputed. Returns the six txs."""
+    assert result_first != result_second
+    attempt = resets_of(market, job_id, unit_index)
+    return [
+        market.claimUnit(job_id, unit_index, {"from": first}),
+        market.claimUnit(job_id, unit_index, {"from": second}),
+        commit(market, job_id, unit_index, first, result_first, attempt),
+        commit(market, job_id, unit_index, second, result_second, attempt),
+        reveal(market, job_id, unit_index, first, result_first, attempt),
+        reveal(market, job_id, unit_index, second, result_second, attempt),
+    ]
+
+
+def arbitrate(market, job_id, unit_index, arbiter, result):
+    """`arbiter` claims the arbitration slot of a Disputed unit and submits `result`; returns (claim, submit) txs."""
+    claim = market.claimUnit(job_id, unit_index, {"from": arbiter})
+    assert claim.events["UnitClaimed"]["slot"] == ARBITER_SLOT
+    return claim, market.submitArbitration(job_id, unit_index, result, {"from": arbiter})
 
 
 def honest(job_id, unit_index) -> bytes:

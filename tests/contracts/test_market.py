@@ -1,4 +1,5 @@
-"""ComputeMarket (issue 6): staking, posting, claiming, replication, arbitration, checkpoints, payouts, refunds."""
+"""ComputeMarket (issue 6): staking, posting, claiming, sealed replication (commit, reveal, publish), arbitration,
+reveal expiry, checkpoints, payouts, refunds."""
 
 import pytest
 from conftest import set_next_block_timestamp
@@ -15,7 +16,10 @@ from market_helpers import (
     ZERO_BYTES32,
     JobStatus,
     UnitStatus,
+    arbitrate,
     assert_conserved,
+    commit,
+    commitment,
     deploy_market,
     digest,
     escrow_for,
@@ -27,8 +31,12 @@ from market_helpers import (
     market_reverts,
     post_job,
     register_workers,
+    reveal,
+    run_disputed,
     run_stage,
     run_unit,
+    sealed,
+    tag,
     unit_info,
     worker_info,
 )
@@ -82,11 +90,28 @@ def job(market, requester, coordinator):
 
 @pytest.fixture
 def disputed(market, job, workers):
-    """Unit 0 of job 1 Disputed: workers[0] submitted BAD, workers[1] the honest result."""
+    """Unit 0 of job 1 Disputed: workers[0] committed and revealed BAD, workers[1] the honest result."""
     w = workers
-    txs = run_unit(market, job, 0, w[0], w[1], BAD, honest(job, 0))
+    txs = run_disputed(market, job, 0, w[0], w[1], BAD, honest(job, 0))
     assert "UnitDisputed" in txs[-1].events
     return job
+
+
+def committed_both(market, job_id, unit_index, first, second, result_first, result_second=None):
+    """Both replicas claim and commit (the second's result defaults to the first's); the unit is Revealing.
+    Returns the second commitment's tx (RevealOpened)."""
+    market.claimUnit(job_id, unit_index, {"from": first})
+    market.claimUnit(job_id, unit_index, {"from": second})
+    commit(market, job_id, unit_index, first, result_first)
+    tx = commit(market, job_id, unit_index, second, result_second if result_second is not None else result_first)
+    assert "RevealOpened" in tx.events
+    return tx
+
+
+def sleep_past(chain, timestamp):
+    """Mine a block after `timestamp`."""
+    chain.sleep(max(0, timestamp - chain.time()) + 1)
+    chain.mine()
 
 
 # ---------------------------------------------------------------- deployment and posting
@@ -97,6 +122,7 @@ def test_constructor(market, requester):
     assert market.slashAmount() == SLASH_AMOUNT
     assert market.jobCount() == 0
     assert market.ESCROW_FACTOR() == ESCROW_FACTOR
+    assert market.ARBITER_SLOT() == ARBITER_SLOT
     with market_reverts("InvalidConfig", "minStake is 0"):
         market_container().deploy(0, SLASH_AMOUNT, {"from": requester})
 
@@ -164,12 +190,25 @@ def test_post_job_empty_digest(market, requester, coordinator):
 
 
 def test_unknown_job(market, workers, requester):
+    w = workers[0]
     with market_reverts("UnknownJob", 7):
-        market.claimUnit(7, 0, {"from": workers[0]})
+        market.claimUnit(7, 0, {"from": w})
     with market_reverts("UnknownJob", 7):
         market.job(7)
     with market_reverts("UnknownJob", 7):
         market.cancelJob(7, {"from": requester})
+    with market_reverts("UnknownJob", 7):
+        market.commitResult(7, 0, BAD, {"from": w})
+    with market_reverts("UnknownJob", 7):
+        market.revealResult(7, 0, BAD, {"from": w})
+    with market_reverts("UnknownJob", 7):
+        market.publishResult(7, 0, BAD, {"from": w})
+    with market_reverts("UnknownJob", 7):
+        market.submitArbitration(7, 0, BAD, {"from": w})
+    with market_reverts("UnknownJob", 7):
+        market.expireReveal(7, 0, {"from": w})
+    with market_reverts("UnknownJob", 7):
+        market.expireClaim(7, 0, 0, {"from": w})
 
 
 # ---------------------------------------------------------------- stake
@@ -209,7 +248,7 @@ def test_add_stake(market, outsider, workers):
 
 
 def test_withdraw_stake_rules(market, job, workers, outsider, everyone):
-    w = workers[0]
+    w, other = workers[0], workers[1]
     market.addStake({"from": w, "value": MIN_STAKE})  # stake 2 * MIN_STAKE
     with market_reverts("NotRegistered", outsider.address):
         market.withdrawStake(1, {"from": outsider})
@@ -228,12 +267,18 @@ def test_withdraw_stake_rules(market, job, workers, outsider, everyone):
     market.claimUnit(job, 0, {"from": w})
     with market_reverts("HasOpenClaims", w.address, 1):
         market.withdrawStake(MIN_STAKE, {"from": w})
-    # ... nor while its submitted result waits for verification
-    market.submitResult(job, 0, honest(job, 0), {"from": w})
+    # ... nor while its committed result waits for verification: committed, revealing, revealed
+    commit(market, job, 0, w, honest(job, 0))
     with market_reverts("HasOpenClaims", w.address, 1):
         market.withdrawStake(MIN_STAKE, {"from": w})
-    market.claimUnit(job, 0, {"from": workers[1]})
-    market.submitResult(job, 0, honest(job, 0), {"from": workers[1]})
+    market.claimUnit(job, 0, {"from": other})
+    commit(market, job, 0, other, honest(job, 0))
+    with market_reverts("HasOpenClaims", w.address, 1):
+        market.withdrawStake(MIN_STAKE, {"from": w})
+    reveal(market, job, 0, w, honest(job, 0))
+    with market_reverts("HasOpenClaims", w.address, 1):
+        market.withdrawStake(MIN_STAKE, {"from": w})
+    market.publishResult(job, 0, honest(job, 0), {"from": other})
     # verified: the full exit is allowed; the worker stays registered with zero stake and cannot claim
     before = w.balance()
     tx = market.withdrawStake(MIN_STAKE, {"from": w})
@@ -258,10 +303,11 @@ def test_claim(market, job, workers, chain):
     tx2 = market.claimUnit(job, 1, {"from": workers[1]})
     assert tx2.events["UnitClaimed"]["slot"] == 1
     info = unit_info(market, job, 1)
-    assert info.status == UnitStatus.Open
+    assert info.status == UnitStatus.Open and info.resets == 0
     assert info.workers == [workers[0], workers[1], ZERO_ADDRESS]
     assert info.deadlines == [tx.timestamp + CLAIM_DURATION, tx2.timestamp + CLAIM_DURATION, 0]
-    assert info.results == [ZERO_BYTES32] * 3 and info.accepted == ZERO_BYTES32
+    assert info.seals == [ZERO_BYTES32] * 2 and info.revealed == [False, False]
+    assert info.reveal_deadline == 0 and info.accepted == ZERO_BYTES32
     assert worker_info(market, workers[0])["openClaims"] == 1
     assert job_info(market, job)["lastClaimDeadline"] == tx2.timestamp + CLAIM_DURATION
 
@@ -295,6 +341,7 @@ def test_claim_future_stage_and_out_of_range(market, job, workers):
 
 def test_expiry_and_reclaim(market, job, workers, chain):
     first, second = workers[0], workers[1]
+    result = honest(job, 0)
     tx = market.claimUnit(job, 0, {"from": first})
     deadline = tx.timestamp + CLAIM_DURATION
     # not free before the deadline
@@ -304,7 +351,7 @@ def test_expiry_and_reclaim(market, job, workers, chain):
         market.claimUnit(job, 0, {"from": workers[2]})
     set_next_block_timestamp(deadline + 1)
     with market_reverts("DeadlinePassed", job, 0, first.address, deadline):
-        market.submitResult(job, 0, honest(job, 0), {"from": first})
+        commit(market, job, 0, first, result)
     # the second replica's claim is still valid; the first one's slot goes to another worker
     set_next_block_timestamp(deadline + 2)
     tx = market.claimUnit(job, 0, {"from": workers[2]})
@@ -316,19 +363,38 @@ def test_expiry_and_reclaim(market, job, workers, chain):
     assert worker_info(market, workers[2])["openClaims"] == 1
     assert unit_info(market, job, 0).workers[:2] == [workers[2], second]
     with market_reverts("NotClaimant", job, 0, first.address):
-        market.submitResult(job, 0, honest(job, 0), {"from": first})
-    # the expired worker is not barred from the unit (it never submitted for it): only the slots are full
+        commit(market, job, 0, first, result)
+    # the expired worker is not barred from the unit (it never committed for it): only the slots are full
     with market_reverts("NoFreeSlot", job, 0):
         market.claimUnit(job, 0, {"from": first})
-    market.submitResult(job, 0, honest(job, 0), {"from": workers[2]})
-    market.submitResult(job, 0, honest(job, 0), {"from": second})
+    commit(market, job, 0, workers[2], result)
+    commit(market, job, 0, second, result)
+    reveal(market, job, 0, second, result)
+    market.publishResult(job, 0, result, {"from": workers[2]})
     assert unit_info(market, job, 0).status == UnitStatus.Accepted
+    assert market.balanceOf(workers[2]) == market.balanceOf(second) == PRICE
+    assert market.balanceOf(first) == 0
 
 
-def test_submit_at_deadline_is_in_time(market, job, workers):
+def test_commit_at_deadline_is_in_time(market, job, workers):
     tx = market.claimUnit(job, 0, {"from": workers[0]})
     set_next_block_timestamp(tx.timestamp + CLAIM_DURATION)
-    assert "ResultSubmitted" in market.submitResult(job, 0, BAD, {"from": workers[0]}).events
+    assert "ResultCommitted" in commit(market, job, 0, workers[0], BAD).events
+
+
+def test_committed_replica_keeps_its_slot_after_its_deadline(market, job, workers, outsider, chain):
+    """A committed result waits for the other replica: its slot is not free, nor expirable, after its deadline."""
+    tx = market.claimUnit(job, 0, {"from": workers[0]})
+    commit(market, job, 0, workers[0], honest(job, 0))
+    sleep_past(chain, tx.timestamp + CLAIM_DURATION)
+    with market_reverts("ClaimNotReleasable", job, 0, 0):
+        market.expireClaim(job, 0, 0, {"from": outsider})
+    assert market.claimUnit(job, 0, {"from": workers[1]}).events["UnitClaimed"]["slot"] == 1
+    with market_reverts("NoFreeSlot", job, 0):
+        market.claimUnit(job, 0, {"from": workers[2]})
+    commit(market, job, 0, workers[1], honest(job, 0))
+    reveal(market, job, 0, workers[0], honest(job, 0))
+    assert "UnitAccepted" in market.publishResult(job, 0, honest(job, 0), {"from": workers[1]}).events
 
 
 def test_expire_claim(market, job, workers, outsider, chain):
@@ -339,6 +405,8 @@ def test_expire_claim(market, job, workers, outsider, chain):
         market.expireClaim(job, 0, 3, {"from": outsider})
     with market_reverts("NoClaim", job, 0, 1):
         market.expireClaim(job, 0, 1, {"from": outsider})
+    with market_reverts("NoClaim", job, 0, ARBITER_SLOT):
+        market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
     with market_reverts("ClaimNotExpired", job, 0, 0, deadline):
         market.expireClaim(job, 0, 0, {"from": outsider})
     set_next_block_timestamp(deadline + 1)
@@ -349,31 +417,136 @@ def test_expire_claim(market, job, workers, outsider, chain):
     with market_reverts("NoClaim", job, 0, 0):
         market.expireClaim(job, 0, 0, {"from": outsider})
     market.withdrawStake(MIN_STAKE, {"from": w})
-    # a submitted result is not expired by its deadline
-    market.claimUnit(job, 1, {"from": workers[1]})
-    market.submitResult(job, 1, honest(job, 1), {"from": workers[1]})
+    # a committed result is not expired by its deadline, nor once both committed
+    committed_both(market, job, 1, workers[1], workers[2], honest(job, 1))
     chain.sleep(CLAIM_DURATION + 10)
     chain.mine()
-    with market_reverts("ClaimNotReleasable", job, 1, 0):
-        market.expireClaim(job, 1, 0, {"from": outsider})
+    for slot in (0, 1):
+        with market_reverts("ClaimNotReleasable", job, 1, slot):
+            market.expireClaim(job, 1, slot, {"from": outsider})
 
 
-# ---------------------------------------------------------------- results
+def test_expire_arbiter_claim(market, disputed, workers, outsider, chain):
+    """The arbiter has no seal: its claim expires at its deadline like an uncommitted replica's."""
+    job = disputed
+    tx = market.claimUnit(job, 0, {"from": workers[2]})
+    deadline = tx.timestamp + CLAIM_DURATION
+    assert unit_info(market, job, 0).deadlines[ARBITER_SLOT] == deadline
+    with market_reverts("ClaimNotExpired", job, 0, ARBITER_SLOT, deadline):
+        market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
+    set_next_block_timestamp(deadline + 1)
+    with market_reverts("DeadlinePassed", job, 0, workers[2].address, deadline):
+        market.submitArbitration(job, 0, honest(job, 0), {"from": workers[2]})
+    tx = market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
+    assert (tx.events["ClaimExpired"]["worker"], tx.events["ClaimExpired"]["slot"]) == (workers[2], ARBITER_SLOT)
+    assert worker_info(market, workers[2])["openClaims"] == 0
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Disputed and info.workers[ARBITER_SLOT] == ZERO_ADDRESS
+    # the replicas' committed claims stay (the dispute is still to be settled)
+    for slot in (0, 1):
+        with market_reverts("ClaimNotReleasable", job, 0, slot):
+            market.expireClaim(job, 0, slot, {"from": outsider})
+    # the expired arbiter is not excluded: it may take the slot again, or another worker may
+    arbitrate(market, job, 0, workers[3], honest(job, 0))
+    assert unit_info(market, job, 0).status == UnitStatus.Accepted
 
 
-def test_submit_errors(market, job, workers, outsider):
-    with market_reverts("NotClaimant", job, 0, outsider.address):
-        market.submitResult(job, 0, BAD, {"from": outsider})
-    market.claimUnit(job, 0, {"from": workers[0]})
-    with market_reverts("EmptyDigest"):
-        market.submitResult(job, 0, ZERO_BYTES32, {"from": workers[0]})
-    tx = market.submitResult(job, 0, BAD, {"from": workers[0]})
-    assert list(tx.events.keys()) == ["ResultSubmitted"]
-    assert (tx.events["ResultSubmitted"]["slot"], bytes(tx.events["ResultSubmitted"]["resultDigest"])) == (0, BAD)
-    with market_reverts("AlreadySubmitted", job, 0, workers[0].address):
-        market.submitResult(job, 0, BAD, {"from": workers[0]})
-    with market_reverts("UnknownJob", 9):
-        market.submitResult(9, 0, BAD, {"from": workers[0]})
+def test_expired_arbiter_slot_taken_by_another(market, disputed, workers, chain):
+    job = disputed
+    tx = market.claimUnit(job, 0, {"from": workers[2]})
+    with market_reverts("NoFreeSlot", job, 0):
+        market.claimUnit(job, 0, {"from": workers[3]})
+    set_next_block_timestamp(tx.timestamp + CLAIM_DURATION + 1)
+    tx = market.claimUnit(job, 0, {"from": workers[3]})
+    assert list(tx.events.keys()) == ["ClaimExpired", "UnitClaimed"]
+    assert (tx.events["ClaimExpired"]["worker"], tx.events["ClaimExpired"]["slot"]) == (workers[2], ARBITER_SLOT)
+    assert worker_info(market, workers[2])["openClaims"] == 0
+    with market_reverts("NotClaimant", job, 0, workers[2].address):
+        market.submitArbitration(job, 0, honest(job, 0), {"from": workers[2]})
+    tx = market.submitArbitration(job, 0, honest(job, 0), {"from": workers[3]})
+    assert tx.events["UnitAccepted"]["paidB"] == workers[3]
+
+
+def test_arbiter_claim_of_accepted_unit_stays_closed(market, disputed, workers, outsider, chain):
+    """_accept already closed the arbiter's claim (openClaims - 1) though the slot still names it: expireClaim must
+    not close it a second time, or the arbiter's committed result on unit 1 would no longer lock its stake."""
+    job, arbiter = disputed, workers[2]
+    _, tx = arbitrate(market, job, 0, arbiter, honest(job, 0))
+    assert "UnitAccepted" in tx.events
+    market.claimUnit(job, 1, {"from": arbiter})
+    commit(market, job, 1, arbiter, honest(job, 1))
+    assert worker_info(market, arbiter)["openClaims"] == 1
+    sleep_past(chain, unit_info(market, job, 0).deadlines[ARBITER_SLOT])
+    with market_reverts("ClaimNotReleasable", job, 0, ARBITER_SLOT):
+        market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
+    assert worker_info(market, arbiter)["openClaims"] == 1
+    with market_reverts("HasOpenClaims", arbiter.address, 1):
+        market.withdrawStake(MIN_STAKE, {"from": arbiter})
+
+
+# ---------------------------------------------------------------- sealed results: commit, reveal, publish
+
+
+def test_tag_and_commitment_match_the_contract(market, workers):
+    cases = [(1, 0, 0, honest(1, 0)), (2**200 + 3, 2**32 - 1, 2**32 - 1, BAD), (5, 3, 7, digest("x"))]
+    for job_id, unit_index, attempt, result in cases:
+        t = tag(job_id, unit_index, attempt, result)
+        assert bytes(market.resultTag(job_id, unit_index, attempt, result)) == t
+        for w in workers[:2]:
+            assert bytes(market.resultCommitment(w, t)) == commitment(w, t)
+    # every input changes the tag, and the commitment is bound to its worker
+    base = tag(1, 0, 0, BAD)
+    assert len({base, tag(2, 0, 0, BAD), tag(1, 1, 0, BAD), tag(1, 0, 1, BAD), tag(1, 0, 0, WORSE)}) == 5
+    assert commitment(workers[0], base) != commitment(workers[1], base)
+
+
+def test_commit_reveal_publish_lifecycle(market, job, workers, everyone):
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    t = tag(job, 0, 0, result)
+    market.claimUnit(job, 0, {"from": a})
+    claim_b = market.claimUnit(job, 0, {"from": b})
+    tx = commit(market, job, 0, a, result)
+    assert list(tx.events.keys()) == ["ResultCommitted"]
+    event = tx.events["ResultCommitted"]
+    assert (event["jobId"], event["unitIndex"], event["worker"], event["slot"]) == (job, 0, a, 0)
+    assert bytes(event["commitment"]) == commitment(a, t)
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Open and info.seals == [commitment(a, t), ZERO_BYTES32]
+    assert info.revealed == [False, False] and info.reveal_deadline == 0
+    # the second commitment opens the reveal window and makes it the job's last deadline
+    set_next_block_timestamp(claim_b.timestamp + 100)
+    tx = commit(market, job, 0, b, result)
+    assert list(tx.events.keys()) == ["ResultCommitted", "RevealOpened"]
+    reveal_deadline = tx.timestamp + CLAIM_DURATION
+    assert tx.events["ResultCommitted"]["slot"] == 1
+    assert (tx.events["RevealOpened"]["unitIndex"], tx.events["RevealOpened"]["revealDeadline"]) == (0, reveal_deadline)
+    assert job_info(market, job)["lastClaimDeadline"] == reveal_deadline > claim_b.timestamp + CLAIM_DURATION
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Revealing and info.reveal_deadline == reveal_deadline
+    assert info.seals == [commitment(a, t), commitment(b, t)] and info.revealed == [False, False]
+    # a Revealing unit takes no claim, not even an arbiter's
+    with market_reverts("UnitNotClaimable", job, 0, UnitStatus.Revealing):
+        market.claimUnit(job, 0, {"from": workers[2]})
+    # the first replica reveals its tag: it replaces its commitment
+    tx = reveal(market, job, 0, a, result)
+    assert list(tx.events.keys()) == ["ResultRevealed"]
+    event = tx.events["ResultRevealed"]
+    assert (event["worker"], event["slot"], bytes(event["tag"])) == (a, 0, t)
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Revealing
+    assert info.seals == [t, commitment(b, t)] and info.revealed == [True, False]
+    assert market.balanceOf(a) == market.balanceOf(b) == 0
+    # the second publishes the digest, revealing its own tag in the same call: accepted and paid
+    tx = market.publishResult(job, 0, result, {"from": b})
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitAccepted"]
+    event = tx.events["ResultRevealed"]
+    assert (event["worker"], event["slot"], bytes(event["tag"])) == (b, 1, t)
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Accepted and info.accepted == result
+    assert info.seals == [t, t] and info.revealed == [True, True]
+    assert info.workers == [a, b, ZERO_ADDRESS]
+    assert_conserved(market, everyone)
 
 
 def test_matching_results_accept_and_pay(market, job, workers, everyone):
@@ -381,7 +554,7 @@ def test_matching_results_accept_and_pay(market, job, workers, everyone):
     result = honest(job, 0)
     txs = run_unit(market, job, 0, a, b, result)
     tx = txs[-1]
-    assert list(tx.events.keys()) == ["ResultSubmitted", "UnitAccepted"]
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitAccepted"]
     accepted = tx.events["UnitAccepted"]
     assert bytes(accepted["resultDigest"]) == result
     assert (accepted["paidA"], accepted["paidB"], accepted["pricePerUnit"]) == (a, b, PRICE)
@@ -398,9 +571,233 @@ def test_matching_results_accept_and_pay(market, job, workers, everyone):
     assert market.totalOwed() == 2 * PRICE
     with market_reverts("UnitNotClaimable", job, 0, UnitStatus.Accepted):
         market.claimUnit(job, 0, {"from": workers[2]})
-    with market_reverts("AlreadySubmitted", job, 0, a.address):
-        market.submitResult(job, 0, result, {"from": a})
+    for w in (a, b):
+        with market_reverts("AlreadyAccepted", job, 0):
+            market.publishResult(job, 0, result, {"from": w})
+        with market_reverts("AlreadySubmitted", job, 0, w.address):
+            commit(market, job, 0, w, result)
+        with market_reverts("AlreadyRevealed", job, 0, w.address):
+            reveal(market, job, 0, w, result)
+    with market_reverts("NotRevealing", job, 0, UnitStatus.Accepted):
+        market.expireReveal(job, 0, {"from": workers[2]})
     assert_conserved(market, everyone)
+
+
+def test_publish_after_both_revealed(market, job, workers):
+    """Both may reveal with revealResult; then either publishes (the first here), with nothing left to reveal."""
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    committed_both(market, job, 0, a, b, result)
+    reveal(market, job, 0, a, result)
+    tx = reveal(market, job, 0, b, result)
+    assert list(tx.events.keys()) == ["ResultRevealed"]  # equal tags: no dispute
+    assert unit_info(market, job, 0).status == UnitStatus.Revealing
+    tx = market.publishResult(job, 0, result, {"from": a})
+    assert list(tx.events.keys()) == ["UnitAccepted"]
+    assert market.balanceOf(a) == market.balanceOf(b) == PRICE
+
+
+def test_commit_errors(market, job, workers, outsider):
+    w = workers[0]
+    with market_reverts("NotClaimant", job, 0, outsider.address):
+        market.commitResult(job, 0, BAD, {"from": outsider})
+    with market_reverts("NotClaimant", job, 0, w.address):
+        commit(market, job, 0, w, BAD)
+    market.claimUnit(job, 0, {"from": w})
+    with market_reverts("EmptyDigest"):
+        market.commitResult(job, 0, ZERO_BYTES32, {"from": w})
+    with market_reverts("NotClaimant", job, 0, workers[1].address):
+        commit(market, job, 0, workers[1], BAD)
+    commit(market, job, 0, w, BAD)
+    # once: not even to change its mind
+    with market_reverts("AlreadySubmitted", job, 0, w.address):
+        commit(market, job, 0, w, honest(job, 0))
+    assert unit_info(market, job, 0).seals[0] == sealed(market, job, 0, w, BAD)
+
+
+def test_reveal_errors(market, job, workers, outsider):
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    with market_reverts("NotClaimant", job, 0, a.address):
+        reveal(market, job, 0, a, result)
+    market.claimUnit(job, 0, {"from": a})
+    # nothing to reveal before both committed
+    with market_reverts("RevealNotOpen", job, 0):
+        reveal(market, job, 0, a, result)
+    commit(market, job, 0, a, result)
+    with market_reverts("RevealNotOpen", job, 0):
+        reveal(market, job, 0, a, result)
+    with market_reverts("RevealNotOpen", job, 0):
+        market.publishResult(job, 0, result, {"from": a})
+    market.claimUnit(job, 0, {"from": b})
+    with market_reverts("RevealNotOpen", job, 0):
+        reveal(market, job, 0, a, result)
+    commit(market, job, 0, b, result)
+    with market_reverts("NotClaimant", job, 0, outsider.address):
+        market.revealResult(job, 0, tag(job, 0, 0, result), {"from": outsider})
+    # a tag that does not open the commitment: another result, another attempt, another unit or job, the digest
+    for wrong in (tag(job, 0, 0, BAD), tag(job, 0, 1, result), tag(job, 1, 0, result), tag(2, 0, 0, result), result):
+        with market_reverts("WrongReveal", job, 0, a.address):
+            market.revealResult(job, 0, wrong, {"from": a})
+    reveal(market, job, 0, a, result)
+    with market_reverts("AlreadyRevealed", job, 0, a.address):
+        reveal(market, job, 0, a, result)
+    with market_reverts("AlreadyRevealed", job, 0, a.address):
+        reveal(market, job, 0, a, BAD)
+    assert unit_info(market, job, 0).revealed == [True, False]
+
+
+def test_reveal_window_deadlines(market, job, workers):
+    """A reveal at the window's last second is in time; after it, reveal and publish revert DeadlinePassed."""
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    tx = committed_both(market, job, 0, a, b, result)
+    reveal_deadline = tx.events["RevealOpened"]["revealDeadline"]
+    assert reveal_deadline == tx.timestamp + CLAIM_DURATION
+    set_next_block_timestamp(reveal_deadline)
+    assert "ResultRevealed" in reveal(market, job, 0, a, result).events
+    set_next_block_timestamp(reveal_deadline + 1)
+    with market_reverts("DeadlinePassed", job, 0, b.address, reveal_deadline):
+        reveal(market, job, 0, b, result)
+    # publishing reveals too: too late for b, and too late for a (already revealed)
+    with market_reverts("DeadlinePassed", job, 0, b.address, reveal_deadline):
+        market.publishResult(job, 0, result, {"from": b})
+    with market_reverts("DeadlinePassed", job, 0, a.address, reveal_deadline):
+        market.publishResult(job, 0, result, {"from": a})
+
+
+def test_publish_at_window_end_is_in_time(market, job, workers):
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    reveal_deadline = committed_both(market, job, 0, a, b, result).events["RevealOpened"]["revealDeadline"]
+    reveal(market, job, 0, a, result)
+    set_next_block_timestamp(reveal_deadline)
+    assert "UnitAccepted" in market.publishResult(job, 0, result, {"from": b}).events
+
+
+def test_publish_needs_both_tags_revealed_and_equal(market, job, workers, outsider):
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    committed_both(market, job, 0, a, b, result)
+    with market_reverts("NotClaimant", job, 0, outsider.address):
+        market.publishResult(job, 0, result, {"from": outsider})
+    with market_reverts("EmptyDigest"):
+        market.publishResult(job, 0, ZERO_BYTES32, {"from": a})
+    # before the other replica revealed: the digest is not published, and the caller's tag is not revealed either
+    with market_reverts("ResultsNotAgreed", job, 0):
+        market.publishResult(job, 0, result, {"from": a})
+    info = unit_info(market, job, 0)
+    assert info.revealed == [False, False] and info.seals == [sealed(market, job, 0, w, result) for w in (a, b)]
+    reveal(market, job, 0, a, result)
+    with market_reverts("ResultsNotAgreed", job, 0):
+        market.publishResult(job, 0, result, {"from": a})
+    # a digest that does not open the caller's commitment
+    with market_reverts("WrongReveal", job, 0, b.address):
+        market.publishResult(job, 0, BAD, {"from": b})
+    reveal(market, job, 0, b, result)
+    # both revealed: only the digest of the agreed tag is accepted
+    for w in (a, b):
+        with market_reverts("ResultsNotAgreed", job, 0):
+            market.publishResult(job, 0, BAD, {"from": w})
+    assert unit_info(market, job, 0).status == UnitStatus.Revealing
+    assert "UnitAccepted" in market.publishResult(job, 0, result, {"from": b}).events
+
+
+def test_copied_commitment_cannot_be_opened(market, job, workers, outsider, chain, everyone):
+    """A lazy replica that submits the other's commitment as its own cannot open it: the commitment is bound to
+    its worker. It cannot publish, is excluded when the window passes, and is paid nothing."""
+    worker, lazy = workers[0], workers[1]
+    result = honest(job, 0)
+    t = tag(job, 0, 0, result)
+    market.claimUnit(job, 0, {"from": worker})
+    market.claimUnit(job, 0, {"from": lazy})
+    copied = bytes(commit(market, job, 0, worker, result).events["ResultCommitted"]["commitment"])
+    tx = market.commitResult(job, 0, copied, {"from": lazy})
+    reveal_deadline = tx.events["RevealOpened"]["revealDeadline"]
+    reveal(market, job, 0, worker, result)
+    # it knows the tag now, and even the digest would not help: neither opens a commitment bound to another worker
+    with market_reverts("WrongReveal", job, 0, lazy.address):
+        market.revealResult(job, 0, t, {"from": lazy})
+    with market_reverts("WrongReveal", job, 0, lazy.address):
+        market.publishResult(job, 0, result, {"from": lazy})
+    with market_reverts("ResultsNotAgreed", job, 0):
+        market.publishResult(job, 0, result, {"from": worker})
+    # the window passes: the lazy replica is excluded; the one that revealed may claim the unit again
+    sleep_past(chain, reveal_deadline)
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    event = tx.events["RevealExpired"]
+    assert (event["resets"], event["replica0"], event["excluded0"], event["replica1"], event["excluded1"]) == (
+        1,
+        worker,
+        False,
+        lazy,
+        True,
+    )
+    assert market.balanceOf(lazy) == market.balanceOf(worker) == 0
+    assert worker_info(market, lazy) == {
+        "stake": MIN_STAKE,
+        "openClaims": 0,
+        "completedUnits": 0,
+        "faults": 0,
+        "registered": True,
+    }
+    assert market.isExcluded(job, 0, lazy) and not market.isExcluded(job, 0, worker)
+    with market_reverts("AlreadyWorkedOn", job, 0, lazy.address):
+        market.claimUnit(job, 0, {"from": lazy})
+    assert market.claimUnit(job, 0, {"from": worker}).events["UnitClaimed"]["slot"] == 0
+    assert job_info(market, job)["escrowRemaining"] == ESCROW
+    assert_conserved(market, everyone)
+
+
+def test_copied_tag_cannot_be_revealed(market, job, workers, everyone):
+    """A lazy replica committed before it saw anything; the other's revealed tag does not open its commitment, and
+    it cannot commit again. Its only way out is to reveal its own guess, which disputes the unit and gets it
+    slashed."""
+    lazy, worker, arbiter = workers[0], workers[1], workers[2]
+    result = honest(job, 0)
+    market.claimUnit(job, 0, {"from": lazy})
+    market.claimUnit(job, 0, {"from": worker})
+    commit(market, job, 0, lazy, BAD)  # a guess
+    commit(market, job, 0, worker, result)
+    revealed = bytes(reveal(market, job, 0, worker, result).events["ResultRevealed"]["tag"])
+    with market_reverts("WrongReveal", job, 0, lazy.address):
+        market.revealResult(job, 0, revealed, {"from": lazy})
+    with market_reverts("AlreadySubmitted", job, 0, lazy.address):
+        market.commitResult(job, 0, commitment(lazy, revealed), {"from": lazy})
+    tx = reveal(market, job, 0, lazy, BAD)
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
+    _, tx = arbitrate(market, job, 0, arbiter, result)
+    assert tx.events["WorkerSlashed"]["worker"] == lazy
+    assert market.balanceOf(lazy) == 0
+    assert market.balanceOf(worker) == PRICE + SLASH_AMOUNT // 2 + 1
+    assert_conserved(market, everyone)
+
+
+# ---------------------------------------------------------------- disputes and arbitration
+
+
+def test_different_tags_dispute(market, job, workers, outsider):
+    a, b = workers[0], workers[1]
+    txs = run_disputed(market, job, 0, a, b, BAD, honest(job, 0))
+    assert list(txs[-2].events.keys()) == ["ResultRevealed"]
+    tx = txs[-1]
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
+    t0, t1 = tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))
+    assert (bytes(tx.events["UnitDisputed"]["tag0"]), bytes(tx.events["UnitDisputed"]["tag1"])) == (t0, t1)
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Disputed
+    assert info.seals == [t0, t1] and info.revealed == [True, True]
+    assert info.workers == [a, b, ZERO_ADDRESS] and info.accepted == ZERO_BYTES32
+    # neither digest can be published, and nothing is left to reveal
+    for w, result in ((a, BAD), (b, honest(job, 0))):
+        with market_reverts("ResultsNotAgreed", job, 0):
+            market.publishResult(job, 0, result, {"from": w})
+        with market_reverts("AlreadyRevealed", job, 0, w.address):
+            reveal(market, job, 0, w, result)
+    # the window closing does not matter any more: the dispute waits for an arbiter
+    with market_reverts("NotRevealing", job, 0, UnitStatus.Disputed):
+        market.expireReveal(job, 0, {"from": outsider})
+    assert market.balanceOf(a) == market.balanceOf(b) == 0
 
 
 def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, workers, everyone):
@@ -408,7 +805,7 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
     liar, right, arbiter = workers[0], workers[1], workers[2]
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Disputed
-    assert info.results[:2] == [BAD, honest(job, 0)]
+    assert info.seals == [tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))]
     assert market.balanceOf(liar) == market.balanceOf(right) == 0
     # the replicas cannot arbitrate their own dispute
     for w in (liar, right):
@@ -416,13 +813,16 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
             market.claimUnit(job, 0, {"from": w})
     tx = market.claimUnit(job, 0, {"from": arbiter})
     assert tx.events["UnitClaimed"]["slot"] == ARBITER_SLOT
+    assert unit_info(market, job, 0).workers == [liar, right, arbiter]
     with market_reverts("NoFreeSlot", job, 0):
         market.claimUnit(job, 0, {"from": workers[3]})
     staked = market.totalStaked()
-    tx = market.submitResult(job, 0, honest(job, 0), {"from": arbiter})
-    assert list(tx.events.keys()) == ["ResultSubmitted", "UnitAccepted", "WorkerSlashed"]
+    tx = market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
+    assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitAccepted", "WorkerSlashed"]
+    submitted = tx.events["ArbitrationSubmitted"]
+    assert (submitted["arbiter"], bytes(submitted["resultDigest"])) == (arbiter, honest(job, 0))
     accepted = tx.events["UnitAccepted"]
-    assert (accepted["paidA"], accepted["paidB"]) == (right, arbiter)
+    assert (accepted["paidA"], accepted["paidB"], bytes(accepted["resultDigest"])) == (right, arbiter, honest(job, 0))
     slashed = tx.events["WorkerSlashed"]
     assert (slashed["worker"], slashed["amount"], slashed["faults"]) == (liar, SLASH_AMOUNT, 1)
     # SLASH_AMOUNT is odd: the odd wei goes to the agreeing replica
@@ -437,12 +837,18 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
         "faults": 1,
         "registered": True,
     }
-    assert worker_info(market, right)["completedUnits"] == worker_info(market, arbiter)["completedUnits"] == 1
+    for w in (right, arbiter):
+        assert worker_info(market, w)["completedUnits"] == 1 and worker_info(market, w)["openClaims"] == 0
     assert market.totalStaked() == staked - SLASH_AMOUNT
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Accepted and info.accepted == honest(job, 0)
-    assert info.results == [BAD, honest(job, 0), honest(job, 0)]
+    assert info.seals == [tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))]
     assert job_info(market, job)["escrowRemaining"] == ESCROW - 2 * PRICE
+    # settled: no second arbitration, no publication
+    with market_reverts("UnitNotDisputed", job, 0, UnitStatus.Accepted):
+        market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
+    with market_reverts("AlreadyAccepted", job, 0):
+        market.publishResult(job, 0, honest(job, 0), {"from": right})
     # slashed below minStake: the liar cannot claim until it tops up
     with market_reverts("StakeTooLow", liar.address, MIN_STAKE - SLASH_AMOUNT, MIN_STAKE):
         market.claimUnit(job, 1, {"from": liar})
@@ -450,11 +856,52 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
 
 
 def test_arbiter_agreeing_with_first_replica(market, job, workers):
-    run_unit(market, job, 0, workers[0], workers[1], honest(job, 0), BAD)
-    market.claimUnit(job, 0, {"from": workers[2]})
-    tx = market.submitResult(job, 0, honest(job, 0), {"from": workers[2]})
+    run_disputed(market, job, 0, workers[0], workers[1], honest(job, 0), BAD)
+    _, tx = arbitrate(market, job, 0, workers[2], honest(job, 0))
     assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (workers[0], workers[2])
     assert tx.events["WorkerSlashed"]["worker"] == workers[1]
+
+
+def test_arbitration_errors(market, disputed, workers, outsider):
+    job = disputed
+    replicas, arbiter = workers[:2], workers[2]
+    # only the holder of the arbitration slot, which nobody holds yet
+    for w in (*replicas, arbiter, outsider):
+        with market_reverts("NotClaimant", job, 0, w.address):
+            market.submitArbitration(job, 0, honest(job, 0), {"from": w})
+    market.claimUnit(job, 0, {"from": arbiter})
+    for w in replicas:
+        with market_reverts("NotClaimant", job, 0, w.address):
+            market.submitArbitration(job, 0, honest(job, 0), {"from": w})
+    with market_reverts("EmptyDigest"):
+        market.submitArbitration(job, 0, ZERO_BYTES32, {"from": arbiter})
+    # the arbiter is not a replica: it has nothing to commit, reveal or publish
+    with market_reverts("NotClaimant", job, 0, arbiter.address):
+        commit(market, job, 0, arbiter, honest(job, 0))
+    with market_reverts("NotClaimant", job, 0, arbiter.address):
+        reveal(market, job, 0, arbiter, honest(job, 0))
+    with market_reverts("NotClaimant", job, 0, arbiter.address):
+        market.publishResult(job, 0, honest(job, 0), {"from": arbiter})
+    # its claim is on unit 0 only
+    with market_reverts("NotClaimant", job, 1, arbiter.address):
+        market.submitArbitration(job, 1, honest(job, 1), {"from": arbiter})
+
+
+def test_arbiter_submitting_a_tag_resets(market, disputed, workers, everyone):
+    """The arbiter sees only the tags; submitting one of them as its digest matches neither replica: the unit is
+    Reset and nobody is paid or slashed."""
+    job = disputed
+    first, second, arbiter = workers[0], workers[1], workers[2]
+    copied = unit_info(market, job, 0).seals[1]  # the honest replica's revealed tag
+    assert copied == tag(job, 0, 0, honest(job, 0))
+    owed, staked = market.totalOwed(), market.totalStaked()
+    _, tx = arbitrate(market, job, 0, arbiter, copied)
+    assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitReset"]
+    assert market.totalOwed() == owed and market.totalStaked() == staked
+    for w in (first, second, arbiter):
+        assert worker_info(market, w)["faults"] == 0 and market.isExcluded(job, 0, w)
+    assert unit_info(market, job, 0).status == UnitStatus.Open
+    assert_conserved(market, everyone)
 
 
 def test_slash_is_capped_by_stake(requester, coordinator, accounts, everyone):
@@ -463,9 +910,8 @@ def test_slash_is_capped_by_stake(requester, coordinator, accounts, everyone):
     liar, right, arbiter = accounts[2], accounts[3], accounts[4]
     register_workers(market, [liar, right, arbiter])
     job, _ = post_job(market, requester, coordinator)
-    run_unit(market, job, 0, liar, right, BAD, honest(job, 0))
-    market.claimUnit(job, 0, {"from": arbiter})
-    tx = market.submitResult(job, 0, honest(job, 0), {"from": arbiter})
+    run_disputed(market, job, 0, liar, right, BAD, honest(job, 0))
+    _, tx = arbitrate(market, job, 0, arbiter, honest(job, 0))
     assert tx.events["WorkerSlashed"]["amount"] == MIN_STAKE
     assert worker_info(market, liar)["stake"] == 0
     assert market.balanceOf(right) == market.balanceOf(arbiter) == PRICE + MIN_STAKE // 2
@@ -477,8 +923,8 @@ def test_third_result_matching_neither_resets(market, disputed, workers, everyon
     first, second, arbiter = workers[0], workers[1], workers[2]
     market.claimUnit(job, 0, {"from": arbiter})
     owed, staked = market.totalOwed(), market.totalStaked()
-    tx = market.submitResult(job, 0, WORSE, {"from": arbiter})
-    assert list(tx.events.keys()) == ["ResultSubmitted", "UnitReset"]
+    tx = market.submitArbitration(job, 0, WORSE, {"from": arbiter})
+    assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitReset"]
     reset = tx.events["UnitReset"]
     assert (reset["resets"], reset["replica0"], reset["replica1"], reset["arbiter"]) == (1, first, second, arbiter)
     # nobody paid, nobody slashed
@@ -486,7 +932,8 @@ def test_third_result_matching_neither_resets(market, disputed, workers, everyon
     assert job_info(market, job)["escrowRemaining"] == ESCROW
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Open and info.resets == 1
-    assert info.workers == [ZERO_ADDRESS] * 3 and info.results == [ZERO_BYTES32] * 3
+    assert info.workers == [ZERO_ADDRESS] * 3 and info.seals == [ZERO_BYTES32] * 2
+    assert info.revealed == [False, False] and info.reveal_deadline == 0 and info.deadlines == [0, 0, 0]
     for w in (first, second, arbiter):
         assert worker_info(market, w)["openClaims"] == 0
         assert worker_info(market, w)["faults"] == 0
@@ -494,8 +941,10 @@ def test_third_result_matching_neither_resets(market, disputed, workers, everyon
         with market_reverts("AlreadyWorkedOn", job, 0, w.address):
             market.claimUnit(job, 0, {"from": w})
     assert not market.isExcluded(job, 0, workers[3])
-    # fresh replication by other workers
+    # fresh replication by other workers, sealed for the new attempt
+    assert tag(job, 0, 1, honest(job, 0)) != tag(job, 0, 0, honest(job, 0))
     txs = run_unit(market, job, 0, workers[3], workers[4], honest(job, 0))
+    assert bytes(txs[-2].events["ResultRevealed"]["tag"]) == tag(job, 0, 1, honest(job, 0))
     assert "UnitAccepted" in txs[-1].events
     assert market.balanceOf(workers[3]) == market.balanceOf(workers[4]) == PRICE
     # the excluded workers are still free to work on other units
@@ -506,16 +955,145 @@ def test_third_result_matching_neither_resets(market, disputed, workers, everyon
 def test_second_reset_then_arbitration(market, disputed, workers, accounts):
     """After a reset the unit may be disputed and arbitrated again; exclusions accumulate."""
     job = disputed
-    market.claimUnit(job, 0, {"from": workers[2]})
-    market.submitResult(job, 0, WORSE, {"from": workers[2]})
-    run_unit(market, job, 0, workers[3], workers[4], honest(job, 0), BAD)
-    market.claimUnit(job, 0, {"from": workers[5]})
-    tx = market.submitResult(job, 0, digest("third"), {"from": workers[5]})
+    arbitrate(market, job, 0, workers[2], WORSE)
+    run_disputed(market, job, 0, workers[3], workers[4], honest(job, 0), BAD)
+    _, tx = arbitrate(market, job, 0, workers[5], digest("third"))
     assert tx.events["UnitReset"]["resets"] == 2
     assert all(market.isExcluded(job, 0, w) for w in workers)
     newcomer = accounts[8]
     register_workers(market, [newcomer])
     market.claimUnit(job, 0, {"from": newcomer})
+
+
+# ---------------------------------------------------------------- reveal expiry
+
+
+def test_expire_reveal_errors(market, job, workers, outsider):
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    with market_reverts("NotRevealing", job, 0, UnitStatus.Open):
+        market.expireReveal(job, 0, {"from": outsider})
+    market.claimUnit(job, 0, {"from": a})
+    market.claimUnit(job, 0, {"from": b})
+    commit(market, job, 0, a, result)
+    with market_reverts("NotRevealing", job, 0, UnitStatus.Open):
+        market.expireReveal(job, 0, {"from": outsider})
+    reveal_deadline = commit(market, job, 0, b, result).events["RevealOpened"]["revealDeadline"]
+    with market_reverts("RevealNotExpired", job, 0, reveal_deadline):
+        market.expireReveal(job, 0, {"from": outsider})
+    set_next_block_timestamp(reveal_deadline)
+    with market_reverts("RevealNotExpired", job, 0, reveal_deadline):
+        market.expireReveal(job, 0, {"from": outsider})
+    set_next_block_timestamp(reveal_deadline + 1)
+    assert "RevealExpired" in market.expireReveal(job, 0, {"from": outsider}).events
+    with market_reverts("NotRevealing", job, 0, UnitStatus.Open):
+        market.expireReveal(job, 0, {"from": outsider})
+
+
+def test_expire_reveal_excludes_the_replica_that_kept_its_tag(market, job, workers, outsider, chain, everyone):
+    """The replica that revealed may claim again; the one that did not is excluded. The new attempt changes every
+    tag: the first attempt's tag opens no commitment of the second."""
+    revealer, silent, other = workers[0], workers[1], workers[2]
+    result = honest(job, 0)
+    old = tag(job, 0, 0, result)
+    reveal_deadline = committed_both(market, job, 0, revealer, silent, result).events["RevealOpened"]["revealDeadline"]
+    reveal(market, job, 0, revealer, result)
+    sleep_past(chain, reveal_deadline)
+    owed, staked = market.totalOwed(), market.totalStaked()
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    assert list(tx.events.keys()) == ["RevealExpired"]
+    event = tx.events["RevealExpired"]
+    assert (event["jobId"], event["unitIndex"], event["resets"]) == (job, 0, 1)
+    assert (event["replica0"], event["excluded0"], event["replica1"], event["excluded1"]) == (
+        revealer,
+        False,
+        silent,
+        True,
+    )
+    assert market.totalOwed() == owed and market.totalStaked() == staked
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Open and info.resets == 1
+    assert info.workers == [ZERO_ADDRESS] * 3 and info.deadlines == [0, 0, 0]
+    assert info.seals == [ZERO_BYTES32] * 2 and info.revealed == [False, False] and info.reveal_deadline == 0
+    for w in (revealer, silent):
+        assert worker_info(market, w)["openClaims"] == 0 and worker_info(market, w)["faults"] == 0
+    assert market.isExcluded(job, 0, silent) and not market.isExcluded(job, 0, revealer)
+    with market_reverts("AlreadyWorkedOn", job, 0, silent.address):
+        market.claimUnit(job, 0, {"from": silent})
+    # the revealer claims again, with another worker; its old tag does not open its new commitment
+    assert market.claimUnit(job, 0, {"from": revealer}).events["UnitClaimed"]["slot"] == 0
+    market.claimUnit(job, 0, {"from": other})
+    commit(market, job, 0, revealer, result)
+    commit(market, job, 0, other, result)
+    assert (
+        unit_info(market, job, 0).seals[0] == commitment(revealer, tag(job, 0, 1, result)) != commitment(revealer, old)
+    )
+    with market_reverts("WrongReveal", job, 0, revealer.address):
+        market.revealResult(job, 0, old, {"from": revealer})
+    reveal(market, job, 0, revealer, result)
+    tx = market.publishResult(job, 0, result, {"from": other})
+    assert bytes(tx.events["UnitAccepted"]["resultDigest"]) == result
+    assert market.balanceOf(revealer) == market.balanceOf(other) == PRICE
+    assert market.balanceOf(silent) == 0
+    assert_conserved(market, everyone)
+
+
+def test_old_tag_is_worthless_in_a_new_attempt(market, job, workers, outsider, chain, everyone):
+    """A newcomer that seals the tag revealed in attempt 0 can open it in attempt 1, but it is not the tag of the
+    result in attempt 1: it disputes the unit and is slashed."""
+    revealer, silent, lazy, arbiter = workers[0], workers[1], workers[2], workers[3]
+    result = honest(job, 0)
+    reveal_deadline = committed_both(market, job, 0, revealer, silent, result).events["RevealOpened"]["revealDeadline"]
+    old = bytes(reveal(market, job, 0, revealer, result).events["ResultRevealed"]["tag"])
+    sleep_past(chain, reveal_deadline)
+    market.expireReveal(job, 0, {"from": outsider})
+    market.claimUnit(job, 0, {"from": revealer})
+    market.claimUnit(job, 0, {"from": lazy})
+    commit(market, job, 0, revealer, result)
+    market.commitResult(job, 0, commitment(lazy, old), {"from": lazy})
+    reveal(market, job, 0, revealer, result)
+    # the lazy replica cannot publish the digest against its sealed old tag (it does not know the digest anyway)
+    with market_reverts("WrongReveal", job, 0, lazy.address):
+        market.publishResult(job, 0, result, {"from": lazy})
+    tx = market.revealResult(job, 0, old, {"from": lazy})
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
+    _, tx = arbitrate(market, job, 0, arbiter, result)
+    assert tx.events["WorkerSlashed"]["worker"] == lazy
+    assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (revealer, arbiter)
+    assert_conserved(market, everyone)
+
+
+def test_expire_reveal_without_any_reveal_excludes_both(market, job, workers, outsider, chain):
+    a, b = workers[0], workers[1]
+    tx = committed_both(market, job, 0, a, b, honest(job, 0))
+    sleep_past(chain, tx.events["RevealOpened"]["revealDeadline"])
+    event = market.expireReveal(job, 0, {"from": outsider}).events["RevealExpired"]
+    assert (event["excluded0"], event["excluded1"]) == (True, True)
+    assert market.isExcluded(job, 0, a) and market.isExcluded(job, 0, b)
+    run_unit(market, job, 0, workers[2], workers[3], honest(job, 0))
+
+
+def test_expire_reveal_excludes_both_when_nobody_publishes(market, job, workers, outsider, chain, everyone):
+    """Both revealed equal tags, so both know the digest, and neither published it: both are excluded."""
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    reveal_deadline = committed_both(market, job, 0, a, b, result).events["RevealOpened"]["revealDeadline"]
+    reveal(market, job, 0, a, result)
+    reveal(market, job, 0, b, result)
+    assert unit_info(market, job, 0).status == UnitStatus.Revealing
+    sleep_past(chain, reveal_deadline)
+    with market_reverts("DeadlinePassed", job, 0, a.address, reveal_deadline):
+        market.publishResult(job, 0, result, {"from": a})
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    event = tx.events["RevealExpired"]
+    assert (event["replica0"], event["excluded0"], event["replica1"], event["excluded1"]) == (a, True, b, True)
+    for w in (a, b):
+        assert market.isExcluded(job, 0, w) and market.balanceOf(w) == 0
+        assert worker_info(market, w)["openClaims"] == 0
+        with market_reverts("AlreadyWorkedOn", job, 0, w.address):
+            market.claimUnit(job, 0, {"from": w})
+    assert job_info(market, job)["escrowRemaining"] == ESCROW
+    assert_conserved(market, everyone)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -531,11 +1109,10 @@ def test_checkpoint_only_coordinator_and_only_complete_stage(market, job, worker
     with market_reverts("StageIncomplete", job, 0, 1, UNITS_PER_STAGE):
         market.commitCheckpoint(job, 0, ckpt, {"from": coordinator})
     # a disputed unit does not count
-    run_unit(market, job, 1, workers[0], workers[1], honest(job, 1), BAD)
+    run_disputed(market, job, 1, workers[0], workers[1], honest(job, 1), BAD)
     with market_reverts("StageIncomplete", job, 0, 1, UNITS_PER_STAGE):
         market.commitCheckpoint(job, 0, ckpt, {"from": coordinator})
-    market.claimUnit(job, 1, {"from": workers[2]})
-    market.submitResult(job, 1, honest(job, 1), {"from": workers[2]})
+    arbitrate(market, job, 1, workers[2], honest(job, 1))
     with market_reverts("WrongStage", job, 0, 1):
         market.commitCheckpoint(job, 1, ckpt, {"from": coordinator})
     with market_reverts("EmptyDigest"):
@@ -630,6 +1207,12 @@ def test_cancel_rules(market, job, requester, outsider, workers):
         market.claimUnit(job, 0, {"from": workers[0]})
 
 
+def test_cancelled_job_takes_no_arbiter(market, disputed, requester, workers):
+    market.cancelJob(disputed, {"from": requester})
+    with market_reverts("JobNotOpen", disputed, JobStatus.Cancelled):
+        market.claimUnit(disputed, 0, {"from": workers[2]})
+
+
 def test_refund_after_cancel_without_claims(market, job, requester, everyone):
     market.cancelJob(job, {"from": requester})
     tx = market.refund(job, {"from": requester})
@@ -642,47 +1225,97 @@ def test_refund_after_cancel_waits_for_open_claims(market, job, requester, worke
     w = workers
     # unit 0: accepted before the cancellation
     run_unit(market, job, 0, w[0], w[1], honest(job, 0))
-    # unit 1: one replica submitted, the other still computing when the job is cancelled
+    # unit 1: one replica committed, the other still computing when the job is cancelled
     market.claimUnit(job, 1, {"from": w[2]})
-    market.submitResult(job, 1, honest(job, 1), {"from": w[2]})
-    last = market.claimUnit(job, 1, {"from": w[3]}).timestamp + CLAIM_DURATION
-    market.cancelJob(job, {"from": requester})
+    commit(market, job, 1, w[2], honest(job, 1))
+    claim = market.claimUnit(job, 1, {"from": w[3]})
+    last = claim.timestamp + CLAIM_DURATION
+    tx = market.cancelJob(job, {"from": requester})
+    assert tx.events["JobCancelled"]["lastClaimDeadline"] == last
     with market_reverts("JobNotOpen", job, JobStatus.Cancelled):
         market.claimUnit(job, 0, {"from": w[4]})
     with market_reverts("RefundNotYet", job, JobStatus.Cancelled, last):
         market.refund(job, {"from": requester})
-    # the claim made before the cancellation is still honoured: its agreeing result is paid
-    tx = market.submitResult(job, 1, honest(job, 1), {"from": w[3]})
-    assert "UnitAccepted" in tx.events
+    # the claim made before the cancellation is still honoured: it commits at its deadline, which opens a reveal
+    # window beyond it; the refund waits for that window, and an agreeing result published in it is paid
+    set_next_block_timestamp(last)
+    tx = commit(market, job, 1, w[3], honest(job, 1))
+    last = tx.events["RevealOpened"]["revealDeadline"]
+    assert last == claim.timestamp + 2 * CLAIM_DURATION == job_info(market, job)["lastClaimDeadline"]
+    set_next_block_timestamp(claim.timestamp + CLAIM_DURATION + 1)
+    with market_reverts("RefundNotYet", job, JobStatus.Cancelled, last):
+        market.refund(job, {"from": requester})
+    reveal(market, job, 1, w[2], honest(job, 1))
+    set_next_block_timestamp(last - 1)
+    assert "UnitAccepted" in market.publishResult(job, 1, honest(job, 1), {"from": w[3]}).events
     set_next_block_timestamp(last)
     with market_reverts("RefundNotYet", job, JobStatus.Cancelled, last):
         market.refund(job, {"from": requester})
     set_next_block_timestamp(last + 1)
     tx = market.refund(job, {"from": requester})
     assert tx.events["Refunded"]["amount"] == ESCROW - 2 * 2 * PRICE
+    assert market.balanceOf(w[2]) == market.balanceOf(w[3]) == PRICE
+    assert_conserved(market, everyone)
+
+
+def test_cancelled_job_refund_waits_for_the_reveal_window(market, job, requester, workers, outsider, everyone):
+    """Both committed before the cancellation: the reveal window is the job's last deadline; a result published
+    within it is paid, then the refund takes the rest."""
+    a, b = workers[0], workers[1]
+    result = honest(job, 0)
+    market.claimUnit(job, 0, {"from": a})
+    claim = market.claimUnit(job, 0, {"from": b})
+    commit(market, job, 0, a, result)
+    set_next_block_timestamp(claim.timestamp + 300)
+    reveal_deadline = commit(market, job, 0, b, result).events["RevealOpened"]["revealDeadline"]
+    assert reveal_deadline == claim.timestamp + 300 + CLAIM_DURATION
+    market.cancelJob(job, {"from": requester})
+    assert job_info(market, job)["lastClaimDeadline"] == reveal_deadline
+    # every claim deadline has passed, the reveal window has not
+    set_next_block_timestamp(claim.timestamp + CLAIM_DURATION + 1)
+    with market_reverts("RefundNotYet", job, JobStatus.Cancelled, reveal_deadline):
+        market.refund(job, {"from": requester})
+    reveal(market, job, 0, a, result)
+    set_next_block_timestamp(reveal_deadline)
+    assert "UnitAccepted" in market.publishResult(job, 0, result, {"from": b}).events
+    set_next_block_timestamp(reveal_deadline + 1)
+    assert market.refund(job, {"from": requester}).events["Refunded"]["amount"] == ESCROW - 2 * PRICE
+    assert market.balanceOf(a) == market.balanceOf(b) == PRICE
     assert_conserved(market, everyone)
 
 
 def test_cancelled_job_releases_unverified_claims(market, job, requester, workers, outsider, chain, everyone):
-    """A submitted result that can no longer be verified locks its worker's stake until the job is over."""
+    """A committed result that can no longer be verified locks its worker's stake until the job is over."""
     w = workers
-    run_unit(market, job, 0, w[0], w[1], BAD, honest(job, 0))  # disputed, arbitration never comes
-    tx = market.claimUnit(job, 1, {"from": w[2]})
-    market.submitResult(job, 1, honest(job, 1), {"from": w[2]})  # waits for a second replica
+    run_disputed(market, job, 0, w[0], w[1], BAD, honest(job, 0))  # disputed, arbitration never comes
+    market.claimUnit(job, 1, {"from": w[2]})
+    commit(market, job, 1, w[2], honest(job, 1))  # waits for a second replica
     market.cancelJob(job, {"from": requester})
     last = job_info(market, job)["lastClaimDeadline"]
-    assert last == tx.timestamp + CLAIM_DURATION
+    assert last == max(unit_info(market, job, 0).reveal_deadline, unit_info(market, job, 1).deadlines[0])
     with market_reverts("ClaimNotReleasable", job, 0, 0):
         market.expireClaim(job, 0, 0, {"from": outsider})
     with market_reverts("HasOpenClaims", w[2].address, 1):
         market.withdrawStake(MIN_STAKE, {"from": w[2]})
+    set_next_block_timestamp(last)
+    with market_reverts("ClaimNotReleasable", job, 1, 0):
+        market.expireClaim(job, 1, 0, {"from": outsider})
     set_next_block_timestamp(last + 1)
     market.refund(job, {"from": requester})
     released = []
     for unit_index, slot in ((0, 0), (0, 1), (1, 0)):
         tx = market.expireClaim(job, unit_index, slot, {"from": outsider})
         released.append(tx.events["ClaimReleased"]["worker"])
+        if (unit_index, slot) == (0, 0):
+            # one replica released: the dispute is gone, the other's tag stays until it is released too
+            info = unit_info(market, job, 0)
+            assert info.status == UnitStatus.Open and info.reveal_deadline == 0
+            assert info.seals == [ZERO_BYTES32, tag(job, 0, 0, honest(job, 0))] and info.revealed == [False, True]
     assert released == [w[0], w[1], w[2]]
+    for unit_index in (0, 1):
+        info = unit_info(market, job, unit_index)
+        assert info.workers == [ZERO_ADDRESS] * 3 and info.seals == [ZERO_BYTES32] * 2
+        assert info.revealed == [False, False]
     for account in w[:3]:
         assert worker_info(market, account)["openClaims"] == 0
         market.withdrawStake(MIN_STAKE, {"from": account})
@@ -694,10 +1327,32 @@ def test_cancelled_job_releases_unverified_claims(market, job, requester, worker
     assert_conserved(market, everyone)
 
 
+def test_cancelled_job_revealing_unit_expires_or_is_released(market, job, requester, workers, outsider, chain):
+    """In a cancelled job a unit left Revealing can be reset by expireReveal (as in an open job) or, once the job's
+    last deadline passed, its claims released one by one."""
+    w = workers
+    committed_both(market, job, 0, w[0], w[1], honest(job, 0))
+    committed_both(market, job, 1, w[2], w[3], honest(job, 1))
+    reveal(market, job, 1, w[2], honest(job, 1))
+    market.cancelJob(job, {"from": requester})
+    sleep_past(chain, job_info(market, job)["lastClaimDeadline"])
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    assert (tx.events["RevealExpired"]["excluded0"], tx.events["RevealExpired"]["excluded1"]) == (True, True)
+    tx = market.expireClaim(job, 1, 1, {"from": outsider})
+    assert tx.events["ClaimReleased"]["worker"] == w[3]
+    with market_reverts("NotRevealing", job, 1, UnitStatus.Open):
+        market.expireReveal(job, 1, {"from": outsider})
+    market.expireClaim(job, 1, 0, {"from": outsider})
+    for account in w[:4]:
+        assert worker_info(market, account)["openClaims"] == 0
+    assert market.refund(job, {"from": requester}).events["Refunded"]["amount"] == ESCROW
+
+
 def test_accepted_claims_are_not_releasable(market, job, requester, workers, outsider, chain):
     run_unit(market, job, 0, workers[0], workers[1], honest(job, 0))
     market.cancelJob(job, {"from": requester})
-    chain.sleep(CLAIM_DURATION + 1)
+    chain.sleep(2 * CLAIM_DURATION + 1)
     chain.mine()
-    with market_reverts("ClaimNotReleasable", job, 0, 0):
-        market.expireClaim(job, 0, 0, {"from": outsider})
+    for slot in (0, 1):
+        with market_reverts("ClaimNotReleasable", job, 0, slot):
+            market.expireClaim(job, 0, slot, {"from": outsider})

@@ -1,12 +1,14 @@
 """ComputeMarket conservation of value: a seeded random scenario of many actions (stakes, jobs, claims, honest and
-wrong results, expiries, arbitration, resets, checkpoints, cancellations, refunds, withdrawals), with the money
-invariant and the ledger identity asserted after every step, then everything drained back out of the contract."""
+wrong commitments, reveals, publications, arbitration right and wrong, resets, claim and reveal expiries,
+checkpoints, cancellations, releases, refunds, withdrawals), with the money invariant and the ledger identity
+asserted after every step, then everything drained back out of the contract."""
 
 import random
 from typing import ClassVar
 
 import pytest
 from market_helpers import (
+    ARBITER_SLOT,
     MIN_STAKE,
     ZERO_ADDRESS,
     ZERO_BYTES32,
@@ -15,36 +17,47 @@ from market_helpers import (
     UnitInfo,
     UnitStatus,
     assert_conserved,
+    commitment,
     deploy_market,
     digest,
     escrow_for,
     gas_cost,
     job_info,
     job_params,
+    tag,
     unit_info,
     worker_info,
 )
 
-STEPS = 200
+STEPS = 400
 PARTS_EVERY = 5
 MARGIN = 5  # seconds: deadlines closer than this to chain.time() are left alone (the next block's time may vary)
 
 
 class Scenario:
-    """Picks random actions that the rules allow (decided from the contract's views) and asserts they succeed.
+    """Picks random actions that the rules allow (decided from the contract's views) and asserts they succeed with
+    the outcome the rules predict.
 
     Views are read once per step and cached (`refresh`); only jobs that can still change and units that were ever
-    claimed are read at all, so a step costs tens of calls, not hundreds.
+    claimed are read at all, so a step costs tens of calls, not hundreds. The digest each replica committed to is
+    remembered here (the chain only holds its commitment), so that it can reveal and publish it.
     """
 
     WEIGHTS: ClassVar[dict[str, int]] = {
-        "claim": 30,
-        "submit": 30,
-        "checkpoint": 6,
+        # the steps of a unit weigh more than new claims, so that units get through before their windows close
+        "claim": 20,
+        "commit_honest": 30,
+        "commit_wrong": 15,
+        "reveal": 50,
+        "publish": 70,
+        "arbitrate_honest": 30,
+        "arbitrate_wrong": 30,
+        "checkpoint": 10,
         "withdraw": 5,
         "post": 3,
-        "sleep": 5,
+        "sleep": 4,
         "expire": 8,
+        "expire_reveal": 8,
         "release": 3,
         "refund": 3,
         "withdraw_stake": 3,
@@ -61,7 +74,8 @@ class Scenario:
         self.requesters = [accounts[0], accounts[8]]
         self.coordinator = accounts[1]
         self.workers = [*accounts[2:8], accounts[9]]
-        self.flaky = str(accounts[9])  # claims but never submits: its claims expire
+        self.flaky = str(accounts[9])  # claims but never commits: its claims expire
+        self.silent = str(accounts[7])  # commits but never reveals nor publishes: its reveal windows expire
         self.by_address = {str(a): a for a in accounts}
         self.ledger = Ledger()
         self.gas = 0
@@ -70,6 +84,7 @@ class Scenario:
         self.live: set[int] = set()  # jobs that can still change
         self.touched: dict[int, set[int]] = {}  # units ever claimed and not settled, per live job
         self.accepted: set[tuple[int, int]] = set()
+        self.committed: dict[tuple[int, int, int, str], bytes] = {}  # (job, unit, resets, worker) -> digest
         self._jobs: dict[int, dict] = {}
         self._units: dict[tuple[int, int], UnitInfo] = {}
         self._workers: dict[str, dict] = {}
@@ -107,8 +122,14 @@ class Scenario:
             if u in self.touched[job_id] or key in self.accepted:
                 self._units[key] = unit_info(self.market, job_id, u)
             else:
-                self._units[key] = UnitInfo(UnitStatus.Open, 0, [ZERO_ADDRESS] * 3, [0] * 3, [ZERO_BYTES32] * 3, b"")
+                self._units[key] = UnitInfo(
+                    UnitStatus.Open, 0, [ZERO_ADDRESS] * 3, [0] * 3, [ZERO_BYTES32] * 2, [False, False], 0, b""
+                )
         return self._units[key]
+
+    def digest_of(self, job_id, u, unit: UnitInfo, slot) -> bytes:
+        """The digest replica `slot` committed to (the scenario remembers it; the chain has only its seal)."""
+        return self.committed[(job_id, u, unit.resets, unit.workers[slot])]
 
     def invalidate(self, tx):
         """Forget the cached views a transaction may have changed: the jobs and units its events name, and the
@@ -160,13 +181,24 @@ class Scenario:
             if info["status"] != JobStatus.Open and info["escrowRemaining"] == 0 and not self.touched[job_id]:
                 self.live.discard(job_id)
 
+    def check_claims(self):
+        """Each worker's openClaims is the number of slots it holds on units not yet Accepted (an expired claim
+        counts until it is closed); settled and forgotten units hold none."""
+        held = {str(w): 0 for w in self.workers}
+        for _, _, unit in self.claimed_units():
+            if unit.status != UnitStatus.Accepted:
+                for w in unit.workers:
+                    if w != ZERO_ADDRESS:
+                        held[w] += 1
+        assert {w: self.winfo[w]["openClaims"] for w in held} == held
+
     def open_jobs(self):
         return [j for j, info in self.jobs.items() if info["status"] == JobStatus.Open]
 
     # ------------------------------------------------------------ actions (None: nothing to do)
 
     def post(self):
-        if len(self.open_jobs()) >= 3:
+        if len(self.open_jobs()) >= 2:
             return None
         stages, units = self.rng.randint(1, 3), self.rng.randint(1, 4)
         price = self.rng.randint(10**12, 10**15)
@@ -192,8 +224,11 @@ class Scenario:
         candidates = [w for w in self.workers if self.winfo[str(w)]["registered"]]
         if not candidates:
             return None
+        # mostly the workers that cannot claim (slashed or exited), so that enough of them keep working
+        low = [w for w in candidates if self.winfo[str(w)]["stake"] < MIN_STAKE]
+        w = self.rng.choice(low if low and self.rng.random() < 0.8 else candidates)
         amount = self.rng.randint(1, MIN_STAKE)
-        return self.market.addStake({"from": self.rng.choice(candidates), "value": amount})
+        return self.market.addStake({"from": w, "value": amount})
 
     def withdraw_stake(self):
         candidates = []
@@ -204,7 +239,9 @@ class Scenario:
         if not candidates:
             return None
         w, stake = self.rng.choice(candidates)
-        amount = stake if stake <= MIN_STAKE or self.rng.random() < 0.4 else self.rng.randint(1, stake - MIN_STAKE)
+        # mostly what is above minStake; sometimes the whole stake (an exit)
+        partial = stake > MIN_STAKE and self.rng.random() < 0.75
+        amount = self.rng.randint(1, stake - MIN_STAKE) if partial else stake
         before = w.balance()
         tx = self.market.withdrawStake(amount, {"from": w})
         assert w.balance() == before + amount - gas_cost(tx)
@@ -223,7 +260,9 @@ class Scenario:
                     continue
                 unit = self.unit(job_id, u)
                 assert unit.status != UnitStatus.Accepted
-                slots = [0, 1] if unit.status == UnitStatus.Open else [2]
+                if unit.status == UnitStatus.Revealing:
+                    continue  # UnitNotClaimable
+                slots = [0, 1] if unit.status == UnitStatus.Open else [ARBITER_SLOT]
                 states = [self._slot_state(unit, s) for s in slots]
                 if "ambiguous" in states or "free" not in states:
                     continue
@@ -244,7 +283,7 @@ class Scenario:
     def _slot_state(self, unit, slot):
         if unit.workers[slot] == ZERO_ADDRESS:
             return "free"
-        if unit.results[slot] != ZERO_BYTES32:
+        if unit.committed(slot):
             return "taken"
         if unit.deadlines[slot] < self.now - MARGIN:
             return "free"
@@ -252,48 +291,150 @@ class Scenario:
             return "taken"
         return "ambiguous"
 
-    def submit(self):
+    def _commit(self, honest):
         options = [
             (job_id, u, slot, unit)
             for job_id, u, unit in self.claimed_units()
-            for slot in range(3)
+            for slot in (0, 1)
             if unit.workers[slot] not in (ZERO_ADDRESS, self.flaky)
-            and unit.results[slot] == ZERO_BYTES32
+            and not unit.committed(slot)
             and unit.deadlines[slot] > self.now + MARGIN
         ]
         if not options:
             return None
         job_id, u, slot, unit = self.rng.choice(options)
-        good = digest(f"good-{job_id}-{u}-{unit.resets}")
-        wrong = 0.45 if slot == 2 else 0.25  # arbiters err more often, so that resets happen too
-        result = digest(f"bad-{job_id}-{u}-{self.attempt}") if self.rng.random() < wrong else good
-        tx = self.market.submitResult(job_id, u, result, {"from": self.by_address[unit.workers[slot]]})
-        # the outcome the rules predict
-        events = {e.name for e in tx.events} - {"ResultSubmitted"}
-        if slot == 2:
-            assert events == ({"UnitAccepted", "WorkerSlashed"} if result in unit.results[:2] else {"UnitReset"})
-        else:
-            other = unit.results[1 - slot]
-            if other == ZERO_BYTES32:
-                assert events == set()
-            else:
-                assert events == ({"UnitAccepted"} if other == result else {"UnitDisputed"})
+        worker = unit.workers[slot]
+        result = digest(f"good-{job_id}-{u}") if honest else digest(f"bad-{job_id}-{u}-{self.attempt}")
+        value = commitment(worker, tag(job_id, u, unit.resets, result))
+        tx = self.market.commitResult(job_id, u, value, {"from": self.by_address[worker]})
+        self.committed[(job_id, u, unit.resets, worker)] = result
+        events = [e.name for e in tx.events]
+        assert events == (["ResultCommitted", "RevealOpened"] if unit.committed(1 - slot) else ["ResultCommitted"])
         return tx
 
+    def commit_honest(self):
+        return self._commit(honest=True)
+
+    def commit_wrong(self):
+        return self._commit(honest=False)
+
+    def _revealing(self):
+        """(job, unit, info) of the units whose reveal window is surely still open."""
+        return [
+            (job_id, u, unit)
+            for job_id, u, unit in self.claimed_units()
+            if unit.status == UnitStatus.Revealing and unit.reveal_deadline > self.now + MARGIN
+        ]
+
+    def reveal(self):
+        options = [
+            (job_id, u, slot, unit)
+            for job_id, u, unit in self._revealing()
+            for slot in (0, 1)
+            if not unit.revealed[slot] and unit.workers[slot] != self.silent
+        ]
+        if not options:
+            return None
+        job_id, u, slot, unit = self.rng.choice(options)
+        result = self.digest_of(job_id, u, unit, slot)
+        worker = self.by_address[unit.workers[slot]]
+        tx = self.market.revealResult(job_id, u, tag(job_id, u, unit.resets, result), {"from": worker})
+        events = [e.name for e in tx.events]
+        if unit.revealed[1 - slot] and self.digest_of(job_id, u, unit, 1 - slot) != result:
+            assert events == ["ResultRevealed", "UnitDisputed"]
+        else:
+            assert events == ["ResultRevealed"]
+        return tx
+
+    def publish(self):
+        """A replica publishes the agreed digest once the other revealed it (revealing its own tag if needed)."""
+        options = [
+            (job_id, u, slot, unit)
+            for job_id, u, unit in self._revealing()
+            for slot in (0, 1)
+            if unit.revealed[1 - slot]
+            and unit.workers[slot] != self.silent
+            and self.digest_of(job_id, u, unit, 0) == self.digest_of(job_id, u, unit, 1)
+        ]
+        if not options:
+            return None
+        job_id, u, slot, unit = self.rng.choice(options)
+        result = self.digest_of(job_id, u, unit, slot)
+        tx = self.market.publishResult(job_id, u, result, {"from": self.by_address[unit.workers[slot]]})
+        events = [e.name for e in tx.events]
+        assert events == (["UnitAccepted"] if unit.revealed[slot] else ["ResultRevealed", "UnitAccepted"])
+        assert bytes(tx.events["UnitAccepted"]["resultDigest"]) == result
+        return tx
+
+    def _arbitrate(self, honest):
+        options = [
+            (job_id, u, unit)
+            for job_id, u, unit in self.claimed_units()
+            if unit.status == UnitStatus.Disputed
+            and unit.workers[ARBITER_SLOT] not in (ZERO_ADDRESS, self.flaky)
+            and unit.deadlines[ARBITER_SLOT] > self.now + MARGIN
+        ]
+        if not options:
+            return None
+        job_id, u, unit = self.rng.choice(options)
+        replicas = [self.digest_of(job_id, u, unit, s) for s in (0, 1)]
+        good = digest(f"good-{job_id}-{u}")
+        if honest:
+            result = good
+        elif self.rng.random() < 0.5 and any(r != good for r in replicas):
+            result = next(r for r in replicas if r != good)  # siding with a wrong replica (collusion)
+        else:
+            result = digest(f"bad-{job_id}-{u}-{self.attempt}")
+        arbiter = self.by_address[unit.workers[ARBITER_SLOT]]
+        tx = self.market.submitArbitration(job_id, u, result, {"from": arbiter})
+        events = [e.name for e in tx.events]
+        if result in replicas:
+            assert events == ["ArbitrationSubmitted", "UnitAccepted", "WorkerSlashed"]
+            odd = unit.workers[1 - replicas.index(result)]
+            assert str(tx.events["WorkerSlashed"]["worker"]) == odd
+        else:
+            assert events == ["ArbitrationSubmitted", "UnitReset"]
+        return tx
+
+    def arbitrate_honest(self):
+        return self._arbitrate(honest=True)
+
+    def arbitrate_wrong(self):
+        return self._arbitrate(honest=False)
+
     def expire(self):
+        """Close a claim that expired without a commitment (replica) or result (arbiter). Not on an Accepted unit:
+        its arbiter's claim is closed already (see test_arbiter_claim_of_accepted_unit_stays_closed)."""
         options = [
             (job_id, u, slot)
             for job_id, u, unit in self.claimed_units()
+            if unit.status != UnitStatus.Accepted
             for slot in range(3)
             if unit.workers[slot] != ZERO_ADDRESS
-            and unit.results[slot] == ZERO_BYTES32
+            and not unit.committed(slot)
             and unit.deadlines[slot] < self.now - MARGIN
         ]
         if not options:
             return None
         job_id, u, slot = self.rng.choice(options)
         tx = self.market.expireClaim(job_id, u, slot, {"from": self.rng.choice(self.accounts)})
-        assert "ClaimExpired" in tx.events
+        assert [e.name for e in tx.events] == ["ClaimExpired"]
+        return tx
+
+    def expire_reveal(self):
+        options = [
+            (job_id, u, unit)
+            for job_id, u, unit in self.claimed_units()
+            if unit.status == UnitStatus.Revealing and unit.reveal_deadline < self.now - MARGIN
+        ]
+        if not options:
+            return None
+        job_id, u, unit = self.rng.choice(options)
+        tx = self.market.expireReveal(job_id, u, {"from": self.rng.choice(self.accounts)})
+        event = tx.events["RevealExpired"]
+        both = all(unit.revealed)  # revealed and equal (Revealing), yet nobody published
+        assert (event["excluded0"], event["excluded1"]) == tuple(both or not r for r in unit.revealed)
+        assert int(event["resets"]) == unit.resets + 1
         return tx
 
     def release(self):
@@ -305,12 +446,12 @@ class Scenario:
                 and info["lastClaimDeadline"] < self.now - MARGIN
                 and unit.status != UnitStatus.Accepted
             ):
-                options += [(job_id, u, s) for s in range(3) if unit.results[s] != ZERO_BYTES32]
+                options += [(job_id, u, s) for s in (0, 1) if unit.committed(s)]
         if not options:
             return None
         job_id, u, slot = self.rng.choice(options)
         tx = self.market.expireClaim(job_id, u, slot, {"from": self.rng.choice(self.accounts)})
-        assert "ClaimReleased" in tx.events
+        assert [e.name for e in tx.events] == ["ClaimReleased"]
         return tx
 
     def checkpoint(self):
@@ -358,7 +499,7 @@ class Scenario:
         return tx
 
     def sleep(self):
-        self.chain.sleep(self.rng.choice([30, 200, 400, 950]))
+        self.chain.sleep(self.rng.choice([20, 100, 250, 600]))
         self.chain.mine()
         return "slept"
 
@@ -383,19 +524,24 @@ class Scenario:
             return name
 
     def drain(self):
-        """Cancel what is open, let every claim lapse, release, refund and withdraw everything."""
+        """Cancel what is open, let every claim and reveal window lapse, expire, release, refund and withdraw
+        everything."""
         self.refresh()
         for job_id in self.open_jobs():
             self.done("cancel", self.market.cancelJob(job_id, {"from": self.jobs[job_id]["requester"]}))
-        self.chain.sleep(1000)
+        self.chain.sleep(1000)  # claimDuration <= 900: past every claim deadline and reveal window
         self.chain.mine()
         self.refresh()
         for job_id, u, unit in self.claimed_units():
+            if unit.status == UnitStatus.Accepted:
+                continue  # its claims were closed by the acceptance
+            if unit.status == UnitStatus.Revealing:
+                self.done("expire_reveal", self.market.expireReveal(job_id, u, {"from": self.coordinator}))
+                unit = self.unit(job_id, u)
             for slot in range(3):
-                if unit.workers[slot] != ZERO_ADDRESS and (
-                    unit.results[slot] == ZERO_BYTES32 or unit.status != UnitStatus.Accepted
-                ):
-                    self.done("expire", self.market.expireClaim(job_id, u, slot, {"from": self.coordinator}))
+                if unit.workers[slot] != ZERO_ADDRESS:
+                    name = "release" if unit.committed(slot) else "expire"
+                    self.done(name, self.market.expireClaim(job_id, u, slot, {"from": self.coordinator}))
         for job_id in range(1, int(self.market.jobCount()) + 1):
             info = job_info(self.market, job_id)
             if info["escrowRemaining"]:
@@ -417,14 +563,42 @@ def test_random_scenario_conserves_value(accounts, chain, seed):
     initial = {str(a): a.balance() for a in accounts}
     for step in range(STEPS):
         scenario.step()
-        # the totals and the ledger after every step; the per-account and per-job sums every few steps (one call each)
-        assert_conserved(market, accounts, scenario.ledger, parts=step % PARTS_EVERY == 0)
+        # the totals and the ledger after every step; the per-account and per-job sums, and the open claims, every
+        # few steps (one call each)
+        parts = step % PARTS_EVERY == 0
+        assert_conserved(market, accounts, scenario.ledger, parts=parts)
+        if parts:
+            scenario.check_claims()
 
     print(f"seed {seed}: actions {sorted(scenario.counts.items())}; events {sorted(scenario.ledger.events.items())}")
     # the scenario exercised every path
-    for name in ("claim", "submit", "checkpoint", "withdraw", "refund", "expire", "withdraw_stake"):
+    for name in (
+        "claim",
+        "commit_honest",
+        "commit_wrong",
+        "reveal",
+        "publish",
+        "arbitrate_honest",
+        "arbitrate_wrong",
+        "checkpoint",
+        "withdraw",
+        "refund",
+        "expire",
+        "expire_reveal",
+        "withdraw_stake",
+    ):
         assert scenario.counts.get(name, 0) > 0, (name, sorted(scenario.counts.items()))
-    for event in ("UnitAccepted", "UnitDisputed", "WorkerSlashed", "UnitReset", "JobFinished", "Refunded"):
+    for event in (
+        "RevealOpened",
+        "UnitAccepted",
+        "UnitDisputed",
+        "WorkerSlashed",
+        "UnitReset",
+        "RevealExpired",
+        "ClaimExpired",
+        "JobFinished",
+        "Refunded",
+    ):
         assert scenario.ledger.events.get(event, 0) > 0, (event, sorted(scenario.ledger.events.items()))
     assert scenario.ledger.paid > 0 and scenario.ledger.slashed > 0
 
