@@ -28,6 +28,9 @@ StateFile = Annotated[Path, typer.Option("--state-file", help="Devnet state file
 RpcUrl = Annotated[str | None, typer.Option("--rpc-url", help="Ethereum JSON-RPC URL (default: the devnet's).")]
 IpfsApi = Annotated[str | None, typer.Option("--ipfs-api", help="Kubo RPC API URL (default: the devnet's).")]
 AccountIndex = Annotated[int | None, typer.Option("--account", help="Devnet account index (well-known test keys).")]
+ReadyFile = Annotated[
+    Path | None, typer.Option("--ready-file", help="Create this file once ready for round 1 (for supervisors).")
+]
 KeyEnv = Annotated[
     str | None, typer.Option("--key-env", help="Environment variable holding a hex private key (testnets).")
 ]
@@ -106,6 +109,12 @@ def _account(index: int | None, key_env: str | None, keystore: Path | None, defa
         return resolve_account(index, key_env=key_env, keystore=keystore)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _touch(path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
 
 def _exit_on_sigterm() -> None:
@@ -356,6 +365,7 @@ def device(
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
+    ready_file: ReadyFile = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Run one device: register, wait for rounds, train locally, upload the update, submit its digest.
@@ -396,11 +406,66 @@ def device(
     )
     runner = DeviceRunner(settings, _account(account, key_env, keystore, default_index=None))
     try:
-        runner.run(max_rounds=max_rounds)
+        runner.run(max_rounds=max_rounds, on_ready=lambda: _touch(ready_file))
     except KeyboardInterrupt:
         logging.getLogger("fedchain.device").info("stopped")
     except (PermissionError, TimeoutError) as exc:  # removed from the task, or never approved
         console.print(f"[red]device stopped[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def pool(
+    task: Annotated[str, typer.Option(help="Task contract address.")],
+    accounts: Annotated[
+        str,
+        typer.Option(help="Devnet account indices of the pool's devices, START:END (END excluded), e.g. 2:502."),
+    ],
+    first_partition: Annotated[
+        int, typer.Option(help="Partition index of the pool's first device; the others follow in order.")
+    ] = 0,
+    num_partitions: Annotated[int, typer.Option(help="Partitions of the dataset (devices in the whole task).")] = 1,
+    non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for label-skewed partitions.")] = None,
+    data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
+    online: Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")] = True,
+    max_rounds: Annotated[int | None, typer.Option(help="Leave after training this many rounds.")] = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = Path(".fedchain/devnet.json"),
+    ready_file: ReadyFile = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Run many virtual devices in this process: each its own key, nonce, partition and model, sharing one chain
+    connection, one event subscription and one IPFS client. Same training as `fedchain device` per device."""
+    import torch
+
+    from fedchain.chain.accounts import devnet_accounts
+    from fedchain.device.pool import DevicePool
+    from fedchain.device.runner import DeviceSettings
+
+    _setup_logging(verbose)
+    _exit_on_sigterm()
+    torch.set_num_threads(1)  # pools run one per core
+    try:
+        start, end = (int(x) for x in accounts.split(":"))
+    except ValueError:
+        raise typer.BadParameter("--accounts must look like START:END, e.g. 2:502", param_hint="--accounts") from None
+    if not 0 <= start < end:
+        raise typer.BadParameter("--accounts START:END needs 0 <= START < END", param_hint="--accounts")
+    if not 0 <= first_partition <= num_partitions - (end - start):
+        raise typer.BadParameter(
+            f"{end - start} devices from partition {first_partition} do not fit in {num_partitions} partitions",
+            param_hint="--first-partition",
+        )
+    rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
+    settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
+    members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
+    try:
+        DevicePool(settings, members).run(max_rounds=max_rounds, on_ready=lambda: _touch(ready_file))
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device.pool").info("stopped")
+    except (PermissionError, TimeoutError, ValueError) as exc:
+        console.print(f"[red]pool stopped[/]: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -417,6 +482,7 @@ def aggregator(
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
+    ready_file: ReadyFile = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Run the aggregator: react to round events, aggregate verified updates, commit the new global model."""
@@ -436,6 +502,7 @@ def aggregator(
     except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks
         console.print(f"[red]aggregator cannot serve this task[/]: {exc}")
         raise typer.Exit(2) from None
+    _touch(ready_file)
     try:
         worker.run()
     except KeyboardInterrupt:
@@ -617,6 +684,16 @@ def demo(
     dropout: Annotated[
         float, typer.Option(help="Evaluation: fraction of devices dropping out of every round after their setup.")
     ] = 0.0,
+    virtual: Annotated[
+        bool | None,
+        typer.Option(
+            "--virtual/--no-virtual",
+            help="Run devices as virtual devices in pool processes (default: above 20 devices) or one process each.",
+        ),
+    ] = None,
+    pools: Annotated[
+        int | None, typer.Option(help="Pool processes for virtual devices (default: one per 250 devices, <= cores).")
+    ] = None,
 ) -> None:
     """Start a devnet, deploy a task, run one process per device and per aggregator, and show each round.
 
@@ -660,6 +737,8 @@ def demo(
         dp_epsilon=dp_epsilon,
         dp_clip_norm=dp_clip_norm,
         dropout=dropout,
+        virtual=virtual,
+        pools=pools,
     )
     try:
         options.check()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from rich.table import Table
 from web3 import Web3
 
 from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
+from fedchain.chain.notify import EventNotifier
 from fedchain.deploy import (
     TaskPlan,
     create_task,
@@ -49,6 +51,12 @@ ROUND_TX_EVENTS = (
 ADMIN_INDEX = 0
 AGGREGATOR_INDEX = 1
 FIRST_DEVICE_INDEX = 2
+# Above this many devices the demo runs them as virtual devices in pools rather than one process each.
+VIRTUAL_THRESHOLD = 20
+# Devices a pool process takes before the demo adds another (up to one pool per core).
+POOL_DEVICES = 250
+# Seconds to wait for every device process or pool to be ready before round 1 opens.
+READY_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,17 @@ class DemoOptions:
     dp_clip_norm: float = 0.25
     dp_delta: float = 1e-5
     dropout: float = 0.0  # evaluation: fraction of devices that drop out of every round after their setup
+    # Virtual devices (`fedchain pool`): many devices per process. None: automatic above VIRTUAL_THRESHOLD devices.
+    virtual: bool | None = None
+    pools: int | None = None  # pool processes (None: one per POOL_DEVICES devices, at most the machine's cores)
+
+    def use_virtual(self) -> bool:
+        return self.virtual if self.virtual is not None else self.devices > VIRTUAL_THRESHOLD
+
+    def pool_count(self) -> int:
+        if self.pools is not None:
+            return self.pools
+        return max(1, min(os.cpu_count() or 1, -(-self.devices // POOL_DEVICES), self.devices))
 
     def dropout_count(self) -> int:
         return round(self.dropout * self.devices)
@@ -125,6 +144,14 @@ class DemoOptions:
             )
         if self.dp_epsilon is not None and not self.dp_epsilon > 0:
             raise ValueError(f"--dp-epsilon must be > 0, got {self.dp_epsilon}")
+        if self.use_virtual():
+            if self.attacker_count() or self.secure_aggregation or self.dropout:
+                raise ValueError(
+                    "virtual devices run honest, non-secure-aggregation tasks only: drop --attackers, "
+                    "--secure-aggregation and --dropout, or pass --no-virtual"
+                )
+            if not 1 <= self.pool_count() <= self.devices:
+                raise ValueError(f"--pools must be between 1 and the number of devices, got {self.pools}")
         if self.attacker_count() + self.dropout_count() > self.devices:
             raise ValueError("more attacking and dropping devices than devices")
         spec = replace(self.spec, privacy=self.privacy_spec(), strategy=self.strategy)
@@ -227,9 +254,9 @@ def run_demo(
             round_duration=options.round_duration,
             devices=tuple(device_addresses),
             aggregators=tuple(aggregator_addresses),
-            # Secure aggregation takes as a round's participants the devices with a key when it opens: start once
-            # every device has registered its key.
-            start=not privacy.secure_aggregation,
+            # Round 1 opens once every device (or pool) is ready, so it measures a round, not process start-up;
+            # secure aggregation also waits for every device's key (its participants are the devices with a key).
+            start=False,
         )
         deployed = create_task(w3, devnet_account(ADMIN_INDEX), ipfs, plan)
         console.print(
@@ -238,13 +265,19 @@ def run_demo(
             f"strategy {strategy.name} {dict(strategy.params)}, {plan.threshold()} of {options.aggregators} "
             f"aggregators must agree ({options.lying_aggregators} lying)"
         )
-        processes = _launch(options, state, deployed.address, workdir / "logs")
+        ready_dir = workdir / "ready"
+        ready_dir.mkdir(parents=True, exist_ok=True)
+        processes = _launch(options, state, deployed.address, workdir / "logs", ready_dir)
+        admin_task = TaskClient.for_account(w3, deployed.address, devnet_account(ADMIN_INDEX))
         if privacy.secure_aggregation:
-            admin_task = TaskClient.for_account(w3, deployed.address, devnet_account(ADMIN_INDEX))
             wait_for_encryption_keys(admin_task, device_addresses, timeout=min(300.0, options.timeout))
-            admin_task.start()
-            console.print("every device registered its encryption key: round 1 is open")
-        rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live)
+        else:
+            _wait_ready(ready_dir, len(processes), processes, min(READY_TIMEOUT, options.timeout))
+        follow_from = w3.eth.block_number + 1
+        startup_seconds = time.perf_counter() - started
+        admin_task.start()
+        console.print(f"every device is ready after {startup_seconds:.1f}s: round 1 is open")
+        rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live, follow_from)
         for proc in processes:  # they exit on TaskFinished; give them a moment
             try:
                 proc.wait(timeout=30)
@@ -257,6 +290,10 @@ def run_demo(
         gas["deploy"] = deployed.gas["deploy"]
         centralized = _centralized_accuracy(options)
         summary = _summary(options, deployed.address, rows, gas, final_cid, centralized, time.perf_counter() - started)
+        summary["startup_seconds"] = round(startup_seconds, 3)
+        summary["virtual"] = options.use_virtual()
+        summary["pools"] = options.pool_count() if options.use_virtual() else 0
+        summary["processes"] = len(processes)
         summary["strategy"] = strategy.to_dict()
         summary["aggregator_threshold"] = plan.threshold()
         summary["aggregators"] = [
@@ -324,21 +361,36 @@ def _start_explorer(options: DemoOptions, state: DevnetState, workdir: Path) -> 
     raise TimeoutError(f"the explorer did not answer at {url} within 60s; see {workdir}/logs/explorer.log")
 
 
-def _launch(options: DemoOptions, state: DevnetState, task: str, logs: Path) -> list[subprocess.Popen[bytes]]:
+def _launch(
+    options: DemoOptions, state: DevnetState, task: str, logs: Path, ready_dir: Path
+) -> list[subprocess.Popen[bytes]]:
+    """Aggregators first (`_follow` watches them), then one process per device or one pool per share of devices;
+    each writes a file into `ready_dir` once it is ready for round 1."""
     common = ["--task", task, "--rpc-url", state.rpc_url, "--ipfs-api", state.ipfs_api]
     commands = []
     for j, index in enumerate(options.aggregator_indices()):
         cmd = [sys.executable, "-m", "fedchain.cli", "aggregator", *common, "--account", str(index)]
+        cmd += ["--ready-file", str(ready_dir / f"aggregator-{j}")]
         if j >= options.aggregators - options.lying_aggregators:
             cmd.append("--lie")
         # Only the first evaluates: the others' reports would be the same, and evaluation costs the shared CPU.
         commands.append((f"aggregator-{j}" if options.aggregators > 1 else "aggregator", cmd))
-    for i in range(options.devices):
-        cmd = [sys.executable, "-m", "fedchain.cli", "device", *common]
+    data = ["--online" if options.online else "--no-online"]
+    if options.non_iid is not None:
+        data += ["--non-iid", str(options.non_iid)]
+    if options.use_virtual():
+        pools = options.pool_count()
+        for p in range(pools):
+            first, end = p * options.devices // pools, (p + 1) * options.devices // pools
+            cmd = [sys.executable, "-m", "fedchain.cli", "pool", *common, *data]
+            cmd += ["--accounts", f"{FIRST_DEVICE_INDEX + first}:{FIRST_DEVICE_INDEX + end}"]
+            cmd += ["--first-partition", str(first), "--num-partitions", str(options.devices)]
+            cmd += ["--ready-file", str(ready_dir / f"pool-{p}")]
+            commands.append((f"pool-{p}", cmd))
+    for i in range(0 if options.use_virtual() else options.devices):
+        cmd = [sys.executable, "-m", "fedchain.cli", "device", *common, *data]
         cmd += ["--account", str(FIRST_DEVICE_INDEX + i), "--partition", f"{i}/{options.devices}"]
-        cmd += ["--online" if options.online else "--no-online"]
-        if options.non_iid is not None:
-            cmd += ["--non-iid", str(options.non_iid)]
+        cmd += ["--ready-file", str(ready_dir / f"device-{i}")]
         if i < options.attacker_count():
             cmd += ["--attack", options.attack]
         if i >= options.devices - options.dropout_count():
@@ -351,6 +403,18 @@ def _launch(options: DemoOptions, state: DevnetState, task: str, logs: Path) -> 
     return processes
 
 
+def _wait_ready(ready_dir: Path, count: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Block until `count` ready files exist; a process that exits first, or the timeout, is an error."""
+    deadline = time.monotonic() + timeout
+    while len(list(ready_dir.iterdir())) < count:
+        for proc in processes:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, proc.args[3:5]))} exited before round 1 (see its log)")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(ready_dir.iterdir()))} of {count} processes were ready in {timeout}s")
+        time.sleep(0.02)
+
+
 def _follow(
     options: DemoOptions,
     w3: Web3,
@@ -359,12 +423,15 @@ def _follow(
     processes: list[subprocess.Popen[bytes]],
     console: Console,
     live: bool,
+    from_block: int = 0,
 ) -> tuple[dict[int, RoundRow], dict[str, int]]:
     """Watch the task's events until it finishes, evaluating each finalised model independently.
 
     Returns the rows and the AggregatorFault events per aggregator."""
     task = TaskClient(w3, task_address)
-    follower = EventFollower(w3, task_address, task.abi)
+    follower = EventFollower(w3, task_address, task.abi, from_block=from_block)
+    notifier = EventNotifier(options_rpc_url(w3), [task.address], poll_interval=0.1)
+    round_txs: dict[int, set[str]] = defaultdict(set)
     _, test = load_dataset(options.spec.dataset)
     model = build_model(options.spec.model, seed=options.spec.seed)
     rows: dict[int, RoundRow] = {}
@@ -392,9 +459,7 @@ def _follow(
                     faults[event.args["aggregator"]] += 1
                 elif r in rows and event.name in ROUND_TX_EVENTS:
                     row = rows[r]
-                    if event.tx_hash not in gas_by_tx:
-                        gas_by_tx[event.tx_hash] = w3.eth.get_transaction_receipt(event.tx_hash)["gasUsed"]
-                        row.gas += gas_by_tx[event.tx_hash]
+                    round_txs[r].add(event.tx_hash)  # gas is read once the run is over: receipts cost time
                     if event.name == "UpdateSubmitted":
                         row.submitted += 1
                     elif event.name == "AggregateCommitted":
@@ -408,13 +473,33 @@ def _follow(
             if view is not None:
                 view.update(_table(rows, options))
             if not finished:
-                time.sleep(0.1)
+                notifier.wait(1.0)
     finally:
+        notifier.close()
         if view is not None:
             view.stop()
+    for r, hashes in round_txs.items():
+        rows[r].gas = sum(_receipt_gas(w3, hashes, gas_by_tx))
     if task.current_round().phase != Phase.FINISHED:
         raise RuntimeError("the task was cancelled")
     return rows, dict(faults)
+
+
+def options_rpc_url(w3: Web3) -> str:
+    """The HTTP endpoint a connection talks to (for the WebSocket beside it)."""
+    return str(getattr(w3.provider, "endpoint_uri", "") or "")
+
+
+def _receipt_gas(w3: Web3, hashes: set[str], cache: dict[str, int]) -> list[int]:
+    missing = [h for h in hashes if h not in cache]
+    for start in range(0, len(missing), 500):
+        chunk = missing[start : start + 500]
+        with w3.batch_requests() as batch:
+            for h in chunk:
+                batch.add(w3.eth.get_transaction_receipt(h))
+            receipts = batch.execute()
+        cache.update({h: int(rcpt["gasUsed"]) for h, rcpt in zip(chunk, receipts, strict=True)})
+    return [cache[h] for h in hashes]
 
 
 def _device_addresses(options: DemoOptions) -> list[str]:

@@ -94,6 +94,9 @@ class DeployedTask:
     block_number: int
 
 
+APPROVE_CHUNK = 250
+
+
 def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan) -> DeployedTask:
     """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`."""
     spec = plan.task_spec()  # ValueError for an unknown strategy or bad parameters, before anything is sent
@@ -123,14 +126,15 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
     task, deployed = deploy_task(w3, admin, config)
     gas: dict[str, int] = {"deploy": deployed.gas_used}
     results: list[tuple[str, TxResult]] = []
-    if plan.devices:
-        results.append(("approveDevices", task.approve_devices(list(plan.devices))))
+    # In chunks: one approval writes a slot per device (~25k gas), and a block holds 30M gas on the devnets.
+    for start in range(0, len(plan.devices), APPROVE_CHUNK):
+        results.append(("approveDevices", task.approve_devices(list(plan.devices[start : start + APPROVE_CHUNK]))))
     for aggregator in plan.aggregators:
         results.append(("grantRole", task.grant_aggregator(aggregator)))
     if plan.start:
         results.append(("start", task.start()))
     for name, result in results:
-        gas[name] = result.gas_used
+        gas[name] = gas.get(name, 0) + result.gas_used
     return DeployedTask(
         address=task.address,
         spec_cid=spec_cid,

@@ -5,18 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
+from fedchain.chain.notify import EventNotifier
 from fedchain.device.private import DevicePrivacy
 from fedchain.learning.attacks import check_attack, flip_labels, poison_model
 from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import round_seed, train_local
+from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 
 log = logging.getLogger("fedchain.device")
@@ -51,6 +54,8 @@ class DeviceSettings:
     per_round_fraction: float = 0.1
     poll_interval: float = 0.25
     state_recheck: float = 5.0
+    # Wake on events pushed over the RPC's WebSocket (eth_subscribe); False, or an HTTP-only RPC, polls.
+    push: bool = True
     join_timeout: float = 300.0
     # Evaluation only: make this device Byzantine (one of fedchain.learning.attacks.DEVICE_ATTACKS).
     attack: str | None = None
@@ -71,26 +76,86 @@ class RoundOutcome:
     gas_used: int
 
 
-class DeviceRunner:
-    """Runs one device until the task finishes (or `max_rounds` rounds were trained)."""
+@dataclass
+class DeviceContext:
+    """What the devices of one process share: one chain connection, one IPFS client, the task's description and
+    dataset, one event subscription, and the round's global model (fetched once, not once per device)."""
 
-    def __init__(self, settings: DeviceSettings, account: LocalAccount) -> None:
+    w3: Web3
+    ipfs: IpfsClient
+    task: TaskClient
+    spec: TaskSpec
+    train: Dataset
+    notifier: EventNotifier
+    _models: dict[str, Weights] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: DeviceSettings) -> DeviceContext:
+        w3 = connect(settings.rpc_url, wait=30)
+        task = TaskClient(w3, settings.task_address)
+        ipfs = IpfsClient(settings.ipfs_api)
+        spec = TaskSpec.from_json(ipfs.cat(digest_to_cid(task.config().model_spec_digest), max_size=1 << 20))
+        train, _ = load_dataset(spec.dataset)
+        notifier = EventNotifier(
+            settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
+        )
+        return cls(w3, ipfs, task, spec, train, notifier)
+
+    def global_weights(self, cid: str) -> Weights:
+        """The model behind `cid`, fetched (and checked against the CID) once per process; the last two are kept."""
+        weights = self._models.get(cid)
+        if weights is None:
+            weights = self.ipfs.get_weights(cid)
+            self._models = {**dict(list(self._models.items())[-1:]), cid: weights}
+        return weights
+
+    def close(self) -> None:
+        self.notifier.close()
+
+
+@dataclass(frozen=True)
+class TrainedUpdate:
+    """A device's trained weights for one round, before upload."""
+
+    round: int
+    weights: Weights
+    global_weights: Weights
+    metadata: dict[str, str]
+    num_samples: int
+    loss: float
+    train_seconds: float
+    fetch_seconds: float
+
+
+class DeviceRunner:
+    """Runs one device until the task finishes (or `max_rounds` rounds were trained).
+
+    Many runners can share one `DeviceContext` (a pool of virtual devices, `fedchain.device.pool`): each keeps its
+    own key, nonce, data partition, stream, RNG seeds and model, so a device trains the same bits in a pool as in a
+    process of its own.
+    """
+
+    def __init__(self, settings: DeviceSettings, account: LocalAccount, context: DeviceContext | None = None) -> None:
         self.settings = settings
         self.account = account
-        self.w3 = connect(settings.rpc_url, wait=30)
+        self._owns_context = context is None
+        self.context = context if context is not None else DeviceContext.open(settings)
+        self.w3 = self.context.w3
         self.task = TaskClient.for_account(self.w3, settings.task_address, account)
-        self.ipfs = IpfsClient(settings.ipfs_api)
-        spec_cid = digest_to_cid(self.task.config().model_spec_digest)
-        self.spec = TaskSpec.from_json(self.ipfs.cat(spec_cid, max_size=1 << 20))
+        self.ipfs = self.context.ipfs
+        self.spec = self.context.spec
         strategy = self.spec.strategy_spec()
         # FedProx is the one strategy with a device-side part: the proximal term pulling towards the global model.
         self.proximal_mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
         if settings.attack is not None:
             check_attack(settings.attack)
             log.warning("device %s runs the %r attack (evaluation mode)", account.address, settings.attack)
-        train, _ = load_dataset(self.spec.dataset)
         self.local_data = device_partition(
-            train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
+            self.context.train,
+            settings.partition_index,
+            settings.num_partitions,
+            settings.non_iid_alpha,
+            settings.data_seed,
         )
         if settings.attack == "label-flip":
             self.local_data = flip_labels(self.local_data, self.spec.model.num_classes)
@@ -119,7 +184,15 @@ class DeviceRunner:
             if privacy.secure_aggregation or privacy.seal_updates
             else None
         )
-        self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
+        self._follower: EventFollower | None = None
+
+    @property
+    def follower(self) -> EventFollower:
+        if self._follower is None:
+            self._follower = EventFollower(
+                self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number
+            )
+        return self._follower
 
     @property
     def address(self) -> str:
@@ -148,9 +221,18 @@ class DeviceRunner:
         """Everything that has arrived on the device by this round (online), or its whole partition."""
         return self.stream.seen(round_index - 1) if self.stream is not None else self.local_data
 
-    def run(self, max_rounds: int | None = None, on_round: Callable[[RoundOutcome], None] | None = None) -> int:
-        """React to round events until the task ends; returns the number of rounds trained."""
+    def run(
+        self,
+        max_rounds: int | None = None,
+        on_round: Callable[[RoundOutcome], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        """React to round events until the task ends; returns the number of rounds trained. `on_ready` is called
+        once the device is registered and listening."""
         self.ensure_registered()
+        _ = self.follower  # events from here on wake us
+        if on_ready is not None:
+            on_ready()
         trained = 0
         state = self.task.current_round()
         while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
@@ -167,6 +249,8 @@ class DeviceRunner:
             self._wait_for_events()
             state = self.task.current_round()
         log.info("task %s is %s after %d rounds here", self.task.address, state.phase.name.lower(), trained)
+        if self._owns_context:
+            self.context.close()
         return trained
 
     def _should_train(self, state: RoundInfo) -> bool:
@@ -184,13 +268,13 @@ class DeviceRunner:
         while time.monotonic() < deadline:
             if any(e.name in WAKE_EVENTS for e in self.follower.poll()):
                 return
-            time.sleep(self.settings.poll_interval)
+            self.context.notifier.wait(deadline - time.monotonic())
 
-    def train_round(self, state: RoundInfo) -> RoundOutcome | None:
-        """Fetch the round's global model, train locally, upload the update and submit its digest."""
+    def train_update(self, state: RoundInfo) -> TrainedUpdate:
+        """Fetch the round's global model and train on the data that has arrived (no upload, no transaction)."""
         round_index = state.round
         t0 = time.perf_counter()
-        weights = self.ipfs.get_weights(digest_to_cid(state.global_model_digest))
+        weights = self.context.global_weights(digest_to_cid(state.global_model_digest))
         set_weights(self.model, weights)
         data = self.data_for_round(round_index)
         seed = round_seed(self.spec.seed, round_index, self.address)
@@ -212,28 +296,41 @@ class DeviceRunner:
             "fedchain.train_seconds": f"{train_seconds:.6f}",
             "fedchain.train_loss": f"{result.loss:.6f}",
         }
+        return TrainedUpdate(
+            round_index, trained, weights, metadata, len(data), result.loss, train_seconds, started - t0
+        )
+
+    def upload(self, update: TrainedUpdate) -> str:
+        """Put a plain or sealed update on IPFS; returns its CID."""
+        if self.privacy is not None and self.privacy.privacy.seal_updates:
+            return self.privacy.sealed_upload(update.round, update.weights, update.metadata)
+        return self.ipfs.put_weights(update.weights, update.metadata)
+
+    def train_round(self, state: RoundInfo) -> RoundOutcome | None:
+        """Fetch the round's global model, train locally, upload the update and submit its digest."""
+        round_index = state.round
+        update = self.train_update(state)
+        weights, trained, data_len = update.global_weights, update.weights, update.num_samples
+        result_loss, train_seconds = update.loss, update.train_seconds
         t1 = time.perf_counter()
         if self.privacy is not None and self.privacy.privacy.secure_aggregation:
-            private = self.privacy.secagg_submit(state, weights, trained, len(data))
+            private = self.privacy.secagg_submit(state, weights, trained, data_len)
             if private is None:
                 return None
             log.info(
                 "round %d: trained on %d samples (loss %.4f), masked update %s, gas %d, %.3f s of secure aggregation",
                 round_index,
-                len(data),
-                result.loss,
+                data_len,
+                result_loss,
                 private.cid,
                 private.gas_used,
                 private.detail["secagg_seconds"],
             )
-            return RoundOutcome(round_index, private.cid, len(data), result.loss, train_seconds, private.gas_used)
-        if self.privacy is not None and self.privacy.privacy.seal_updates:
-            cid = self.privacy.sealed_upload(round_index, trained, metadata)
-        else:
-            cid = self.ipfs.put_weights(trained, metadata)
+            return RoundOutcome(round_index, private.cid, data_len, result_loss, train_seconds, private.gas_used)
+        cid = self.upload(update)
         t2 = time.perf_counter()
         try:
-            tx = self.task.submit_update(round_index, cid_to_digest(cid), len(data))
+            tx = self.task.submit_update(round_index, cid_to_digest(cid), data_len)
         except ContractRevert as exc:
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d closed before our update landed (%s)", round_index, exc.error)
@@ -243,13 +340,13 @@ class DeviceRunner:
             "round %d: trained on %d samples (loss %.4f), update %s, gas %d; seconds: fetch %.3f train %.3f "
             "upload %.3f submit %.3f",
             round_index,
-            len(data),
-            result.loss,
+            data_len,
+            result_loss,
             cid,
             tx.gas_used,
-            started - t0,
+            update.fetch_seconds,
             train_seconds,
             t2 - t1,
             time.perf_counter() - t2,
         )
-        return RoundOutcome(round_index, cid, len(data), result.loss, train_seconds, tx.gas_used)
+        return RoundOutcome(round_index, cid, data_len, result_loss, train_seconds, tx.gas_used)

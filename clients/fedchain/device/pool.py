@@ -1,0 +1,222 @@
+"""Virtual devices: many devices in one process, sharing one chain connection, one event subscription and one IPFS
+client, each still with its own key, nonce, data partition, RNG seeds and model, and its own transaction and IPFS
+content every round.
+
+The per-device work is `DeviceRunner`'s own (`train_update`, `upload`), so a device trains the same bits in a pool
+as in a process of its own, and the aggregate (which sorts updates by device) is bit-identical too. What the pool
+changes is the I/O around it: the round's global model is fetched once, uploads run on a few threads, and every
+device's transaction is signed locally and sent without waiting, so a round costs one receipt wait, not one per
+device. Secure aggregation is not pooled: its setup, masking and unmasking steps wait on the other devices.
+
+A pool that dies is simply started again: each device's last submitted round is read back from the chain, and
+devices that already submitted to the open round wait for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo
+from fedchain.chain.task import GAS_LIMITS
+from fedchain.chain.tx import PendingTx
+from fedchain.device.runner import (
+    ROUND_MOVED_ON,
+    WAKE_EVENTS,
+    DeviceContext,
+    DeviceRunner,
+    DeviceSettings,
+    RoundOutcome,
+    TrainedUpdate,
+)
+from fedchain.storage import cid_to_digest
+
+log = logging.getLogger("fedchain.device.pool")
+
+# Threads for IPFS uploads and receipt waits: I/O on loopback, the GIL is released while waiting.
+IO_THREADS = 8
+
+
+@dataclass(frozen=True)
+class PoolRound:
+    """What one round did in a pool: how many of its devices trained and how many updates landed on chain."""
+
+    round: int
+    trained: int
+    submitted: int
+    moved_on: int
+    train_seconds: float
+    upload_seconds: float
+    submit_seconds: float
+    gas_used: int
+
+
+class DevicePool:
+    """Runs `members` (account, partition index) as virtual devices of one task until it finishes."""
+
+    def __init__(
+        self,
+        settings: DeviceSettings,
+        members: Sequence[tuple[LocalAccount, int]],
+        context: DeviceContext | None = None,
+        io_threads: int = IO_THREADS,
+    ) -> None:
+        if not members:
+            raise ValueError("a device pool needs at least one device")
+        self.settings = settings
+        self._owns_context = context is None
+        self.context = context if context is not None else DeviceContext.open(settings)
+        if self.context.spec.privacy.secure_aggregation:
+            raise ValueError(
+                "secure aggregation is not pooled (each round waits on every device's setup and unmask shares): "
+                "run `fedchain device` per device for this task"
+            )
+        self.devices = [
+            DeviceRunner(replace(settings, partition_index=partition), account, self.context)
+            for account, partition in members
+        ]
+        self.io_threads = io_threads
+        self._last_round: dict[str, int] = {}
+        self._removed: set[str] = set()
+        self.follower = EventFollower(self.context.w3, self.context.task.address, self.context.task.abi, from_block=0)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def ensure_registered(self) -> None:
+        """Ask to join for every device not yet approved, then wait for the admin's approval of all of them."""
+        waiting = []
+        for device in self.devices:
+            info = device.task.device_info(device.address)
+            self._last_round[device.address] = info.last_round
+            if not info.approved:
+                device.task.request_join()
+                waiting.append(device)
+        deadline = time.monotonic() + self.settings.join_timeout
+        while waiting:
+            waiting = [d for d in waiting if not d.task.device_info(d.address).approved]
+            if waiting and time.monotonic() > deadline:
+                raise TimeoutError(f"{len(waiting)} devices were not approved within {self.settings.join_timeout}s")
+            if waiting:
+                time.sleep(self.settings.poll_interval)
+        log.info("pool of %d devices registered", len(self.devices))
+
+    def run(
+        self,
+        max_rounds: int | None = None,
+        on_round: Callable[[PoolRound], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
+        """React to round events until the task ends; returns the number of rounds this pool trained in.
+        `on_ready` is called once every device is registered and the pool listens for rounds."""
+        self.ensure_registered()
+        self.follower.next_block = self.context.w3.eth.block_number
+        if on_ready is not None:
+            on_ready()
+        task = self.context.task
+        rounds = 0
+        state = task.current_round()
+        with ThreadPoolExecutor(self.io_threads, thread_name_prefix="fedchain-pool-io") as io:
+            while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
+                if state.phase == Phase.OPEN:
+                    outcome = self.run_round(state, io)
+                    if outcome is not None and outcome.trained:
+                        rounds += 1
+                        if on_round is not None:
+                            on_round(outcome)
+                        if max_rounds is not None and rounds >= max_rounds:
+                            break
+                self._wait_for_events()
+                state = task.current_round()
+        log.info("task %s is %s; this pool trained in %d rounds", task.address, state.phase.name.lower(), rounds)
+        if self._owns_context:
+            self.context.close()
+        return rounds
+
+    def due(self, state: RoundInfo) -> list[DeviceRunner]:
+        """The pool's devices that have not yet submitted to the open round."""
+        return [
+            d
+            for d in self.devices
+            if d.address not in self._removed and self._last_round.get(d.address, 0) != state.round
+        ]
+
+    def run_round(self, state: RoundInfo, io: ThreadPoolExecutor) -> PoolRound | None:
+        """Train every due device, upload their updates and send their transactions; wait for the receipts."""
+        due = self.due(state)
+        if not due:
+            return None
+        t0 = time.perf_counter()
+        trained: list[TrainedUpdate] = [device.train_update(state) for device in due]
+        t1 = time.perf_counter()
+        cids = list(io.map(lambda pair: pair[0].upload(pair[1]), zip(due, trained, strict=True)))
+        t2 = time.perf_counter()
+        fees = due[0].task.sender.fees()  # type: ignore[union-attr]
+        pending: list[tuple[DeviceRunner, TrainedUpdate, str, PendingTx]] = []
+        for device, update, cid in zip(due, trained, cids, strict=True):
+            fn = device.task.contract.functions.submitUpdate(state.round, cid_to_digest(cid), update.num_samples)
+            sender = device.task.sender
+            assert sender is not None
+            pending.append((device, update, cid, sender.send(fn, GAS_LIMITS["submitUpdate"], fees)))
+        results = list(io.map(lambda p: self._settle(state.round, *p), pending))
+        t3 = time.perf_counter()
+        landed = [r for r in results if r is not None]
+        outcome = PoolRound(
+            round=state.round,
+            trained=len(trained),
+            submitted=len(landed),
+            moved_on=len(results) - len(landed),
+            train_seconds=t1 - t0,
+            upload_seconds=t2 - t1,
+            submit_seconds=t3 - t2,
+            gas_used=sum(r.gas_used for r in landed),
+        )
+        log.info(
+            "round %d: %d devices trained, %d updates landed (%d moved on); seconds: train %.3f upload %.3f "
+            "submit %.3f",
+            state.round,
+            outcome.trained,
+            outcome.submitted,
+            outcome.moved_on,
+            outcome.train_seconds,
+            outcome.upload_seconds,
+            outcome.submit_seconds,
+        )
+        return outcome
+
+    def _settle(
+        self, round_index: int, device: DeviceRunner, update: TrainedUpdate, cid: str, pending: PendingTx
+    ) -> RoundOutcome | None:
+        sender = device.task.sender
+        assert sender is not None
+        try:
+            tx = sender.wait(pending)
+        except ContractRevert as exc:
+            if exc.error == "NotApprovedDevice":
+                log.warning("device %s is no longer approved: it leaves the pool", device.address)
+                self._removed.add(device.address)
+            elif exc.error in ROUND_MOVED_ON:
+                log.info("round %d closed before %s's update landed (%s)", round_index, device.address, exc.error)
+            else:
+                raise
+            if exc.error == "AlreadySubmitted":
+                self._last_round[device.address] = round_index
+            return None
+        self._last_round[device.address] = round_index
+        return RoundOutcome(round_index, cid, update.num_samples, update.loss, update.train_seconds, tx.gas_used)
+
+    def _wait_for_events(self) -> None:
+        deadline = time.monotonic() + self.settings.state_recheck
+        while time.monotonic() < deadline:
+            events = self.follower.poll()
+            for event in events:
+                if event.name == "DeviceRemoved":
+                    self._removed.add(event.args["device"])
+            if any(e.name in WAKE_EVENTS for e in events):
+                return
+            self.context.notifier.wait(deadline - time.monotonic())
