@@ -1,38 +1,86 @@
-"""Chain layer: contract artifacts, typed bindings over web3.py, transactions and events."""
+"""Chain layer: contract artifacts, typed bindings over web3.py, transactions and events.
 
-from fedchain.chain.accounts import devnet_account, resolve_account
-from fedchain.chain.connection import connect
-from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
-from fedchain.chain.events import ChainEvent, EventFollower
-from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
-from fedchain.chain.market import (
-    MARKET_GAS_LIMITS,
-    JobInfo,
-    JobParams,
-    JobStatus,
-    MarketClient,
-    MarketTotals,
-    UnitInfo,
-    UnitStatus,
-    WorkerInfo,
-    deploy_market,
-    escrow_required,
-)
-from fedchain.chain.task import (
-    GAS_LIMITS,
-    AggregationState,
-    AggregatorInfo,
-    DeviceInfo,
-    Phase,
-    PrivacyLedger,
-    RoundInfo,
-    TaskClient,
-    TaskConfig,
-    deploy_task,
-    epsilon_to_micro,
-    result_commitment,
-    result_key,
-)
+The names below are loaded on first use (PEP 562): `from fedchain.chain import connect` imports the connection
+module only, not the market's and the task's bindings with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedchain._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from fedchain.chain.accounts import devnet_account, resolve_account
+    from fedchain.chain.connection import connect
+    from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
+    from fedchain.chain.events import ChainEvent, EventFollower
+    from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
+    from fedchain.chain.market import (
+        MARKET_GAS_LIMITS,
+        JobInfo,
+        JobParams,
+        JobStatus,
+        MarketClient,
+        MarketTotals,
+        UnitInfo,
+        UnitStatus,
+        WorkerInfo,
+        deploy_market,
+        escrow_required,
+    )
+    from fedchain.chain.task import (
+        GAS_LIMITS,
+        AggregationState,
+        AggregatorInfo,
+        DeviceInfo,
+        Phase,
+        PrivacyLedger,
+        RoundInfo,
+        TaskClient,
+        TaskConfig,
+        deploy_task,
+        epsilon_to_micro,
+        result_commitment,
+        result_key,
+    )
+
+_SOURCES = {
+    "fedchain.chain.accounts": ("devnet_account", "resolve_account"),
+    "fedchain.chain.connection": ("connect",),
+    "fedchain.chain.errors": ("ArtifactMissing", "ChainError", "ChainUnavailable", "ContractRevert"),
+    "fedchain.chain.events": ("ChainEvent", "EventFollower"),
+    "fedchain.chain.inputs": ("fold_inputs_hash", "initial_inputs_hash", "inputs_hash"),
+    "fedchain.chain.market": (
+        "MARKET_GAS_LIMITS",
+        "JobInfo",
+        "JobParams",
+        "JobStatus",
+        "MarketClient",
+        "MarketTotals",
+        "UnitInfo",
+        "UnitStatus",
+        "WorkerInfo",
+        "deploy_market",
+        "escrow_required",
+    ),
+    "fedchain.chain.task": (
+        "GAS_LIMITS",
+        "AggregationState",
+        "AggregatorInfo",
+        "DeviceInfo",
+        "Phase",
+        "PrivacyLedger",
+        "RoundInfo",
+        "TaskClient",
+        "TaskConfig",
+        "deploy_task",
+        "epsilon_to_micro",
+        "result_commitment",
+        "result_key",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
 
 __all__ = [
     "GAS_LIMITS",

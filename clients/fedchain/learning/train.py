@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.optim.sgd import sgd
 
 from fedchain.learning.data import Dataset
 from fedchain.learning.model import build_model, check_weights
@@ -38,6 +41,63 @@ class EvalResult:
 def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     # Copies: cached datasets are read-only, and torch must not share memory with them.
     return torch.from_numpy(np.array(data.x, dtype=np.float32)), torch.from_numpy(np.array(data.y, dtype=np.int64))
+
+
+class _SGD:
+    """`torch.optim.SGD(params, lr, momentum, weight_decay)` (no dampening, no Nesterov), step for step.
+
+    torch.optim.Optimizer imports torch._dynamo the first time it is constructed and on every `step()` (its
+    `_disable_dynamo` and `_use_grad_for_differentiable` wrappers): about 1 s and 70 MiB (sympy, mpmath) that a
+    process which never compiles pays in its first round. This class skips the Optimizer machinery and calls the
+    kernel SGD.step calls, `torch.optim.sgd.sgd`, with the arguments SGD.step passes (foreach and fused left to
+    torch's defaults, as SGD leaves them), so updates are bit-identical (tests/unit/learning compares the two).
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float) -> None:
+        self.params = list(params)
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        buffers: list[torch.Tensor | None] = []
+        slots: list[int] = []
+        has_sparse_grad = False
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            params.append(p)
+            grads.append(p.grad)
+            has_sparse_grad = has_sparse_grad or p.grad.is_sparse
+            if self.momentum != 0:
+                buffers.append(self.momentum_buffers[i])
+                slots.append(i)
+        sgd(
+            params,
+            grads,
+            buffers,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            lr=self.lr,
+            dampening=0,
+            nesterov=False,
+            maximize=False,
+            has_sparse_grad=has_sparse_grad,
+            foreach=None,
+            fused=None,
+            grad_scale=None,
+            found_inf=None,
+        )
+        for i, buffer in zip(slots, buffers, strict=True):
+            self.momentum_buffers[i] = buffer
 
 
 def train_local(
@@ -67,7 +127,7 @@ def train_local(
             anchor = {name: torch.from_numpy(np.array(global_weights[name], copy=True)) for name in params}
         else:
             anchor = {name: p.detach().clone() for name, p in params.items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    optimizer = _SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     n = len(data)
     model.train()
@@ -80,7 +140,7 @@ def train_local(
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, spec.batch_size):
                 batch = order[start : start + spec.batch_size]
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss = functional.cross_entropy(model(x[batch]), y[batch])
                 objective = loss
                 if anchor:
@@ -91,6 +151,23 @@ def train_local(
                 total += loss.item() * len(batch)
             epoch_loss = total / n
     return TrainResult(num_samples=n, loss=epoch_loss, seconds=time.perf_counter() - started)
+
+
+def warm_up(model: nn.Module, data: Dataset, spec: TrainSpec, proximal_mu: float = 0.0) -> float:
+    """Pay training's first-call costs now (allocator, kernel selection, autograd set-up): one local epoch over
+    at most two batches of `data`, on a copy of `model`. Returns the seconds it took.
+
+    Leaves `model`'s weights, torch's global RNG and numpy's untouched (train_local draws from its own generator and
+    a forked global RNG), so the rounds that follow are bit-identical to rounds without a warm-up. A device calls it
+    once, after building its model and before waiting for round 1.
+    """
+    started = time.perf_counter()
+    if len(data) == 0:
+        return 0.0
+    rows = data.subset(np.arange(min(len(data), 2 * spec.batch_size)))
+    scratch = copy.deepcopy(model)
+    train_local(scratch, rows, dataclasses.replace(spec, local_epochs=1), seed=0, proximal_mu=proximal_mu)
+    return time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -128,4 +205,4 @@ def round_seed(task_seed: int, round_index: int, device_key: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-__all__ = ["EvalResult", "TrainResult", "evaluate", "round_seed", "train_centralized", "train_local"]
+__all__ = ["EvalResult", "TrainResult", "evaluate", "round_seed", "train_centralized", "train_local", "warm_up"]

@@ -3,30 +3,68 @@
 Pure functions and small data classes over numpy arrays and bytes. Like fedchain.learning it knows nothing of the
 chain, IPFS, devices or aggregators: callers move the bytes (`ShareSetup.to_bytes`, `MaskedUpdate.to_bytes`,
 `Reveal.to_bytes`, `seal`) and decide who survived.
+
+The names below are loaded on first use (PEP 562): importing one submodule does not import the others
+(`cryptography` for the keys, for one).
 """
 
-from fedchain.privacy.keys import EncryptionKey, RoundKeys, derive_encryption_key, derive_round_keys
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedchain._lazy import lazy_exports
+
+# Eager: `quantize` names both a function and its module, and a lazy name would lose to the submodule once any
+# import binds `fedchain.privacy.quantize` on the package. Cheap (numpy only).
 from fedchain.privacy.quantize import QuantParams, VectorLayout, dequantize, flatten, quantize, unflatten
-from fedchain.privacy.sealed import SealedError, open_sealed, seal
-from fedchain.privacy.secagg import (
-    MalformedMessage,
-    MaskedUpdate,
-    NotEnoughShares,
-    ReconstructionError,
-    Reveal,
-    RevealConflict,
-    RoundContext,
-    SecAggDevice,
-    SecAggError,
-    Setups,
-    ShareDecryptionError,
-    ShareSetup,
-    UnmaskResult,
-    default_threshold,
-    load_setups,
-    prg,
-    unmask_sum,
-)
+
+if TYPE_CHECKING:
+    from fedchain.privacy.keys import EncryptionKey, RoundKeys, derive_encryption_key, derive_round_keys
+    from fedchain.privacy.sealed import SealedError, open_sealed, seal
+    from fedchain.privacy.secagg import (
+        MalformedMessage,
+        MaskedUpdate,
+        NotEnoughShares,
+        ReconstructionError,
+        Reveal,
+        RevealConflict,
+        RoundContext,
+        SecAggDevice,
+        SecAggError,
+        Setups,
+        ShareDecryptionError,
+        ShareSetup,
+        UnmaskResult,
+        default_threshold,
+        load_setups,
+        prg,
+        unmask_sum,
+    )
+
+_SOURCES = {
+    "fedchain.privacy.keys": ("EncryptionKey", "RoundKeys", "derive_encryption_key", "derive_round_keys"),
+    "fedchain.privacy.sealed": ("SealedError", "open_sealed", "seal"),
+    "fedchain.privacy.secagg": (
+        "MalformedMessage",
+        "MaskedUpdate",
+        "NotEnoughShares",
+        "ReconstructionError",
+        "Reveal",
+        "RevealConflict",
+        "RoundContext",
+        "SecAggDevice",
+        "SecAggError",
+        "Setups",
+        "ShareDecryptionError",
+        "ShareSetup",
+        "UnmaskResult",
+        "default_threshold",
+        "load_setups",
+        "prg",
+        "unmask_sum",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
 
 __all__ = [
     "EncryptionKey",
