@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +164,19 @@ class TransactionSender:
     def send(self, fn: ContractFunction, gas_limit: int, fees: dict[str, int] | None = None) -> PendingTx:
         """Sign and send without waiting for the receipt (no preflight call): for many accounts sending at once,
         e.g. a pool of virtual devices. `fees` (from `fees()`) saves two calls per transaction when shared."""
+        tx, raw = self.sign(fn, gas_limit, fees)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(raw)
+        except Exception:
+            self._nonce = None
+            raise
+        return PendingTx(bytes(tx_hash), tx, fn)
+
+    def sign(
+        self, fn: ContractFunction, gas_limit: int, fees: dict[str, int] | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """Build and sign the next transaction of this account (its nonce is taken); returns it and its raw bytes,
+        for `send_raw_batch`."""
         tx = fn.build_transaction(
             {
                 "from": self.address,
@@ -172,7 +187,11 @@ class TransactionSender:
                 **(fees if fees is not None else self._fees()),
             }
         )
-        return PendingTx(self._sign_and_send(tx), tx, fn)
+        return tx, bytes(self.account.sign_transaction(tx).raw_transaction)
+
+    def forget_nonce(self) -> None:
+        """Re-read the nonce from the chain next time (after a send whose fate is unknown)."""
+        self._nonce = None
 
     def wait(self, pending: PendingTx) -> TxResult:
         """The receipt of a transaction sent with `send`; a revert raises ContractRevert."""
@@ -208,7 +227,7 @@ class TransactionSender:
             self._nonce = None
             raise ChainError(f"transaction {tx_hash.hex()} not mined within {self.receipt_timeout:.0f}s") from exc
         if receipt["status"] != 1:
-            raise self._explain_failure(tx, receipt["blockNumber"], fn)
+            raise self.explain_failure(tx, receipt["blockNumber"], fn)
         return TxResult(
             tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
             block_number=receipt["blockNumber"],
@@ -216,7 +235,7 @@ class TransactionSender:
             effective_gas_price=receipt.get("effectiveGasPrice", 0),
         )
 
-    def _explain_failure(self, tx: dict[str, Any], block: int, fn: ContractFunction | None) -> ContractRevert:
+    def explain_failure(self, tx: dict[str, Any], block: int, fn: ContractFunction | None) -> ContractRevert:
         """The state changed between estimate and mining: replay the call at that block for the reason."""
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
@@ -246,3 +265,47 @@ class TransactionSender:
             tip = Web3.to_wei(1, "gwei")
         tip = max(tip, 1)
         return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+
+
+def _batch(w3: Web3, method: str, params: Sequence[list[Any]]) -> list[dict[str, Any]]:
+    """One JSON-RPC batch; the raw responses ({"result": ...} or {"error": ...}) in request order."""
+    responses = w3.provider.make_batch_request([(method, p) for p in params])  # type: ignore[attr-defined]
+    if not isinstance(responses, list):  # the node refused the batch as a whole
+        raise ChainError(f"the node refused a batch of {method}: {responses.get('error')}")
+    return list(responses)
+
+
+def send_raw_batch(w3: Web3, raws: Sequence[bytes], chunk: int = 500) -> list[bytes | ContractRevert | ChainError]:
+    """Send signed transactions in JSON-RPC batches (one HTTP request per `chunk`); per transaction, its hash or
+    the node's refusal. Many accounts' transactions reach the node at close to its own throughput this way."""
+    results: list[bytes | ContractRevert | ChainError] = []
+    for start in range(0, len(raws), chunk):
+        part = raws[start : start + chunk]
+        for response in _batch(w3, "eth_sendRawTransaction", [["0x" + raw.hex()] for raw in part]):
+            if "error" in response:
+                results.append(ChainError(f"transaction refused: {response['error']}"))
+            else:
+                results.append(bytes.fromhex(str(response["result"])[2:]))
+    return results
+
+
+def wait_receipts(
+    w3: Web3, tx_hashes: Sequence[bytes], timeout: float = 120.0, poll: float = 0.02, chunk: int = 500
+) -> list[dict[str, Any]]:
+    """Receipts (raw JSON: hex quantities) of many transactions, asked for in JSON-RPC batches until all are
+    mined."""
+    receipts: dict[bytes, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [h for h in tx_hashes if h not in receipts]
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            answers = _batch(w3, "eth_getTransactionReceipt", [["0x" + h.hex()] for h in part])
+            for h, response in zip(part, answers, strict=True):
+                if response.get("result"):
+                    receipts[h] = response["result"]
+        if len(receipts) == len(set(tx_hashes)):
+            return [receipts[h] for h in tx_hashes]
+        if time.monotonic() > deadline:
+            raise ChainError(f"{len(set(tx_hashes)) - len(receipts)} transactions not mined within {timeout:.0f}s")
+        time.sleep(poll)

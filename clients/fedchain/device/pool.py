@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo
 from fedchain.chain.task import GAS_LIMITS
-from fedchain.chain.tx import PendingTx
+from fedchain.chain.tx import send_raw_batch, wait_receipts
 from fedchain.device.runner import (
     ROUND_MOVED_ON,
     WAKE_EVENTS,
@@ -38,8 +37,8 @@ from fedchain.storage import cid_to_digest
 
 log = logging.getLogger("fedchain.device.pool")
 
-# Threads for IPFS uploads and receipt waits: I/O on loopback, the GIL is released while waiting.
-IO_THREADS = 8
+# Updates per multi-file IPFS add.
+UPLOAD_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,6 @@ class DevicePool:
         settings: DeviceSettings,
         members: Sequence[tuple[LocalAccount, int]],
         context: DeviceContext | None = None,
-        io_threads: int = IO_THREADS,
     ) -> None:
         if not members:
             raise ValueError("a device pool needs at least one device")
@@ -80,7 +78,6 @@ class DevicePool:
             DeviceRunner(replace(settings, partition_index=partition), account, self.context)
             for account, partition in members
         ]
-        self.io_threads = io_threads
         self._last_round: dict[str, int] = {}
         self._removed: set[str] = set()
         self.follower = EventFollower(self.context.w3, self.context.task.address, self.context.task.abi, from_block=0)
@@ -121,18 +118,17 @@ class DevicePool:
         task = self.context.task
         rounds = 0
         state = task.current_round()
-        with ThreadPoolExecutor(self.io_threads, thread_name_prefix="fedchain-pool-io") as io:
-            while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
-                if state.phase == Phase.OPEN:
-                    outcome = self.run_round(state, io)
-                    if outcome is not None and outcome.trained:
-                        rounds += 1
-                        if on_round is not None:
-                            on_round(outcome)
-                        if max_rounds is not None and rounds >= max_rounds:
-                            break
-                self._wait_for_events()
-                state = task.current_round()
+        while state.phase not in (Phase.FINISHED, Phase.CANCELLED):
+            if state.phase == Phase.OPEN:
+                outcome = self.run_round(state)
+                if outcome is not None and outcome.trained:
+                    rounds += 1
+                    if on_round is not None:
+                        on_round(outcome)
+                    if max_rounds is not None and rounds >= max_rounds:
+                        break
+            self._wait_for_events()
+            state = task.current_round()
         log.info("task %s is %s; this pool trained in %d rounds", task.address, state.phase.name.lower(), rounds)
         if self._owns_context:
             self.context.close()
@@ -146,7 +142,7 @@ class DevicePool:
             if d.address not in self._removed and self._last_round.get(d.address, 0) != state.round
         ]
 
-    def run_round(self, state: RoundInfo, io: ThreadPoolExecutor) -> PoolRound | None:
+    def run_round(self, state: RoundInfo) -> PoolRound | None:
         """Train every due device, upload their updates and send their transactions; wait for the receipts."""
         due = self.due(state)
         if not due:
@@ -154,16 +150,9 @@ class DevicePool:
         t0 = time.perf_counter()
         trained: list[TrainedUpdate] = [device.train_update(state) for device in due]
         t1 = time.perf_counter()
-        cids = list(io.map(lambda pair: pair[0].upload(pair[1]), zip(due, trained, strict=True)))
+        cids = self._upload(due, trained)
         t2 = time.perf_counter()
-        fees = due[0].task.sender.fees()  # type: ignore[union-attr]
-        pending: list[tuple[DeviceRunner, TrainedUpdate, str, PendingTx]] = []
-        for device, update, cid in zip(due, trained, cids, strict=True):
-            fn = device.task.contract.functions.submitUpdate(state.round, cid_to_digest(cid), update.num_samples)
-            sender = device.task.sender
-            assert sender is not None
-            pending.append((device, update, cid, sender.send(fn, GAS_LIMITS["submitUpdate"], fees)))
-        results = list(io.map(lambda p: self._settle(state.round, *p), pending))
+        results = self._submit(state.round, due, trained, cids)
         t3 = time.perf_counter()
         landed = [r for r in results if r is not None]
         outcome = PoolRound(
@@ -189,26 +178,58 @@ class DevicePool:
         )
         return outcome
 
-    def _settle(
-        self, round_index: int, device: DeviceRunner, update: TrainedUpdate, cid: str, pending: PendingTx
-    ) -> RoundOutcome | None:
-        sender = device.task.sender
-        assert sender is not None
-        try:
-            tx = sender.wait(pending)
-        except ContractRevert as exc:
-            if exc.error == "NotApprovedDevice":
-                log.warning("device %s is no longer approved: it leaves the pool", device.address)
-                self._removed.add(device.address)
-            elif exc.error in ROUND_MOVED_ON:
-                log.info("round %d closed before %s's update landed (%s)", round_index, device.address, exc.error)
-            else:
-                raise
+    def _upload(self, devices: list[DeviceRunner], updates: list[TrainedUpdate]) -> list[str]:
+        """The round's updates in a few multi-file adds (each update still its own IPFS file and CID); sealed
+        updates are encrypted per device first."""
+        blobs = [device.encode(update) for device, update in zip(devices, updates, strict=True)]
+        cids: list[str] = []
+        for start in range(0, len(blobs), UPLOAD_BATCH):
+            cids.extend(self.context.ipfs.add_many(blobs[start : start + UPLOAD_BATCH]))
+        return cids
+
+    def _submit(
+        self, round_index: int, devices: list[DeviceRunner], updates: list[TrainedUpdate], cids: list[str]
+    ) -> list[RoundOutcome | None]:
+        """Every device's own `submitUpdate`, signed here and sent in JSON-RPC batches; then the receipts."""
+        fees = devices[0].task.sender.fees()  # type: ignore[union-attr]
+        signed = []
+        for device, update, cid in zip(devices, updates, cids, strict=True):
+            fn = device.task.contract.functions.submitUpdate(round_index, cid_to_digest(cid), update.num_samples)
+            assert device.task.sender is not None
+            signed.append((fn, *device.task.sender.sign(fn, GAS_LIMITS["submitUpdate"], fees)))
+        sent = send_raw_batch(self.context.w3, [raw for _, _, raw in signed])
+        hashes = [h for h in sent if isinstance(h, bytes)]
+        receipts = dict(zip(hashes, wait_receipts(self.context.w3, hashes), strict=True))
+        results: list[RoundOutcome | None] = []
+        for device, update, cid, (fn, tx, _), answer in zip(devices, updates, cids, signed, sent, strict=True):
+            sender = device.task.sender
+            assert sender is not None
+            if not isinstance(answer, bytes):  # refused by the node (e.g. a nonce that moved): retried next wake
+                log.warning("round %d: %s's transaction was refused: %s", round_index, device.address, answer)
+                sender.forget_nonce()
+                results.append(None)
+                continue
+            receipt = receipts[answer]
+            if int(receipt["status"], 16) != 1:
+                self._moved_on(round_index, device, sender.explain_failure(tx, int(receipt["blockNumber"], 16), fn))
+                results.append(None)
+                continue
+            self._last_round[device.address] = round_index
+            gas = int(receipt["gasUsed"], 16)
+            results.append(RoundOutcome(round_index, cid, update.num_samples, update.loss, update.train_seconds, gas))
+        return results
+
+    def _moved_on(self, round_index: int, device: DeviceRunner, exc: ContractRevert) -> None:
+        """A reverted submission: the round moved on, the device was removed, or something unexpected (raised)."""
+        if exc.error == "NotApprovedDevice":
+            log.warning("device %s is no longer approved: it leaves the pool", device.address)
+            self._removed.add(device.address)
+        elif exc.error in ROUND_MOVED_ON:
+            log.info("round %d closed before %s's update landed (%s)", round_index, device.address, exc.error)
             if exc.error == "AlreadySubmitted":
                 self._last_round[device.address] = round_index
-            return None
-        self._last_round[device.address] = round_index
-        return RoundOutcome(round_index, cid, update.num_samples, update.loss, update.train_seconds, tx.gas_used)
+        else:
+            raise exc
 
     def _wait_for_events(self) -> None:
         deadline = time.monotonic() + self.settings.state_recheck

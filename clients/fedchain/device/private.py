@@ -107,15 +107,18 @@ class DevicePrivacy:
 
     # ------------------------------------------------------------ sealed updates (secure aggregation off)
 
-    def sealed_upload(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> str:
-        """Encrypt the update to the aggregators' keys and upload it; its CID."""
+    def sealed_blob(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> bytes:
+        """The update encrypted to the aggregators' keys."""
         recipients = {address_bytes(a): k for a, k in aggregator_keys(self.task).items()}
         if not recipients:
             raise PrivacyUnavailable("no aggregator of this task has registered an encryption key: cannot seal")
-        blob = seal(
+        return seal(
             encode_weights(weights, metadata), recipients, seal_context(self.task.address, round_index, self.address)
         )
-        return self.ipfs.add(blob)
+
+    def sealed_upload(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> str:
+        """Encrypt the update to the aggregators' keys and upload it; its CID."""
+        return self.ipfs.add(self.sealed_blob(round_index, weights, metadata))
 
     # ------------------------------------------------------------ secure aggregation
 

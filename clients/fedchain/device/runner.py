@@ -21,6 +21,7 @@ from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import round_seed, train_local
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+from fedchain.storage.codec import encode_weights
 
 log = logging.getLogger("fedchain.device")
 
@@ -300,11 +301,16 @@ class DeviceRunner:
             round_index, trained, weights, metadata, len(data), result.loss, train_seconds, started - t0
         )
 
+    def encode(self, update: TrainedUpdate) -> bytes:
+        """The bytes that go to IPFS: the update as safetensors, sealed to the aggregators' keys if the task says
+        so."""
+        if self.privacy is not None and self.privacy.privacy.seal_updates:
+            return self.privacy.sealed_blob(update.round, update.weights, update.metadata)
+        return encode_weights(update.weights, update.metadata)
+
     def upload(self, update: TrainedUpdate) -> str:
         """Put a plain or sealed update on IPFS; returns its CID."""
-        if self.privacy is not None and self.privacy.privacy.seal_updates:
-            return self.privacy.sealed_upload(update.round, update.weights, update.metadata)
-        return self.ipfs.put_weights(update.weights, update.metadata)
+        return self.ipfs.add(self.encode(update))
 
     def train_round(self, state: RoundInfo) -> RoundOutcome | None:
         """Fetch the round's global model, train locally, upload the update and submit its digest."""

