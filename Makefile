@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market explorer lint clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower flower-venv explorer lint clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -65,11 +65,27 @@ bench: compile
 	$(VENV)/bin/fedchain bench attacks --out-dir reports
 	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
 	$(VENV)/bin/fedchain bench market --out reports/market.json
+	$(MAKE) --no-print-directory bench-flower
 
 # Compute market with 2 and 4 honest workers against one process: reports/market.json.
 bench-market: compile
 	@mkdir -p reports
 	$(VENV)/bin/fedchain bench market --out reports/market.json
+
+# The demo's task in Flower and in fedchain at 10/100/1,000 devices, side by side: reports/flower.json.
+bench-flower: compile flower-venv
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench flower --devices 10,100,1000 --rounds 3 --out reports/flower.json
+
+# Flower in a venv of its own: flwr[simulation]==1.41.0 pins ray==2.55.1, protobuf<7 and typer<0.21, which cannot
+# live beside the project's ray 2.60 and typer 0.29. Same torch, numpy, scikit-learn as the project (bit-identical).
+FLOWER_VENV := .fedchain/flower-venv
+flower-venv: $(STAMPS)/venv
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	test -x $(FLOWER_VENV)/bin/flwr || { $(FLOWER_VENV)/bin/pip install --quiet --upgrade pip && \
+	  $(FLOWER_VENV)/bin/pip install --quiet torch==2.13.0 && \
+	  $(FLOWER_VENV)/bin/pip install --quiet 'flwr[simulation]==1.41.0' \
+	    $$($(PY) -m pip freeze | grep -iE '^(numpy|scikit-learn|scipy|safetensors|threadpoolctl|psutil)=='); }
 
 # Secure aggregation cost, accuracy against epsilon, personalisation: reports/privacy.json.
 bench-privacy: setup

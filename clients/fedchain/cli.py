@@ -953,6 +953,17 @@ def bench_rounds(ctx: typer.Context) -> None:
     rounds_main(list(ctx.args))
 
 
+@bench_app.command("flower", context_settings=PASSTHROUGH)
+def bench_flower(ctx: typer.Context) -> None:
+    """The demo's task in Flower's simulation and in `fedchain demo` at 10, 100 and 1,000 devices: startup, round
+    1, later rounds (median, p90), peak memory, ratios, bit-identical accuracies -> reports/flower.json. Options
+    (--devices 10,100,1000, --rounds 3, --chain, --flower-python, --skip-fedchain, --out) go to
+    `python -m fedchain.bench_flower`; Flower runs from `make flower-venv`."""
+    from fedchain.bench_flower import main as flower_main
+
+    raise typer.Exit(flower_main(list(ctx.args)))
+
+
 def main() -> None:
     app()
 
