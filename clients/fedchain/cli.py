@@ -964,6 +964,17 @@ def bench_flower(ctx: typer.Context) -> None:
     raise typer.Exit(flower_main(list(ctx.args)))
 
 
+@bench_app.command("device", context_settings=PASSTHROUGH)
+def bench_device(ctx: typer.Context) -> None:
+    """One device process up to ready for the demo's task (imports, dataset, model, warm-up) and its first two
+    local rounds, in fresh interpreters: seconds to ready, USS/PSS/RSS/private-dirty memory, round 1 against round 2,
+    modules a device should not import; median of 5 runs -> reports/device.json. Options (--runs, --out, --no-cold,
+    --no-floor, --json) go to `python -m fedchain.device_footprint`."""
+    from fedchain.device_footprint import main as device_main
+
+    raise typer.Exit(device_main(list(ctx.args)))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,248 @@
+"""`fedchain bench device`: how heavy one device process is (issue 12, "a light device").
+
+Each run starts a fresh interpreter that does what `fedchain device` does before it waits for round 1, for the
+demo's task: import the CLI, torch (one thread) and the device's module (`fedchain.device.runner`, so whatever the
+device imports is counted), load the dataset, take its partition, build the model and warm training up
+(`fedchain.learning.train.warm_up`). "Ready" is the moment that is done, measured from just before the process was
+spawned (interpreter start-up included). Then it trains two local rounds and reports each one's seconds, so the
+first-call cost of round 1 shows. Chain and IPFS are not involved: connecting and fetching the task description
+take a few RPC round trips on a local devnet (about 0.1-0.3 s) on top.
+
+Memory is read from /proc/self/smaps_rollup at ready and after the rounds: USS (private pages, clean or dirty:
+what psutil calls `memory_full_info().uss`), PSS, RSS and Private_Dirty. USS of a lone process also counts the
+shared libraries' text pages only it maps (torch's, tens of MiB); with several devices on one machine those pages
+are shared and USS falls towards Private_Dirty, which no other process can share.
+
+The same child measures two floors for reference: a bare interpreter and `import torch` alone. Every figure is
+the median of `--runs` runs (5 by default); reports/device.json keeps each run too.
+
+This module imports no fedchain role at module level: the children do the importing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TARGET_USS_MIB = 150.0
+TARGET_READY_SECONDS = 1.5
+# Modules a device never needs: their presence in the child is reported (and fails the unit test that checks it).
+HEAVY = (
+    "sklearn",
+    "scipy",
+    "pandas",
+    "matplotlib",
+    "fastapi",
+    "uvicorn",
+    "opacus",
+    "ray",
+    "brownie",
+    "neurokit2",
+    "sympy",
+    "mpmath",
+    "torch._dynamo",
+)
+
+# The child: stdlib only until the measured imports; prints one JSON line.
+CHILD = r"""
+import json, os, sys, time
+T0 = float(os.environ["FEDCHAIN_FOOTPRINT_T0"])
+MODE = os.environ["FEDCHAIN_FOOTPRINT_MODE"]
+HEAVY = json.loads(os.environ["FEDCHAIN_FOOTPRINT_HEAVY"])
+
+def memory():
+    fields = {}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    fields[key] = int(parts[0]) / 1024
+    except OSError:  # not Linux: psutil's figures (no private-dirty split)
+        import psutil
+        info = psutil.Process().memory_full_info()
+        uss = info.uss / 2**20
+        fields = {"Private_Clean": 0.0, "Private_Dirty": uss, "Pss": getattr(info, "pss", 0) / 2**20,
+                  "Rss": info.rss / 2**20}
+    return {
+        "uss_mib": round(fields["Private_Clean"] + fields["Private_Dirty"], 1),
+        "pss_mib": round(fields["Pss"], 1),
+        "rss_mib": round(fields["Rss"], 1),
+        "private_dirty_mib": round(fields["Private_Dirty"], 1),
+    }
+
+out = {"mode": MODE, "interpreter_seconds": time.time() - T0}
+if MODE == "torch":
+    import torch
+    out["ready_seconds"] = time.time() - T0
+    out["ready"] = memory()
+elif MODE == "device":
+    import fedchain.cli
+    out["cli_seconds"] = time.time() - T0
+    import torch
+    torch.set_num_threads(1)
+    out["torch_seconds"] = time.time() - T0
+    import fedchain.device.runner
+    from fedchain.learning.data import device_partition, load_dataset
+    from fedchain.learning.model import build_model
+    from fedchain.learning.spec import default_task_spec
+    from fedchain.learning.train import train_local
+    out["imports_seconds"] = time.time() - T0
+    spec = default_task_spec()
+    train, _ = load_dataset(spec.dataset)
+    data = device_partition(train, 0, 5, None, 0)
+    model = build_model(spec.model, seed=spec.seed)
+    out["built_seconds"] = time.time() - T0
+    if os.environ.get("FEDCHAIN_FOOTPRINT_WARM_UP") == "1":
+        from fedchain.learning.train import warm_up
+        out["warm_up_seconds"] = warm_up(model, data, spec.train)
+    out["ready_seconds"] = time.time() - T0
+    out["ready"] = memory()
+    for i in (1, 2):
+        started = time.perf_counter()
+        train_local(model, data, spec.train, seed=i)
+        out[f"round{i}_train_seconds"] = time.perf_counter() - started
+    out["after_rounds"] = memory()
+out["modules"] = len(sys.modules)
+out["heavy_modules"] = [m for m in HEAVY if m in sys.modules]
+print(json.dumps(out))
+"""
+
+
+def run_child(mode: str, warm_up: bool = True, python: str = sys.executable, timeout: float = 300.0) -> dict[str, Any]:
+    """One fresh interpreter in `mode` ("bare", "torch" or "device"); its JSON report."""
+    env = dict(os.environ)
+    env.update(
+        FEDCHAIN_FOOTPRINT_MODE=mode,
+        FEDCHAIN_FOOTPRINT_HEAVY=json.dumps(HEAVY),
+        FEDCHAIN_FOOTPRINT_WARM_UP="1" if warm_up else "0",
+        FEDCHAIN_FOOTPRINT_T0=repr(time.time()),
+    )
+    proc = subprocess.run([python, "-c", CHILD], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"footprint child ({mode}) failed with {proc.returncode}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            values.append(float(value))
+    return round(statistics.median(values), 4) if values else None
+
+
+def summarise(device: list[dict[str, Any]], cold: list[dict[str, Any]], torch_only: list[dict[str, Any]]) -> dict:
+    """Medians of the runs, and whether the device meets issue 12's targets."""
+    memory_keys = ("uss_mib", "pss_mib", "rss_mib", "private_dirty_mib")
+    summary: dict[str, Any] = {
+        "ready_seconds": _median(device, "ready_seconds"),
+        "phases_seconds": {
+            key: _median(device, key)
+            for key in ("interpreter_seconds", "cli_seconds", "torch_seconds", "imports_seconds", "built_seconds")
+        },
+        "warm_up_seconds": _median(device, "warm_up_seconds"),
+        "at_ready": {key: _median(device, "ready", key) for key in memory_keys},
+        "after_two_rounds": {key: _median(device, "after_rounds", key) for key in memory_keys},
+        "round1_train_seconds": _median(device, "round1_train_seconds"),
+        "round2_train_seconds": _median(device, "round2_train_seconds"),
+        "modules": _median(device, "modules"),
+        "heavy_modules": sorted({m for run in device for m in run.get("heavy_modules", [])}),
+    }
+    if cold:
+        summary["without_warm_up"] = {
+            "round1_train_seconds": _median(cold, "round1_train_seconds"),
+            "round2_train_seconds": _median(cold, "round2_train_seconds"),
+            "ready_seconds": _median(cold, "ready_seconds"),
+        }
+    if torch_only:
+        summary["floor_import_torch"] = {
+            "seconds": _median(torch_only, "ready_seconds"),
+            **{key: _median(torch_only, "ready", key) for key in memory_keys},
+        }
+    uss = summary["after_two_rounds"]["uss_mib"]
+    ready = summary["ready_seconds"]
+    summary["targets"] = {
+        "uss_mib": TARGET_USS_MIB,
+        "ready_seconds": TARGET_READY_SECONDS,
+        "uss_met": uss is not None and uss <= TARGET_USS_MIB,
+        "ready_met": ready is not None and ready <= TARGET_READY_SECONDS,
+    }
+    return summary
+
+
+def measure(runs: int = 5, cold: bool = True, floor: bool = True) -> dict[str, Any]:
+    """The full report: `runs` device starts (warm-up on), and optionally as many without warm-up and of the
+    `import torch` floor, interleaved so a noisy neighbour hits each kind alike."""
+    device: list[dict[str, Any]] = []
+    cold_runs: list[dict[str, Any]] = []
+    torch_runs: list[dict[str, Any]] = []
+    for _ in range(runs):
+        device.append(run_child("device", warm_up=True))
+        if cold:
+            cold_runs.append(run_child("device", warm_up=False))
+        if floor:
+            torch_runs.append(run_child("torch"))
+    import torch  # the versions measured (here, after the children)
+
+    return {
+        "what": "one `fedchain device` process up to ready (imports, dataset, partition, model, warm-up), demo task",
+        "runs": runs,
+        "summary": summarise(device, cold_runs, torch_runs),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        "device_runs": device,
+        "without_warm_up_runs": cold_runs,
+        "import_torch_runs": torch_runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedchain bench device", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="Runs of each kind; medians are reported.")
+    parser.add_argument("--out", type=Path, default=Path("reports/device.json"), help="Where the report goes.")
+    parser.add_argument("--no-cold", action="store_true", help="Skip the runs without warm-up.")
+    parser.add_argument("--no-floor", action="store_true", help="Skip the `import torch` floor.")
+    parser.add_argument("--json", action="store_true", help="Print the summary as JSON on stdout.")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    report = measure(args.runs, cold=not args.no_cold, floor=not args.no_floor)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = report["summary"]
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        mem = summary["after_two_rounds"]
+        print(
+            f"device ready in {summary['ready_seconds']:.2f} s (target {TARGET_READY_SECONDS} s); "
+            f"USS {mem['uss_mib']:.0f} MiB (target {TARGET_USS_MIB:.0f}), RSS {mem['rss_mib']:.0f} MiB, "
+            f"private dirty {mem['private_dirty_mib']:.0f} MiB; "
+            f"round 1 {summary['round1_train_seconds'] * 1e3:.1f} ms, "
+            f"round 2 {summary['round2_train_seconds'] * 1e3:.1f} ms; heavy modules: "
+            f"{', '.join(summary['heavy_modules']) or 'none'} -> {args.out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
