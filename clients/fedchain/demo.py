@@ -278,6 +278,7 @@ def run_demo(
         admin_task.start()
         console.print(f"every device is ready after {startup_seconds:.1f}s: round 1 is open")
         rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live, follow_from)
+        pool_restarts = faults.pop("pool_restarts", 0)
         for proc in processes:  # they exit on TaskFinished; give them a moment
             try:
                 proc.wait(timeout=30)
@@ -294,6 +295,7 @@ def run_demo(
         summary["virtual"] = options.use_virtual()
         summary["pools"] = options.pool_count() if options.use_virtual() else 0
         summary["processes"] = len(processes)
+        summary["pool_restarts"] = pool_restarts
         summary["strategy"] = strategy.to_dict()
         summary["aggregator_threshold"] = plan.threshold()
         summary["aggregators"] = [
@@ -396,11 +398,27 @@ def _launch(
         if i >= options.devices - options.dropout_count():
             cmd += ["--drop-after-setup"]
         commands.append((f"device-{i}", cmd))
-    processes = []
-    for name, cmd in commands:
-        with open(logs / f"{name}.log", "ab") as log:
-            processes.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-    return processes
+    return [_spawn(name, cmd, logs) for name, cmd in commands]
+
+
+def _spawn(name: str, cmd: list[str], logs: Path) -> subprocess.Popen[bytes]:
+    with open(logs / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc.fedchain_name = name  # type: ignore[attr-defined]
+    return proc
+
+
+def _restart_crashed_pools(processes: list[subprocess.Popen[bytes]], logs: Path, console: Console) -> int:
+    """A pool that died (killed, out of memory) is started again: its devices resume from chain state. Returns
+    how many were restarted."""
+    restarted = 0
+    for i, proc in enumerate(processes):
+        name = getattr(proc, "fedchain_name", "")
+        if name.startswith("pool-") and proc.poll() is not None and proc.returncode != 0:
+            console.print(f"[yellow]{name} exited with code {proc.returncode}: restarting it[/]")
+            processes[i] = _spawn(name, list(map(str, proc.args)), logs)  # type: ignore[arg-type]
+            restarted += 1
+    return restarted
 
 
 def _wait_ready(ready_dir: Path, count: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -432,6 +450,7 @@ def _follow(
     follower = EventFollower(w3, task_address, task.abi, from_block=from_block)
     notifier = EventNotifier(options_rpc_url(w3), [task.address], poll_interval=0.1)
     round_txs: dict[int, set[str]] = defaultdict(set)
+    pool_restarts = 0
     _, test = load_dataset(options.spec.dataset)
     model = build_model(options.spec.model, seed=options.spec.seed)
     rows: dict[int, RoundRow] = {}
@@ -450,6 +469,7 @@ def _follow(
             for proc in processes[: options.aggregators]:
                 if proc.poll() is not None:
                     raise RuntimeError(f"an aggregator exited early (code {proc.returncode}); see its log")
+            pool_restarts += _restart_crashed_pools(processes, options.workdir / "logs", console)
             for event in follower.poll():
                 now = time.perf_counter()
                 r = event.args.get("round")
@@ -482,6 +502,7 @@ def _follow(
         rows[r].gas = sum(_receipt_gas(w3, hashes, gas_by_tx))
     if task.current_round().phase != Phase.FINISHED:
         raise RuntimeError("the task was cancelled")
+    faults["pool_restarts"] = pool_restarts
     return rows, dict(faults)
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from eth_account.signers.local import LocalAccount
 from fedchain.aggregator.agreement import PreparedResult, commit_salt
 from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect, inputs_hash
+from fedchain.chain.notify import EventNotifier
 from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
 from fedchain.learning.aggregation.base import prepare as prepare_updates
 from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS
@@ -95,6 +97,10 @@ class AggregatorSettings:
     evaluate: bool = True
     max_update_bytes: int = 256 * 2**20
     poll_interval: float = 0.25
+    # Wake on events pushed over the RPC's WebSocket (eth_subscribe); False, or an HTTP-only RPC, polls.
+    push: bool = True
+    # Updates fetched from IPFS at once (I/O on loopback; the aggregation itself stays in the fixed device order).
+    fetch_threads: int = 8
     state_recheck: float = 5.0
     close_expired_rounds: bool = True
     # Evaluation only: a dishonest aggregator, which reveals a corrupted model (see `lying_model`).
@@ -194,6 +200,9 @@ class AggregatorWorker:
         self.shapes = weight_shapes(self.spec.model)
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
+        self.notifier = EventNotifier(
+            settings.rpc_url, [self.task.address], poll_interval=settings.poll_interval, push=settings.push
+        )
         self._history = EventFollower(self.w3, self.task.address, self.task.abi)
         self._next_close_attempt = 0.0
         self._prepared: dict[int, PreparedResult] = {}
@@ -221,6 +230,7 @@ class AggregatorWorker:
                     if on_commit is not None:
                         on_commit(outcome)
                 log.info("task %s is %s", self.task.address, state.phase.name.lower())
+                self.notifier.close()
                 return revealed
             outcome = self.step(state)
             if outcome is not None:
@@ -374,7 +384,7 @@ class AggregatorWorker:
         while time.monotonic() < deadline:
             if any(e.name in WAKE_EVENTS for e in self.follower.poll()):
                 return
-            time.sleep(self.settings.poll_interval)
+            self.notifier.wait(deadline - time.monotonic())
 
     def submissions(self, state: RoundInfo) -> list[Submission]:
         """The round's submissions in chain order, checked against the chain's running inputs hash."""
@@ -459,36 +469,42 @@ class AggregatorWorker:
         fedavg = StreamingFedAvg(self.shapes) if self.streaming else None
         updates: list[Update] = []
         entries: dict[str, dict[str, Any]] = {}
-        # A fixed order (by device address) makes every reduction, and so the CID, reproducible.
-        for sub in sorted(subs, key=lambda s: s.device.lower()):
-            entry: dict[str, Any] = {
-                "device": sub.device,
-                "cid": sub.cid,
-                "num_samples": sub.num_samples,
-                "tx_hash": sub.tx_hash,
-            }
-            try:
-                blob = self.ipfs.cat(sub.cid, max_size=self.settings.max_update_bytes)
-                if self.private is not None and self.spec.privacy.seal_updates:
-                    blob = self.private.open_update(blob, state.round, sub.device)  # SealedError: rejected
-                weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
-                if fedavg is not None:
-                    fedavg.add(weights, sub.num_samples)
-                else:
-                    update = Update(sub.device, weights, sub.num_samples)
-                    prepare_updates(global_weights, [update])  # validates shapes, dtypes and finiteness
-                    updates.append(update)
-                meta = read_metadata(blob)
-            except IpfsUnavailable:
-                raise  # our IPFS node is down: not the device's fault, retry the whole round later
-            except (StorageError, InvalidWeights, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or type(exc).__name__
-                report.rejected.append({**entry, "reason": reason, "detail": str(exc)[:300]})
-                log.warning("round %d: rejected update of %s: %s", state.round, sub.device, exc)
-                continue
-            if "fedchain.train_seconds" in meta:
-                entry["train_seconds"] = float(meta["fedchain.train_seconds"])
-            entries[sub.device] = entry
+        # A fixed order (by device address) makes every reduction, and so the CID, reproducible; the bytes are
+        # fetched ahead on a few threads, in that order.
+        ordered = sorted(subs, key=lambda s: s.device.lower())
+        fetched = self._prefetch(ordered)
+        try:
+            for sub in ordered:
+                entry: dict[str, Any] = {
+                    "device": sub.device,
+                    "cid": sub.cid,
+                    "num_samples": sub.num_samples,
+                    "tx_hash": sub.tx_hash,
+                }
+                try:
+                    blob = fetched.result(sub)
+                    if self.private is not None and self.spec.privacy.seal_updates:
+                        blob = self.private.open_update(blob, state.round, sub.device)  # SealedError: rejected
+                    weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
+                    if fedavg is not None:
+                        fedavg.add(weights, sub.num_samples)
+                    else:
+                        update = Update(sub.device, weights, sub.num_samples)
+                        prepare_updates(global_weights, [update])  # validates shapes, dtypes and finiteness
+                        updates.append(update)
+                    meta = read_metadata(blob)
+                except IpfsUnavailable:
+                    raise  # our IPFS node is down: not the device's fault, retry the whole round later
+                except (StorageError, InvalidWeights, ValueError) as exc:
+                    reason = getattr(exc, "reason", None) or type(exc).__name__
+                    report.rejected.append({**entry, "reason": reason, "detail": str(exc)[:300]})
+                    log.warning("round %d: rejected update of %s: %s", state.round, sub.device, exc)
+                    continue
+                if "fedchain.train_seconds" in meta:
+                    entry["train_seconds"] = float(meta["fedchain.train_seconds"])
+                entries[sub.device] = entry
+        finally:
+            fetched.close()
         report.accepted = list(entries.values())
 
         if fedavg is not None:
@@ -556,6 +572,9 @@ class AggregatorWorker:
             state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
         return result.weights, state_cid
 
+    def _prefetch(self, subs: list[Submission]) -> _Prefetch:
+        return _Prefetch(self.ipfs, subs, self.settings.max_update_bytes, self.settings.fetch_threads)
+
     def _metadata(self, kind: str, round_index: int) -> dict[str, str]:
         return {"fedchain.kind": kind, "fedchain.round": str(round_index), "fedchain.task": self.task.address}
 
@@ -581,3 +600,32 @@ class AggregatorWorker:
         set_weights(model, weights)
         result = evaluate(model, self.eval_data)
         return {"accuracy": round(result.accuracy, 6), "loss": round(result.loss, 6)}
+
+
+class _Prefetch:
+    """Fetches the round's updates on a few threads, at most `threads` ahead of the one being aggregated, so
+    memory stays bounded by a few updates however many there are. `result` raises what the fetch raised."""
+
+    def __init__(self, ipfs: IpfsClient, subs: list[Submission], max_bytes: int, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="fedchain-fetch")
+        self._ipfs = ipfs
+        self._max = max_bytes
+        self._queue = list(subs)
+        self._window = max(1, threads) * 2
+        self._futures: dict[int, Future[bytes]] = {}
+        self._next = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._next < len(self._queue) and len(self._futures) < self._window:
+            sub = self._queue[self._next]
+            self._futures[id(sub)] = self._pool.submit(self._ipfs.cat, sub.cid, self._max)
+            self._next += 1
+
+    def result(self, sub: Submission) -> bytes:
+        future = self._futures.pop(id(sub))
+        self._fill()
+        return future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
