@@ -13,8 +13,10 @@ what psutil calls `memory_full_info().uss`), PSS, RSS and Private_Dirty. USS of 
 shared libraries' text pages only it maps (torch's, tens of MiB); with several devices on one machine those pages
 are shared and USS falls towards Private_Dirty, which no other process can share.
 
-The same child measures two floors for reference: a bare interpreter and `import torch` alone. Every figure is
-the median of `--runs` runs (5 by default); reports/device.json keeps each run too.
+For reference the same child also measures the floor, `import torch` alone. With `--task ADDR` (a running
+devnet, an approved `--account`) it also times real `fedchain device` processes from spawn to their `--ready-file`
+(registered and listening) and reads their memory then. Every figure is the median of `--runs` runs (5 by
+default); reports/device.json keeps each run too.
 
 This module imports no fedchain role at module level: the children do the importing.
 """
@@ -133,6 +135,52 @@ def run_child(mode: str, warm_up: bool = True, python: str = sys.executable, tim
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _proc_memory(pid: int) -> dict[str, float]:
+    """Another process's memory, as the child reports its own (Linux)."""
+    fields: dict[str, float] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[key] = int(parts[0]) / 1024
+    return {
+        "uss_mib": round(fields["Private_Clean"] + fields["Private_Dirty"], 1),
+        "pss_mib": round(fields["Pss"], 1),
+        "rss_mib": round(fields["Rss"], 1),
+        "private_dirty_mib": round(fields["Private_Dirty"], 1),
+    }
+
+
+def run_real_device(
+    task: str, account: int, partition: str, state_file: Path, scratch: Path, timeout: float = 120.0
+) -> dict[str, Any]:
+    """A real `fedchain device` against a running devnet: seconds from spawn until its --ready-file appears
+    (registered and listening), and its memory at that moment; then it is stopped (SIGTERM)."""
+    ready = scratch / f"device-ready-{os.getpid()}-{time.monotonic_ns()}"
+    cmd = [sys.executable, "-m", "fedchain.cli", "device", "--task", task, "--account", str(account)]
+    cmd += ["--partition", partition, "--state-file", str(state_file), "--ready-file", str(ready)]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"device exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"device not ready within {timeout:.0f} s")
+            time.sleep(0.005)
+        seconds = time.monotonic() - started
+        return {"ready_seconds": seconds, "ready": _proc_memory(proc.pid)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        ready.unlink(missing_ok=True)
+
+
 def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
     values = []
     for run in runs:
@@ -144,7 +192,12 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
-def summarise(device: list[dict[str, Any]], cold: list[dict[str, Any]], torch_only: list[dict[str, Any]]) -> dict:
+def summarise(
+    device: list[dict[str, Any]],
+    cold: list[dict[str, Any]],
+    torch_only: list[dict[str, Any]],
+    real: list[dict[str, Any]] | None = None,
+) -> dict:
     """Medians of the runs, and whether the device meets issue 12's targets."""
     memory_keys = ("uss_mib", "pss_mib", "rss_mib", "private_dirty_mib")
     summary: dict[str, Any] = {
@@ -172,6 +225,11 @@ def summarise(device: list[dict[str, Any]], cold: list[dict[str, Any]], torch_on
             "seconds": _median(torch_only, "ready_seconds"),
             **{key: _median(torch_only, "ready", key) for key in memory_keys},
         }
+    if real:
+        summary["real_device"] = {
+            "ready_seconds": _median(real, "ready_seconds"),
+            **{key: _median(real, "ready", key) for key in memory_keys},
+        }
     uss = summary["after_two_rounds"]["uss_mib"]
     ready = summary["ready_seconds"]
     summary["targets"] = {
@@ -183,24 +241,28 @@ def summarise(device: list[dict[str, Any]], cold: list[dict[str, Any]], torch_on
     return summary
 
 
-def measure(runs: int = 5, cold: bool = True, floor: bool = True) -> dict[str, Any]:
-    """The full report: `runs` device starts (warm-up on), and optionally as many without warm-up and of the
-    `import torch` floor, interleaved so a noisy neighbour hits each kind alike."""
+def measure(runs: int = 5, cold: bool = True, floor: bool = True, real: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full report: `runs` device starts (warm-up on), and optionally as many without warm-up, of the
+    `import torch` floor and of a real `fedchain device` (`real`: run_real_device's keyword arguments), interleaved
+    so a noisy neighbour hits each kind alike."""
     device: list[dict[str, Any]] = []
     cold_runs: list[dict[str, Any]] = []
     torch_runs: list[dict[str, Any]] = []
+    real_runs: list[dict[str, Any]] = []
     for _ in range(runs):
         device.append(run_child("device", warm_up=True))
         if cold:
             cold_runs.append(run_child("device", warm_up=False))
         if floor:
             torch_runs.append(run_child("torch"))
+        if real is not None:
+            real_runs.append(run_real_device(**real))
     import torch  # the versions measured (here, after the children)
 
     return {
         "what": "one `fedchain device` process up to ready (imports, dataset, partition, model, warm-up), demo task",
         "runs": runs,
-        "summary": summarise(device, cold_runs, torch_runs),
+        "summary": summarise(device, cold_runs, torch_runs, real_runs),
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -211,6 +273,7 @@ def measure(runs: int = 5, cold: bool = True, floor: bool = True) -> dict[str, A
         "device_runs": device,
         "without_warm_up_runs": cold_runs,
         "import_torch_runs": torch_runs,
+        "real_device_runs": real_runs,
     }
 
 
@@ -221,11 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cold", action="store_true", help="Skip the runs without warm-up.")
     parser.add_argument("--no-floor", action="store_true", help="Skip the `import torch` floor.")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON on stdout.")
+    parser.add_argument("--task", help="Also time real `fedchain device` starts for this task (a running devnet).")
+    parser.add_argument("--account", type=int, default=2, help="The real device's devnet account (approved).")
+    parser.add_argument("--partition", default="0/5", help="The real device's partition.")
+    parser.add_argument("--state-file", type=Path, default=Path(".fedchain/devnet.json"), help="The devnet's state.")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
-    report = measure(args.runs, cold=not args.no_cold, floor=not args.no_floor)
+    real = None
+    if args.task:
+        scratch = args.out.parent
+        real = {
+            "task": args.task,
+            "account": args.account,
+            "partition": args.partition,
+            "state_file": args.state_file,
+            "scratch": scratch,
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = measure(args.runs, cold=not args.no_cold, floor=not args.no_floor, real=real)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     summary = report["summary"]
     if args.json:
@@ -238,7 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             f"private dirty {mem['private_dirty_mib']:.0f} MiB; "
             f"round 1 {summary['round1_train_seconds'] * 1e3:.1f} ms, "
             f"round 2 {summary['round2_train_seconds'] * 1e3:.1f} ms; heavy modules: "
-            f"{', '.join(summary['heavy_modules']) or 'none'} -> {args.out}",
+            f"{', '.join(summary['heavy_modules']) or 'none'}"
+            + (
+                f"; real device ready in {summary['real_device']['ready_seconds']:.2f} s, "
+                f"USS {summary['real_device']['uss_mib']:.0f} MiB"
+                if "real_device" in summary
+                else ""
+            )
+            + f" -> {args.out}",
             file=sys.stderr,
         )
     return 0

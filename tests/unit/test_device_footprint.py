@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,8 @@ def test_a_real_device_start(tmp_path) -> None:
     run = report["device_runs"][0]
     assert run["interpreter_seconds"] <= run["cli_seconds"] <= run["torch_seconds"] <= run["ready_seconds"]
     assert "warm_up_seconds" in run and "warm_up_seconds" not in report["without_warm_up_runs"][0]
+
+
+def test_proc_memory_reads_another_process() -> None:
+    mem = fp._proc_memory(os.getpid())
+    assert 0 < mem["private_dirty_mib"] <= mem["uss_mib"] <= mem["rss_mib"]
