@@ -580,8 +580,12 @@ def run(
         row = build_row(n, rounds, flower, fedchain, reference)
         row["flower"]["memory"] = (flower or {}).get("memory")
         row["fedchain"]["memory"] = (fedchain or {}).get("memory")
-        row["flower"]["detail"] = _detail(flower, ("import_seconds", "ray_init_seconds", "wall_seconds", "logs"))
-        row["fedchain"]["detail"] = _detail(fedchain, ("total_seconds", "wall_seconds", "updates_per_round", "logs"))
+        row["flower"]["detail"] = _detail(
+            flower, ("import_seconds", "ray_init_seconds", "num_cpus", "wall_seconds", "updates_per_round", "logs")
+        )
+        row["fedchain"]["detail"] = _detail(
+            fedchain, ("virtual", "pools", "processes", "total_seconds", "wall_seconds", "updates_per_round", "logs")
+        )
         rows.append(row)
     return {
         "benchmark": "fedchain bench flower",
@@ -637,6 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    import torch
+
+    torch.set_num_threads(1)  # the in-process reference trains as a device does: one thread
     report = run(
         args.devices,
         args.rounds,

@@ -178,3 +178,36 @@ def test_marker_split_across_writes_is_found(tmp_path: Path) -> None:
 def test_flower_side_without_flower_is_an_error_entry(tmp_path: Path) -> None:
     task = FlowerTask(default_task_spec(), devices=2, rounds=1, addresses=("0xa", "0xb"), scratch=str(tmp_path))
     assert "not installed" in run_flower_side(task, None, tmp_path / "w", 60)["error"]
+
+
+def test_run_with_both_sides_skipped_still_gives_the_reference(tmp_path: Path) -> None:
+    from fedchain.bench_flower import run
+
+    addresses = ["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x90F79bf6EB2c4f870365E785982E1f101E93b906"]
+    report = run(
+        [2],
+        2,
+        workdir=tmp_path,
+        skip_fedchain=True,
+        skip_flower=True,
+        addresses=lambda n: addresses[:n],
+        log=lambda _: None,
+    )
+    (row,) = report["runs"]
+    assert row["devices"] == 2 and len(row["accuracy"]["reference"]) == 2
+    assert row["accuracy"]["bit_identical"] is None
+    json.dumps(report)
+
+
+def test_demo_task_mirrors_the_demos_defaults() -> None:
+    from fedchain.bench_flower import demo_task, device_addresses
+    from fedchain.demo import DemoOptions
+
+    task = demo_task(3, 2, addresses=["0xa", "0xb", "0xc"], num_cpus=1)
+    options = DemoOptions(devices=3, rounds=2)
+    assert task.spec == options.spec and task.online == options.online and task.non_iid_alpha == options.non_iid
+    assert (task.data_seed, task.initial_fraction, task.per_round_fraction) == (0, 0.3, 0.1)
+    assert device_addresses(2) == [
+        "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+        "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+    ]
