@@ -89,7 +89,9 @@ class DemoOptions:
     pools: int | None = None  # pool processes (None: one per POOL_DEVICES devices, at most the machine's cores)
 
     def use_virtual(self) -> bool:
-        return self.virtual if self.virtual is not None else self.devices > VIRTUAL_THRESHOLD
+        if self.virtual is not None:
+            return self.virtual
+        return self.pools is not None or self.devices > VIRTUAL_THRESHOLD
 
     def pool_count(self) -> int:
         if self.pools is not None:

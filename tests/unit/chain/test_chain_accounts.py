@@ -51,3 +51,17 @@ def test_resolve_account_needs_a_source() -> None:
     with pytest.raises(ValueError, match="no account"):
         resolve_account()
     assert resolve_account(1).address == ANVIL_1
+
+
+def test_many_devnet_accounts_at_once_are_the_same_keys() -> None:
+    from fedchain.chain.accounts import devnet_accounts, devnet_addresses
+
+    indices = [0, 1, 7, 250, 1001]
+    many = devnet_accounts(indices)
+    assert [a.address for a in many[:2]] == [ANVIL_0, ANVIL_1]
+    for index, account in zip(indices, many, strict=True):
+        assert account.key == devnet_account(index).key
+    assert devnet_addresses(3) == [devnet_account(i).address for i in range(3)]
+    assert devnet_accounts([]) == []
+    with pytest.raises(ValueError):
+        devnet_accounts([3, -1])

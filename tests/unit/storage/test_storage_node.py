@@ -203,3 +203,39 @@ def test_sigterm_shuts_down_cleanly_and_restarts(node_factory: Callable[..., Nod
     with IpfsClient(again.api_url) as client:
         assert cid in client.pin_ls()
         assert client.cat(cid) == b"survives a restart"
+
+
+def test_add_many_stores_each_blob_as_its_own_file(client: IpfsClient) -> None:
+    blobs = [os.urandom(n) for n in (0, 1, 5000, CHUNK + 7)] + [b"same bytes", b"same bytes"]
+    cids = client.add_many(blobs)
+    assert cids == [compute_cid(b) for b in blobs]
+    for cid, blob in zip(cids, blobs, strict=True):
+        assert client.cat(cid) == blob
+    assert client.add_many([]) == []
+
+
+def test_add_many_answers_like_kubo_with_the_wrapping_directory_last(kubo_node: NodeProcess) -> None:
+    files = [("file", (f"{i}", os.urandom(100), "application/octet-stream")) for i in range(3)]
+    response = httpx.post(
+        f"{kubo_node.api_url}/api/v0/add",
+        params={"cid-version": "0", "wrap-with-directory": "true"},
+        files=files,
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert [line["Name"] for line in lines] == ["0", "1", "2", ""]
+    assert lines[-1]["Hash"].startswith("Qm")
+    assert lines[-1]["Hash"] in {p for p in IpfsClient(kubo_node.api_url).pin_ls()}
+
+
+def test_add_many_refuses_duplicate_or_path_names(kubo_node: NodeProcess) -> None:
+    for names in (["a", "a"], ["../x"], ["d/e"]):
+        files = [("file", (name, b"x", "application/octet-stream")) for name in names]
+        response = httpx.post(
+            f"{kubo_node.api_url}/api/v0/add",
+            params={"cid-version": "0", "wrap-with-directory": "true"},
+            files=files,
+            timeout=60,
+        )
+        assert response.status_code == 400, (names, response.text)

@@ -1,0 +1,129 @@
+"""Virtual devices (`fedchain pool`) and pushed events, on a real Anvil and Kubo with separate processes.
+
+* a run with a pool of virtual devices ends with the same final model, bit for bit, as the same run with one OS
+  process per device;
+* a pool killed mid-run is restarted by the demo and its devices resume from chain state: every round still has
+  every device's update;
+* `EventNotifier` is pushed a contract's events over the node's WebSocket within milliseconds;
+* the batched transaction path (signed here, sent and confirmed in JSON-RPC batches) lands every transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from e2e_helpers import Cli
+
+from fedchain.chain import TaskClient, connect
+from fedchain.chain.accounts import devnet_account, devnet_accounts
+from fedchain.chain.notify import EventNotifier
+from fedchain.chain.tx import send_raw_batch, wait_receipts
+from fedchain.devnet import Devnet
+
+pytestmark = pytest.mark.e2e
+
+
+def _demo(workdir: Path, *args: str, kill_pool_at_round: int | None = None) -> dict:
+    cmd = [sys.executable, "-m", "fedchain.cli", "demo", "--chain", "anvil", "--json", "--workdir", str(workdir)]
+    proc = subprocess.Popen(
+        [*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    if kill_pool_at_round is not None:
+        log = workdir / "logs" / "pool-0.log"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and f"round {kill_pool_at_round}:" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        victims = [p for p in psutil.Process(proc.pid).children(recursive=True) if _is_pool_0(p, workdir)]
+        assert len(victims) == 1, "pool-0 should be running"
+        os.kill(victims[0].pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _is_pool_0(process: psutil.Process, workdir: Path) -> bool:
+    try:
+        cmdline = process.cmdline()
+    except psutil.Error:  # exited meanwhile
+        return False
+    return "pool" in cmdline and str(workdir / "ready" / "pool-0") in cmdline
+
+
+@pytest.mark.slow
+def test_a_pool_of_virtual_devices_trains_the_same_bits_as_one_process_per_device(tmp_path: Path) -> None:
+    args = ("--devices", "4", "--rounds", "3")
+    processes = _demo(tmp_path / "processes", *args, "--no-virtual")
+    pooled = _demo(tmp_path / "pooled", *args, "--virtual", "--pools", "2")
+    assert processes["virtual"] is False and pooled["virtual"] is True and pooled["pools"] == 2
+    assert pooled["final_model_cid"] == processes["final_model_cid"]
+    assert pooled["accuracy_per_round"] == processes["accuracy_per_round"]
+    assert pooled["updates_per_round"] == [4, 4, 4]
+    # Each virtual device still sends its own transaction: the same submitUpdate gas as a device process.
+    assert abs(pooled["gas"]["submitUpdate"] - processes["gas"]["submitUpdate"]) < 100
+
+
+@pytest.mark.slow
+def test_a_killed_pool_is_restarted_and_its_devices_resume_from_chain_state(tmp_path: Path) -> None:
+    summary = _demo(tmp_path, "--devices", "12", "--pools", "2", "--rounds", "4", kill_pool_at_round=2)
+    assert summary["pool_restarts"] >= 1
+    assert summary["failed_rounds"] == 0
+    assert summary["updates_per_round"] == [12, 12, 12, 12]
+    log = (tmp_path / "logs" / "pool-0.log").read_text(errors="replace")
+    assert log.count("pool of 6 devices registered") == 2  # started twice, the second time from chain state
+
+
+@pytest.fixture(scope="module")
+def anvil_net(tmp_path_factory: pytest.TempPathFactory):
+    net = Devnet(tmp_path_factory.mktemp("devnet-anvil-virtual"), "anvil", num_accounts=40)
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+def test_events_are_pushed_over_the_websocket_within_milliseconds(anvil_net: Devnet, tmp_path: Path) -> None:
+    assert anvil_net.state is not None
+    cli = Cli(anvil_net.state, tmp_path)
+    task = cli.deploy("--rounds", "2", "--devices", "2")["task"]
+    w3 = connect(anvil_net.state.rpc_url)
+    with EventNotifier(anvil_net.state.rpc_url, [task], poll_interval=5.0) as notifier:
+        assert notifier.pushing
+        notifier.wait(0.5)  # the flag set on subscribing
+        newcomer = TaskClient.for_account(w3, task, devnet_account(30))
+        sent = time.monotonic()
+        newcomer.request_join()  # emits DeviceJoinRequested
+        assert notifier.wait(5.0)
+        assert time.monotonic() - sent < 1.0  # a poll at 5 s would take 5 s
+        assert notifier.notifications >= 1
+        # Another contract's events do not wake it.
+        other = cli.deploy("--rounds", "2", "--devices", "2")["task"]
+        TaskClient.for_account(w3, other, devnet_account(31)).request_join()
+        assert not notifier.wait(0.5)
+
+
+def test_batched_sends_land_every_transaction_and_report_refusals(anvil_net: Devnet, tmp_path: Path) -> None:
+    assert anvil_net.state is not None
+    cli = Cli(anvil_net.state, tmp_path)
+    task = cli.deploy("--rounds", "2", "--devices", "2")["task"]
+    w3 = connect(anvil_net.state.rpc_url)
+    senders = [TaskClient.for_account(w3, task, account) for account in devnet_accounts(range(20, 28))]
+    fees = senders[0].sender.fees()
+    signed = [s.sender.sign(s.contract.functions.requestJoin(), 200_000, fees) for s in senders]
+    raws = [raw for _, raw in signed]
+    sent = send_raw_batch(w3, [*raws, raws[0][:-3] + b"\x00\x00\x00"])  # the last one is a corrupt signature
+    hashes = [h for h in sent if isinstance(h, bytes)]
+    assert len(hashes) == len(senders) and not isinstance(sent[-1], bytes)
+    receipts = wait_receipts(w3, hashes)
+    assert all(int(r["status"], 16) == 1 for r in receipts)
+    assert all(TaskClient(w3, task).device_info(s.sender.address).approved is False for s in senders)
