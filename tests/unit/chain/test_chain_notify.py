@@ -1,4 +1,4 @@
-"""EventNotifier's pure parts and its fallback; pushing over a real WebSocket is in tests/e2e/test_virtual_devices.py."""
+"""EventNotifier: its pure parts and its fallback (pushing over a real WebSocket: tests/e2e/test_virtual_devices.py)."""
 
 from __future__ import annotations
 

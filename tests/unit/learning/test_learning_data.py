@@ -218,3 +218,21 @@ def test_many_skewed_devices_still_get_a_partition() -> None:
     parts = [device_partition(train, i, 20, 0.5, seed=0) for i in range(20)]
     assert sum(len(p) for p in parts) == len(train)
     assert min(len(p) for p in parts) >= 1
+
+
+def test_more_devices_than_records_draw_overlapping_shares() -> None:
+    from fedchain.learning.data import OVERLAP_SAMPLES, device_partition, overlapping_share
+
+    train, _ = load_dataset(DatasetSpec())
+    shares = [device_partition(train, i, 1000, None, seed=0) for i in (0, 1, 999)]
+    assert all(len(share) == OVERLAP_SAMPLES for share in shares)
+    # A share depends on (seed, device index) only: the same with 1,000 or 2,000 devices, another for another seed.
+    again = device_partition(train, 1, 2000, None, seed=0)
+    assert np.array_equal(again.x, shares[1].x)
+    assert not np.array_equal(device_partition(train, 1, 1000, None, seed=1).x, shares[1].x)
+    picked = overlapping_share(len(train), 5, OVERLAP_SAMPLES, seed=0)
+    assert len(set(picked.tolist())) == OVERLAP_SAMPLES and picked.max() < len(train)
+    # Disjoint IID shares are unchanged wherever the table suffices.
+    assert sum(len(device_partition(train, i, 100, None, seed=0)) for i in range(100)) == len(train)
+    with pytest.raises(ValueError):
+        overlapping_share(5, 0, 6, seed=0)
