@@ -1,10 +1,24 @@
 """Chain layer: contract artifacts, typed bindings over web3.py, transactions and events."""
 
 from fedchain.chain.accounts import devnet_account, resolve_account
+from fedchain.chain.batch import (
+    EntryVerdict,
+    SignedUpdate,
+    UpdateBatch,
+    batch_mismatch,
+    make_batch,
+    screen_batch,
+)
 from fedchain.chain.connection import connect
 from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
 from fedchain.chain.events import ChainEvent, EventFollower
-from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
+from fedchain.chain.inputs import (
+    BatchSubmission,
+    fold_batch_inputs_hash,
+    fold_inputs_hash,
+    initial_inputs_hash,
+    inputs_hash,
+)
 from fedchain.chain.market import (
     MARKET_GAS_LIMITS,
     JobInfo,
@@ -18,8 +32,11 @@ from fedchain.chain.market import (
     deploy_market,
     escrow_required,
 )
+from fedchain.chain.merkle import batch_leaf, merkle_proof, merkle_root
+from fedchain.chain.signing import recover_update_signer, sign_update, update_hash
 from fedchain.chain.task import (
     GAS_LIMITS,
+    RELAYER_ROLE,
     AggregationState,
     AggregatorInfo,
     DeviceInfo,
@@ -37,14 +54,17 @@ from fedchain.chain.task import (
 __all__ = [
     "GAS_LIMITS",
     "MARKET_GAS_LIMITS",
+    "RELAYER_ROLE",
     "AggregationState",
     "AggregatorInfo",
     "ArtifactMissing",
+    "BatchSubmission",
     "ChainError",
     "ChainEvent",
     "ChainUnavailable",
     "ContractRevert",
     "DeviceInfo",
+    "EntryVerdict",
     "EventFollower",
     "JobInfo",
     "JobParams",
@@ -54,21 +74,33 @@ __all__ = [
     "Phase",
     "PrivacyLedger",
     "RoundInfo",
+    "SignedUpdate",
     "TaskClient",
     "TaskConfig",
     "UnitInfo",
     "UnitStatus",
+    "UpdateBatch",
     "WorkerInfo",
+    "batch_leaf",
+    "batch_mismatch",
     "connect",
     "deploy_market",
     "deploy_task",
     "devnet_account",
     "epsilon_to_micro",
     "escrow_required",
+    "fold_batch_inputs_hash",
     "fold_inputs_hash",
     "initial_inputs_hash",
     "inputs_hash",
+    "make_batch",
+    "merkle_proof",
+    "merkle_root",
+    "recover_update_signer",
     "resolve_account",
     "result_commitment",
     "result_key",
+    "screen_batch",
+    "sign_update",
+    "update_hash",
 ]
