@@ -23,9 +23,9 @@ RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
 # About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
-#   submitUpdate 35.0k, 42.5k (the submission that closes the round), closeRound 32.0k;
-#   submitUpdateBatch 38.1k-43.6k whatever the number of entries (45.9k when it closes the round);
-#   submitResult (k = n = 1) 62.3k-84.3k;
+#   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k;
+#   submitUpdateBatch 34.4k whatever the number of entries, 42.2k when it closes the round;
+#   submitResult (k = n = 1, opens the next round) 95.6k, against commitResult + revealResult 46.8k + 109.5k;
 #   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
 #   closeAggregationWindow 29.5k (opens the reveal window), 44.4k (fails the round and opens the next), 74.2k with a
 #   DP ledger (the failed round's epsilon charge);
