@@ -266,8 +266,8 @@ class TaskClient:
         )
         return RoundInfo(r, Phase(phase), deadline, updates, total, bytes(inputs), bytes(model))
 
-    def device_info(self, device: str) -> DeviceInfo:
-        approved, last_round, joined = self.contract.functions.deviceInfo(device).call()
+    def device_info(self, device: str, block: int | str = "latest") -> DeviceInfo:
+        approved, last_round, joined = self.contract.functions.deviceInfo(device).call(block_identifier=block)
         return DeviceInfo(approved, last_round, joined)
 
     def round_model_digest(self, round_index: int) -> bytes:
