@@ -669,10 +669,13 @@ contract FederatedTask is AccessControl {
     ///      direct submission folds 80). Reverts: AccessControlUnauthorizedAccount (no RELAYER_ROLE),
     ///      BatchesNeedPlainUpdates (secure aggregation), WrongPhase, WrongRound, EmptyDigest (zero digest or root),
     ///      EmptyBatch, BatchSamplesOutOfRange.
-    function submitUpdateBatch(uint32 round, bytes32 batchDigest, bytes32 entriesRoot, uint32 entries, uint64 totalSamples)
-        external
-        onlyRole(RELAYER_ROLE)
-    {
+    function submitUpdateBatch(
+        uint32 round,
+        bytes32 batchDigest,
+        bytes32 entriesRoot,
+        uint32 entries,
+        uint64 totalSamples
+    ) external onlyRole(RELAYER_ROLE) {
         if (secureAggregation) revert BatchesNeedPlainUpdates();
         uint256 word = _openSubmissions(round);
         if (batchDigest == bytes32(0) || entriesRoot == bytes32(0)) revert EmptyDigest();
@@ -1154,7 +1157,9 @@ contract FederatedTask is AccessControl {
     }
 
     function _buildDomainSeparator() private view returns (bytes32) {
-        return keccak256(abi.encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, block.chainid, address(this)));
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, block.chainid, address(this))
+        );
     }
 
     /// @dev Keeps aggregatorCount equal to the number of AGGREGATOR_ROLE holders, at most MAX_AGGREGATORS.
