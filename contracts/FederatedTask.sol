@@ -2,6 +2,8 @@
 pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /// @title FederatedTask
 /// @notice One federated-learning training task: its participants, its rounds, and the digest of every update
@@ -43,9 +45,37 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///        epsilon (or below firstRoundEpsilonMicro), the charge is kept when higher, and the increment bound is
 ///        re-measured only between two agreed values. Without a budget, aggregators reveal 0 and nothing is checked.
 ///
-///      Storage is packed so that `submitUpdate` writes two slots that are already non-zero: the device record and
-///      the round's submission accumulator. No function loops over devices; the only loop (fault checks at
-///      finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
+///      Relayed batches (tasks without secure aggregation): a device signs its update off chain as the EIP-712
+///      struct `Update(uint32 round,bytes32 updateDigest,uint64 numSamples)` under the domain
+///      {name: "fedchain", version: "1", chainId, verifyingContract: this task}, so a signature is valid for one
+///      task, one round and one chain only. A holder of RELAYER_ROLE collects signed updates, publishes them as one
+///      batch file on IPFS and records the batch in one transaction (`submitUpdateBatch`): the digest of the file,
+///      the Merkle root of its entries, their number and their total sample count. The chain does not look at the
+///      entries: the aggregators verify each entry off chain, deterministically, and exclude (with a reason) an
+///      entry whose signature does not recover to its device, whose device is not approved, whose device already
+///      appeared earlier in the round (directly or in an earlier entry or batch), or whose device also submitted
+///      directly. Anyone can check an entry on chain with `verifyBatchEntry`. Leaves are
+///      `keccak256(bytes.concat(keccak256(abi.encode(device, updateDigest, numSamples, keccak256(signature)))))`
+///      over entries sorted by device address, hashed in sorted pairs (OpenZeppelin MerkleProof). A batch counts
+///      its `entries` towards maxUpdates and its `totalSamples` towards the round's total; the count is a claim of
+///      the relayer (trusted by role) and the aggregators report how many entries they accepted.
+///      Under secure aggregation batches are refused (BatchesNeedPlainUpdates): a masked update must be masked
+///      against the setup set frozen on chain and its device must later publish unmask shares, which the contract
+///      checks per device (`lastRound`); entries of a batch have no per-device record on chain, so neither check
+///      could be made, and a dropped or forged entry would leave masks that never cancel.
+///
+///      Single aggregator (n = k = 1): commit-reveal protects nothing when one aggregator decides alone, so the
+///      aggregator may instead finalise in one transaction with `submitResult` (the same checks as a reveal).
+///
+///      Storage is packed so that `submitUpdate` writes two slots that are already non-zero and reads no other: the
+///      device record and the round's submission accumulator, which also carries the number of the round while it
+///      is open (`openRound`), so the round's phase need not be read. No function loops over devices; the only loop
+///      (fault checks at finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
+///
+///      The EIP-712 domain is built here rather than by inheriting OpenZeppelin's EIP712: in OpenZeppelin 5.7 that
+///      contract imports Strings and Bytes, whose inline assembly uses MCOPY (cancun), and the contracts must
+///      compile for shanghai (Ganache). The domain and hashes are the standard ones (OpenZeppelin's
+///      `_hashTypedDataV4`), and `eip712Domain()` follows ERC-5267.
 contract FederatedTask is AccessControl {
     /// @notice Largest sample count one update may claim. Capping it keeps a round's uint64 total from overflowing,
     ///         which would otherwise let one device make every later submission of the round revert.
@@ -53,6 +83,16 @@ contract FederatedTask is AccessControl {
 
     /// @notice Role allowed to commit and reveal aggregation results.
     bytes32 public constant AGGREGATOR_ROLE = keccak256("AGGREGATOR_ROLE");
+
+    /// @notice Role allowed to record relayed batches of signed device updates (`submitUpdateBatch`).
+    bytes32 public constant RELAYER_ROLE = keccak256("RELAYER_ROLE");
+
+    // EIP-712 type hash of the struct a device signs for a relayed update (see updateTypeHash).
+    bytes32 private constant UPDATE_TYPEHASH = keccak256("Update(uint32 round,bytes32 updateDigest,uint64 numSamples)");
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant DOMAIN_NAME_HASH = keccak256("fedchain");
+    bytes32 private constant DOMAIN_VERSION_HASH = keccak256("1");
 
     /// @notice Most holders of AGGREGATOR_ROLE at any time, hence most commitments and reveals of one round.
     ///         Bounds the fault-check loop of the finalising reveal.
@@ -84,21 +124,30 @@ contract FederatedTask is AccessControl {
         uint64 firstRoundEpsilonMicro; // epsilon after one round (accountant, rounded up); <= budget when budget > 0
     }
 
-    /// @dev One slot: what `submitUpdate` and the aggregation functions read about the current round. In
-    ///      Aggregating and Revealing, `deadline` is the deadline of the commit or reveal window.
+    /// @dev One slot: what the aggregation functions read about the current round. In Aggregating and Revealing,
+    ///      `deadline` is the deadline of the commit or reveal window. `samplesHigh` holds the bits of the round's
+    ///      total sample count above the 32 kept in the submissions slot (written only when the low part carries).
     struct RoundState {
         uint32 round;
         Phase phase;
         uint64 deadline;
         uint32 commits;
         uint32 reveals;
+        uint32 samplesHigh;
     }
 
-    /// @dev One slot: a running hash over the round's submissions binds the aggregator's inputs.
+    /// @dev One slot, the only shared slot a submission reads and writes: a running hash over the round's
+    ///      submissions binds the aggregator's inputs. `openRound` is the current round while its phase is Open and
+    ///      zero otherwise, and always zero under secure aggregation (kept in step with RoundState by _openRound,
+    ///      by every caller of _closeForAggregation and by cancel), so submitUpdate and submitUpdateBatch check
+    ///      phase and round without reading RoundState. `samplesLow` is the low 32 bits of the round's total
+    ///      sample count; the high bits are RoundState.samplesHigh. The total stays below 2^64: every update claims
+    ///      at most MAX_SAMPLES_PER_UPDATE and `count` is a uint32.
     struct Submissions {
         bytes20 inputsHash;
+        uint32 openRound;
         uint32 count;
-        uint64 totalSamples;
+        uint32 samplesLow;
     }
 
     /// @dev One slot per device. `lastRound` is the last round the device submitted to (0 = none); `setupRound`
@@ -120,6 +169,13 @@ contract FederatedTask is AccessControl {
         bool frozen;
         uint32 unmaskShares;
     }
+
+    // Bit offsets in the words of Submissions and DeviceRecord (Solidity's packing: first member lowest), for the
+    // submission hot path that reads and writes them whole.
+    uint256 private constant _SUBS_OPEN_ROUND = 160;
+    uint256 private constant _SUBS_COUNT = 192;
+    uint256 private constant _SUBS_SAMPLES_LOW = 224;
+    uint256 private constant _DEVICE_LAST_ROUND = 8;
 
     /// @dev One slot: the differential-privacy ledger (epsilon in millionths). `spent` is the epsilon charged so far
     ///      (an over-estimate after a failed round), `increment` the bound on the next round's increment (the last
@@ -173,6 +229,9 @@ contract FederatedTask is AccessControl {
     bool public immutable secureAggregation;
     /// @notice Total differential-privacy epsilon the task may spend, in millionths (0 = no DP ledger).
     uint64 public immutable epsilonBudgetMicro;
+    // The EIP-712 domain separator at deployment, and the chain id it was built for (rebuilt after a fork).
+    bytes32 private immutable _cachedDomainSeparator;
+    uint256 private immutable _cachedChainId;
     /// @notice Epsilon after one round, in millionths (the deployer's accountant, rounded up); 0 without a ledger.
     uint64 public immutable firstRoundEpsilonMicro;
 
@@ -243,6 +302,15 @@ contract FederatedTask is AccessControl {
     error UnmaskSharesAlreadySubmitted(address device, uint32 round);
     error FirstRoundOverBudget(uint64 firstRoundEpsilonMicro, uint64 budgetMicro);
     error EpsilonTooLow(uint64 given, uint64 minimum);
+    /// @notice Relayed batches are refused under secure aggregation (see the contract's notes).
+    error BatchesNeedPlainUpdates();
+    /// @notice A batch must carry at least one entry.
+    error EmptyBatch();
+    /// @notice A batch's total sample count must lie between its entry count (each entry claims at least one) and
+    ///         entries * MAX_SAMPLES_PER_UPDATE.
+    error BatchSamplesOutOfRange(uint64 given, uint64 minimum, uint64 maximum);
+    /// @notice `submitResult` needs a task with exactly one aggregator and threshold 1.
+    error NotSingleAggregator(uint32 aggregators, uint16 threshold);
 
     /// @notice The task's configuration, emitted once at deployment.
     event TaskConfigured(
@@ -264,6 +332,17 @@ contract FederatedTask is AccessControl {
     event DeviceRemoved(address indexed device, address indexed by);
     event RoundOpened(uint32 indexed round, bytes32 globalModelDigest, uint64 deadline);
     event UpdateSubmitted(uint32 indexed round, address indexed device, bytes32 updateDigest, uint64 numSamples);
+    /// @notice A relayer recorded a batch of signed device updates: `batchDigest` is the sha256 digest of the batch
+    ///         file's CIDv0 on IPFS, `entriesRoot` the Merkle root of its `entries` entries, `totalSamples` the sum
+    ///         of their sample counts. The entries count towards maxUpdates.
+    event UpdateBatchSubmitted(
+        uint32 indexed round,
+        address indexed relayer,
+        bytes32 batchDigest,
+        bytes32 entriesRoot,
+        uint32 entries,
+        uint64 totalSamples
+    );
     event RoundExtended(uint32 indexed round, uint64 newDeadline, uint32 updates);
     /// @notice The round closed for aggregation: the commit window is open until currentRound().deadline.
     event RoundReadyForAggregation(uint32 indexed round, uint32 updates, uint64 totalSamples, bytes20 inputsHash);
@@ -352,6 +431,8 @@ contract FederatedTask is AccessControl {
         epsilonBudgetMicro = config.epsilonBudgetMicro;
         firstRoundEpsilonMicro = config.epsilonBudgetMicro == 0 ? 0 : config.firstRoundEpsilonMicro;
         globalModelDigest = config.initialModelDigest;
+        _cachedChainId = block.chainid;
+        _cachedDomainSeparator = _buildDomainSeparator();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         emit TaskConfigured(
             admin,
@@ -423,6 +504,7 @@ contract FederatedTask is AccessControl {
     function cancel() external onlyRole(DEFAULT_ADMIN_ROLE) {
         _requireNotOver();
         _round.phase = Phase.Cancelled;
+        _subs.openRound = 0;
         emit TaskCancelled(msg.sender, _round.round);
     }
 
@@ -458,9 +540,72 @@ contract FederatedTask is AccessControl {
     /// @param numSamples Number of samples the update was trained on (its FedAvg weight).
     /// @dev Reverts: SecureAggregationRequired (use submitMaskedUpdate), WrongPhase, WrongRound, EmptyDigest,
     ///      ZeroSamples, TooManySamples, NotApprovedDevice, AlreadySubmitted.
+    ///      The hot path of every round, hence written for gas: it reads and writes the accumulator and the device
+    ///      record as whole words (their layouts are the structs' Solidity layouts, see _SUBS_* and _DEVICE_*) and
+    ///      touches no other slot. One combined check covers every condition; when it fails, _revertSubmit
+    ///      reverts with the first failing one in the order above (under secure aggregation `openRound` stays
+    ///      zero, so the check fails and SecureAggregationRequired comes first). Checks, then effects; no
+    ///      interaction.
     function submitUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples) external {
-        if (secureAggregation) revert SecureAggregationRequired();
-        _submit(round, updateDigest, numSamples, false, 0);
+        uint256 word;
+        uint256 device;
+        DeviceRecord storage record = _devices[msg.sender];
+        {
+            bool valid;
+            assembly ("memory-safe") {
+                word := sload(_subs.slot)
+                device := sload(record.slot)
+                valid := and(
+                    and(
+                        // round is the open round (openRound is zero unless the phase is Open)
+                        and(eq(and(shr(_SUBS_OPEN_ROUND, word), 0xffffffff), round), gt(round, 0)),
+                        // a digest, and 1 <= numSamples <= MAX_SAMPLES_PER_UPDATE (type(uint32).max)
+                        and(gt(updateDigest, 0), lt(sub(numSamples, 1), 0xffffffff))
+                    ),
+                    // an approved device (lowest byte) that has not submitted to this round
+                    and(and(device, 0xff), iszero(eq(and(shr(_DEVICE_LAST_ROUND, device), 0xffffffff), round)))
+                )
+            }
+            if (!valid) _revertSubmit(round, word, updateDigest, numSamples, device);
+        }
+
+        uint256 maximum = maxUpdates;
+        bytes32 topic = UpdateSubmitted.selector;
+        uint256 next;
+        // not "memory-safe": the fold borrows the free memory pointer's word (restored before Solidity code runs)
+        assembly {
+            // record.lastRound = round
+            sstore(
+                record.slot,
+                or(and(device, not(shl(_DEVICE_LAST_ROUND, 0xffffffff))), shl(_DEVICE_LAST_ROUND, round))
+            )
+            // inputsHash = bytes20(keccak256(abi.encodePacked(inputsHash, msg.sender, updateDigest, numSamples)))
+            // The 80 bytes are packed at 0x00 (scratch space and the free memory pointer's word; the bytes written
+            // past 0x60 are zero, so the zero slot stays zero): no memory expansion.
+            let fmp := mload(0x40)
+            mstore(0, shl(96, word))
+            mstore(20, shl(96, caller()))
+            mstore(40, updateDigest)
+            mstore(72, shl(192, numSamples))
+            let folded := shr(96, keccak256(0, 80))
+            // count + 1 (no carry out: an open round's count is below maxUpdates <= 2^32 - 1) and samplesLow +
+            // numSamples modulo 2^32 (numSamples < 2^32; a carry leaves the word and goes to _carry)
+            next := add(shl(160, shr(160, word)), or(shl(_SUBS_COUNT, 1), shl(_SUBS_SAMPLES_LOW, numSamples)))
+            let open := lt(and(shr(_SUBS_COUNT, next), 0xffffffff), maximum)
+            let carried := lt(shr(_SUBS_SAMPLES_LOW, next), numSamples)
+            // maxUpdates reached: openRound (equal to round) is cleared and the round closes (_carry)
+            next := or(xor(next, shl(_SUBS_OPEN_ROUND, mul(round, iszero(open)))), folded)
+            sstore(_subs.slot, next)
+            // emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples)
+            mstore(0, updateDigest)
+            mstore(32, numSamples)
+            log3(0, 64, topic, round, caller())
+            // The common case ends here: nothing is left to do and nothing is returned, so the call ends at once
+            // (STOP is a function's normal successful end) without unwinding the stack.
+            if and(open, iszero(carried)) { stop() }
+            mstore(0x40, fmp)
+        }
+        _carry(round, word, next, numSamples);
     }
 
     /// @notice Announce the caller's secure-aggregation setup for the open round: the digest of the CIDv0 of its
@@ -503,7 +648,51 @@ contract FederatedTask is AccessControl {
     ///      the setups and mask again).
     function submitMaskedUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples, uint32 setupCount) external {
         if (!secureAggregation) revert SecureAggregationDisabled();
-        _submit(round, updateDigest, numSamples, true, setupCount);
+        _submitMasked(round, updateDigest, numSamples, setupCount);
+    }
+
+    /// @notice Record a relayed batch of signed device updates for the open round, in one transaction whatever the
+    ///         number of devices. The batch file (canonical JSON on IPFS) lists entries (device, updateDigest,
+    ///         numSamples, EIP-712 signature) sorted by device address; the chain records only its digest, the
+    ///         Merkle root of its entries, their number and their total sample count, folds them into the round's
+    ///         inputs hash and counts the entries towards maxUpdates. Each entry is verified off chain by the
+    ///         aggregators (and on chain by anyone with `verifyBatchEntry`); an invalid entry is excluded, not the
+    ///         batch. A relayer may record several batches in a round.
+    /// @param round The open round (guards against a delayed transaction landing later).
+    /// @param batchDigest sha256 digest of the batch file's CIDv0 on IPFS.
+    /// @param entriesRoot Merkle root of the batch's entry leaves (see `batchLeaf`), sorted-pair hashing.
+    /// @param entries Number of entries in the batch (> 0).
+    /// @param totalSamples Sum of the entries' sample counts: between `entries` and
+    ///        `entries * MAX_SAMPLES_PER_UPDATE`.
+    /// @dev inputsHash becomes bytes20(keccak256(abi.encodePacked(bytes20 inputsHash, address relayer,
+    ///      bytes32 entriesRoot, bytes32 batchDigest, uint32 entries, uint64 totalSamples))) (116 bytes, where a
+    ///      direct submission folds 80). Reverts: AccessControlUnauthorizedAccount (no RELAYER_ROLE),
+    ///      BatchesNeedPlainUpdates (secure aggregation), WrongPhase, WrongRound, EmptyDigest (zero digest or root),
+    ///      EmptyBatch, BatchSamplesOutOfRange.
+    function submitUpdateBatch(
+        uint32 round,
+        bytes32 batchDigest,
+        bytes32 entriesRoot,
+        uint32 entries,
+        uint64 totalSamples
+    ) external onlyRole(RELAYER_ROLE) {
+        if (secureAggregation) revert BatchesNeedPlainUpdates();
+        uint256 word = _openSubmissions(round);
+        if (batchDigest == bytes32(0) || entriesRoot == bytes32(0)) revert EmptyDigest();
+        if (entries == 0) revert EmptyBatch();
+        uint64 maxSamples = uint64(entries) * MAX_SAMPLES_PER_UPDATE;
+        if (totalSamples < entries || totalSamples > maxSamples) {
+            revert BatchSamplesOutOfRange(totalSamples, entries, maxSamples);
+        }
+
+        bytes20 folded = bytes20(
+            keccak256(
+                abi.encodePacked(bytes20(uint160(word)), msg.sender, entriesRoot, batchDigest, entries, totalSamples)
+            )
+        );
+        (uint32 count, bool closes) = _storeSubmissions(word, uint160(folded), entries, totalSamples);
+        emit UpdateBatchSubmitted(round, msg.sender, batchDigest, entriesRoot, entries, totalSamples);
+        if (closes) _closeForAggregation(round, count, folded);
     }
 
     /// @notice Publish the caller's unmask shares for a round whose aggregation is under way: the digest of the
@@ -543,7 +732,8 @@ contract FederatedTask is AccessControl {
         if (block.timestamp < state.deadline) revert DeadlineNotReached(state.deadline, uint64(block.timestamp));
         Submissions memory subs = _subs;
         if (subs.count >= minUpdates) {
-            _closeForAggregation(round, subs);
+            _subs.openRound = 0;
+            _closeForAggregation(round, subs.count, subs.inputsHash);
         } else {
             uint64 deadline = uint64(block.timestamp) + roundDuration;
             _round.deadline = deadline;
@@ -577,7 +767,7 @@ contract FederatedTask is AccessControl {
         // aggregatorCount <= MAX_AGGREGATORS, so a round never collects more than MAX_AGGREGATORS commitments (nor
         // reveals: one per commitment), whatever the role churn.
         if (commits >= aggregatorCount) {
-            _openReveal(round, commits);
+            _openReveal(state, commits);
         } else {
             _round.commits = commits;
         }
@@ -627,6 +817,46 @@ contract FederatedTask is AccessControl {
         );
     }
 
+    /// @notice Finalise the round being aggregated in one transaction, without commit and reveal: only for a task
+    ///         with a single aggregator and threshold 1 (k = n = 1), where commit-reveal protects nothing. The result
+    ///         passes the checks a reveal passes and is final at once: AggregateCommitted, then the next round opens
+    ///         or the task finishes, exactly as after a reveal that reaches agreement. Accepted while the round is
+    ///         in its commit window (Aggregating), like a commitment.
+    /// @param round The round being aggregated.
+    /// @param inputsHash The running hash of the round's submissions the aggregator used; must equal the chain's.
+    /// @param modelDigest Digest of the new global model's CIDv0.
+    /// @param reportDigest Digest of the aggregation report's CIDv0.
+    /// @param acceptedUpdates How many of the round's updates went into the aggregate.
+    /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths; 0 without one.
+    /// @dev Reverts: AccessControlUnauthorizedAccount, NotSingleAggregator (aggregatorCount != 1 or
+    ///      aggregatorThreshold != 1), EmptyDigest, WrongPhase(Aggregating, phase), WrongRound, InputsMismatch,
+    ///      TooManyAccepted, EpsilonTooLow.
+    function submitResult(
+        uint32 round,
+        bytes20 inputsHash,
+        bytes32 modelDigest,
+        bytes32 reportDigest,
+        uint32 acceptedUpdates,
+        uint64 epsilonMicro
+    ) external onlyRole(AGGREGATOR_ROLE) {
+        if (aggregatorCount != 1 || aggregatorThreshold != 1) {
+            revert NotSingleAggregator(aggregatorCount, aggregatorThreshold);
+        }
+        if (modelDigest == bytes32(0) || reportDigest == bytes32(0)) revert EmptyDigest();
+        RoundState memory state = _round;
+        if (state.phase != Phase.Aggregating) revert WrongPhase(Phase.Aggregating, state.phase);
+        if (round != state.round) revert WrongRound(state.round, round);
+        Result memory result = Result({
+            inputsHash: inputsHash,
+            modelDigest: modelDigest,
+            reportDigest: reportDigest,
+            acceptedUpdates: acceptedUpdates,
+            epsilonMicro: epsilonMicro
+        });
+        _checkResult(result);
+        _finalise(state, resultKey(inputsHash, modelDigest, acceptedUpdates, epsilonMicro), result);
+    }
+
     /// @notice Close the current round's commit or reveal window once its deadline has passed. A commit window with
     ///         at least aggregatorThreshold commitments opens the reveal window; one with fewer fails the round, and
     ///         so does a reveal window (it would have been finalised had aggregatorThreshold reveals agreed). A
@@ -640,7 +870,7 @@ contract FederatedTask is AccessControl {
         }
         if (block.timestamp < state.deadline) revert DeadlineNotReached(state.deadline, uint64(block.timestamp));
         if (state.phase == Phase.Aggregating && state.commits >= aggregatorThreshold) {
-            _openReveal(round, state.commits);
+            _openReveal(state, state.commits);
         } else {
             _failRound(state);
         }
@@ -670,10 +900,105 @@ contract FederatedTask is AccessControl {
             state.phase,
             state.deadline,
             subs.count,
-            subs.totalSamples,
+            (uint64(state.samplesHigh) << 32) | subs.samplesLow,
             subs.inputsHash,
             globalModelDigest
         );
+    }
+
+    /// @notice The EIP-712 type hash of a relayed update: keccak256("Update(uint32 round,bytes32 updateDigest,uint64
+    ///         numSamples)").
+    function updateTypeHash() external pure returns (bytes32) {
+        return UPDATE_TYPEHASH;
+    }
+
+    /// @notice This task's EIP-712 domain separator (name "fedchain", version "1", the chain's id, this contract).
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    /// @notice The EIP-712 domain (ERC-5267): name "fedchain", version "1", this chain's id, this contract.
+    function eip712Domain()
+        external
+        view
+        returns (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        )
+    {
+        return (hex"0f", "fedchain", "1", block.chainid, address(this), bytes32(0), new uint256[](0));
+    }
+
+    /// @notice The EIP-712 digest a device signs for an update of this task: keccak256("\x19\x01" ||
+    ///         domainSeparator || keccak256(abi.encode(updateTypeHash, round, updateDigest, numSamples))).
+    /// @param round The round the update was trained for.
+    /// @param updateDigest sha256 digest of the update's CIDv0 on IPFS.
+    /// @param numSamples Number of samples the update was trained on.
+    function updateHash(uint32 round, bytes32 updateDigest, uint64 numSamples) public view returns (bytes32) {
+        bytes32 structHash = keccak256(abi.encode(UPDATE_TYPEHASH, round, updateDigest, numSamples));
+        return keccak256(abi.encodePacked(hex"1901", _domainSeparatorV4(), structHash));
+    }
+
+    /// @notice The account that signed an update of this task for `round` (EIP-712, see `updateHash`), or the
+    ///         zero address when the signature does not recover (malformed, not 65 bytes, high s). A signature made
+    ///         for another task, round, sample count, digest or chain recovers to an unrelated address.
+    /// @param round The round the update was signed for.
+    /// @param updateDigest sha256 digest of the update's CIDv0 on IPFS.
+    /// @param numSamples Number of samples the update claims.
+    /// @param signature The 65-byte signature (r, s, v).
+    function updateSigner(uint32 round, bytes32 updateDigest, uint64 numSamples, bytes calldata signature)
+        public
+        view
+        returns (address)
+    {
+        (address signer, ECDSA.RecoverError err,) =
+            ECDSA.tryRecoverCalldata(updateHash(round, updateDigest, numSamples), signature);
+        return err == ECDSA.RecoverError.NoError ? signer : address(0);
+    }
+
+    /// @notice The Merkle leaf of one batch entry: keccak256(bytes.concat(keccak256(abi.encode(device, updateDigest,
+    ///         numSamples, keccak256(signature))))) (double hashing, as OpenZeppelin's MerkleProof expects).
+    /// @param device The device whose update the entry carries.
+    /// @param updateDigest sha256 digest of the update's CIDv0.
+    /// @param numSamples The update's sample count.
+    /// @param signature The device's EIP-712 signature of the update.
+    function batchLeaf(address device, bytes32 updateDigest, uint64 numSamples, bytes calldata signature)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(bytes.concat(keccak256(abi.encode(device, updateDigest, numSamples, keccak256(signature)))));
+    }
+
+    /// @notice Whether one entry of a relayed batch is valid now: its leaf is in the tree of `entriesRoot` (sorted-pair
+    ///         Merkle proof), its signature for `round` of this task recovers to `device`, and `device` is an
+    ///         approved device. Whether the device also submitted directly, or appears twice, is for the
+    ///         aggregators to check against the round's events.
+    /// @param round The round the update was signed for.
+    /// @param entriesRoot The batch's Merkle root as recorded by `submitUpdateBatch`.
+    /// @param device The entry's device.
+    /// @param updateDigest The entry's update digest.
+    /// @param numSamples The entry's sample count.
+    /// @param signature The entry's signature.
+    /// @param proof The sibling hashes from the entry's leaf to the root.
+    function verifyBatchEntry(
+        uint32 round,
+        bytes32 entriesRoot,
+        address device,
+        bytes32 updateDigest,
+        uint64 numSamples,
+        bytes calldata signature,
+        bytes32[] calldata proof
+    ) external view returns (bool) {
+        if (device == address(0) || !_devices[device].approved) return false;
+        bytes32 leaf = batchLeaf(device, updateDigest, numSamples, signature);
+        if (!MerkleProof.verifyCalldata(proof, entriesRoot, leaf)) return false;
+        return updateSigner(round, updateDigest, numSamples, signature) == device;
     }
 
     /// @notice The current round's aggregation progress.
@@ -827,6 +1152,16 @@ contract FederatedTask is AccessControl {
 
     // ---------------------------------------------------------------- internals
 
+    function _domainSeparatorV4() private view returns (bytes32) {
+        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, block.chainid, address(this))
+        );
+    }
+
     /// @dev Keeps aggregatorCount equal to the number of AGGREGATOR_ROLE holders, at most MAX_AGGREGATORS.
     function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
         if (role == AGGREGATOR_ROLE && aggregatorCount >= MAX_AGGREGATORS && !hasRole(role, account)) {
@@ -888,15 +1223,7 @@ contract FederatedTask is AccessControl {
     ) private {
         uint32 round = state.round;
         if (block.timestamp >= state.deadline) revert RevealWindowClosed(round);
-        Submissions memory subs = _subs;
-        if (result.inputsHash != subs.inputsHash) revert InputsMismatch(subs.inputsHash, result.inputsHash);
-        if (result.acceptedUpdates > subs.count) revert TooManyAccepted(result.acceptedUpdates, subs.count);
-        if (epsilonBudgetMicro != 0) {
-            // The cumulative epsilon never decreases, and after one round it is at least the first round's.
-            uint64 minimum = _ledger.agreed;
-            if (minimum < firstRoundEpsilonMicro) minimum = firstRoundEpsilonMicro;
-            if (result.epsilonMicro < minimum) revert EpsilonTooLow(result.epsilonMicro, minimum);
-        }
+        _checkResult(result);
 
         record.revealed = true;
         uint32 votes = _votes[round][key] + 1;
@@ -917,6 +1244,21 @@ contract FederatedTask is AccessControl {
                 modelDigest: result.modelDigest
             });
             _round.reveals = state.reveals + 1;
+        }
+    }
+
+    /// @dev The checks a result of the current round passes before it may vote or be final (revealResult in the
+    ///      reveal window, submitResult): the chain's inputs hash, at most the round's update count, and with a DP
+    ///      ledger an epsilon that can be the cumulative one.
+    function _checkResult(Result memory result) private view {
+        Submissions memory subs = _subs;
+        if (result.inputsHash != subs.inputsHash) revert InputsMismatch(subs.inputsHash, result.inputsHash);
+        if (result.acceptedUpdates > subs.count) revert TooManyAccepted(result.acceptedUpdates, subs.count);
+        if (epsilonBudgetMicro != 0) {
+            // The cumulative epsilon never decreases, and after one round it is at least the first round's.
+            uint64 minimum = _ledger.agreed;
+            if (minimum < firstRoundEpsilonMicro) minimum = firstRoundEpsilonMicro;
+            if (result.epsilonMicro < minimum) revert EpsilonTooLow(result.epsilonMicro, minimum);
         }
     }
 
@@ -972,10 +1314,17 @@ contract FederatedTask is AccessControl {
         emit AggregatorFault(round, aggregator, revealedModelDigest, finalModelDigest, faults);
     }
 
-    function _openReveal(uint32 round, uint32 commits) private {
+    function _openReveal(RoundState memory state, uint32 commits) private {
         uint64 deadline = uint64(block.timestamp) + aggregationDuration;
-        _round = RoundState({round: round, phase: Phase.Revealing, deadline: deadline, commits: commits, reveals: 0});
-        emit RevealOpened(round, deadline, commits);
+        _round = RoundState({
+            round: state.round,
+            phase: Phase.Revealing,
+            deadline: deadline,
+            commits: commits,
+            reveals: 0,
+            samplesHigh: state.samplesHigh
+        });
+        emit RevealOpened(state.round, deadline, commits);
     }
 
     function _failRound(RoundState memory state) private {
@@ -1033,22 +1382,62 @@ contract FederatedTask is AccessControl {
 
     function _openRound(uint32 round, bytes32 modelDigest) private {
         uint64 deadline = uint64(block.timestamp) + roundDuration;
-        _round = RoundState({round: round, phase: Phase.Open, deadline: deadline, commits: 0, reveals: 0});
+        _round =
+            RoundState({round: round, phase: Phase.Open, deadline: deadline, commits: 0, reveals: 0, samplesHigh: 0});
         // Seeding the accumulator with a non-zero value keeps the first submitter's write cheap.
-        _subs = Submissions({inputsHash: initialInputsHash(round), count: 0, totalSamples: 0});
+        // openRound stays zero under secure aggregation: submitUpdate's check then fails (SecureAggregationRequired)
+        uint32 openRound = secureAggregation ? 0 : round;
+        _subs = Submissions({inputsHash: initialInputsHash(round), openRound: openRound, count: 0, samplesLow: 0});
         emit RoundOpened(round, modelDigest, deadline);
     }
 
-    function _closeForAggregation(uint32 round, Submissions memory subs) private {
+    /// @dev Open -> Aggregating. The caller has already cleared `_subs.openRound` (in the write it makes anyway).
+    function _closeForAggregation(uint32 round, uint32 count, bytes20 inputsHash) private {
         // the commit window; commits and reveals are still zero from _openRound
+        uint32 samplesHigh = _round.samplesHigh;
         uint64 deadline = uint64(block.timestamp) + aggregationDuration;
-        _round = RoundState({round: round, phase: Phase.Aggregating, deadline: deadline, commits: 0, reveals: 0});
-        emit RoundReadyForAggregation(round, subs.count, subs.totalSamples, subs.inputsHash);
+        _round = RoundState({
+            round: round,
+            phase: Phase.Aggregating,
+            deadline: deadline,
+            commits: 0,
+            reveals: 0,
+            samplesHigh: samplesHigh
+        });
+        emit RoundReadyForAggregation(
+            round, count, (uint64(samplesHigh) << 32) | _subs.samplesLow, inputsHash
+        );
     }
 
-    /// @dev submitUpdate and submitMaskedUpdate (`masked`: the caller's setup and `setupCount` are checked and the
-    ///      round's setup set frozen).
-    function _submit(uint32 round, bytes32 updateDigest, uint64 numSamples, bool masked, uint32 setupCount) private {
+    /// @dev What submitUpdate rarely does after writing the accumulator `next` (from `previous`, adding `samples`):
+    ///      carry the round's sample total into RoundState.samplesHigh when its low 32 bits overflowed, and close
+    ///      the round when its count reached maxUpdates (openRound is already zero in `next`).
+    function _carry(uint32 round, uint256 previous, uint256 next, uint64 samples) private {
+        uint64 low = uint64(uint32(previous >> _SUBS_SAMPLES_LOW)) + samples;
+        if (low > type(uint32).max) _round.samplesHigh += uint32(low >> 32);
+        if (uint32(next >> _SUBS_OPEN_ROUND) == 0) {
+            _closeForAggregation(round, uint32(next >> _SUBS_COUNT), bytes20(uint160(next)));
+        }
+    }
+
+    /// @dev submitUpdate's slow path: a submission that failed the combined check reverts with the first failing
+    ///      condition in submitUpdate's documented order.
+    function _revertSubmit(uint32 round, uint256 word, bytes32 updateDigest, uint64 numSamples, uint256 device)
+        private
+        view
+    {
+        if (secureAggregation) revert SecureAggregationRequired();
+        if (round != uint32(word >> _SUBS_OPEN_ROUND) || round == 0) _revertNotOpen(round);
+        if (updateDigest == bytes32(0)) revert EmptyDigest();
+        if (numSamples == 0) revert ZeroSamples();
+        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
+        if (device & 0xff == 0) revert NotApprovedDevice(msg.sender);
+        revert AlreadySubmitted(msg.sender, round);
+    }
+
+    /// @dev submitMaskedUpdate (secure aggregation, where `openRound` stays zero): the checks of submitUpdate, the
+    ///      secure-aggregation checks (which freeze the round's setup set), then the same effects.
+    function _submitMasked(uint32 round, bytes32 updateDigest, uint64 numSamples, uint32 setupCount) private {
         RoundState memory state = _round;
         if (state.phase != Phase.Open) revert WrongPhase(Phase.Open, state.phase);
         if (round != state.round) revert WrongRound(state.round, round);
@@ -1058,17 +1447,67 @@ contract FederatedTask is AccessControl {
         DeviceRecord storage record = _devices[msg.sender];
         if (!record.approved) revert NotApprovedDevice(msg.sender);
         if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);
-        if (masked) _freezeSetups(record, round, setupCount);
+        _freezeSetups(record, round, setupCount);
 
         record.lastRound = round;
-        Submissions memory subs = _subs;
-        subs.inputsHash = bytes20(keccak256(abi.encodePacked(subs.inputsHash, msg.sender, updateDigest, numSamples)));
-        subs.count += 1;
-        subs.totalSamples += numSamples;
-        _subs = subs;
+        uint256 word = _submissionsWord();
+        bytes20 folded =
+            bytes20(keccak256(abi.encodePacked(bytes20(uint160(word)), msg.sender, updateDigest, numSamples)));
+        (uint32 count, bool closes) = _storeSubmissions(word, uint160(folded), 1, numSamples);
         emit UpdateSubmitted(round, msg.sender, updateDigest, numSamples);
+        if (closes) _closeForAggregation(round, count, folded);
+    }
 
-        if (subs.count >= maxUpdates) _closeForAggregation(round, subs);
+    /// @dev The accumulator slot as one word (Submissions' layout, see _SUBS_*).
+    function _submissionsWord() private view returns (uint256 word) {
+        assembly ("memory-safe") {
+            word := sload(_subs.slot)
+        }
+    }
+
+    /// @dev The accumulator word, after checking that `round` is the open round (else the revert the phase and
+    ///      round explain).
+    function _openSubmissions(uint32 round) private view returns (uint256 word) {
+        word = _submissionsWord();
+        if (round != uint32(word >> _SUBS_OPEN_ROUND) || round == 0) _revertNotOpen(round);
+    }
+
+    /// @dev Writes the accumulator `word` after a submission of `added` updates and `samples` samples whose fold
+    ///      gave `folded` (the new inputs hash as a uint160): adds to the count and to the round's total (carrying
+    ///      into RoundState.samplesHigh when the low 32 bits overflow) and, when the count reaches maxUpdates,
+    ///      clears `openRound` (the caller then closes the round with _closeForAggregation). submitUpdate inlines
+    ///      the same arithmetic.
+    function _storeSubmissions(uint256 word, uint256 folded, uint32 added, uint64 samples)
+        private
+        returns (uint32 count, bool closes)
+    {
+        uint256 maximum = maxUpdates;
+        uint256 low;
+        assembly ("memory-safe") {
+            let total := add(and(shr(_SUBS_COUNT, word), 0xffffffff), added)
+            if gt(total, 0xffffffff) {
+                // Panic(0x11), as checked arithmetic would: the count of a round cannot pass 2^32 - 1
+                mstore(0, shl(224, 0x4e487b71))
+                mstore(4, 0x11)
+                revert(0, 0x24)
+            }
+            count := total
+            // samples <= (2^32 - 1) * MAX_SAMPLES_PER_UPDATE <= 2^64 - 2^33 + 1, so the sum fits a uint64
+            low := add(shr(_SUBS_SAMPLES_LOW, word), samples)
+            closes := iszero(lt(total, maximum))
+            // openRound is kept (zero under secure aggregation), and cleared when the round closes
+            let openBits := and(word, shl(_SUBS_OPEN_ROUND, mul(0xffffffff, iszero(closes))))
+            let next := or(or(folded, openBits), shl(_SUBS_COUNT, total))
+            sstore(_subs.slot, or(next, shl(_SUBS_SAMPLES_LOW, and(low, 0xffffffff))))
+        }
+        if (low > type(uint32).max) _round.samplesHigh += uint32(low >> 32);
+    }
+
+    /// @dev Reverts a submission to a round that is not the open one, with the error the phase and round explain.
+    function _revertNotOpen(uint32 round) private view {
+        RoundState memory state = _round;
+        if (state.phase != Phase.Open) revert WrongPhase(Phase.Open, state.phase);
+        revert WrongRound(state.round, round);
     }
 
     /// @dev A masked update's secure-aggregation checks; the round's first one freezes its setup set.

@@ -178,6 +178,13 @@ def deploy(
     aggregator_address: Annotated[
         list[str] | None, typer.Option("--aggregator-address", help="Grant AGGREGATOR_ROLE to these accounts.")
     ] = None,
+    relayer_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--relayer-address",
+            help="Also grant RELAYER_ROLE (relayed batches of signed updates) to these accounts; aggregators have it.",
+        ),
+    ] = None,
     strategy: StrategyName = "fedavg",
     strategy_param: StrategyParams = None,
     threshold: Annotated[
@@ -244,6 +251,7 @@ def deploy(
         round_duration=round_duration,
         devices=tuple(device_list),
         aggregators=tuple(aggregator_list),
+        relayers=tuple(relayer_address or ()),
         # A secure-aggregation round's participants are the devices with a key when it opens: start later.
         start=not no_start and not secure_aggregation,
     )
@@ -260,6 +268,7 @@ def deploy(
         "devices": device_list,
         "aggregators": aggregator_list,
         "aggregator_threshold": plan.threshold(),
+        "relayers": list(plan.relayer_accounts()),
         "strategy": plan.task_spec().strategy_spec().to_dict(),
         "gas": deployed.gas,
     }

@@ -43,6 +43,10 @@ class TaskPlan:
     strategy: StrategySpec | str | None = None
     devices: tuple[str, ...] = ()
     aggregators: tuple[str, ...] = ()
+    # Accounts allowed to record relayed batches of signed updates (RELAYER_ROLE) besides the aggregators.
+    relayers: tuple[str, ...] = ()
+    # Whether every aggregator also gets RELAYER_ROLE (the default: aggregators collect and relay signed updates).
+    aggregators_relay: bool = True
     # k of the k-of-n agreement among aggregators; None: a strict majority of `aggregators` (at least 1).
     aggregator_threshold: int | None = None
     # Seconds of the commit window, and again of the reveal window, once a round closes.
@@ -60,6 +64,14 @@ class TaskPlan:
         if self.strategy is None:
             return self.spec
         return dataclasses.replace(self.spec, strategy=self.strategy)
+
+    def relayer_accounts(self) -> tuple[str, ...]:
+        """Who gets RELAYER_ROLE: the aggregators (unless `aggregators_relay` is False), then `relayers`, each once
+        (none under secure aggregation, where the contract refuses batches)."""
+        if self.secure_aggregation:
+            return ()
+        chosen = (*self.aggregators, *self.relayers) if self.aggregators_relay else self.relayers
+        return tuple(dict.fromkeys(Web3.to_checksum_address(a) for a in chosen))
 
     def threshold(self) -> int:
         if self.aggregator_threshold is not None:
@@ -131,6 +143,8 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         results.append(("approveDevices", task.approve_devices(list(plan.devices[start : start + APPROVE_CHUNK]))))
     for aggregator in plan.aggregators:
         results.append(("grantRole", task.grant_aggregator(aggregator)))
+    for relayer in plan.relayer_accounts():
+        results.append(("grantRelayer", task.grant_relayer(relayer)))
     if plan.start:
         results.append(("start", task.start()))
     for name, result in results:

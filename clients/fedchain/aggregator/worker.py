@@ -26,8 +26,18 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from fedchain.aggregator.agreement import PreparedResult, commit_salt
+from fedchain.aggregator.batches import BatchRecord, screen_round_batches
 from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable
-from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect, inputs_hash
+from fedchain.chain import (
+    BatchSubmission,
+    ContractRevert,
+    EventFollower,
+    Phase,
+    RoundInfo,
+    TaskClient,
+    connect,
+    inputs_hash,
+)
 from fedchain.chain.notify import EventNotifier
 from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
 from fedchain.learning.aggregation.base import prepare as prepare_updates
@@ -49,6 +59,7 @@ WAKE_EVENTS = {
     "RoundReadyForAggregation",
     "RoundOpened",
     "UpdateSubmitted",
+    "UpdateBatchSubmitted",
     "ResultCommitted",
     "RevealOpened",
     "ResultRevealed",
@@ -209,6 +220,8 @@ class AggregatorWorker:
         self._commit_gas: dict[int, int] = {}
         self._started: dict[int, float] = {}
         self._unrevealable: set[int] = set()
+        # Per round: the report records of relayed-batch entries (or whole batches) left out, from submissions().
+        self._batch_rejected: dict[int, list[dict[str, Any]]] = {}
         if settings.lie:
             log.warning("aggregator %s is DISHONEST (evaluation mode): it reveals corrupted models", self.address)
 
@@ -387,20 +400,97 @@ class AggregatorWorker:
             self.notifier.wait(deadline - time.monotonic())
 
     def submissions(self, state: RoundInfo) -> list[Submission]:
-        """The round's submissions in chain order, checked against the chain's running inputs hash."""
+        """The round's submissions, checked against the chain's running inputs hash: the direct ones in chain
+        order, then the accepted entries of relayed batches (see `_batch_submissions`)."""
         opened = next(self._history.history("RoundOpened", round=state.round), None)
         from_block = opened.block_number if opened is not None else 0
+        direct = list(self._history.history("UpdateSubmitted", from_block=from_block, round=state.round))
+        batched = list(self._history.history("UpdateBatchSubmitted", from_block=from_block, round=state.round))
+        items: list[tuple[str, bytes, int] | BatchSubmission] = []
+        for e in sorted(direct + batched, key=lambda e: (e.block_number, e.log_index)):
+            if e.name == "UpdateSubmitted":
+                items.append((e.args["device"], bytes(e.args["updateDigest"]), e.args["numSamples"]))
+            else:
+                items.append(
+                    BatchSubmission(
+                        e.args["relayer"],
+                        bytes(e.args["entriesRoot"]),
+                        bytes(e.args["batchDigest"]),
+                        e.args["entries"],
+                        e.args["totalSamples"],
+                    )
+                )
+        claimed = len(direct) + sum(e.args["entries"] for e in batched)
+        expected = inputs_hash(self.task.address, state.round, items)
+        if expected != state.inputs_hash or claimed != state.updates:
+            raise InputsNotYetVisible(
+                f"round {state.round}: {len(direct)} submission and {len(batched)} batch events do not match the "
+                f"chain's inputs hash ({state.updates} updates); retrying"
+            )
         subs = [
             Submission(e.args["device"], bytes(e.args["updateDigest"]), e.args["numSamples"], e.block_number, e.tx_hash)
-            for e in self._history.history("UpdateSubmitted", from_block=from_block, round=state.round)
+            for e in direct
         ]
-        expected = inputs_hash(self.task.address, state.round, [(s.device, s.digest, s.num_samples) for s in subs])
-        if expected != state.inputs_hash or len(subs) != state.updates:
-            raise InputsNotYetVisible(
-                f"round {state.round}: {len(subs)} submission events do not match the chain's inputs hash "
-                f"({state.updates} updates); retrying"
-            )
+        self._batch_rejected[state.round] = []
+        if batched:
+            subs += self._batch_submissions(state, batched, [s.device for s in subs])
         return subs
+
+    def _batch_submissions(self, state: RoundInfo, events: list[Any], direct_devices: list[str]) -> list[Submission]:
+        """The accepted entries of the round's relayed batches. Device approval is read at the block that closed
+        the round, so every aggregator screens the entries alike; what is left out goes to the report."""
+        closed = next(self._history.history("RoundReadyForAggregation", round=state.round), None)
+        if closed is None:
+            raise InputsNotYetVisible(f"round {state.round}: the event that closed the round is not visible yet")
+        records = [
+            BatchRecord(
+                relayer=e.args["relayer"],
+                batch_digest=bytes(e.args["batchDigest"]),
+                entries_root=bytes(e.args["entriesRoot"]),
+                entries=e.args["entries"],
+                total_samples=e.args["totalSamples"],
+                block_number=e.block_number,
+                tx_hash=e.tx_hash,
+                batch_cid=digest_to_cid(bytes(e.args["batchDigest"])),
+            )
+            for e in events
+        ]
+
+        def read(record: BatchRecord) -> bytes | None:
+            try:
+                return self.ipfs.cat(record.batch_cid, max_size=self.settings.max_update_bytes)
+            except IpfsUnavailable:
+                raise  # our IPFS node is down: not the relayer's fault, retry the whole round later
+            except StorageError as exc:
+                log.warning("round %d: batch %s unavailable: %s", state.round, record.batch_cid, exc)
+                return None
+
+        approved: dict[str, bool] = {}
+
+        def is_approved(device: str) -> bool:
+            if device not in approved:
+                approved[device] = self.task.device_info(device, block=closed.block_number).approved
+            return approved[device]
+
+        accepted, rejected = screen_round_batches(
+            self.task.address,
+            self.w3.eth.chain_id,
+            state.round,
+            records,
+            read,
+            is_approved,
+            direct_devices,
+            digest_to_cid,
+        )
+        self._batch_rejected[state.round] = rejected
+        if rejected:
+            log.warning("round %d: %d batch entries or batches left out", state.round, len(rejected))
+        return [
+            Submission(
+                a.entry.device, a.entry.update_digest, a.entry.num_samples, a.batch.block_number, a.batch.tx_hash
+            )
+            for a in accepted
+        ]
 
     def prepare(self, state: RoundInfo) -> PreparedResult:
         """Fetch, verify and aggregate the round's updates; publish the model and report. Cached per round."""
@@ -418,6 +508,7 @@ class AggregatorWorker:
             inputs_hash="0x" + state.inputs_hash.hex(),
             previous_model_cid=previous_cid,
         )
+        report.rejected.extend(self._batch_rejected.pop(state.round, []))
         previous_state_cid = self._previous_state_cid(state.round) if self.stateful else ""
         weights, new_state_cid = self._aggregate(state, subs, global_weights, report, previous_state_cid)
         model_cid = previous_cid

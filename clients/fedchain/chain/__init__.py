@@ -12,10 +12,17 @@ from fedchain._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fedchain.chain.accounts import devnet_account, resolve_account
+    from fedchain.chain.batch import EntryVerdict, SignedUpdate, UpdateBatch, batch_mismatch, make_batch, screen_batch
     from fedchain.chain.connection import connect
     from fedchain.chain.errors import ArtifactMissing, ChainError, ChainUnavailable, ContractRevert
     from fedchain.chain.events import ChainEvent, EventFollower
-    from fedchain.chain.inputs import fold_inputs_hash, initial_inputs_hash, inputs_hash
+    from fedchain.chain.inputs import (
+        BatchSubmission,
+        fold_batch_inputs_hash,
+        fold_inputs_hash,
+        initial_inputs_hash,
+        inputs_hash,
+    )
     from fedchain.chain.market import (
         MARKET_GAS_LIMITS,
         JobInfo,
@@ -29,8 +36,11 @@ if TYPE_CHECKING:
         deploy_market,
         escrow_required,
     )
+    from fedchain.chain.merkle import batch_leaf, merkle_proof, merkle_root
+    from fedchain.chain.signing import recover_update_signer, sign_update, update_hash
     from fedchain.chain.task import (
         GAS_LIMITS,
+        RELAYER_ROLE,
         AggregationState,
         AggregatorInfo,
         DeviceInfo,
@@ -50,7 +60,23 @@ _SOURCES = {
     "fedchain.chain.connection": ("connect",),
     "fedchain.chain.errors": ("ArtifactMissing", "ChainError", "ChainUnavailable", "ContractRevert"),
     "fedchain.chain.events": ("ChainEvent", "EventFollower"),
-    "fedchain.chain.inputs": ("fold_inputs_hash", "initial_inputs_hash", "inputs_hash"),
+    "fedchain.chain.batch": (
+        "EntryVerdict",
+        "SignedUpdate",
+        "UpdateBatch",
+        "batch_mismatch",
+        "make_batch",
+        "screen_batch",
+    ),
+    "fedchain.chain.inputs": (
+        "BatchSubmission",
+        "fold_batch_inputs_hash",
+        "fold_inputs_hash",
+        "initial_inputs_hash",
+        "inputs_hash",
+    ),
+    "fedchain.chain.merkle": ("batch_leaf", "merkle_proof", "merkle_root"),
+    "fedchain.chain.signing": ("recover_update_signer", "sign_update", "update_hash"),
     "fedchain.chain.market": (
         "MARKET_GAS_LIMITS",
         "JobInfo",
@@ -66,6 +92,7 @@ _SOURCES = {
     ),
     "fedchain.chain.task": (
         "GAS_LIMITS",
+        "RELAYER_ROLE",
         "AggregationState",
         "AggregatorInfo",
         "DeviceInfo",
@@ -85,14 +112,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _SOURCES)
 __all__ = [
     "GAS_LIMITS",
     "MARKET_GAS_LIMITS",
+    "RELAYER_ROLE",
     "AggregationState",
     "AggregatorInfo",
     "ArtifactMissing",
+    "BatchSubmission",
     "ChainError",
     "ChainEvent",
     "ChainUnavailable",
     "ContractRevert",
     "DeviceInfo",
+    "EntryVerdict",
     "EventFollower",
     "JobInfo",
     "JobParams",
@@ -102,21 +132,33 @@ __all__ = [
     "Phase",
     "PrivacyLedger",
     "RoundInfo",
+    "SignedUpdate",
     "TaskClient",
     "TaskConfig",
     "UnitInfo",
     "UnitStatus",
+    "UpdateBatch",
     "WorkerInfo",
+    "batch_leaf",
+    "batch_mismatch",
     "connect",
     "deploy_market",
     "deploy_task",
     "devnet_account",
     "epsilon_to_micro",
     "escrow_required",
+    "fold_batch_inputs_hash",
     "fold_inputs_hash",
     "initial_inputs_hash",
     "inputs_hash",
+    "make_batch",
+    "merkle_proof",
+    "merkle_root",
+    "recover_update_signer",
     "resolve_account",
     "result_commitment",
     "result_key",
+    "screen_batch",
+    "sign_update",
+    "update_hash",
 ]

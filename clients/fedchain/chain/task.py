@@ -19,10 +19,13 @@ from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult
 
 CONTRACT_NAME = "FederatedTask"
 AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
+RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
 # About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
-#   submitUpdate 44.3k (the submission that closes the round), closeRound 32.0k;
+#   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k;
+#   submitUpdateBatch 34.4k whatever the number of entries, 42.2k when it closes the round;
+#   submitResult (k = n = 1, opens the next round) 95.6k, against commitResult + revealResult 46.8k + 109.5k;
 #   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
 #   closeAggregationWindow 29.5k (opens the reveal window), 44.4k (fails the round and opens the next), 74.2k with a
 #   DP ledger (the failed round's epsilon charge);
@@ -44,6 +47,8 @@ GAS_LIMITS = {
     "submitSetup": 160_000,
     "submitMaskedUpdate": 100_000,
     "submitUnmaskShares": 120_000,
+    "submitUpdateBatch": 100_000,
+    "submitResult": 200_000,
 }
 
 
@@ -261,8 +266,8 @@ class TaskClient:
         )
         return RoundInfo(r, Phase(phase), deadline, updates, total, bytes(inputs), bytes(model))
 
-    def device_info(self, device: str) -> DeviceInfo:
-        approved, last_round, joined = self.contract.functions.deviceInfo(device).call()
+    def device_info(self, device: str, block: int | str = "latest") -> DeviceInfo:
+        approved, last_round, joined = self.contract.functions.deviceInfo(device).call(block_identifier=block)
         return DeviceInfo(approved, last_round, joined)
 
     def round_model_digest(self, round_index: int) -> bytes:
@@ -273,6 +278,9 @@ class TaskClient:
 
     def is_aggregator(self, account: str) -> bool:
         return bool(self.contract.functions.hasRole(AGGREGATOR_ROLE, account).call())
+
+    def is_relayer(self, account: str) -> bool:
+        return bool(self.contract.functions.hasRole(RELAYER_ROLE, account).call())
 
     def is_admin(self, account: str) -> bool:
         return bool(self.contract.functions.hasRole(DEFAULT_ADMIN_ROLE, account).call())
@@ -327,6 +335,47 @@ class TaskClient:
             epsilon_micro=epsilon_micro,
         )
 
+    # ------------------------------------------------------------ signed updates and batches (views)
+
+    def domain_separator(self) -> bytes:
+        """The task's EIP-712 domain separator (see `signing.domain_separator`)."""
+        return bytes(self.contract.functions.domainSeparator().call())
+
+    def update_signer(
+        self, round_index: int, update_digest: bytes, num_samples: int, signature: bytes, block: int | str = "latest"
+    ) -> str | None:
+        """The account that signed the update for `round_index` of this task (the contract's view), or None where
+        the contract returns the zero address."""
+        signer = self.contract.functions.updateSigner(round_index, update_digest, num_samples, signature).call(
+            block_identifier=block
+        )
+        return None if int(signer, 16) == 0 else Web3.to_checksum_address(signer)
+
+    def verify_batch_entry(
+        self,
+        round_index: int,
+        entries_root: bytes,
+        device: str,
+        update_digest: bytes,
+        num_samples: int,
+        signature: bytes,
+        proof: list[bytes],
+        block: int | str = "latest",
+    ) -> bool:
+        """Whether one batch entry is valid at `block`: included under `entries_root`, signed by `device` for
+        `round_index` of this task, and `device` approved (FederatedTask.verifyBatchEntry)."""
+        return bool(
+            self.contract.functions.verifyBatchEntry(
+                round_index,
+                entries_root,
+                Web3.to_checksum_address(device),
+                update_digest,
+                num_samples,
+                signature,
+                list(proof),
+            ).call(block_identifier=block)
+        )
+
     # ------------------------------------------------------------ privacy views
 
     def encryption_key(self, account: str) -> bytes:
@@ -378,6 +427,10 @@ class TaskClient:
     def grant_aggregator(self, account: str) -> TxResult:
         return self._tx(self.contract.functions.grantRole(AGGREGATOR_ROLE, Web3.to_checksum_address(account)))
 
+    def grant_relayer(self, account: str) -> TxResult:
+        """Let `account` record relayed batches (RELAYER_ROLE; admin only)."""
+        return self._tx(self.contract.functions.grantRole(RELAYER_ROLE, Web3.to_checksum_address(account)))
+
     def request_join(self) -> TxResult:
         return self._tx(self.contract.functions.requestJoin())
 
@@ -392,6 +445,16 @@ class TaskClient:
 
     def submit_update(self, round_index: int, update_digest: bytes, num_samples: int) -> TxResult:
         return self._tx(self.contract.functions.submitUpdate(round_index, update_digest, num_samples))
+
+    def submit_update_batch(
+        self, round_index: int, batch_digest: bytes, entries_root: bytes, entries: int, total_samples: int
+    ) -> TxResult:
+        """Record a relayed batch for the open round (RELAYER_ROLE): the digest of the batch file's CIDv0, the
+        Merkle root of its entries (`UpdateBatch.root()`), their number and total sample count. One transaction
+        whatever the number of entries."""
+        return self._tx(
+            self.contract.functions.submitUpdateBatch(round_index, batch_digest, entries_root, entries, total_samples)
+        )
 
     def set_encryption_key(self, key: bytes) -> TxResult:
         """Publish or rotate this account's X25519 public key (32 bytes; a device cannot rotate while a round it
@@ -452,6 +515,24 @@ class TaskClient:
                 round_index, inputs_hash, model_digest, report_digest, accepted, epsilon_micro, salt
             ),
             gas_limit=gas_limit,
+        )
+
+    def submit_result(
+        self,
+        round_index: int,
+        inputs_hash: bytes,
+        model_digest: bytes,
+        report_digest: bytes,
+        accepted: int,
+        *,
+        epsilon_micro: int = 0,
+    ) -> TxResult:
+        """Finalise the round in one transaction (tasks with one aggregator and threshold 1 only; otherwise
+        NotSingleAggregator): the same result fields and checks as a reveal, no commitment and no salt."""
+        return self._tx(
+            self.contract.functions.submitResult(
+                round_index, inputs_hash, model_digest, report_digest, accepted, epsilon_micro
+            )
         )
 
     def close_aggregation_window(self, round_index: int) -> TxResult:

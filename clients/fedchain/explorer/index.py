@@ -57,6 +57,7 @@ DEVNET_CHAIN_IDS = frozenset({1337, 31337})
 ROUND_GAS_EVENTS = frozenset(
     {
         "UpdateSubmitted",
+        "UpdateBatchSubmitted",
         "RoundExtended",
         "RoundReadyForAggregation",
         "ResultCommitted",
@@ -861,6 +862,12 @@ class Indexer:
                 ),
             )
             c.execute("UPDATE rounds SET received = received + 1 WHERE task = ? AND round = ?", (task, r))
+        elif name == "UpdateBatchSubmitted":
+            # A relayed batch: its entries count as received (the relayer's claim, as on chain); which of them the
+            # aggregators accepted is in the round's report. The entries themselves are in the batch file on IPFS.
+            c.execute(
+                "UPDATE rounds SET received = received + ? WHERE task = ? AND round = ?", (args["entries"], task, r)
+            )
         elif name == "RoundExtended":
             c.execute(
                 "UPDATE rounds SET deadline = ?, extensions = extensions + 1 WHERE task = ? AND round = ?",

@@ -15,6 +15,7 @@ from explorer_fakes import (
     FakeTx,
     Scenario,
     build_scenario,
+    call_data,
     dump,
     encode_log,
 )
@@ -179,3 +180,29 @@ def test_nodes_without_block_receipts_are_served_per_transaction(tmp_path: Path)
     ix = _indexed(tmp_path / "index.sqlite", s)
     assert ix.conn.execute("SELECT state FROM rounds").fetchone()[0] == "committed"
     assert s.chain.calls["eth_getTransactionReceipt"] > 0
+
+
+def test_a_relayed_batch_counts_its_entries_and_gas_to_the_round(tmp_path: Path, scenario: Scenario) -> None:
+    """UpdateBatchSubmitted: one transaction, `entries` updates received (the relayer's claim, as on chain)."""
+    before = _indexed(tmp_path / "before.sqlite", scenario).conn
+    row = dict(before.execute("SELECT received, gas FROM rounds WHERE round = 2").fetchone())
+    relayer = "0x" + "7e" * 20
+    values = (2, b"\x01" * 32, b"\x02" * 32, 5, 500)
+    types = ("uint32", "bytes32", "bytes32", "uint32", "uint64")
+    log = encode_log(
+        TASK,
+        "UpdateBatchSubmitted",
+        round=2,
+        relayer=relayer,
+        batchDigest=values[1],
+        entriesRoot=values[2],
+        entries=5,
+        totalSamples=500,
+    )
+    data = call_data("submitUpdateBatch(uint32,bytes32,bytes32,uint32,uint64)", types, values)
+    scenario.chain.add_block(FakeTx(relayer, TASK, data, [log], gas_used=34_386))
+    after = _indexed(tmp_path / "after.sqlite", scenario).conn
+    assert dict(after.execute("SELECT received, gas FROM rounds WHERE round = 2").fetchone()) == {
+        "received": row["received"] + 5,
+        "gas": row["gas"] + 34_386,
+    }

@@ -1,0 +1,124 @@
+"""The aggregator's screening of a round's relayed batches: whole batches left out when their file is missing,
+malformed or not what the chain recorded; single entries left out with a reason; the same verdicts every time."""
+
+from __future__ import annotations
+
+import hashlib
+
+from eth_account import Account
+from eth_utils import keccak
+
+from fedchain.aggregator.batches import (
+    REASON_BATCH_MALFORMED,
+    REASON_BATCH_UNAVAILABLE,
+    BatchRecord,
+    screen_round_batches,
+)
+from fedchain.chain.batch import (
+    REASON_BAD_SIGNATURE,
+    REASON_DUPLICATE,
+    REASON_SUBMITTED_DIRECTLY,
+    REASON_UNAPPROVED,
+    SignedUpdate,
+    make_batch,
+)
+from fedchain.chain.signing import sign_update
+
+TASK = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+CHAIN_ID = 31337
+RELAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def device(i: int):
+    return Account.from_key(keccak(text=f"agg-device-{i}"))
+
+
+def entry(i: int, round_index: int = 2) -> SignedUpdate:
+    d = digest(f"u{i}")
+    return SignedUpdate(device(i).address, d, 10 + i, sign_update(device(i), CHAIN_ID, TASK, round_index, d, 10 + i))
+
+
+def record_of(batch, label: str, **changes) -> BatchRecord:
+    fields = {
+        "relayer": RELAYER,
+        "batch_digest": digest(label),
+        "entries_root": batch.root(),
+        "entries": len(batch.entries),
+        "total_samples": batch.total_samples,
+        "block_number": 7,
+        "tx_hash": "0x" + digest(label).hex(),
+        "batch_cid": f"cid-{label}",
+    }
+    fields.update(changes)
+    return BatchRecord(**fields)
+
+
+def screen(records, files, approved, direct=()):
+    return screen_round_batches(
+        TASK,
+        CHAIN_ID,
+        2,
+        records,
+        lambda r: files.get(r.batch_cid),
+        approved.__contains__,
+        direct,
+        lambda d: "cid-of-" + d.hex()[:8],
+    )
+
+
+def test_entries_are_screened_across_the_rounds_batches() -> None:
+    first = make_batch(TASK, CHAIN_ID, 2, [entry(0), entry(1), entry(2)])
+    forged = SignedUpdate(device(4).address, digest("other"), 14, entry(4).signature)
+    second = make_batch(TASK, CHAIN_ID, 2, [entry(1), entry(3), forged, entry(5)])
+    records = [record_of(first, "a"), record_of(second, "b")]
+    files = {"cid-a": first.to_json(), "cid-b": second.to_json()}
+    approved = {device(i).address for i in range(6)} - {device(5).address}
+    accepted, rejected = screen(records, files, approved, direct=[device(2).address])
+
+    assert [(a.entry.device, a.batch.batch_cid) for a in accepted] == [
+        (device(0).address, "cid-a"),
+        (device(1).address, "cid-a"),
+        (device(3).address, "cid-b"),
+    ]
+    reasons = {(r["device"], r["batch_cid"]): r["reason"] for r in rejected}
+    assert reasons == {
+        (device(2).address, "cid-a"): REASON_SUBMITTED_DIRECTLY,
+        (device(1).address, "cid-b"): REASON_DUPLICATE,
+        (device(4).address, "cid-b"): REASON_BAD_SIGNATURE,
+        (device(5).address, "cid-b"): REASON_UNAPPROVED,
+    }
+    # deterministic: the same inputs give the same verdicts
+    assert screen(records, files, approved, direct=[device(2).address]) == (accepted, rejected)
+
+
+def test_whole_batches_left_out() -> None:
+    good = make_batch(TASK, CHAIN_ID, 2, [entry(0)])
+    wrong_round = make_batch(TASK, CHAIN_ID, 3, [entry(1, round_index=3)])
+    records = [
+        record_of(good, "missing"),
+        record_of(good, "garbage"),
+        record_of(good, "root", entries_root=digest("another root")),
+        record_of(good, "count", entries=2),
+        record_of(wrong_round, "round"),
+        record_of(good, "ok"),
+    ]
+    files = {
+        "cid-garbage": b"{not json",
+        "cid-root": good.to_json(),
+        "cid-count": good.to_json(),
+        "cid-round": wrong_round.to_json(),
+        "cid-ok": good.to_json(),
+    }
+    accepted, rejected = screen(records, files, {device(0).address, device(1).address})
+    assert [r["reason"] for r in rejected] == [
+        REASON_BATCH_UNAVAILABLE,
+        REASON_BATCH_MALFORMED,
+        "root-mismatch",
+        "count-mismatch",
+        "wrong-task-chain-or-round",
+    ]
+    assert [a.entry.device for a in accepted] == [device(0).address]
