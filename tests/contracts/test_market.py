@@ -18,13 +18,13 @@ from market_helpers import (
     UnitStatus,
     arbitrate,
     assert_conserved,
-    draw,
-    expected_draw,
     commit,
     commitment,
     deploy_market,
     digest,
+    draw,
     escrow_for,
+    expected_draw,
     gas_cost,
     honest,
     job_info,
@@ -515,7 +515,7 @@ def test_h1_attacker_cannot_choose_its_own_judge(market, job, workers, accounts,
             market.submitArbitration(job, 0, BAD, {"from": w})
     # 3. the draw picks the worker the beacon says (the test mirrors the contract's rule), never a replica, never an
     #    account registered after the beacon block; only that worker may submit
-    drawn, arbiter = draw(market, job, 0, attacker)
+    _, arbiter = draw(market, job, 0, attacker)
     assert arbiter not in (attacker, honest_replica, accomplice) and arbiter in workers[2:]
     assert unit_info(market, job, 0).workers[ARBITER_SLOT] == arbiter
     with market_reverts("ArbiterAlreadyDrawn", job, 0, arbiter.address):
@@ -547,7 +547,7 @@ def test_h1_late_stake_is_not_eligible_and_draws_are_redone(requester, coordinat
     assert (info.draw_block, info.draw_pool_size, info.workers[ARBITER_SLOT]) == (tx.block_number, 3, ZERO_ADDRESS)
     # the accomplice was staked before the new beacon block: it may be drawn now (the pool has only it to offer)
     register_workers(market, [latecomer])
-    drawn, arbiter = draw(market, job, 0, honest_replica)
+    _, arbiter = draw(market, job, 0, honest_replica)
     # the only eligible place below the new pool size; the latecomer only if 16 tries all missed it (p = 0.15%)
     assert arbiter in (accomplice, latecomer)
     assert_conserved(market, everyone)
@@ -586,7 +586,7 @@ def test_h1_draw_spreads_over_eligible_workers(requester, coordinator, accounts,
     seen = set()
     for u in range(12):
         run_disputed(market, job, u, workers[0], workers[1], BAD, honest(job, u))
-        _, tx, arbiter = arbitrate(market, job, u, honest(job, u), workers[1])
+        _, _, arbiter = arbitrate(market, job, u, honest(job, u), workers[1])
         seen.add(str(arbiter))
         market.addStake({"from": workers[0], "value": SLASH_AMOUNT})
     assert seen <= {str(w) for w in workers[2:]} and len(seen) >= 3, seen
