@@ -112,9 +112,7 @@ def test_job_info_decodes_the_view_tuple() -> None:
         JobInfo.from_tuple(values[:-1])
 
 
-def unit(
-    status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), seals=(ZERO_DIGEST,) * 2, draw_block=0
-) -> UnitInfo:
+def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), seals=(ZERO_DIGEST,) * 2, draw_block=0) -> UnitInfo:
     revealed = [False, False]
     values = (status, 0, list(workers), list(deadlines), list(seals), revealed, 0, ZERO_DIGEST)
     return UnitInfo.from_tuple((*values, draw_block, 3 if draw_block else 0, 5000 if draw_block else 0))
@@ -150,13 +148,21 @@ def test_claimable_slot_mirrors_the_contract() -> None:
 
 def test_draw_and_release_helpers() -> None:
     disputed = unit(
-        UnitStatus.DISPUTED, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 2000, 0), seals=(d("x"), d("y")), draw_block=7
+        UnitStatus.DISPUTED,
+        workers=(A, B, ZERO_ADDRESS),
+        deadlines=(2000, 2000, 0),
+        seals=(d("x"), d("y")),
+        draw_block=7,
     )
     assert disputed.arbiter is None and disputed.dispute_deadline == 5000 and disputed.draw_pool_size == 3
     assert disputed.draw_ready(7) and disputed.draw_ready(8) and not disputed.draw_ready(6)
-    drawn = unit(UnitStatus.DISPUTED, workers=(A, B, C), deadlines=(2000, 2000, 2500), seals=(d("x"), d("y")), draw_block=7)
+    drawn = unit(
+        UnitStatus.DISPUTED, workers=(A, B, C), deadlines=(2000, 2000, 2500), seals=(d("x"), d("y")), draw_block=7
+    )
     assert drawn.arbiter == C and not drawn.draw_ready(8)
-    lonely = unit(UnitStatus.OPEN, workers=(A, ZERO_ADDRESS, ZERO_ADDRESS), deadlines=(900, 0, 0), seals=(d("r"), ZERO_DIGEST))
+    lonely = unit(
+        UnitStatus.OPEN, workers=(A, ZERO_ADDRESS, ZERO_ADDRESS), deadlines=(900, 0, 0), seals=(d("r"), ZERO_DIGEST)
+    )
     assert lonely.lonely_since(0, 600) == 1500 and lonely.lonely_since(1, 600) is None
     assert unit(UnitStatus.OPEN).lonely_since(0, 600) is None
 
