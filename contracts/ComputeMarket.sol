@@ -90,8 +90,9 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///      checks honesty, not independence). A digest that became public without accepting the unit (an arbiter's
 ///      that matched neither replica, or the calldata of a reverted `publishResult`) can be sealed by the next
 ///      attempt's replicas without computing; as units are deterministic it is then the right result, but they are
-///      paid for work they did not do. An honest worker that goes offline during a reveal window forfeits like a
-///      withholder. Dormant pool places (workers that exited) make tries fail; enough of them delay draws (each
+///      paid for work they did not do. Two colluding replicas can also delay a unit: each withheld reveal or expired
+///      claim bars one of their accounts from it, and the forfeit stays within the coalition. An honest worker that
+///      goes offline during a reveal window forfeits like a withholder. Dormant pool places (workers that exited) make tries fail; enough of them delay draws (each
 ///      failure schedules a new one) until the dispute window closes.
 contract ComputeMarket is ReentrancyGuard {
     /// @notice Escrow per unit, in units of pricePerUnit: the worst case of two replicas and an arbiter.
