@@ -20,32 +20,63 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///          still hides the digest (a hash of the computed weights nobody else can guess);
 ///        - equal tags: either replica publishes the digest (`publishResult`, which may also reveal its own tag
 ///          in the same call); the unit is Accepted and both replicas are paid `pricePerUnit`;
-///        - different tags: the unit is Disputed and a third worker claims the arbitration slot (2). It submits
-///          its digest in the clear: it cannot copy a replica's, which was never published. If the digest's tag
-///          equals one replica's, that replica and the arbiter are paid `pricePerUnit` each, and the other
-///          replica is slashed `min(stake, slashAmount)`, split equally between the two (odd wei to the replica);
-///          if it equals neither, the unit is Reset: it opens again for fresh replication, nobody is paid or
-///          slashed, and none of the three may ever claim it again;
-///        - a reveal window that passes without acceptance or dispute resets the unit too (`expireReveal`),
-///          excluding the replicas that kept their tag or the agreed digest back.
+///        - different tags: the unit is Disputed and its arbiter is DRAWN, never claimed: `drawArbiter` (anyone,
+///          from the block after the dispute) picks a worker from the pool of registered workers with the hash of
+///          the dispute's block as the beacon (see "Arbiter draw"). Only the drawn worker may `submitArbitration`,
+///          in the clear: it cannot copy a replica's digest, which was never published. If the digest's tag equals
+///          one replica's, that replica and the arbiter are paid `pricePerUnit` each, and the other replica is
+///          slashed `slashAmount`, split equally between the two (odd wei to the replica); if it equals neither,
+///          the unit is Reset: it opens again for fresh replication, nobody is paid or slashed, and none of the
+///          three may ever claim it again;
+///        - a reveal window that passes without acceptance or dispute resets the unit too (`expireReveal`):
+///          each replica that kept its tag (or, both tags revealed and equal, the agreed digest) back is excluded
+///          from the unit and forfeits `slashAmount`, as much as a wrong result costs, credited to the replica
+///          that did reveal (else to the job's escrow, refunded to the requester).
 ///      Workers keep their result off IPFS until its digest is published, so the content is not there to find
 ///      either.
 ///      Once every unit of the current stage is Accepted, the job's coordinator merges the accepted results and
 ///      commits the stage's checkpoint; the last stage's checkpoint is the job's final model.
 ///
+///      Arbiter draw. Every registered worker has a fixed place in `workerPool` (append-only). At the dispute the
+///      contract records the dispute's block `drawBlock` and the pool's size; `drawArbiter` seeds
+///      `keccak256(blockhash(drawBlock), jobId, unitIndex, resets)` and tries up to ARBITER_DRAW_TRIES pool places
+///      derived from it, taking the first worker that is eligible: not a replica of the unit, not excluded from it,
+///      holding at least minStake continuously since a block <= drawBlock (`activeSince`; stake added after the
+///      beacon is known does not count), and with stake for one more open claim. Conditioned on success the choice
+///      is uniform among the eligible workers. If no try is eligible, or blockhash(drawBlock) left the 256-block
+///      window, the draw is scheduled again from the current block. A drawn arbiter that does not submit before
+///      its deadline forfeits `expiryForfeit`, is excluded from the unit and a new draw is scheduled. A dispute
+///      that is still unresolved at `disputeDeadline` (DISPUTE_WINDOW claim durations after the dispute) is
+///      closed by `expireDispute`: both replicas are released unslashed and excluded from the unit, which opens
+///      again.
+///      Trust assumption of the draw: the arbiter is honest with probability about the honest share of eligible
+///      pool places. An attacker's chance grows with the number of staked accounts it keeps in the pool (Sybil
+///      stake: minStake per account, locked), and the proposer of `drawBlock` can bias the beacon (by withholding
+///      its block, at the cost of its block reward, or by ordering the disputing reveal into a block it builds).
+///      Eligibility is read when `drawArbiter` runs, so whoever calls it chooses the moment within the dispute
+///      (honest replicas call it at once); it can only make an attacker's own places eligible or not, never an
+///      honest worker's. The contract cannot tell a colluding arbiter from an honest one: with a dishonest arbiter
+///      drawn, a wrong result can be accepted and the honest replica slashed.
+///
 ///      Money. The requester escrows `numStages * unitsPerStage * pricePerUnit * ESCROW_FACTOR` at posting. A unit
 ///      pays out exactly `2 * pricePerUnit` when it is Accepted (whether by agreement or by arbitration) and nothing
 ///      otherwise, so the escrow always covers every payment; what is left goes back to the requester by `refund`.
-///      Payments, slashes and refunds are credited to withdrawable balances (pull payments, `withdraw`); only
-///      `withdraw` and `withdrawStake` send ether, both after their state changes and behind a reentrancy guard.
+///      Forfeits credited to a job add to its escrow (and so to the refund). Payments, slashes, forfeits and
+///      refunds are credited to withdrawable balances (pull payments, `withdraw`); only `withdraw` and
+///      `withdrawStake` send ether, both after their state changes and behind a reentrancy guard.
 ///      At all times `address(this).balance == totalStaked + totalEscrow + totalOwed`.
 ///
-///      Claims. A claim is open from `claimUnit` until its unit is Accepted or Reset, or until it expires without a
-///      commitment (deadline passed: it is closed when another worker takes the slot, or by `expireClaim`). A
-///      committed result therefore keeps its worker's stake locked (`withdrawStake` needs no open claim) until it
-///      is verified, so a wrong result cannot escape its slash.
+///      Claims and stake. A claim is open from `claimUnit` (or the draw, for an arbiter) until its unit is Accepted
+///      or Reset, or until it is closed: a claim whose deadline passed without a commitment (replica) or result
+///      (arbiter) is closed when another worker takes the slot, or by `expireClaim`; its worker is excluded from
+///      the unit and, in an Open job, forfeits `expiryForfeit` (to the other replica if that one committed, else to
+///      the job). A new claim needs `stake >= minStake * (openClaims + 1)`, and `slashAmount <= minStake`, so every
+///      open claim is backed by a full slash. A committed result keeps its worker's stake locked
+///      (`withdrawStake` needs no open claim) until it is verified, so a wrong result cannot escape its slash; but
+///      a commitment whose partner slot stays uncommitted is released (unpenalised) one claimDuration after its own
+///      claim's deadline, so an honest worker's stake is locked for a bounded time whatever other accounts do.
 ///
-///      Cancellation. A cancelled job takes no new claim (not even arbitration), but claims already made may still
+///      Cancellation. A cancelled job takes no new claim (nor a draw), but claims already made may still
 ///      commit, reveal and publish until their deadlines and are paid if their unit is Accepted. The requester's
 ///      refund of a cancelled job waits until `lastClaimDeadline` (the latest claim deadline or reveal window of
 ///      the job) has passed: from then on no submission, hence no payment, is possible,
@@ -53,15 +84,16 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///      by `expireClaim`, which unlocks their workers' stake.
 ///
 ///      Gas. No function loops over workers, units or stages: claiming, submitting, arbitrating and committing a
-///      checkpoint cost the same whatever the size of the job.
+///      checkpoint cost the same whatever the size of the job; a draw makes at most ARBITER_DRAW_TRIES tries.
 ///
 ///      Known limits. Two colluding accounts holding both replica slots can agree on a wrong result (replication
 ///      checks honesty, not independence). A digest that became public without accepting the unit (an arbiter's
 ///      that matched neither replica, or the calldata of a reverted `publishResult`) can be sealed by the next
 ///      attempt's replicas without computing; as units are deterministic it is then the right result, but they are
-///      paid for work they did not do. Expired claims and withheld reveals cost exclusion from the unit, not
-///      stake. A committed result stays locked until its unit resolves, so a requester who never finishes nor
-///      cancels a job can keep a worker's stake locked while the unit's other slot stays unclaimed.
+///      paid for work they did not do. Two colluding replicas can also delay a unit: each withheld reveal or expired
+///      claim bars one of their accounts from it, and the forfeit stays within the coalition. An honest worker that
+///      goes offline during a reveal window forfeits like a withholder. Dormant pool places (workers that exited) make tries fail; enough of them delay draws (each
+///      failure schedules a new one) until the dispute window closes.
 contract ComputeMarket is ReentrancyGuard {
     /// @notice Escrow per unit, in units of pricePerUnit: the worst case of two replicas and an arbiter.
     uint256 public constant ESCROW_FACTOR = 3;
@@ -69,6 +101,13 @@ contract ComputeMarket is ReentrancyGuard {
     uint8 public constant ARBITER_SLOT = 2;
     /// @dev `Unit.revealed` once both replicas revealed (bit i: replica i).
     uint8 private constant BOTH_REVEALED = 3;
+    /// @notice Pool places a draw tries before it is scheduled again from a later block.
+    uint256 public constant ARBITER_DRAW_TRIES = 16;
+    /// @notice Claim durations a dispute may take (draws, arbiters that do not answer, arbitration) before
+    ///         `expireDispute` may close it.
+    uint256 public constant DISPUTE_WINDOW = 4;
+    /// @notice expiryForfeit = slashAmount / EXPIRY_FORFEIT_DIVISOR.
+    uint256 public constant EXPIRY_FORFEIT_DIVISOR = 4;
 
     /// @notice Lifecycle of a job. None: no such job.
     enum JobStatus {
@@ -80,7 +119,7 @@ contract ComputeMarket is ReentrancyGuard {
 
     /// @notice Lifecycle of a unit: Open (replicas being claimed and computed), Revealing (both replicas
     ///         committed: tags being revealed, or equal tags waiting for the digest), Disputed (revealed tags differ:
-    ///         the arbitration slot is open), Accepted (final). A Reset unit is Open again.
+    ///         an arbiter is drawn), Accepted (final). A Reset unit is Open again.
     enum UnitStatus {
         Open,
         Revealing,
@@ -137,6 +176,9 @@ contract ComputeMarket is ReentrancyGuard {
         uint64 revealDeadline; // zero until both replicas committed
         uint32 resets;
         uint8 revealed;
+        uint48 drawBlock; // Disputed: the block whose hash draws the arbiter
+        uint32 drawPoolSize; // Disputed: pool places the draw chooses from (the pool's size when it was scheduled)
+        uint64 disputeDeadline; // Disputed: after it, expireDispute may close the dispute
     }
 
     /// @notice A unit as returned by `unit`: slots 0 and 1 are the replicas, slot 2 the arbiter. A slot with a
@@ -150,21 +192,27 @@ contract ComputeMarket is ReentrancyGuard {
         bool[2] revealed;
         uint64 revealDeadline; // zero until both replicas committed
         bytes32 acceptedDigest; // zero until Accepted
+        uint64 drawBlock; // Disputed: the block whose hash draws the arbiter (zero otherwise)
+        uint32 drawPoolSize; // Disputed: pool places the draw chooses from
+        uint64 disputeDeadline; // Disputed: when expireDispute may close the dispute (zero otherwise)
     }
 
     /// @notice A worker, as stored (one storage slot) and as returned by `worker`.
     struct Worker {
-        uint128 stake;
+        uint96 stake;
         uint32 openClaims; // claims held on units not yet resolved (see the contract's notes)
         uint32 completedUnits; // units the worker was paid for
-        uint32 faults; // times the worker was slashed
+        uint32 faults; // times the worker was slashed or forfeited stake
         bool registered;
+        uint48 activeSince; // block since which stake >= minStake without interruption (0: below minStake)
     }
 
     /// @notice Least stake a worker needs to register and to claim.
     uint256 public immutable minStake;
-    /// @notice Most a wrong replica loses per fault (less if its stake is smaller).
+    /// @notice What a wrong replica loses per fault, and a replica that withholds its reveal (at most minStake).
     uint256 public immutable slashAmount;
+    /// @notice What a claim that expires without a commitment (replica) or result (arbiter) forfeits.
+    uint256 public immutable expiryForfeit;
 
     /// @notice Number of jobs posted; job ids run from 1 to jobCount.
     uint256 public jobCount;
@@ -181,6 +229,8 @@ contract ComputeMarket is ReentrancyGuard {
     mapping(uint256 jobId => mapping(uint32 stage => bytes32 digest)) private _checkpoints;
     mapping(address account => Worker) private _workers;
     mapping(address account => uint256) private _balances;
+    /// @dev Every registered worker, in registration order (append-only): the places an arbiter is drawn from.
+    address[] private _pool;
 
     error InvalidConfig(string reason);
     error InvalidJob(string reason);
@@ -222,6 +272,12 @@ contract ComputeMarket is ReentrancyGuard {
     error NothingToRefund(uint256 jobId);
     error NothingToWithdraw(address account);
     error TransferFailed(address to, uint256 amount);
+    error InsufficientStake(address account, uint256 stake, uint256 required);
+    error DrawNotReady(uint256 jobId, uint32 unitIndex, uint64 drawBlock);
+    error ArbiterAlreadyDrawn(uint256 jobId, uint32 unitIndex, address arbiter);
+    error DisputeWindowClosed(uint256 jobId, uint32 unitIndex, uint64 disputeDeadline);
+    error DisputeNotExpired(uint256 jobId, uint32 unitIndex, uint64 disputeDeadline);
+    error ArbiterPending(uint256 jobId, uint32 unitIndex, address arbiter, uint64 deadline);
 
     event WorkerRegistered(address indexed worker, uint256 stake);
     event StakeAdded(address indexed worker, uint256 amount, uint256 stake);
@@ -283,8 +339,31 @@ contract ComputeMarket is ReentrancyGuard {
         address paidB,
         uint256 pricePerUnit
     );
-    /// @notice The replicas' revealed tags differ: the arbitration slot is open.
-    event UnitDisputed(uint256 indexed jobId, uint32 indexed unitIndex, bytes32 tag0, bytes32 tag1);
+    /// @notice The replicas' revealed tags differ: an arbiter will be drawn; the dispute may be closed without a
+    ///         verdict after `disputeDeadline`.
+    event UnitDisputed(
+        uint256 indexed jobId, uint32 indexed unitIndex, bytes32 tag0, bytes32 tag1, uint64 disputeDeadline
+    );
+    /// @notice The arbiter of a Disputed unit will be drawn with the hash of block `drawBlock` among the first
+    ///         `poolSize` pool places (`drawArbiter`, from the next block on).
+    event ArbiterDrawScheduled(uint256 indexed jobId, uint32 indexed unitIndex, uint64 drawBlock, uint32 poolSize);
+    /// @notice `arbiter` was drawn for the Disputed unit and must submit its result by `deadline`.
+    event ArbiterDrawn(uint256 indexed jobId, uint32 indexed unitIndex, address indexed arbiter, uint64 deadline);
+    /// @notice A dispute passed its deadline without a verdict: both replicas were released (unslashed) and
+    ///         excluded, and the unit is Open again (`resets`).
+    event DisputeExpired(
+        uint256 indexed jobId, uint32 indexed unitIndex, uint32 resets, address replica0, address replica1
+    );
+    /// @notice `worker` forfeited `amount` of its stake (an expired claim, or a reveal it withheld), credited to
+    ///         `beneficiary`'s balance, or to the job's escrow if `beneficiary` is zero.
+    event StakeForfeited(
+        uint256 indexed jobId,
+        uint32 indexed unitIndex,
+        address indexed worker,
+        uint256 amount,
+        address beneficiary,
+        uint32 faults
+    );
     /// @notice `worker` lost `amount` of its stake, credited to the unit's two paid workers.
     event WorkerSlashed(
         uint256 indexed jobId, uint32 indexed unitIndex, address indexed worker, uint256 amount, uint32 faults
@@ -306,23 +385,29 @@ contract ComputeMarket is ReentrancyGuard {
     event Withdrawn(address indexed account, uint256 amount);
 
     /// @param minStake_ Least stake a worker needs to register and to claim (non-zero).
-    /// @param slashAmount_ Most a wrong replica loses per fault.
+    /// @param slashAmount_ What a wrong replica (or one that withholds its reveal) loses per fault: non-zero and at
+    ///        most minStake, so that the minStake required per open claim covers a full slash.
     constructor(uint256 minStake_, uint256 slashAmount_) {
         if (minStake_ == 0) revert InvalidConfig("minStake is 0");
+        if (slashAmount_ == 0) revert InvalidConfig("slashAmount is 0");
+        if (slashAmount_ > minStake_) revert InvalidConfig("slashAmount exceeds minStake");
         minStake = minStake_;
         slashAmount = slashAmount_;
+        expiryForfeit = slashAmount_ / EXPIRY_FORFEIT_DIVISOR;
     }
 
     // ---------------------------------------------------------------- workers
 
-    /// @notice Register the caller as a worker with `msg.value` as its stake (at least minStake).
+    /// @notice Register the caller as a worker with `msg.value` as its stake (at least minStake). The worker takes
+    ///         the next place of the pool arbiters are drawn from (`workerPool`).
     function registerWorker() external payable {
         Worker storage w = _workers[msg.sender];
         if (w.registered) revert AlreadyRegistered(msg.sender);
         if (msg.value < minStake) revert StakeTooLow(msg.sender, msg.value, minStake);
         w.registered = true;
-        w.stake = SafeCast.toUint128(msg.value);
+        _setStake(w, 0, msg.value);
         totalStaked += msg.value;
+        _pool.push(msg.sender);
         emit WorkerRegistered(msg.sender, msg.value);
     }
 
@@ -331,8 +416,9 @@ contract ComputeMarket is ReentrancyGuard {
         Worker storage w = _workers[msg.sender];
         if (!w.registered) revert NotRegistered(msg.sender);
         if (msg.value == 0) revert ZeroAmount();
-        uint128 stake = w.stake + SafeCast.toUint128(msg.value);
-        w.stake = stake;
+        uint256 before = w.stake;
+        uint256 stake = before + msg.value;
+        _setStake(w, before, stake);
         totalStaked += msg.value;
         emit StakeAdded(msg.sender, msg.value, stake);
     }
@@ -349,7 +435,7 @@ contract ComputeMarket is ReentrancyGuard {
         if (amount > stake) revert AmountExceedsStake(msg.sender, amount, stake);
         uint256 remaining = stake - amount;
         if (remaining != 0 && remaining < minStake) revert StakeTooLow(msg.sender, remaining, minStake);
-        w.stake = uint128(remaining);
+        _setStake(w, stake, remaining);
         totalStaked -= amount;
         emit StakeWithdrawn(msg.sender, amount, remaining);
         _send(msg.sender, amount);
@@ -471,11 +557,12 @@ contract ComputeMarket is ReentrancyGuard {
 
     // ---------------------------------------------------------------- units
 
-    /// @notice Claim a slot of a unit of the job's current stage. An Open unit gives a replica slot (0 or 1), a
-    ///         Disputed unit the arbitration slot (2); a slot is free if never taken or if its claim expired
-    ///         without a commitment (replica) or result (arbiter); that claim is closed: ClaimExpired. The caller
-    ///         needs stake >= minStake, may hold only one slot of a unit, and may not claim a unit it was excluded
-    ///         from (it worked on the unit before a reset, or let its reveal window pass).
+    /// @notice Claim a replica slot (0 or 1) of an Open unit of the job's current stage (a Disputed unit's arbiter
+    ///         is drawn, never claimed: `drawArbiter`). A slot is free if never taken or if its claim expired
+    ///         without a commitment; that claim is closed: ClaimExpired, its worker is excluded from the unit and
+    ///         forfeits expiryForfeit (StakeForfeited). The caller needs stake >= minStake * (openClaims + 1)
+    ///         (InsufficientStake), may hold only one slot of a unit, and may not claim a unit it was excluded from
+    ///         (it worked on the unit before a reset, let a claim on it expire, or let its reveal window pass).
     /// @param jobId The job (must be Open).
     /// @param unitIndex Global unit index, in [0, numStages * unitsPerStage).
     /// @return slot The slot taken; the claim's deadline is now + claimDuration.
@@ -486,32 +573,25 @@ contract ComputeMarket is ReentrancyGuard {
         if (stage != j.currentStage) revert StageNotCurrent(jobId, unitIndex, stage, j.currentStage);
         Worker storage w = _workers[msg.sender];
         if (!w.registered) revert NotRegistered(msg.sender);
-        if (w.stake < minStake) revert StakeTooLow(msg.sender, w.stake, minStake);
+        uint256 stake = w.stake;
+        if (stake < minStake) revert StakeTooLow(msg.sender, stake, minStake);
+        uint256 required = minStake * (uint256(w.openClaims) + 1);
+        if (stake < required) revert InsufficientStake(msg.sender, stake, required);
 
         Unit storage u = _units[jobId][unitIndex];
         UnitStatus status = _status(u);
-        if (status == UnitStatus.Accepted || status == UnitStatus.Revealing) {
-            revert UnitNotClaimable(jobId, unitIndex, status);
-        }
+        if (status != UnitStatus.Open) revert UnitNotClaimable(jobId, unitIndex, status);
         if (
             u.claims[0].worker == msg.sender || u.claims[1].worker == msg.sender
-                || u.claims[ARBITER_SLOT].worker == msg.sender || _excluded[jobId][unitIndex][msg.sender]
+                || _excluded[jobId][unitIndex][msg.sender]
         ) revert AlreadyWorkedOn(jobId, unitIndex, msg.sender);
-        if (status == UnitStatus.Open) {
-            if (_isFree(u, 0)) slot = 0;
-            else if (_isFree(u, 1)) slot = 1;
-            else revert NoFreeSlot(jobId, unitIndex);
-        } else {
-            if (!_isFree(u, ARBITER_SLOT)) revert NoFreeSlot(jobId, unitIndex);
-            slot = ARBITER_SLOT;
-        }
+        if (_isFree(u, 0)) slot = 0;
+        else if (_isFree(u, 1)) slot = 1;
+        else revert NoFreeSlot(jobId, unitIndex);
 
         Claim storage c = u.claims[slot];
         address previous = c.worker;
-        if (previous != address(0)) {
-            --_workers[previous].openClaims;
-            emit ClaimExpired(jobId, unitIndex, previous, slot);
-        }
+        if (previous != address(0)) _expireReplica(j, jobId, unitIndex, u, slot, previous);
         uint64 deadline = uint64(block.timestamp) + j.claimDuration;
         c.worker = msg.sender;
         c.deadline = deadline;
@@ -549,20 +629,24 @@ contract ComputeMarket is ReentrancyGuard {
 
     /// @notice A replica reveals the tag it committed to, once both replicas have committed and before the reveal
     ///         window closes. The tag still hides the digest, so a mismatch leaves nothing an arbiter could copy:
-    ///         two different tags dispute the unit (UnitDisputed); two equal tags wait for either replica to
-    ///         `publishResult`.
+    ///         two different tags dispute the unit (UnitDisputed) and schedule the draw of its arbiter with this
+    ///         block's hash (ArbiterDrawScheduled); two equal tags wait for either replica to `publishResult`.
     /// @param jobId The job.
     /// @param unitIndex The unit.
     /// @param tag `resultTag(jobId, unitIndex, resets, resultDigest)` of the committed result.
     function revealResult(uint256 jobId, uint32 unitIndex, bytes32 tag) external {
-        _existingJob(jobId);
+        Job storage j = _existingJob(jobId);
         Unit storage u = _units[jobId][unitIndex];
         uint8 slot = _replicaSlot(u, jobId, unitIndex);
         _reveal(u, jobId, unitIndex, slot, tag);
         if (u.revealed != BOTH_REVEALED) return;
         bytes32 tag0 = u.seals[0];
         bytes32 tag1 = u.seals[1];
-        if (tag0 != tag1) emit UnitDisputed(jobId, unitIndex, tag0, tag1);
+        if (tag0 == tag1) return;
+        uint64 disputeDeadline = uint64(block.timestamp + DISPUTE_WINDOW * j.claimDuration);
+        u.disputeDeadline = disputeDeadline;
+        emit UnitDisputed(jobId, unitIndex, tag0, tag1, disputeDeadline);
+        _scheduleDraw(jobId, unitIndex, u);
     }
 
     /// @notice A replica publishes the result both replicas agreed on, which accepts the unit and pays both.
@@ -590,8 +674,8 @@ contract ComputeMarket is ReentrancyGuard {
         _accept(j, jobId, unitIndex, u, u.claims[0].worker, u.claims[1].worker, resultDigest);
     }
 
-    /// @notice The arbiter of a Disputed unit submits its result in the clear, before its claim's deadline: the
-    ///         replicas' tags hide their digests, so the arbiter cannot copy one. Equal to one replica's tag: the
+    /// @notice The drawn arbiter of a Disputed unit (only it) submits its result in the clear, before its
+    ///         deadline: the replicas' tags hide their digests, so the arbiter cannot copy one. Equal to one replica's tag: the
     ///         unit is Accepted with this digest, that replica and the arbiter are paid, the other replica is
     ///         slashed. Equal to neither: the unit is Reset.
     /// @param jobId The job.
@@ -626,12 +710,15 @@ contract ComputeMarket is ReentrancyGuard {
 
     /// @notice Close a unit's reveal window that passed without acceptance or dispute, anyone may call it. A
     ///         replica that did not reveal its tag is excluded from the unit; if both revealed equal tags but
-    ///         neither published the digest, both are excluded. Both claims close and the unit opens again with
-    ///         `resets` + 1, which changes every tag, so a tag revealed before is worthless to a new replica.
+    ///         neither published the digest, both are excluded. Each excluded replica forfeits slashAmount (as much
+    ///         as a wrong result costs, so withholding a reveal never beats revealing a wrong tag), credited to the
+    ///         other replica if that one revealed and is not excluded, else to the job's escrow (StakeForfeited).
+    ///         Both claims close and the unit opens again with `resets` + 1, which changes every tag, so a tag
+    ///         revealed before is worthless to a new replica.
     /// @param jobId The job.
     /// @param unitIndex The unit.
     function expireReveal(uint256 jobId, uint32 unitIndex) external {
-        _existingJob(jobId);
+        Job storage j = _existingJob(jobId);
         Unit storage u = _units[jobId][unitIndex];
         UnitStatus status = _status(u);
         if (status != UnitStatus.Revealing) revert NotRevealing(jobId, unitIndex, status);
@@ -648,19 +735,96 @@ contract ComputeMarket is ReentrancyGuard {
             if (excluded[i]) excludedOf[replicas[i]] = true;
             --_workers[replicas[i]].openClaims;
         }
-        delete u.claims;
-        delete u.seals;
-        u.revealDeadline = 0;
-        u.revealed = 0;
-        uint32 resets = u.resets + 1;
-        u.resets = resets;
+        uint32 resets = _clearUnit(u);
         emit RevealExpired(jobId, unitIndex, resets, replicas[0], excluded[0], replicas[1], excluded[1]);
+        for (uint8 i; i < 2; ++i) {
+            if (!excluded[i]) continue;
+            address beneficiary = excluded[1 - i] ? address(0) : replicas[1 - i];
+            _forfeit(j, jobId, unitIndex, replicas[i], slashAmount, beneficiary);
+        }
     }
 
-    /// @notice Close a claim, anyone may call it: a claim whose deadline passed without a commitment (replica) or
-    ///         result (arbiter) (ClaimExpired); or, in a Cancelled job once its last deadline has passed, a
-    ///         replica's claim with a commitment on a unit that was not Accepted (ClaimReleased: the unit can no
-    ///         longer be verified). Either way the slot is cleared and its worker's openClaims decreases.
+    /// @notice Draw the arbiter of a Disputed unit, anyone may call it, from the block after the draw was scheduled
+    ///         (the dispute, a failed draw, or an arbiter that did not answer) until the dispute's deadline. The
+    ///         beacon is the hash of block `drawBlock`; the draw takes the first eligible worker among
+    ///         ARBITER_DRAW_TRIES pool places derived from it (see the contract's notes: not a replica, not
+    ///         excluded, stake >= minStake held since a block <= drawBlock, stake for one more open claim). The
+    ///         drawn worker holds the arbiter slot until now + claimDuration (ArbiterDrawn). If blockhash(drawBlock)
+    ///         is no longer available (more than 256 blocks ago) or no try is eligible, the draw is scheduled again
+    ///         from this block (ArbiterDrawScheduled) and zero is returned.
+    /// @param jobId The job (must be Open).
+    /// @param unitIndex The Disputed unit, without a drawn arbiter.
+    /// @return arbiter The drawn worker, or zero if the draw was scheduled again.
+    function drawArbiter(uint256 jobId, uint32 unitIndex) external returns (address arbiter) {
+        Job storage j = _existingJob(jobId);
+        if (j.status != JobStatus.Open) revert JobNotOpen(jobId, j.status);
+        Unit storage u = _units[jobId][unitIndex];
+        UnitStatus status = _status(u);
+        if (status != UnitStatus.Disputed) revert UnitNotDisputed(jobId, unitIndex, status);
+        address current = u.claims[ARBITER_SLOT].worker;
+        if (current != address(0)) revert ArbiterAlreadyDrawn(jobId, unitIndex, current);
+        uint64 disputeDeadline = u.disputeDeadline;
+        if (block.timestamp > disputeDeadline) revert DisputeWindowClosed(jobId, unitIndex, disputeDeadline);
+        uint256 drawBlock = u.drawBlock;
+        if (block.number <= drawBlock) revert DrawNotReady(jobId, unitIndex, uint64(drawBlock));
+
+        bytes32 beacon = blockhash(drawBlock);
+        if (beacon != bytes32(0)) arbiter = _pick(u, jobId, unitIndex, beacon);
+        if (arbiter == address(0)) {
+            _scheduleDraw(jobId, unitIndex, u);
+            return address(0);
+        }
+        uint64 deadline = uint64(block.timestamp) + j.claimDuration;
+        Claim storage c = u.claims[ARBITER_SLOT];
+        c.worker = arbiter;
+        c.deadline = deadline;
+        ++_workers[arbiter].openClaims;
+        if (deadline > j.lastClaimDeadline) j.lastClaimDeadline = deadline;
+        emit ArbiterDrawn(jobId, unitIndex, arbiter, deadline);
+    }
+
+    /// @notice Close a dispute that reached its deadline without a verdict, anyone may call it: no arbiter could be
+    ///         drawn, or none answered. A drawn arbiter whose deadline passed is closed first (it forfeits
+    ///         expiryForfeit to the job, ClaimExpired); one still within its deadline makes this revert
+    ///         (ArbiterPending). Neither replica is proven wrong: both are released unslashed, both are excluded
+    ///         from the unit, and the unit is Open again with `resets` + 1 (DisputeExpired).
+    /// @param jobId The job.
+    /// @param unitIndex The Disputed unit.
+    function expireDispute(uint256 jobId, uint32 unitIndex) external {
+        Job storage j = _existingJob(jobId);
+        Unit storage u = _units[jobId][unitIndex];
+        UnitStatus status = _status(u);
+        if (status != UnitStatus.Disputed) revert UnitNotDisputed(jobId, unitIndex, status);
+        uint64 disputeDeadline = u.disputeDeadline;
+        if (block.timestamp <= disputeDeadline) revert DisputeNotExpired(jobId, unitIndex, disputeDeadline);
+        Claim storage a = u.claims[ARBITER_SLOT];
+        address arbiter = a.worker;
+        if (arbiter != address(0)) {
+            if (block.timestamp <= a.deadline) revert ArbiterPending(jobId, unitIndex, arbiter, a.deadline);
+            _expireArbiter(j, jobId, unitIndex, u, arbiter);
+        }
+        address replica0 = u.claims[0].worker;
+        address replica1 = u.claims[1].worker;
+        mapping(address => bool) storage excluded = _excluded[jobId][unitIndex];
+        excluded[replica0] = true;
+        excluded[replica1] = true;
+        --_workers[replica0].openClaims;
+        --_workers[replica1].openClaims;
+        uint32 resets = _clearUnit(u);
+        emit DisputeExpired(jobId, unitIndex, resets, replica0, replica1);
+    }
+
+    /// @notice Close a claim, anyone may call it:
+    ///         - a claim whose deadline passed without a commitment (replica) or result (arbiter): ClaimExpired.
+    ///           Its worker is excluded from the unit and, in an Open job, forfeits expiryForfeit (StakeForfeited):
+    ///           a replica's goes to the other replica if that one committed, else to the job's escrow; an
+    ///           arbiter's to the job's escrow, and a new arbiter draw is scheduled (ArbiterDrawScheduled);
+    ///         - a replica's committed claim on a unit still Open (the other slot never committed) one claimDuration
+    ///           after its own deadline: ClaimReleased, unpenalised, so an honest worker's stake is never locked
+    ///           longer than that by a partner slot that others keep claiming and abandoning;
+    ///         - in a Cancelled job once its last deadline has passed, a replica's committed claim on a unit that
+    ///           was not Accepted (the unit can no longer be verified): ClaimReleased.
+    ///         Either way the slot is cleared and its worker's openClaims decreases.
     /// @param jobId The job.
     /// @param unitIndex The unit.
     /// @param slot The claim slot (0, 1: replicas; 2: arbiter).
@@ -671,22 +835,29 @@ contract ComputeMarket is ReentrancyGuard {
         Claim storage c = u.claims[slot];
         address holder = c.worker;
         if (holder == address(0)) revert NoClaim(jobId, unitIndex, slot);
+        UnitStatus status = _status(u);
         if (slot == ARBITER_SLOT || u.seals[slot] == bytes32(0)) {
             // An arbiter's claim stays in the slot after its result accepted the unit (it was closed then).
-            if (_status(u) == UnitStatus.Accepted) revert ClaimNotReleasable(jobId, unitIndex, slot);
+            if (status == UnitStatus.Accepted) revert ClaimNotReleasable(jobId, unitIndex, slot);
             if (block.timestamp <= c.deadline) revert ClaimNotExpired(jobId, unitIndex, slot, c.deadline);
-            delete u.claims[slot];
-            --_workers[holder].openClaims;
-            emit ClaimExpired(jobId, unitIndex, holder, slot);
+            if (slot == ARBITER_SLOT) {
+                _expireArbiter(j, jobId, unitIndex, u, holder);
+                if (status == UnitStatus.Disputed) _scheduleDraw(jobId, unitIndex, u);
+            } else {
+                _expireReplica(j, jobId, unitIndex, u, slot, holder);
+            }
         } else {
-            if (
-                j.status != JobStatus.Cancelled || block.timestamp <= j.lastClaimDeadline
-                    || _status(u) == UnitStatus.Accepted
-            ) revert ClaimNotReleasable(jobId, unitIndex, slot);
+            bool lonely = status == UnitStatus.Open && block.timestamp > uint256(c.deadline) + j.claimDuration;
+            bool unverifiable = j.status == JobStatus.Cancelled && block.timestamp > j.lastClaimDeadline
+                && status != UnitStatus.Accepted;
+            if (!lonely && !unverifiable) revert ClaimNotReleasable(jobId, unitIndex, slot);
             delete u.claims[slot];
             delete u.seals[slot];
             u.revealed &= ~(uint8(1) << slot);
             u.revealDeadline = 0;
+            u.drawBlock = 0;
+            u.drawPoolSize = 0;
+            u.disputeDeadline = 0;
             --_workers[holder].openClaims;
             emit ClaimReleased(jobId, unitIndex, holder, slot);
         }
@@ -737,7 +908,8 @@ contract ComputeMarket is ReentrancyGuard {
     }
 
     /// @notice A unit's state: status, resets, per slot (0, 1 replicas, 2 arbiter) the worker and the claim
-    ///         deadline, the replicas' commitments or revealed tags, the reveal window, and the accepted result.
+    ///         deadline, the replicas' commitments or revealed tags, the reveal window, the accepted result, and
+    ///         for a Disputed unit the arbiter draw (beacon block and pool size) and the dispute's deadline.
     /// @param jobId The job.
     /// @param unitIndex The unit (reverts UnitOutOfRange beyond the job's units).
     /// @return view_ The unit.
@@ -758,6 +930,22 @@ contract ComputeMarket is ReentrancyGuard {
         }
         view_.revealDeadline = u.revealDeadline;
         view_.acceptedDigest = u.accepted;
+        view_.drawBlock = u.drawBlock;
+        view_.drawPoolSize = u.drawPoolSize;
+        view_.disputeDeadline = u.disputeDeadline;
+    }
+
+    /// @notice The number of places in the pool arbiters are drawn from (every worker ever registered).
+    /// @return The pool's size.
+    function poolSize() external view returns (uint256) {
+        return _pool.length;
+    }
+
+    /// @notice The worker at place `index` of the pool arbiters are drawn from (registration order).
+    /// @param index The place, below poolSize().
+    /// @return The worker.
+    function workerPool(uint256 index) external view returns (address) {
+        return _pool[index];
     }
 
     /// @notice The accepted result of a unit (zero until Accepted): what the coordinator merges.
@@ -776,7 +964,8 @@ contract ComputeMarket is ReentrancyGuard {
         return _checkpoints[jobId][stage];
     }
 
-    /// @notice Whether `account` may never claim the unit again (it worked on it before a reset).
+    /// @notice Whether `account` may never claim the unit again (it worked on it before a reset, let a claim on it
+    ///         expire, or was released from its expired dispute); an excluded worker is never drawn as its arbiter.
     /// @param jobId The job.
     /// @param unitIndex The unit.
     /// @param account The worker.
@@ -785,7 +974,8 @@ contract ComputeMarket is ReentrancyGuard {
         return _excluded[jobId][unitIndex][account];
     }
 
-    /// @notice A worker's stake, open claims, paid units and faults (all zero and registered false if unknown).
+    /// @notice A worker's stake, open claims, paid units, faults, and since which block its stake is at least
+    ///         minStake (all zero and registered false if unknown).
     /// @param account The worker.
     /// @return The worker.
     function worker(address account) external view returns (Worker memory) {
@@ -856,13 +1046,117 @@ contract ComputeMarket is ReentrancyGuard {
         return UnitStatus.Revealing;
     }
 
-    /// @dev A replica slot is free if never taken (or cleared), or if its claim expired without a commitment; the
-    ///      arbiter's slot if never taken or expired (an arbiter's result resolves the unit at once).
+    /// @dev A replica slot is free if never taken (or cleared), or if its claim expired without a commitment.
     function _isFree(Unit storage u, uint8 slot) private view returns (bool) {
         Claim storage c = u.claims[slot];
         if (c.worker == address(0)) return true;
-        if (slot != ARBITER_SLOT && u.seals[slot] != bytes32(0)) return false;
+        if (u.seals[slot] != bytes32(0)) return false;
         return block.timestamp > c.deadline;
+    }
+
+    /// @dev Set a worker's stake; `activeSince` becomes this block when the stake reaches minStake from below, and
+    ///      zero when it falls below minStake.
+    function _setStake(Worker storage w, uint256 before, uint256 stake) private {
+        w.stake = SafeCast.toUint96(stake);
+        if (stake < minStake) {
+            w.activeSince = 0;
+        } else if (before < minStake) {
+            w.activeSince = uint48(block.number);
+        }
+    }
+
+    /// @dev `account` forfeits min(stake, amount) of its stake to `beneficiary`'s balance, or to the job's escrow
+    ///      if `beneficiary` is zero; one more fault.
+    function _forfeit(
+        Job storage j,
+        uint256 jobId,
+        uint32 unitIndex,
+        address account,
+        uint256 amount,
+        address beneficiary
+    ) private {
+        Worker storage w = _workers[account];
+        uint256 stake = w.stake;
+        uint256 taken = stake < amount ? stake : amount;
+        uint32 faults = w.faults + 1;
+        w.faults = faults;
+        _setStake(w, stake, stake - taken);
+        totalStaked -= taken;
+        if (beneficiary == address(0)) {
+            j.escrowRemaining += taken;
+            totalEscrow += taken;
+        } else {
+            _balances[beneficiary] += taken;
+            totalOwed += taken;
+        }
+        emit StakeForfeited(jobId, unitIndex, account, taken, beneficiary, faults);
+    }
+
+    /// @dev Close replica `slot`'s claim, expired without a commitment: its worker is excluded from the unit and,
+    ///      in an Open job, forfeits expiryForfeit to the other replica if that one committed, else to the job.
+    function _expireReplica(Job storage j, uint256 jobId, uint32 unitIndex, Unit storage u, uint8 slot, address holder)
+        private
+    {
+        delete u.claims[slot];
+        --_workers[holder].openClaims;
+        _excluded[jobId][unitIndex][holder] = true;
+        emit ClaimExpired(jobId, unitIndex, holder, slot);
+        if (j.status != JobStatus.Open) return;
+        uint8 other = 1 - slot;
+        address beneficiary = u.seals[other] != bytes32(0) ? u.claims[other].worker : address(0);
+        _forfeit(j, jobId, unitIndex, holder, expiryForfeit, beneficiary);
+    }
+
+    /// @dev Close the arbiter's claim, expired without a result: it is excluded from the unit and, in an Open job,
+    ///      forfeits expiryForfeit to the job.
+    function _expireArbiter(Job storage j, uint256 jobId, uint32 unitIndex, Unit storage u, address holder) private {
+        delete u.claims[ARBITER_SLOT];
+        --_workers[holder].openClaims;
+        _excluded[jobId][unitIndex][holder] = true;
+        emit ClaimExpired(jobId, unitIndex, holder, ARBITER_SLOT);
+        if (j.status == JobStatus.Open) _forfeit(j, jobId, unitIndex, holder, expiryForfeit, address(0));
+    }
+
+    /// @dev The arbiter of the Disputed unit is drawn with the hash of this block among the pool's current places.
+    function _scheduleDraw(uint256 jobId, uint32 unitIndex, Unit storage u) private {
+        uint48 drawBlock = uint48(block.number);
+        uint32 size = uint32(_pool.length);
+        u.drawBlock = drawBlock;
+        u.drawPoolSize = size;
+        emit ArbiterDrawScheduled(jobId, unitIndex, drawBlock, size);
+    }
+
+    /// @dev The first eligible worker among ARBITER_DRAW_TRIES pool places derived from `beacon`, or zero.
+    function _pick(Unit storage u, uint256 jobId, uint32 unitIndex, bytes32 beacon) private view returns (address) {
+        uint256 size = u.drawPoolSize;
+        uint256 drawBlock = u.drawBlock;
+        address replica0 = u.claims[0].worker;
+        address replica1 = u.claims[1].worker;
+        bytes32 seed = keccak256(abi.encode(beacon, jobId, unitIndex, u.resets));
+        mapping(address => bool) storage excluded = _excluded[jobId][unitIndex];
+        for (uint256 i; i < ARBITER_DRAW_TRIES; ++i) {
+            address candidate = _pool[uint256(keccak256(abi.encode(seed, i))) % size];
+            if (candidate == replica0 || candidate == replica1 || excluded[candidate]) continue;
+            Worker storage w = _workers[candidate];
+            uint256 since = w.activeSince;
+            if (since == 0 || since > drawBlock) continue;
+            if (w.stake < minStake * (uint256(w.openClaims) + 1)) continue;
+            return candidate;
+        }
+        return address(0);
+    }
+
+    /// @dev Clear the unit's claims, seals, reveal and dispute state, and count one more attempt.
+    function _clearUnit(Unit storage u) private returns (uint32 resets) {
+        delete u.claims;
+        delete u.seals;
+        u.revealDeadline = 0;
+        u.revealed = 0;
+        u.drawBlock = 0;
+        u.drawPoolSize = 0;
+        u.disputeDeadline = 0;
+        resets = u.resets + 1;
+        u.resets = resets;
     }
 
     /// @dev `odd` disagreed with the arbiter: it loses min(stake, slashAmount), split between the replica that
@@ -874,7 +1168,7 @@ contract ComputeMarket is ReentrancyGuard {
         w.faults = faults;
         uint256 stake = w.stake;
         uint256 amount = stake < slashAmount ? stake : slashAmount;
-        w.stake = uint128(stake - amount);
+        _setStake(w, stake, stake - amount);
         totalStaked -= amount;
         totalOwed += amount;
         uint256 half = amount / 2;
@@ -922,12 +1216,7 @@ contract ComputeMarket is ReentrancyGuard {
         --_workers[replica0].openClaims;
         --_workers[replica1].openClaims;
         --_workers[arbiter].openClaims;
-        delete u.claims;
-        delete u.seals;
-        u.revealDeadline = 0;
-        u.revealed = 0;
-        uint32 resets = u.resets + 1;
-        u.resets = resets;
+        uint32 resets = _clearUnit(u);
         emit UnitReset(jobId, unitIndex, resets, replica0, replica1, arbiter);
     }
 

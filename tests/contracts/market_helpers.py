@@ -144,7 +144,7 @@ JOB_FIELDS = (
     "latestCheckpointDigest",
     "finalModelDigest",
 )
-WORKER_FIELDS = ("stake", "openClaims", "completedUnits", "faults", "registered")
+WORKER_FIELDS = ("stake", "openClaims", "completedUnits", "faults", "registered", "activeSince")
 
 
 def _plain(value):
@@ -178,6 +178,9 @@ class UnitInfo:
     revealed: list[bool]
     reveal_deadline: int
     accepted: bytes
+    draw_block: int = 0
+    draw_pool_size: int = 0
+    dispute_deadline: int = 0
 
     def slot_of(self, account) -> int | None:
         return self.workers.index(str(account)) if str(account) in self.workers else None
@@ -188,7 +191,9 @@ class UnitInfo:
 
 
 def unit_info(market, job_id, unit_index) -> UnitInfo:
-    status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = market.unit(job_id, unit_index)
+    values = market.unit(job_id, unit_index)
+    status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = values[:8]
+    draw_block, draw_pool_size, dispute_deadline = values[8:]
     return UnitInfo(
         status=UnitStatus(int(status)),
         resets=int(resets),
@@ -198,6 +203,9 @@ def unit_info(market, job_id, unit_index) -> UnitInfo:
         revealed=[bool(r) for r in revealed],
         reveal_deadline=int(reveal_deadline),
         accepted=bytes(accepted),
+        draw_block=int(draw_block),
+        draw_pool_size=int(draw_pool_size),
+        dispute_deadline=int(dispute_deadline),
     )
 
 
@@ -223,6 +231,8 @@ class Ledger:
     paid: int = 0  # UnitAccepted: 2 * pricePerUnit, escrow -> balances
     refunded: int = 0  # Refunded: escrow -> requester's balance
     slashed: int = 0  # WorkerSlashed: stake -> the agreeing workers' balances
+    forfeited_owed: int = 0  # StakeForfeited to a worker: stake -> its balance
+    forfeited_escrow: int = 0  # StakeForfeited to the job: stake -> the job's escrow
     stake_out: int = 0  # StakeWithdrawn: stake -> the worker's address
     withdrawn: int = 0  # Withdrawn: balance -> the account's address
     events: dict[str, int] = field(default_factory=dict)  # how many of each event
@@ -239,6 +249,7 @@ class Ledger:
             ("WorkerSlashed", lambda e: e["amount"]),
             ("StakeWithdrawn", lambda e: e["amount"]),
             ("Withdrawn", lambda e: e["amount"]),
+            ("StakeForfeited", lambda e: e["amount"]),
         ):
             if name not in tx.events:
                 continue
@@ -256,6 +267,11 @@ class Ledger:
                     self.slashed += amount
                 elif name == "StakeWithdrawn":
                     self.stake_out += amount
+                elif name == "StakeForfeited":
+                    if int(event["beneficiary"], 16) == 0:
+                        self.forfeited_escrow += amount
+                    else:
+                        self.forfeited_owed += amount
                 else:
                     self.withdrawn += amount
 
@@ -278,10 +294,18 @@ def assert_conserved(market, accounts, ledger: Ledger | None = None, parts: bool
         assert owed == sum(int(market.balanceOf(a)) for a in accounts)
         assert escrow == sum(job_info(market, j)["escrowRemaining"] for j in range(1, int(market.jobCount()) + 1))
     if ledger is not None:
-        assert escrow == ledger.escrow_in - ledger.paid - ledger.refunded
-        assert staked == ledger.stake_in - ledger.slashed - ledger.stake_out
-        assert owed == ledger.paid + ledger.refunded + ledger.slashed - ledger.withdrawn
-        assert ledger.total_in == ledger.paid + ledger.refunded + ledger.slashed + ledger.stake_out + escrow + staked
+        forfeited = ledger.forfeited_owed + ledger.forfeited_escrow
+        assert escrow == ledger.escrow_in + ledger.forfeited_escrow - ledger.paid - ledger.refunded, (escrow, ledger)
+        assert staked == ledger.stake_in - ledger.slashed - forfeited - ledger.stake_out, (staked, ledger)
+        assert owed == ledger.paid + ledger.refunded + ledger.slashed + ledger.forfeited_owed - ledger.withdrawn, (
+            owed,
+            ledger,
+        )
+        assert (
+            ledger.total_in
+            == (ledger.paid + ledger.refunded + ledger.slashed + forfeited + ledger.stake_out + escrow + staked)
+            - ledger.forfeited_escrow
+        )
         assert balance == ledger.total_in - ledger.stake_out - ledger.withdrawn
     return {"balance": balance, "staked": staked, "escrow": escrow, "owed": owed}
 
@@ -356,11 +380,52 @@ def run_disputed(market, job_id, unit_index, first, second, result_first, result
     ]
 
 
-def arbitrate(market, job_id, unit_index, arbiter, result):
-    """`arbiter` claims the arbitration slot of a Disputed unit and submits `result`; returns (claim, submit) txs."""
-    claim = market.claimUnit(job_id, unit_index, {"from": arbiter})
-    assert claim.events["UnitClaimed"]["slot"] == ARBITER_SLOT
-    return claim, market.submitArbitration(job_id, unit_index, result, {"from": arbiter})
+def expected_draw(market, job_id, unit_index):
+    """The worker drawArbiter would pick now (mirrors the contract's _pick), or None: the beacon is the hash of the
+    unit's drawBlock, the candidates the first eligible of ARBITER_DRAW_TRIES pool places derived from it."""
+    info = unit_info(market, job_id, unit_index)
+    if brownie.web3.eth.block_number + 1 - info.draw_block > 256:
+        return None  # blockhash(drawBlock) is zero in the next block: the draw is scheduled again
+    block = brownie.web3.eth.get_block(info.draw_block)
+    seed = keccak(
+        abi_encode(["bytes32", "uint256", "uint32", "uint32"], [bytes(block.hash), job_id, unit_index, info.resets])
+    )
+    min_stake = int(market.minStake())
+    for i in range(int(market.ARBITER_DRAW_TRIES())):
+        place = int.from_bytes(keccak(abi_encode(["bytes32", "uint256"], [seed, i])), "big") % info.draw_pool_size
+        candidate = str(market.workerPool(place))
+        if candidate in info.workers[:2] or market.isExcluded(job_id, unit_index, candidate):
+            continue
+        w = worker_info(market, candidate)
+        if w["activeSince"] == 0 or w["activeSince"] > info.draw_block:
+            continue
+        if w["stake"] < min_stake * (w["openClaims"] + 1):
+            continue
+        return candidate
+    return None
+
+
+def draw(market, job_id, unit_index, caller, max_draws=8):
+    """Draw the arbiter of a Disputed unit (mining a block first if the draw is not ready), drawing again while a
+    draw finds nobody eligible; returns (the drawArbiter tx that drew, the arbiter's account)."""
+    for _ in range(max_draws):
+        if brownie.web3.eth.block_number <= unit_info(market, job_id, unit_index).draw_block:
+            brownie.chain.mine()
+        expected = expected_draw(market, job_id, unit_index)
+        tx = market.drawArbiter(job_id, unit_index, {"from": caller})
+        if "ArbiterDrawn" in tx.events:
+            arbiter = str(tx.events["ArbiterDrawn"]["arbiter"])
+            assert arbiter == expected, (arbiter, expected)
+            return tx, next(a for a in brownie.accounts if str(a) == arbiter)
+        assert expected is None and "ArbiterDrawScheduled" in tx.events
+    raise AssertionError(f"no arbiter drawn for unit {unit_index} of job {job_id} in {max_draws} draws")
+
+
+def arbitrate(market, job_id, unit_index, result, caller):
+    """The arbiter of a Disputed unit is drawn (`caller` sends the draw) and submits `result`; returns
+    (draw tx, submit tx, arbiter)."""
+    drawn, arbiter = draw(market, job_id, unit_index, caller)
+    return drawn, market.submitArbitration(job_id, unit_index, result, {"from": arbiter}), arbiter
 
 
 def honest(job_id, unit_index) -> bytes:

@@ -22,7 +22,9 @@ from market_helpers import (
     commitment,
     deploy_market,
     digest,
+    draw,
     escrow_for,
+    expected_draw,
     gas_cost,
     honest,
     job_info,
@@ -123,8 +125,15 @@ def test_constructor(market, requester):
     assert market.jobCount() == 0
     assert market.ESCROW_FACTOR() == ESCROW_FACTOR
     assert market.ARBITER_SLOT() == ARBITER_SLOT
+    assert market.expiryForfeit() == SLASH_AMOUNT // 4
+    assert market.ARBITER_DRAW_TRIES() == 16 and market.DISPUTE_WINDOW() == 4
     with market_reverts("InvalidConfig", "minStake is 0"):
         market_container().deploy(0, SLASH_AMOUNT, {"from": requester})
+    # every open claim is backed by minStake: a slash above it could not be covered (issue 13, M3)
+    with market_reverts("InvalidConfig", "slashAmount exceeds minStake"):
+        market_container().deploy(MIN_STAKE, MIN_STAKE + 1, {"from": requester})
+    with market_reverts("InvalidConfig", "slashAmount is 0"):
+        market_container().deploy(MIN_STAKE, 0, {"from": requester})
 
 
 def test_post_job_records_everything(market, requester, coordinator, everyone):
@@ -228,8 +237,11 @@ def test_register_worker(market, outsider, workers):
         "completedUnits": 0,
         "faults": 0,
         "registered": True,
+        "activeSince": tx.block_number,
     }
     assert market.totalStaked() == 7 * MIN_STAKE + 5
+    # it takes the next place of the pool arbiters are drawn from
+    assert market.poolSize() == 7 and market.workerPool(6) == outsider
     with market_reverts("AlreadyRegistered", outsider.address):
         market.registerWorker({"from": outsider, "value": MIN_STAKE})
     with market_reverts("AlreadyRegistered", workers[0].address):
@@ -313,15 +325,18 @@ def test_claim(market, job, workers, chain):
 
 
 def test_double_claim(market, job, workers):
+    market.addStake({"from": workers[0], "value": MIN_STAKE})  # stake for a second claim: see below
     market.claimUnit(job, 0, {"from": workers[0]})
     with market_reverts("AlreadyWorkedOn", job, 0, workers[0].address):
         market.claimUnit(job, 0, {"from": workers[0]})
     market.claimUnit(job, 0, {"from": workers[1]})
     with market_reverts("NoFreeSlot", job, 0):
         market.claimUnit(job, 0, {"from": workers[2]})
-    # a worker may hold claims on several units
+    # a worker may hold claims on several units, with minStake for each
     market.claimUnit(job, 1, {"from": workers[0]})
     assert worker_info(market, workers[0])["openClaims"] == 2
+    with market_reverts("InsufficientStake", workers[0].address, 2 * MIN_STAKE, 3 * MIN_STAKE):
+        market.claimUnit(job, 1, {"from": workers[0]})
 
 
 def test_claim_by_unregistered(market, job, outsider):
@@ -354,18 +369,31 @@ def test_expiry_and_reclaim(market, job, workers, chain):
         commit(market, job, 0, first, result)
     # the second replica's claim is still valid; the first one's slot goes to another worker
     set_next_block_timestamp(deadline + 2)
+    escrow = job_info(market, job)["escrowRemaining"]
     tx = market.claimUnit(job, 0, {"from": workers[2]})
-    assert list(tx.events.keys()) == ["ClaimExpired", "UnitClaimed"]
+    assert list(tx.events.keys()) == ["ClaimExpired", "StakeForfeited", "UnitClaimed"]
     expired = tx.events["ClaimExpired"]
     assert (expired["worker"], expired["slot"], expired["unitIndex"]) == (first, 0, 0)
+    # the expired claim costs stake: the other replica has not committed, so it goes to the job's escrow
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"], forfeited["faults"]) == (
+        first,
+        SLASH_AMOUNT // 4,
+        ZERO_ADDRESS,
+        1,
+    )
+    assert worker_info(market, first)["stake"] == MIN_STAKE - SLASH_AMOUNT // 4
+    assert job_info(market, job)["escrowRemaining"] == escrow + SLASH_AMOUNT // 4
     assert tx.events["UnitClaimed"]["slot"] == 0
     assert worker_info(market, first)["openClaims"] == 0
     assert worker_info(market, workers[2])["openClaims"] == 1
     assert unit_info(market, job, 0).workers[:2] == [workers[2], second]
     with market_reverts("NotClaimant", job, 0, first.address):
         commit(market, job, 0, first, result)
-    # the expired worker is not barred from the unit (it never committed for it): only the slots are full
-    with market_reverts("NoFreeSlot", job, 0):
+    # the expired worker is barred from the unit
+    assert market.isExcluded(job, 0, first)
+    market.addStake({"from": first, "value": SLASH_AMOUNT // 4})
+    with market_reverts("AlreadyWorkedOn", job, 0, first.address):
         market.claimUnit(job, 0, {"from": first})
     commit(market, job, 0, workers[2], result)
     commit(market, job, 0, second, result)
@@ -414,9 +442,10 @@ def test_expire_claim(market, job, workers, outsider, chain):
     assert tx.events["ClaimExpired"]["worker"] == w
     assert unit_info(market, job, 0).workers[0] == ZERO_ADDRESS
     assert worker_info(market, w)["openClaims"] == 0
+    assert tx.events["StakeForfeited"]["amount"] == SLASH_AMOUNT // 4
     with market_reverts("NoClaim", job, 0, 0):
         market.expireClaim(job, 0, 0, {"from": outsider})
-    market.withdrawStake(MIN_STAKE, {"from": w})
+    market.withdrawStake(MIN_STAKE - SLASH_AMOUNT // 4, {"from": w})
     # a committed result is not expired by its deadline, nor once both committed
     committed_both(market, job, 1, workers[1], workers[2], honest(job, 1))
     chain.sleep(CLAIM_DURATION + 10)
@@ -426,52 +455,148 @@ def test_expire_claim(market, job, workers, outsider, chain):
             market.expireClaim(job, 1, slot, {"from": outsider})
 
 
-def test_expire_arbiter_claim(market, disputed, workers, outsider, chain):
-    """The arbiter has no seal: its claim expires at its deadline like an uncommitted replica's."""
+def test_expire_arbiter_claim(market, disputed, workers, outsider, chain, everyone):
+    """A drawn arbiter that does not answer by its deadline forfeits expiryForfeit to the job, is excluded from the
+    unit, and a new draw is scheduled, which cannot pick it again."""
     job = disputed
-    tx = market.claimUnit(job, 0, {"from": workers[2]})
-    deadline = tx.timestamp + CLAIM_DURATION
+    drawn, arbiter = draw(market, job, 0, workers[0])
+    deadline = drawn.events["ArbiterDrawn"]["deadline"]
+    assert deadline == drawn.timestamp + CLAIM_DURATION
     assert unit_info(market, job, 0).deadlines[ARBITER_SLOT] == deadline
     with market_reverts("ClaimNotExpired", job, 0, ARBITER_SLOT, deadline):
         market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
     set_next_block_timestamp(deadline + 1)
-    with market_reverts("DeadlinePassed", job, 0, workers[2].address, deadline):
-        market.submitArbitration(job, 0, honest(job, 0), {"from": workers[2]})
+    with market_reverts("DeadlinePassed", job, 0, arbiter.address, deadline):
+        market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
+    escrow = job_info(market, job)["escrowRemaining"]
     tx = market.expireClaim(job, 0, ARBITER_SLOT, {"from": outsider})
-    assert (tx.events["ClaimExpired"]["worker"], tx.events["ClaimExpired"]["slot"]) == (workers[2], ARBITER_SLOT)
-    assert worker_info(market, workers[2])["openClaims"] == 0
+    assert list(tx.events.keys()) == ["ClaimExpired", "StakeForfeited", "ArbiterDrawScheduled"]
+    assert (tx.events["ClaimExpired"]["worker"], tx.events["ClaimExpired"]["slot"]) == (arbiter, ARBITER_SLOT)
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"]) == (
+        arbiter,
+        SLASH_AMOUNT // 4,
+        ZERO_ADDRESS,
+    )
+    assert job_info(market, job)["escrowRemaining"] == escrow + SLASH_AMOUNT // 4
+    assert worker_info(market, arbiter)["openClaims"] == 0 and market.isExcluded(job, 0, arbiter)
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Disputed and info.workers[ARBITER_SLOT] == ZERO_ADDRESS
+    assert info.draw_block == tx.block_number
     # the replicas' committed claims stay (the dispute is still to be settled)
     for slot in (0, 1):
         with market_reverts("ClaimNotReleasable", job, 0, slot):
             market.expireClaim(job, 0, slot, {"from": outsider})
-    # the expired arbiter is not excluded: it may take the slot again, or another worker may
-    arbitrate(market, job, 0, workers[3], honest(job, 0))
-    assert unit_info(market, job, 0).status == UnitStatus.Accepted
+    # a new draw, never the excluded arbiter
+    _, tx, second = arbitrate(market, job, 0, honest(job, 0), outsider)
+    assert second != arbiter and unit_info(market, job, 0).status == UnitStatus.Accepted
+    assert_conserved(market, everyone)
 
 
-def test_expired_arbiter_slot_taken_by_another(market, disputed, workers, chain):
+def test_h1_attacker_cannot_choose_its_own_judge(market, job, workers, accounts, chain, everyone):
+    """Issue 13, H1. The attack: the attacker's replica commits garbage so the unit is disputed, and its second
+    account takes the arbiter slot and confirms the garbage. Now the arbiter slot cannot be claimed, only the drawn
+    worker may arbitrate, and an account that becomes eligible after the beacon block is never drawn."""
+    attacker, honest_replica = workers[0], workers[1]
+    accomplice = accounts[8]  # the attacker's second account, staked only once the dispute is visible
+    txs = run_disputed(market, job, 0, attacker, honest_replica, BAD, honest(job, 0))
+    dispute = txs[-1]
+    assert [e.name for e in dispute.events] == ["ResultRevealed", "UnitDisputed", "ArbiterDrawScheduled"]
+    scheduled = dispute.events["ArbiterDrawScheduled"]
+    assert (scheduled["drawBlock"], scheduled["poolSize"]) == (dispute.block_number, 6)
+    market.registerWorker({"from": accomplice, "value": MIN_STAKE})
+    # 1. the arbiter slot is not claimable, by anyone
+    for w in (accomplice, *workers[2:]):
+        with market_reverts("UnitNotClaimable", job, 0, UnitStatus.Disputed):
+            market.claimUnit(job, 0, {"from": w})
+    # 2. nobody arbitrates before the draw, and the draw waits for the beacon block to be mined
+    for w in (accomplice, attacker, workers[2]):
+        with market_reverts("NotClaimant", job, 0, w.address):
+            market.submitArbitration(job, 0, BAD, {"from": w})
+    # 3. the draw picks the worker the beacon says (the test mirrors the contract's rule), never a replica, never an
+    #    account registered after the beacon block; only that worker may submit
+    _, arbiter = draw(market, job, 0, attacker)
+    assert arbiter not in (attacker, honest_replica, accomplice) and arbiter in workers[2:]
+    assert unit_info(market, job, 0).workers[ARBITER_SLOT] == arbiter
+    with market_reverts("ArbiterAlreadyDrawn", job, 0, arbiter.address):
+        market.drawArbiter(job, 0, {"from": attacker})
+    with market_reverts("NotClaimant", job, 0, accomplice.address):
+        market.submitArbitration(job, 0, BAD, {"from": accomplice})
+    # the honest drawn arbiter settles it: the attacker is slashed, the honest replica and the arbiter are paid
+    tx = market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
+    assert tx.events["WorkerSlashed"]["worker"] == attacker
+    assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (honest_replica, arbiter)
+    assert market.balanceOf(accomplice) == market.balanceOf(attacker) == 0
+    assert_conserved(market, everyone)
+
+
+def test_h1_late_stake_is_not_eligible_and_draws_are_redone(requester, coordinator, accounts, chain, everyone):
+    """With only the two replicas and an accomplice staked after the beacon block, no try is eligible: the draw is
+    scheduled again from a later block (nobody is drawn). A worker staked before that block becomes eligible."""
+    market = deploy_market(requester)
+    attacker, honest_replica, accomplice, latecomer = accounts[2], accounts[3], accounts[4], accounts[5]
+    register_workers(market, [attacker, honest_replica])
+    job, _ = post_job(market, requester, coordinator)
+    run_disputed(market, job, 0, attacker, honest_replica, BAD, honest(job, 0))
+    market.registerWorker({"from": accomplice, "value": MIN_STAKE})  # after the beacon block
+    assert worker_info(market, accomplice)["activeSince"] > unit_info(market, job, 0).draw_block
+    tx = market.drawArbiter(job, 0, {"from": attacker})
+    assert [e.name for e in tx.events] == ["ArbiterDrawScheduled"]
+    assert tx.return_value == ZERO_ADDRESS
+    info = unit_info(market, job, 0)
+    assert (info.draw_block, info.draw_pool_size, info.workers[ARBITER_SLOT]) == (tx.block_number, 3, ZERO_ADDRESS)
+    # the accomplice was staked before the new beacon block: it may be drawn now (the pool has only it to offer)
+    register_workers(market, [latecomer])
+    _, arbiter = draw(market, job, 0, honest_replica)
+    # the only eligible place below the new pool size; the latecomer only if 16 tries all missed it (p = 0.15%)
+    assert arbiter in (accomplice, latecomer)
+    assert_conserved(market, everyone)
+
+
+def test_h1_stale_beacon_is_redrawn(market, disputed, workers, chain):
+    """blockhash only reaches 256 blocks back: a draw called later schedules a new one from its own block."""
     job = disputed
-    tx = market.claimUnit(job, 0, {"from": workers[2]})
-    with market_reverts("NoFreeSlot", job, 0):
-        market.claimUnit(job, 0, {"from": workers[3]})
-    set_next_block_timestamp(tx.timestamp + CLAIM_DURATION + 1)
-    tx = market.claimUnit(job, 0, {"from": workers[3]})
-    assert list(tx.events.keys()) == ["ClaimExpired", "UnitClaimed"]
-    assert (tx.events["ClaimExpired"]["worker"], tx.events["ClaimExpired"]["slot"]) == (workers[2], ARBITER_SLOT)
-    assert worker_info(market, workers[2])["openClaims"] == 0
-    with market_reverts("NotClaimant", job, 0, workers[2].address):
-        market.submitArbitration(job, 0, honest(job, 0), {"from": workers[2]})
-    tx = market.submitArbitration(job, 0, honest(job, 0), {"from": workers[3]})
-    assert tx.events["UnitAccepted"]["paidB"] == workers[3]
+    chain.mine(257)
+    tx = market.drawArbiter(job, 0, {"from": workers[0]})
+    assert [e.name for e in tx.events] == ["ArbiterDrawScheduled"]
+    assert unit_info(market, job, 0).draw_block == tx.block_number
+    _, arbiter = draw(market, job, 0, workers[0])
+    assert arbiter in workers[2:]
+
+
+def test_h1_draw_errors_and_uniformity(market, job, workers, requester, chain):
+    with market_reverts("UnitNotDisputed", job, 0, UnitStatus.Open):
+        market.drawArbiter(job, 0, {"from": workers[0]})
+    run_disputed(market, job, 0, workers[0], workers[1], BAD, honest(job, 0))
+    expected = expected_draw(market, job, 0)
+    chain.mine()
+    assert expected_draw(market, job, 0) == expected  # fixed by the beacon: mining more blocks changes nothing
+    market.cancelJob(job, {"from": requester})
+    with market_reverts("JobNotOpen", job, 3):
+        market.drawArbiter(job, 0, {"from": workers[0]})
+
+
+def test_h1_draw_spreads_over_eligible_workers(requester, coordinator, accounts, chain):
+    """Over many disputes every eligible worker is drawn, none of the replicas ever (a coarse check of the
+    mirror of the rule, which the draw() helper asserts at each draw)."""
+    market = deploy_market(requester)
+    workers = list(accounts[2:8])
+    register_workers(market, workers, stake=4 * MIN_STAKE)
+    job, _ = post_job(market, requester, coordinator, numStages=1, unitsPerStage=12)
+    seen = set()
+    for u in range(12):
+        run_disputed(market, job, u, workers[0], workers[1], BAD, honest(job, u))
+        _, _, arbiter = arbitrate(market, job, u, honest(job, u), workers[1])
+        seen.add(str(arbiter))
+        market.addStake({"from": workers[0], "value": SLASH_AMOUNT})
+    assert seen <= {str(w) for w in workers[2:]} and len(seen) >= 3, seen
 
 
 def test_arbiter_claim_of_accepted_unit_stays_closed(market, disputed, workers, outsider, chain):
     """_accept already closed the arbiter's claim (openClaims - 1) though the slot still names it: expireClaim must
     not close it a second time, or the arbiter's committed result on unit 1 would no longer lock its stake."""
-    job, arbiter = disputed, workers[2]
-    _, tx = arbitrate(market, job, 0, arbiter, honest(job, 0))
+    job = disputed
+    _, tx, arbiter = arbitrate(market, job, 0, honest(job, 0), workers[0])
     assert "UnitAccepted" in tx.events
     market.claimUnit(job, 1, {"from": arbiter})
     commit(market, job, 1, arbiter, honest(job, 1))
@@ -733,14 +858,18 @@ def test_copied_commitment_cannot_be_opened(market, job, workers, outsider, chai
         lazy,
         True,
     )
-    assert market.balanceOf(lazy) == market.balanceOf(worker) == 0
-    assert worker_info(market, lazy) == {
-        "stake": MIN_STAKE,
-        "openClaims": 0,
-        "completedUnits": 0,
-        "faults": 0,
-        "registered": True,
-    }
+    # it also forfeits slashAmount, credited to the replica that revealed
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"]) == (lazy, SLASH_AMOUNT, worker)
+    assert market.balanceOf(lazy) == 0 and market.balanceOf(worker) == SLASH_AMOUNT
+    info = worker_info(market, lazy)
+    assert (info["stake"], info["openClaims"], info["completedUnits"], info["faults"]) == (
+        MIN_STAKE - SLASH_AMOUNT,
+        0,
+        0,
+        1,
+    )
+    market.addStake({"from": lazy, "value": SLASH_AMOUNT})
     assert market.isExcluded(job, 0, lazy) and not market.isExcluded(job, 0, worker)
     with market_reverts("AlreadyWorkedOn", job, 0, lazy.address):
         market.claimUnit(job, 0, {"from": lazy})
@@ -765,8 +894,8 @@ def test_copied_tag_cannot_be_revealed(market, job, workers, everyone):
     with market_reverts("AlreadySubmitted", job, 0, lazy.address):
         market.commitResult(job, 0, commitment(lazy, revealed), {"from": lazy})
     tx = reveal(market, job, 0, lazy, BAD)
-    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
-    _, tx = arbitrate(market, job, 0, arbiter, result)
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed", "ArbiterDrawScheduled"]
+    _, tx, _ = arbitrate(market, job, 0, result, arbiter)
     assert tx.events["WorkerSlashed"]["worker"] == lazy
     assert market.balanceOf(lazy) == 0
     assert market.balanceOf(worker) == PRICE + SLASH_AMOUNT // 2 + 1
@@ -781,11 +910,17 @@ def test_different_tags_dispute(market, job, workers, outsider):
     txs = run_disputed(market, job, 0, a, b, BAD, honest(job, 0))
     assert list(txs[-2].events.keys()) == ["ResultRevealed"]
     tx = txs[-1]
-    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed", "ArbiterDrawScheduled"]
     t0, t1 = tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))
     assert (bytes(tx.events["UnitDisputed"]["tag0"]), bytes(tx.events["UnitDisputed"]["tag1"])) == (t0, t1)
+    assert tx.events["UnitDisputed"]["disputeDeadline"] == tx.timestamp + 4 * CLAIM_DURATION
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Disputed
+    assert (info.draw_block, info.draw_pool_size, info.dispute_deadline) == (
+        tx.block_number,
+        6,
+        tx.timestamp + 4 * CLAIM_DURATION,
+    )
     assert info.seals == [t0, t1] and info.revealed == [True, True]
     assert info.workers == [a, b, ZERO_ADDRESS] and info.accepted == ZERO_BYTES32
     # neither digest can be published, and nothing is left to reveal
@@ -794,7 +929,7 @@ def test_different_tags_dispute(market, job, workers, outsider):
             market.publishResult(job, 0, result, {"from": w})
         with market_reverts("AlreadyRevealed", job, 0, w.address):
             reveal(market, job, 0, w, result)
-    # the window closing does not matter any more: the dispute waits for an arbiter
+    # the window closing does not matter any more: the dispute waits for its drawn arbiter
     with market_reverts("NotRevealing", job, 0, UnitStatus.Disputed):
         market.expireReveal(job, 0, {"from": outsider})
     assert market.balanceOf(a) == market.balanceOf(b) == 0
@@ -802,20 +937,20 @@ def test_different_tags_dispute(market, job, workers, outsider):
 
 def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, workers, everyone):
     job = disputed
-    liar, right, arbiter = workers[0], workers[1], workers[2]
+    liar, right = workers[0], workers[1]
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Disputed
     assert info.seals == [tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))]
     assert market.balanceOf(liar) == market.balanceOf(right) == 0
-    # the replicas cannot arbitrate their own dispute
-    for w in (liar, right):
-        with market_reverts("AlreadyWorkedOn", job, 0, w.address):
+    # nobody claims the arbiter slot, the replicas included: it is drawn
+    for w in workers[2:]:
+        with market_reverts("UnitNotClaimable", job, 0, UnitStatus.Disputed):
             market.claimUnit(job, 0, {"from": w})
-    tx = market.claimUnit(job, 0, {"from": arbiter})
-    assert tx.events["UnitClaimed"]["slot"] == ARBITER_SLOT
+    tx, arbiter = draw(market, job, 0, liar)
+    assert tx.return_value == arbiter
     assert unit_info(market, job, 0).workers == [liar, right, arbiter]
-    with market_reverts("NoFreeSlot", job, 0):
-        market.claimUnit(job, 0, {"from": workers[3]})
+    assert worker_info(market, arbiter)["openClaims"] == 1
+    assert job_info(market, job)["lastClaimDeadline"] == tx.events["ArbiterDrawn"]["deadline"]
     staked = market.totalStaked()
     tx = market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
     assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitAccepted", "WorkerSlashed"]
@@ -836,6 +971,7 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
         "completedUnits": 0,
         "faults": 1,
         "registered": True,
+        "activeSince": 0,  # below minStake
     }
     for w in (right, arbiter):
         assert worker_info(market, w)["completedUnits"] == 1 and worker_info(market, w)["openClaims"] == 0
@@ -844,11 +980,13 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
     assert info.status == UnitStatus.Accepted and info.accepted == honest(job, 0)
     assert info.seals == [tag(job, 0, 0, BAD), tag(job, 0, 0, honest(job, 0))]
     assert job_info(market, job)["escrowRemaining"] == ESCROW - 2 * PRICE
-    # settled: no second arbitration, no publication
+    # settled: no second arbitration, no publication, no draw
     with market_reverts("UnitNotDisputed", job, 0, UnitStatus.Accepted):
         market.submitArbitration(job, 0, honest(job, 0), {"from": arbiter})
     with market_reverts("AlreadyAccepted", job, 0):
         market.publishResult(job, 0, honest(job, 0), {"from": right})
+    with market_reverts("UnitNotDisputed", job, 0, UnitStatus.Accepted):
+        market.drawArbiter(job, 0, {"from": right})
     # slashed below minStake: the liar cannot claim until it tops up
     with market_reverts("StakeTooLow", liar.address, MIN_STAKE - SLASH_AMOUNT, MIN_STAKE):
         market.claimUnit(job, 1, {"from": liar})
@@ -857,20 +995,20 @@ def test_mismatch_arbitration_slashes_and_redistributes(market, disputed, worker
 
 def test_arbiter_agreeing_with_first_replica(market, job, workers):
     run_disputed(market, job, 0, workers[0], workers[1], honest(job, 0), BAD)
-    _, tx = arbitrate(market, job, 0, workers[2], honest(job, 0))
-    assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (workers[0], workers[2])
+    _, tx, arbiter = arbitrate(market, job, 0, honest(job, 0), workers[0])
+    assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (workers[0], arbiter)
     assert tx.events["WorkerSlashed"]["worker"] == workers[1]
 
 
 def test_arbitration_errors(market, disputed, workers, outsider):
     job = disputed
-    replicas, arbiter = workers[:2], workers[2]
-    # only the holder of the arbitration slot, which nobody holds yet
-    for w in (*replicas, arbiter, outsider):
+    replicas = workers[:2]
+    # only the drawn arbiter, and nobody is drawn yet
+    for w in (*workers, outsider):
         with market_reverts("NotClaimant", job, 0, w.address):
             market.submitArbitration(job, 0, honest(job, 0), {"from": w})
-    market.claimUnit(job, 0, {"from": arbiter})
-    for w in replicas:
+    _, arbiter = draw(market, job, 0, outsider)
+    for w in (*replicas, *[x for x in workers[2:] if x != arbiter]):
         with market_reverts("NotClaimant", job, 0, w.address):
             market.submitArbitration(job, 0, honest(job, 0), {"from": w})
     with market_reverts("EmptyDigest"):
@@ -891,11 +1029,11 @@ def test_arbiter_submitting_a_tag_resets(market, disputed, workers, everyone):
     """The arbiter sees only the tags; submitting one of them as its digest matches neither replica: the unit is
     Reset and nobody is paid or slashed."""
     job = disputed
-    first, second, arbiter = workers[0], workers[1], workers[2]
+    first, second = workers[0], workers[1]
     copied = unit_info(market, job, 0).seals[1]  # the honest replica's revealed tag
     assert copied == tag(job, 0, 0, honest(job, 0))
     owed, staked = market.totalOwed(), market.totalStaked()
-    _, tx = arbitrate(market, job, 0, arbiter, copied)
+    _, tx, arbiter = arbitrate(market, job, 0, copied, first)
     assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitReset"]
     assert market.totalOwed() == owed and market.totalStaked() == staked
     for w in (first, second, arbiter):
@@ -904,24 +1042,44 @@ def test_arbiter_submitting_a_tag_resets(market, disputed, workers, everyone):
     assert_conserved(market, everyone)
 
 
-def test_slash_is_capped_by_stake(requester, coordinator, accounts, everyone):
-    """slashAmount above the stake takes the whole stake (here 2 * MIN_STAKE + 1 against MIN_STAKE)."""
-    market = deploy_market(requester, slash_amount=2 * MIN_STAKE + 1)
-    liar, right, arbiter = accounts[2], accounts[3], accounts[4]
-    register_workers(market, [liar, right, arbiter])
-    job, _ = post_job(market, requester, coordinator)
-    run_disputed(market, job, 0, liar, right, BAD, honest(job, 0))
-    _, tx = arbitrate(market, job, 0, arbiter, honest(job, 0))
-    assert tx.events["WorkerSlashed"]["amount"] == MIN_STAKE
-    assert worker_info(market, liar)["stake"] == 0
-    assert market.balanceOf(right) == market.balanceOf(arbiter) == PRICE + MIN_STAKE // 2
+def test_m3_every_open_claim_is_backed_by_a_full_slash(requester, coordinator, accounts, everyone):
+    """Issue 13, M3. The attack: a worker with the minimum stake claims (and cheats on) three units at once, and
+    only the first slash takes anything. Now a second claim needs 2 * minStake; a worker staked for three claims
+    loses a full slashAmount on each of its three wrong results."""
+    market = deploy_market(requester)
+    cheater, w1, w2, w3, w4 = accounts[2:7]
+    register_workers(market, [w1, w2, w3, w4], stake=3 * MIN_STAKE)
+    register_workers(market, [cheater])
+    job, _ = post_job(market, requester, coordinator, numStages=1, unitsPerStage=3)
+    market.claimUnit(job, 0, {"from": cheater})
+    for u in (1, 2):
+        with market_reverts("InsufficientStake", cheater.address, MIN_STAKE, 2 * MIN_STAKE):
+            market.claimUnit(job, u, {"from": cheater})
+    # staked for three open claims: each of its three wrong results is slashed in full
+    market.addStake({"from": cheater, "value": 2 * MIN_STAKE})
+    for u in (1, 2):
+        market.claimUnit(job, u, {"from": cheater})
+    with market_reverts("InsufficientStake", cheater.address, 3 * MIN_STAKE, 4 * MIN_STAKE):
+        market.claimUnit(job, 0, {"from": cheater})  # the stake is checked first
+    slashed = 0
+    for u in range(3):
+        market.claimUnit(job, u, {"from": w1})
+        commit(market, job, u, cheater, BAD)
+        commit(market, job, u, w1, honest(job, u))
+        reveal(market, job, u, w1, honest(job, u))
+        reveal(market, job, u, cheater, BAD)
+        _, tx, _ = arbitrate(market, job, u, honest(job, u), w1)
+        slashed += tx.events["WorkerSlashed"]["amount"]
+    assert slashed == 3 * SLASH_AMOUNT
+    assert worker_info(market, cheater)["stake"] == 3 * MIN_STAKE - 3 * SLASH_AMOUNT
     assert_conserved(market, everyone)
 
 
 def test_third_result_matching_neither_resets(market, disputed, workers, everyone):
     job = disputed
-    first, second, arbiter = workers[0], workers[1], workers[2]
-    market.claimUnit(job, 0, {"from": arbiter})
+    first, second = workers[0], workers[1]
+    _, arbiter = draw(market, job, 0, first)
+    fresh = [w for w in workers[2:] if w != arbiter]
     owed, staked = market.totalOwed(), market.totalStaked()
     tx = market.submitArbitration(job, 0, WORSE, {"from": arbiter})
     assert list(tx.events.keys()) == ["ArbitrationSubmitted", "UnitReset"]
@@ -934,30 +1092,34 @@ def test_third_result_matching_neither_resets(market, disputed, workers, everyon
     assert info.status == UnitStatus.Open and info.resets == 1
     assert info.workers == [ZERO_ADDRESS] * 3 and info.seals == [ZERO_BYTES32] * 2
     assert info.revealed == [False, False] and info.reveal_deadline == 0 and info.deadlines == [0, 0, 0]
+    assert (info.draw_block, info.draw_pool_size, info.dispute_deadline) == (0, 0, 0)
     for w in (first, second, arbiter):
         assert worker_info(market, w)["openClaims"] == 0
         assert worker_info(market, w)["faults"] == 0
         assert market.isExcluded(job, 0, w)
         with market_reverts("AlreadyWorkedOn", job, 0, w.address):
             market.claimUnit(job, 0, {"from": w})
-    assert not market.isExcluded(job, 0, workers[3])
+    assert not market.isExcluded(job, 0, fresh[0])
     # fresh replication by other workers, sealed for the new attempt
     assert tag(job, 0, 1, honest(job, 0)) != tag(job, 0, 0, honest(job, 0))
-    txs = run_unit(market, job, 0, workers[3], workers[4], honest(job, 0))
+    txs = run_unit(market, job, 0, fresh[0], fresh[1], honest(job, 0))
     assert bytes(txs[-2].events["ResultRevealed"]["tag"]) == tag(job, 0, 1, honest(job, 0))
     assert "UnitAccepted" in txs[-1].events
-    assert market.balanceOf(workers[3]) == market.balanceOf(workers[4]) == PRICE
+    assert market.balanceOf(fresh[0]) == market.balanceOf(fresh[1]) == PRICE
     # the excluded workers are still free to work on other units
     market.claimUnit(job, 1, {"from": first})
     assert_conserved(market, everyone)
 
 
 def test_second_reset_then_arbitration(market, disputed, workers, accounts):
-    """After a reset the unit may be disputed and arbitrated again; exclusions accumulate."""
+    """After a reset the unit may be disputed and arbitrated again; exclusions accumulate, and an excluded worker
+    is never drawn."""
     job = disputed
-    arbitrate(market, job, 0, workers[2], WORSE)
-    run_disputed(market, job, 0, workers[3], workers[4], honest(job, 0), BAD)
-    _, tx = arbitrate(market, job, 0, workers[5], digest("third"))
+    _, _, first_arbiter = arbitrate(market, job, 0, WORSE, workers[0])
+    fresh = [w for w in workers[2:] if w != first_arbiter]
+    run_disputed(market, job, 0, fresh[0], fresh[1], honest(job, 0), BAD)
+    _, tx, second_arbiter = arbitrate(market, job, 0, digest("third"), workers[0])
+    assert second_arbiter == fresh[2]  # the only worker neither excluded nor a replica
     assert tx.events["UnitReset"]["resets"] == 2
     assert all(market.isExcluded(job, 0, w) for w in workers)
     newcomer = accounts[8]
@@ -1001,7 +1163,7 @@ def test_expire_reveal_excludes_the_replica_that_kept_its_tag(market, job, worke
     sleep_past(chain, reveal_deadline)
     owed, staked = market.totalOwed(), market.totalStaked()
     tx = market.expireReveal(job, 0, {"from": outsider})
-    assert list(tx.events.keys()) == ["RevealExpired"]
+    assert list(tx.events.keys()) == ["RevealExpired", "StakeForfeited"]
     event = tx.events["RevealExpired"]
     assert (event["jobId"], event["unitIndex"], event["resets"]) == (job, 0, 1)
     assert (event["replica0"], event["excluded0"], event["replica1"], event["excluded1"]) == (
@@ -1010,14 +1172,24 @@ def test_expire_reveal_excludes_the_replica_that_kept_its_tag(market, job, worke
         silent,
         True,
     )
-    assert market.totalOwed() == owed and market.totalStaked() == staked
+    # the silent replica forfeits slashAmount to the revealer
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"], forfeited["faults"]) == (
+        silent,
+        SLASH_AMOUNT,
+        revealer,
+        1,
+    )
+    assert market.totalOwed() == owed + SLASH_AMOUNT and market.totalStaked() == staked - SLASH_AMOUNT
     info = unit_info(market, job, 0)
     assert info.status == UnitStatus.Open and info.resets == 1
     assert info.workers == [ZERO_ADDRESS] * 3 and info.deadlines == [0, 0, 0]
     assert info.seals == [ZERO_BYTES32] * 2 and info.revealed == [False, False] and info.reveal_deadline == 0
     for w in (revealer, silent):
-        assert worker_info(market, w)["openClaims"] == 0 and worker_info(market, w)["faults"] == 0
+        assert worker_info(market, w)["openClaims"] == 0
+    assert worker_info(market, revealer)["faults"] == 0 and worker_info(market, silent)["faults"] == 1
     assert market.isExcluded(job, 0, silent) and not market.isExcluded(job, 0, revealer)
+    market.addStake({"from": silent, "value": SLASH_AMOUNT})
     with market_reverts("AlreadyWorkedOn", job, 0, silent.address):
         market.claimUnit(job, 0, {"from": silent})
     # the revealer claims again, with another worker; its old tag does not open its new commitment
@@ -1033,7 +1205,7 @@ def test_expire_reveal_excludes_the_replica_that_kept_its_tag(market, job, worke
     reveal(market, job, 0, revealer, result)
     tx = market.publishResult(job, 0, result, {"from": other})
     assert bytes(tx.events["UnitAccepted"]["resultDigest"]) == result
-    assert market.balanceOf(revealer) == market.balanceOf(other) == PRICE
+    assert market.balanceOf(revealer) == PRICE + SLASH_AMOUNT and market.balanceOf(other) == PRICE
     assert market.balanceOf(silent) == 0
     assert_conserved(market, everyone)
 
@@ -1041,7 +1213,7 @@ def test_expire_reveal_excludes_the_replica_that_kept_its_tag(market, job, worke
 def test_old_tag_is_worthless_in_a_new_attempt(market, job, workers, outsider, chain, everyone):
     """A newcomer that seals the tag revealed in attempt 0 can open it in attempt 1, but it is not the tag of the
     result in attempt 1: it disputes the unit and is slashed."""
-    revealer, silent, lazy, arbiter = workers[0], workers[1], workers[2], workers[3]
+    revealer, silent, lazy = workers[0], workers[1], workers[2]
     result = honest(job, 0)
     reveal_deadline = committed_both(market, job, 0, revealer, silent, result).events["RevealOpened"]["revealDeadline"]
     old = bytes(reveal(market, job, 0, revealer, result).events["ResultRevealed"]["tag"])
@@ -1056,8 +1228,9 @@ def test_old_tag_is_worthless_in_a_new_attempt(market, job, workers, outsider, c
     with market_reverts("WrongReveal", job, 0, lazy.address):
         market.publishResult(job, 0, result, {"from": lazy})
     tx = market.revealResult(job, 0, old, {"from": lazy})
-    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed"]
-    _, tx = arbitrate(market, job, 0, arbiter, result)
+    assert list(tx.events.keys()) == ["ResultRevealed", "UnitDisputed", "ArbiterDrawScheduled"]
+    _, tx, arbiter = arbitrate(market, job, 0, result, outsider)
+    assert arbiter != silent  # excluded
     assert tx.events["WorkerSlashed"]["worker"] == lazy
     assert (tx.events["UnitAccepted"]["paidA"], tx.events["UnitAccepted"]["paidB"]) == (revealer, arbiter)
     assert_conserved(market, everyone)
@@ -1067,9 +1240,17 @@ def test_expire_reveal_without_any_reveal_excludes_both(market, job, workers, ou
     a, b = workers[0], workers[1]
     tx = committed_both(market, job, 0, a, b, honest(job, 0))
     sleep_past(chain, tx.events["RevealOpened"]["revealDeadline"])
-    event = market.expireReveal(job, 0, {"from": outsider}).events["RevealExpired"]
+    escrow = job_info(market, job)["escrowRemaining"]
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    event = tx.events["RevealExpired"]
     assert (event["excluded0"], event["excluded1"]) == (True, True)
     assert market.isExcluded(job, 0, a) and market.isExcluded(job, 0, b)
+    # both forfeit slashAmount, to the job (neither revealed)
+    assert [(e["worker"], e["amount"], e["beneficiary"]) for e in tx.events["StakeForfeited"]] == [
+        (a, SLASH_AMOUNT, ZERO_ADDRESS),
+        (b, SLASH_AMOUNT, ZERO_ADDRESS),
+    ]
+    assert job_info(market, job)["escrowRemaining"] == escrow + 2 * SLASH_AMOUNT
     run_unit(market, job, 0, workers[2], workers[3], honest(job, 0))
 
 
@@ -1090,9 +1271,13 @@ def test_expire_reveal_excludes_both_when_nobody_publishes(market, job, workers,
     for w in (a, b):
         assert market.isExcluded(job, 0, w) and market.balanceOf(w) == 0
         assert worker_info(market, w)["openClaims"] == 0
+        with market_reverts("StakeTooLow", w.address, MIN_STAKE - SLASH_AMOUNT, MIN_STAKE):
+            market.claimUnit(job, 0, {"from": w})
+        market.addStake({"from": w, "value": SLASH_AMOUNT})
         with market_reverts("AlreadyWorkedOn", job, 0, w.address):
             market.claimUnit(job, 0, {"from": w})
-    assert job_info(market, job)["escrowRemaining"] == ESCROW
+    # both knew the digest and kept it back: both forfeit slashAmount to the job
+    assert job_info(market, job)["escrowRemaining"] == ESCROW + 2 * SLASH_AMOUNT
     assert_conserved(market, everyone)
 
 
@@ -1112,7 +1297,7 @@ def test_checkpoint_only_coordinator_and_only_complete_stage(market, job, worker
     run_disputed(market, job, 1, workers[0], workers[1], honest(job, 1), BAD)
     with market_reverts("StageIncomplete", job, 0, 1, UNITS_PER_STAGE):
         market.commitCheckpoint(job, 0, ckpt, {"from": coordinator})
-    arbitrate(market, job, 1, workers[2], honest(job, 1))
+    arbitrate(market, job, 1, honest(job, 1), workers[0])
     with market_reverts("WrongStage", job, 0, 1):
         market.commitCheckpoint(job, 1, ckpt, {"from": coordinator})
     with market_reverts("EmptyDigest"):
@@ -1345,7 +1530,8 @@ def test_cancelled_job_revealing_unit_expires_or_is_released(market, job, reques
     market.expireClaim(job, 1, 0, {"from": outsider})
     for account in w[:4]:
         assert worker_info(market, account)["openClaims"] == 0
-    assert market.refund(job, {"from": requester}).events["Refunded"]["amount"] == ESCROW
+    # the two replicas of unit 0 withheld their reveals: their forfeits went to the job, refunded with it
+    assert market.refund(job, {"from": requester}).events["Refunded"]["amount"] == ESCROW + 2 * SLASH_AMOUNT
 
 
 def test_accepted_claims_are_not_releasable(market, job, requester, workers, outsider, chain):
@@ -1356,3 +1542,137 @@ def test_accepted_claims_are_not_releasable(market, job, requester, workers, out
     for slot in (0, 1):
         with market_reverts("ClaimNotReleasable", job, 0, slot):
             market.expireClaim(job, 0, slot, {"from": outsider})
+
+
+# ---------------------------------------------------------------- issue 13: M1, M2, L2
+
+
+def test_m1_alternating_expired_claims_cost_stake_and_the_honest_worker_gets_out(
+    market, job, workers, outsider, chain, everyone
+):
+    """Issue 13, M1. The attack: two accounts take turns on the free replica slot and let each claim expire, so the
+    unit never resolves and the honest worker that committed cannot withdraw its stake. Now each expired claim
+    costs expiryForfeit (to the committed honest worker) and bars its worker from the unit, and the honest worker's
+    commitment is released one claimDuration after its own deadline whatever the attackers do."""
+    honest_worker, attacker_a, attacker_b = workers[0], workers[1], workers[2]
+    tx = market.claimUnit(job, 0, {"from": honest_worker})
+    own_deadline = tx.timestamp + CLAIM_DURATION
+    commit(market, job, 0, honest_worker, honest(job, 0))
+    tx = market.claimUnit(job, 0, {"from": attacker_a})
+    set_next_block_timestamp(tx.timestamp + CLAIM_DURATION + 1)
+    tx = market.claimUnit(job, 0, {"from": attacker_b})  # takes over the expired slot: attacker_a pays
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"]) == (
+        attacker_a,
+        SLASH_AMOUNT // 4,
+        honest_worker,
+    )
+    # the honest worker's commitment is not releasable yet (its deadline + claimDuration is still ahead)
+    assert tx.timestamp <= own_deadline + CLAIM_DURATION
+    with market_reverts("ClaimNotReleasable", job, 0, 0):
+        market.expireClaim(job, 0, 0, {"from": outsider})
+    set_next_block_timestamp(tx.timestamp + CLAIM_DURATION + 1)
+    # attacker_a cannot take its turn again: it is excluded (and below minStake until it tops up)
+    market.addStake({"from": attacker_a, "value": SLASH_AMOUNT})
+    with market_reverts("AlreadyWorkedOn", job, 0, attacker_a.address):
+        market.claimUnit(job, 0, {"from": attacker_a})
+    tx = market.expireClaim(job, 0, 1, {"from": outsider})
+    assert tx.events["StakeForfeited"]["worker"] == attacker_b
+    assert market.balanceOf(honest_worker) == 2 * (SLASH_AMOUNT // 4)
+    # ... and one claimDuration after its own deadline the honest worker's commitment is released
+    set_next_block_timestamp(max(chain.time(), own_deadline + CLAIM_DURATION) + 1)
+    tx = market.expireClaim(job, 0, 0, {"from": honest_worker})
+    assert [e.name for e in tx.events] == ["ClaimReleased"]
+    assert worker_info(market, honest_worker)["openClaims"] == 0
+    assert not market.isExcluded(job, 0, honest_worker)
+    market.withdrawStake(MIN_STAKE, {"from": honest_worker})
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Open and info.workers == [ZERO_ADDRESS] * 3
+    assert_conserved(market, everyone)
+
+
+def test_m1_lonely_release_needs_an_open_unit(market, job, workers, outsider, chain):
+    """Once both replicas committed the release path is closed: the reveal window settles the unit."""
+    tx = committed_both(market, job, 0, workers[0], workers[1], honest(job, 0))
+    sleep_past(chain, tx.timestamp + 3 * CLAIM_DURATION)
+    for slot in (0, 1):
+        with market_reverts("ClaimNotReleasable", job, 0, slot):
+            market.expireClaim(job, 0, slot, {"from": outsider})
+
+
+def test_m2_withholding_a_reveal_costs_a_full_slash(market, job, workers, outsider, chain, everyone):
+    """Issue 13, M2. The attack: a cheater sees the honest replica's tag differ from its own and never reveals: it
+    was only excluded, kept its stake, and the honest replica got nothing. Now it forfeits slashAmount (as much as
+    revealing and being arbitrated wrong), credited to the honest replica."""
+    honest_worker, cheater = workers[0], workers[1]
+    tx = committed_both(market, job, 0, honest_worker, cheater, honest(job, 0), BAD)
+    reveal(market, job, 0, honest_worker, honest(job, 0))
+    sleep_past(chain, tx.events["RevealOpened"]["revealDeadline"])
+    tx = market.expireReveal(job, 0, {"from": outsider})
+    forfeited = tx.events["StakeForfeited"]
+    assert (forfeited["worker"], forfeited["amount"], forfeited["beneficiary"]) == (
+        cheater,
+        SLASH_AMOUNT,
+        honest_worker,
+    )
+    assert worker_info(market, cheater)["stake"] == MIN_STAKE - SLASH_AMOUNT
+    assert worker_info(market, honest_worker)["stake"] == MIN_STAKE
+    # the honest replica is compensated with what a slash would have given it and the arbiter together
+    assert market.balanceOf(honest_worker) == SLASH_AMOUNT
+    assert not market.isExcluded(job, 0, honest_worker) and market.isExcluded(job, 0, cheater)
+    assert_conserved(market, everyone)
+
+
+def test_l2_dispute_without_a_verdict_times_out(requester, coordinator, accounts, chain, everyone):
+    """Issue 13, L2. The attack: a Disputed unit nobody arbitrates keeps both replicas' stake locked until the
+    requester cancels. Now, after disputeDeadline, anyone closes the dispute: both replicas are released unslashed
+    and excluded, and the unit opens again. Here nobody else is staked, so no arbiter can ever be drawn."""
+    market = deploy_market(requester)
+    a, b, outsider = accounts[2], accounts[3], accounts[9]
+    register_workers(market, [a, b])
+    job, _ = post_job(market, requester, coordinator)
+    txs = run_disputed(market, job, 0, a, b, BAD, honest(job, 0))
+    deadline = txs[-1].events["UnitDisputed"]["disputeDeadline"]
+    chain.mine()
+    assert market.drawArbiter(job, 0, {"from": a}).return_value == ZERO_ADDRESS  # nobody eligible: scheduled again
+    with market_reverts("DisputeNotExpired", job, 0, deadline):
+        market.expireDispute(job, 0, {"from": outsider})
+    set_next_block_timestamp(deadline + 1)
+    with market_reverts("DisputeWindowClosed", job, 0, deadline):
+        market.drawArbiter(job, 0, {"from": a})
+    staked = market.totalStaked()
+    tx = market.expireDispute(job, 0, {"from": outsider})
+    event = tx.events["DisputeExpired"]
+    assert (event["resets"], event["replica0"], event["replica1"]) == (1, a, b)
+    assert market.totalStaked() == staked
+    for w in (a, b):
+        assert worker_info(market, w)["openClaims"] == 0 and worker_info(market, w)["faults"] == 0
+        assert market.isExcluded(job, 0, w)
+        market.withdrawStake(MIN_STAKE, {"from": w})
+    info = unit_info(market, job, 0)
+    assert info.status == UnitStatus.Open and info.resets == 1 and info.workers == [ZERO_ADDRESS] * 3
+    assert (info.draw_block, info.dispute_deadline) == (0, 0)
+    with market_reverts("UnitNotDisputed", job, 0, UnitStatus.Open):
+        market.expireDispute(job, 0, {"from": outsider})
+    assert_conserved(market, everyone)
+
+
+def test_l2_dispute_timeout_waits_for_a_live_arbiter_and_closes_an_expired_one(
+    market, disputed, workers, outsider, chain, everyone
+):
+    job = disputed
+    deadline = unit_info(market, job, 0).dispute_deadline
+    set_next_block_timestamp(deadline - CLAIM_DURATION // 2)
+    drawn, arbiter = draw(market, job, 0, workers[0])
+    arbiter_deadline = drawn.events["ArbiterDrawn"]["deadline"]
+    assert arbiter_deadline > deadline
+    set_next_block_timestamp(deadline + 1)
+    with market_reverts("ArbiterPending", job, 0, arbiter.address, arbiter_deadline):
+        market.expireDispute(job, 0, {"from": outsider})
+    set_next_block_timestamp(arbiter_deadline + 1)
+    tx = market.expireDispute(job, 0, {"from": outsider})
+    assert [e.name for e in tx.events] == ["ClaimExpired", "StakeForfeited", "DisputeExpired"]
+    assert tx.events["StakeForfeited"]["worker"] == arbiter
+    for w in (workers[0], workers[1], arbiter):
+        assert worker_info(market, w)["openClaims"] == 0 and market.isExcluded(job, 0, w)
+    assert_conserved(market, everyone)

@@ -1,5 +1,6 @@
 """ComputeMarket conservation of value: a seeded random scenario of many actions (stakes, jobs, claims, honest and
-wrong commitments, reveals, publications, arbitration right and wrong, resets, claim and reveal expiries,
+wrong commitments, reveals, publications, arbiter draws, arbitration right and wrong, resets, claim and reveal
+expiries with their forfeits, arbiters that never answer, dispute timeouts, lonely-commitment releases,
 checkpoints, cancellations, releases, refunds, withdrawals), with the money invariant and the ledger identity
 asserted after every step, then everything drained back out of the contract."""
 
@@ -21,6 +22,7 @@ from market_helpers import (
     deploy_market,
     digest,
     escrow_for,
+    expected_draw,
     gas_cost,
     job_info,
     job_params,
@@ -50,15 +52,17 @@ class Scenario:
         "commit_wrong": 15,
         "reveal": 50,
         "publish": 70,
+        "draw": 12,
         "arbitrate_honest": 30,
         "arbitrate_wrong": 30,
+        "expire_dispute": 6,
         "checkpoint": 10,
         "withdraw": 5,
         "post": 3,
         "sleep": 4,
         "expire": 8,
         "expire_reveal": 8,
-        "release": 3,
+        "release": 5,
         "refund": 3,
         "withdraw_stake": 3,
         "register": 2,
@@ -74,7 +78,7 @@ class Scenario:
         self.requesters = [accounts[0], accounts[8]]
         self.coordinator = accounts[1]
         self.workers = [*accounts[2:8], accounts[9]]
-        self.flaky = str(accounts[9])  # claims but never commits: its claims expire
+        self.flaky = str(accounts[9])  # claims but never commits (nor arbitrates when drawn): its claims expire
         self.silent = str(accounts[7])  # commits but never reveals nor publishes: its reveal windows expire
         self.by_address = {str(a): a for a in accounts}
         self.ledger = Ledger()
@@ -217,7 +221,7 @@ class Scenario:
         candidates = [w for w in self.workers if not self.winfo[str(w)]["registered"]]
         if not candidates:
             return None
-        stake = self.rng.randint(MIN_STAKE, 2 * MIN_STAKE)
+        stake = self.rng.randint(MIN_STAKE, 4 * MIN_STAKE)  # several open claims need minStake each
         return self.market.registerWorker({"from": self.rng.choice(candidates), "value": stake})
 
     def add_stake(self):
@@ -227,7 +231,7 @@ class Scenario:
         # mostly the workers that cannot claim (slashed or exited), so that enough of them keep working
         low = [w for w in candidates if self.winfo[str(w)]["stake"] < MIN_STAKE]
         w = self.rng.choice(low if low and self.rng.random() < 0.8 else candidates)
-        amount = self.rng.randint(1, MIN_STAKE)
+        amount = self.rng.randint(1, 2 * MIN_STAKE)
         return self.market.addStake({"from": w, "value": amount})
 
     def withdraw_stake(self):
@@ -249,8 +253,12 @@ class Scenario:
 
     def claim(self):
         options = []
+        # stake for one more open claim (issue 13, M3)
         eligible = [
-            w for w in self.workers if self.winfo[str(w)]["registered"] and self.winfo[str(w)]["stake"] >= MIN_STAKE
+            w
+            for w in self.workers
+            if self.winfo[str(w)]["registered"]
+            and self.winfo[str(w)]["stake"] >= MIN_STAKE * (self.winfo[str(w)]["openClaims"] + 1)
         ]
         for job_id in self.open_jobs():
             info = self.jobs[job_id]
@@ -260,9 +268,9 @@ class Scenario:
                     continue
                 unit = self.unit(job_id, u)
                 assert unit.status != UnitStatus.Accepted
-                if unit.status == UnitStatus.Revealing:
-                    continue  # UnitNotClaimable
-                slots = [0, 1] if unit.status == UnitStatus.Open else [ARBITER_SLOT]
+                if unit.status != UnitStatus.Open:
+                    continue  # UnitNotClaimable: Revealing, or Disputed (its arbiter is drawn)
+                slots = [0, 1]
                 states = [self._slot_state(unit, s) for s in slots]
                 if "ambiguous" in states or "free" not in states:
                     continue
@@ -270,14 +278,23 @@ class Scenario:
                 for w in eligible:
                     if str(w) in unit.workers:
                         continue
-                    if unit.resets and self.market.isExcluded(job_id, u, w):
+                    if self.market.isExcluded(job_id, u, w):
                         continue
                     options.append((job_id, u, w, expected))
         if not options:
             return None
         job_id, u, w, expected = self.rng.choice(options)
+        unit = self.unit(job_id, u)
         tx = self.market.claimUnit(job_id, u, {"from": w})
         assert tx.events["UnitClaimed"]["slot"] == expected
+        events = [e.name for e in tx.events]
+        if unit.workers[expected] != ZERO_ADDRESS:  # an expired claim taken over: it forfeits
+            assert events == ["ClaimExpired", "StakeForfeited", "UnitClaimed"]
+            other = 1 - expected
+            beneficiary = unit.workers[other] if unit.committed(other) else ZERO_ADDRESS
+            assert str(tx.events["StakeForfeited"]["beneficiary"]) == beneficiary
+        else:
+            assert events == ["UnitClaimed"]
         return tx
 
     def _slot_state(self, unit, slot):
@@ -341,7 +358,7 @@ class Scenario:
         tx = self.market.revealResult(job_id, u, tag(job_id, u, unit.resets, result), {"from": worker})
         events = [e.name for e in tx.events]
         if unit.revealed[1 - slot] and self.digest_of(job_id, u, unit, 1 - slot) != result:
-            assert events == ["ResultRevealed", "UnitDisputed"]
+            assert events == ["ResultRevealed", "UnitDisputed", "ArbiterDrawScheduled"]
         else:
             assert events == ["ResultRevealed"]
         return tx
@@ -373,7 +390,7 @@ class Scenario:
             if unit.status == UnitStatus.Disputed
             and unit.workers[ARBITER_SLOT] not in (ZERO_ADDRESS, self.flaky)
             and unit.deadlines[ARBITER_SLOT] > self.now + MARGIN
-        ]
+        ]  # only the drawn arbiter submits
         if not options:
             return None
         job_id, u, unit = self.rng.choice(options)
@@ -402,9 +419,57 @@ class Scenario:
     def arbitrate_wrong(self):
         return self._arbitrate(honest=False)
 
+    def draw(self):
+        """Draw the arbiter of a Disputed unit of an Open job (anyone may); the outcome is predicted by the mirror
+        of the contract's rule (expected_draw): a drawn worker, or the draw scheduled again."""
+        options = [
+            (job_id, u, unit)
+            for job_id, u, unit in self.claimed_units()
+            if unit.status == UnitStatus.Disputed
+            and unit.workers[ARBITER_SLOT] == ZERO_ADDRESS
+            and self.jobs[job_id]["status"] == JobStatus.Open
+            and unit.dispute_deadline > self.now + MARGIN
+        ]
+        if not options:
+            return None
+        job_id, u, unit = self.rng.choice(options)
+        expected = expected_draw(self.market, job_id, u)
+        tx = self.market.drawArbiter(job_id, u, {"from": self.rng.choice(self.accounts)})
+        events = [e.name for e in tx.events]
+        if expected is None:
+            assert events == ["ArbiterDrawScheduled"]
+        else:
+            assert events == ["ArbiterDrawn"] and str(tx.events["ArbiterDrawn"]["arbiter"]) == expected
+            assert expected not in unit.workers[:2]
+        return tx
+
+    def expire_dispute(self):
+        """Close a dispute past its deadline (with no arbiter, or one whose deadline passed): both replicas are
+        released and excluded, an expired arbiter forfeits."""
+        options = [
+            (job_id, u, unit)
+            for job_id, u, unit in self.claimed_units()
+            if unit.status == UnitStatus.Disputed
+            and unit.dispute_deadline < self.now - MARGIN
+            and (unit.workers[ARBITER_SLOT] == ZERO_ADDRESS or unit.deadlines[ARBITER_SLOT] < self.now - MARGIN)
+        ]
+        if not options:
+            return None
+        job_id, u, unit = self.rng.choice(options)
+        tx = self.market.expireDispute(job_id, u, {"from": self.rng.choice(self.accounts)})
+        events = [e.name for e in tx.events]
+        if unit.workers[ARBITER_SLOT] == ZERO_ADDRESS:
+            assert events == ["DisputeExpired"]
+        elif self.jobs[job_id]["status"] == JobStatus.Open:
+            assert events == ["ClaimExpired", "StakeForfeited", "DisputeExpired"]
+        else:
+            assert events == ["ClaimExpired", "DisputeExpired"]
+        return tx
+
     def expire(self):
-        """Close a claim that expired without a commitment (replica) or result (arbiter). Not on an Accepted unit:
-        its arbiter's claim is closed already (see test_arbiter_claim_of_accepted_unit_stays_closed)."""
+        """Close a claim that expired without a commitment (replica) or result (arbiter): it forfeits in an Open
+        job, and an arbiter's expiry schedules a new draw. Not on an Accepted unit: its arbiter's claim is closed
+        already (see test_arbiter_claim_of_accepted_unit_stays_closed)."""
         options = [
             (job_id, u, slot)
             for job_id, u, unit in self.claimed_units()
@@ -417,8 +482,14 @@ class Scenario:
         if not options:
             return None
         job_id, u, slot = self.rng.choice(options)
+        unit = self.unit(job_id, u)
         tx = self.market.expireClaim(job_id, u, slot, {"from": self.rng.choice(self.accounts)})
-        assert [e.name for e in tx.events] == ["ClaimExpired"]
+        expected = ["ClaimExpired"]
+        if self.jobs[job_id]["status"] == JobStatus.Open:
+            expected.append("StakeForfeited")
+        if slot == ARBITER_SLOT and unit.status == UnitStatus.Disputed:
+            expected.append("ArbiterDrawScheduled")
+        assert [e.name for e in tx.events] == expected
         return tx
 
     def expire_reveal(self):
@@ -433,11 +504,21 @@ class Scenario:
         tx = self.market.expireReveal(job_id, u, {"from": self.rng.choice(self.accounts)})
         event = tx.events["RevealExpired"]
         both = all(unit.revealed)  # revealed and equal (Revealing), yet nobody published
-        assert (event["excluded0"], event["excluded1"]) == tuple(both or not r for r in unit.revealed)
+        excluded = tuple(both or not r for r in unit.revealed)
+        assert (event["excluded0"], event["excluded1"]) == excluded
         assert int(event["resets"]) == unit.resets + 1
+        # each excluded replica forfeits, to the other if that one is not excluded, else to the job
+        forfeits = (
+            [(str(e["worker"]), str(e["beneficiary"])) for e in tx.events["StakeForfeited"]] if any(excluded) else []
+        )
+        assert forfeits == [
+            (unit.workers[i], ZERO_ADDRESS if excluded[1 - i] else unit.workers[1 - i]) for i in (0, 1) if excluded[i]
+        ]
         return tx
 
     def release(self):
+        """A committed replica's claim released: in a cancelled job past its last deadline, or (any job) on a unit
+        still Open one claimDuration after the claim's deadline (the lonely commitment of issue 13, M1)."""
         options = []
         for job_id, u, unit in self.claimed_units():
             info = self.jobs[job_id]
@@ -447,6 +528,12 @@ class Scenario:
                 and unit.status != UnitStatus.Accepted
             ):
                 options += [(job_id, u, s) for s in (0, 1) if unit.committed(s)]
+            elif unit.status == UnitStatus.Open:
+                options += [
+                    (job_id, u, s)
+                    for s in (0, 1)
+                    if unit.committed(s) and unit.deadlines[s] + info["claimDuration"] < self.now - MARGIN
+                ]
         if not options:
             return None
         job_id, u, slot = self.rng.choice(options)
@@ -538,6 +625,9 @@ class Scenario:
             if unit.status == UnitStatus.Revealing:
                 self.done("expire_reveal", self.market.expireReveal(job_id, u, {"from": self.coordinator}))
                 unit = self.unit(job_id, u)
+            if unit.status == UnitStatus.Disputed and unit.dispute_deadline < self.chain.time() - MARGIN:
+                self.done("expire_dispute", self.market.expireDispute(job_id, u, {"from": self.coordinator}))
+                unit = self.unit(job_id, u)
             for slot in range(3):
                 if unit.workers[slot] != ZERO_ADDRESS:
                     name = "release" if unit.committed(slot) else "expire"
@@ -562,11 +652,14 @@ def test_random_scenario_conserves_value(accounts, chain, seed):
     scenario = Scenario(market, accounts, chain, seed)
     initial = {str(a): a.balance() for a in accounts}
     for step in range(STEPS):
-        scenario.step()
+        name = scenario.step()
         # the totals and the ledger after every step; the per-account and per-job sums, and the open claims, every
         # few steps (one call each)
         parts = step % PARTS_EVERY == 0
-        assert_conserved(market, accounts, scenario.ledger, parts=parts)
+        try:
+            assert_conserved(market, accounts, scenario.ledger, parts=parts)
+        except AssertionError as exc:
+            raise AssertionError(f"after step {step} ({name}): {exc}") from exc
         if parts:
             scenario.check_claims()
 
@@ -586,6 +679,8 @@ def test_random_scenario_conserves_value(accounts, chain, seed):
         "expire",
         "expire_reveal",
         "withdraw_stake",
+        "draw",
+        "release",
     ):
         assert scenario.counts.get(name, 0) > 0, (name, sorted(scenario.counts.items()))
     for event in (
@@ -598,6 +693,9 @@ def test_random_scenario_conserves_value(accounts, chain, seed):
         "ClaimExpired",
         "JobFinished",
         "Refunded",
+        "ArbiterDrawScheduled",
+        "ArbiterDrawn",
+        "StakeForfeited",
     ):
         assert scenario.ledger.events.get(event, 0) > 0, (event, sorted(scenario.ledger.events.items()))
     assert scenario.ledger.paid > 0 and scenario.ledger.slashed > 0

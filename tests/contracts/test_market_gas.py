@@ -9,9 +9,11 @@ import pytest
 from market_helpers import (
     CLAIM_DURATION,
     MIN_STAKE,
+    SLASH_AMOUNT,
     commit,
     deploy_market,
     digest,
+    draw,
     honest,
     post_job,
     register_workers,
@@ -37,33 +39,42 @@ UNIT_STEPS = (
 )
 # Ceilings about 15% above the gas measured here (brownie 1.22, Anvil, solc 0.8.37, optimizer 200 runs, shanghai);
 # the measured maximum of each is in the comment, and printed by `pytest -s` (the table at the end of the module).
-UNIT_GAS_LIMIT = 515_000  # 448_250: 2 claims + 2 commitments + reveal + publish, warm job and balances
+UNIT_GAS_LIMIT = 515_000  # 444_470: 2 claims + 2 commitments + reveal + publish, warm job and balances
+# Issue 13 changed: claimUnit (stake per open claim; taking an expired slot now forfeits and excludes: 67_039 ->
+# 125_004), the arbiter is drawn (claimUnit (arbiter) 75_956 -> drawArbiter 83_310), revealResult (disputing)
+# schedules the draw (46_920 -> 54_382), expireReveal forfeits (73_788 -> 93_423), expireClaim forfeits
+# (34_833 -> 83_707), registerWorker takes a pool place (50_540 -> 78_029); new: expireDispute, the arbiter's
+# no-show, the lonely-commitment release, a re-draw.
 GAS_LIMITS = {
-    "claimUnit": 105_000,  # 91_700 (the first claim of a job)
-    "claimUnit (arbiter)": 87_000,  # 75_956
-    "claimUnit (taking an expired slot)": 77_000,  # 67_039
+    "claimUnit": 104_000,  # 89_834 (the first claim of a job)
+    "claimUnit (taking an expired slot)": 144_000,  # 125_004 (forfeit to the committed replica, exclusion)
+    "drawArbiter": 96_000,  # 83_310 (first try eligible; each further try adds a few thousand, 16 at most)
+    "drawArbiter (stale beacon, re-draw)": 50_000,  # 43_223
     "commitResult (first)": 62_000,  # 54_120
     "commitResult (second)": 101_000,  # 87_697 (opens the reveal window)
-    "revealResult": 51_500,  # 44_828
-    "revealResult (disputing)": 54_000,  # 46_920
-    "publishResult": 190_000,  # 165_419 (reveal, accept, pay both; the workers' first payments)
-    "publishResult (both revealed)": 120_500,  # 104_777
-    "submitArbitration (accept+slash)": 163_000,  # 141_755
+    "revealResult": 51_500,  # 44_821
+    "revealResult (disputing)": 62_500,  # 54_382 (dispute deadline, draw scheduled)
+    "publishResult": 190_000,  # 165_495 (reveal, accept, pay both; the workers' first payments)
+    "publishResult (both revealed)": 120_500,  # 104_866
+    "submitArbitration (accept+slash)": 163_500,  # 142_099
     "submitArbitration (reset)": 141_500,  # 123_094
-    "expireReveal": 85_000,  # 73_788
-    "expireClaim": 40_000,  # 34_833
-    "expireClaim (release, cancelled job)": 46_000,  # 39_811
-    "one unit, first of its job, first payments": 587_000,  # 510_410
-    "postJob": 318_000,  # 276_888
-    "cancelJob": 36_000,  # 31_017
-    "commitCheckpoint (next stage)": 69_000,  # 59_795
-    "commitCheckpoint (final)": 96_000,  # 83_224
-    "refund": 62_000,  # 53_941
-    "withdraw": 43_500,  # 37_659
-    "registerWorker": 58_000,  # 50_540
-    "addStake": 39_000,  # 33_662
-    "withdrawStake (partial)": 50_000,  # 43_541
-    "withdrawStake (exit)": 50_000,  # 43_554
+    "expireReveal (one forfeit)": 107_500,  # 93_423
+    "expireClaim (forfeit)": 96_500,  # 83_707
+    "expireClaim (arbiter no-show)": 104_500,  # 90_885 (forfeit, exclusion, re-draw scheduled)
+    "expireClaim (lonely release)": 48_000,  # 41_728
+    "expireClaim (release, cancelled job)": 50_500,  # 43_898
+    "expireDispute": 108_000,  # 93_689 (with an expired arbiter: its forfeit, then both replicas released)
+    "one unit, first of its job, first payments": 583_000,  # 506_702
+    "postJob": 318_000,  # 276_866
+    "cancelJob": 36_000,  # 31_019
+    "commitCheckpoint (next stage)": 69_000,  # 59_817
+    "commitCheckpoint (final)": 96_000,  # 83_246
+    "refund": 67_500,  # 58_719
+    "withdraw": 43_500,  # 37_615
+    "registerWorker": 90_000,  # 78_029 (a new pool place)
+    "addStake": 39_000,  # 33_932
+    "withdrawStake (partial)": 50_500,  # 43_667
+    "withdrawStake (exit)": 50_500,  # 43_872
 }
 
 
@@ -179,44 +190,74 @@ def test_gas_every_function(setup, gas_log, accounts, chain):
     record(gas_log, "revealResult", reveal(market, job, 1, w[1], honest(job, 1)))
     tx = record(gas_log, "publishResult (both revealed)", market.publishResult(job, 1, honest(job, 1), {"from": w[0]}))
     assert list(tx.events.keys()) == ["UnitAccepted"]
-    # unit 2: dispute, arbitration agrees with the second replica, the first is slashed
+    # unit 2: dispute, a drawn arbiter agrees with the second replica, the first is slashed
     txs = run_disputed(market, job, 2, w[0], w[1], digest("wrong"), honest(job, 2))
     record(gas_log, "revealResult (disputing)", txs[-1])
-    record(gas_log, "claimUnit (arbiter)", market.claimUnit(job, 2, {"from": w[2]}))
+    tx, arbiter = draw(market, job, 2, w[1])
+    record(gas_log, "drawArbiter", tx)
     tx = record(
         gas_log,
         "submitArbitration (accept+slash)",
-        market.submitArbitration(job, 2, honest(job, 2), {"from": w[2]}),
+        market.submitArbitration(job, 2, honest(job, 2), {"from": arbiter}),
     )
     assert "WorkerSlashed" in tx.events
     record(gas_log, "addStake", market.addStake({"from": w[0], "value": MIN_STAKE}))  # back above minStake
-    # unit 3: three different results reset the unit; a reveal window passes (reset again); then a claim expires,
-    # is taken over, and the unit is accepted
+    # unit 3: three different results reset the unit; then two fresh workers get it accepted
     run_disputed(market, job, 3, w[0], w[1], digest("one"), digest("two"))
-    market.claimUnit(job, 3, {"from": w[2]})
-    tx = record(gas_log, "submitArbitration (reset)", market.submitArbitration(job, 3, digest("three"), {"from": w[2]}))
+    _, arbiter = draw(market, job, 3, w[1])
+    tx = record(
+        gas_log, "submitArbitration (reset)", market.submitArbitration(job, 3, digest("three"), {"from": arbiter})
+    )
     assert "UnitReset" in tx.events
-    market.claimUnit(job, 3, {"from": w[3]})
-    market.claimUnit(job, 3, {"from": w[4]})
-    commit(market, job, 3, w[3], honest(job, 3))
-    commit(market, job, 3, w[4], honest(job, 3))
-    reveal(market, job, 3, w[3], honest(job, 3))
-    chain.sleep(CLAIM_DURATION + 1)
-    tx = record(gas_log, "expireReveal", market.expireReveal(job, 3, {"from": requester}))
-    assert (tx.events["RevealExpired"]["excluded0"], tx.events["RevealExpired"]["excluded1"]) == (False, True)
-    market.claimUnit(job, 3, {"from": w[3]})
-    market.claimUnit(job, 3, {"from": newcomer})
-    chain.sleep(CLAIM_DURATION + 1)
-    record(gas_log, "expireClaim", market.expireClaim(job, 3, 0, {"from": requester}))  # clears w[3]'s slot 0
+    fresh = [x for x in (w[2], w[3], w[4]) if x != arbiter]
+    run_unit(market, job, 3, fresh[0], fresh[1], honest(job, 3))
+
+    # expiries, forfeits and timeouts, on a job of their own (exclusions are per unit)
+    side, _ = post_job(market, requester, coordinator, numStages=1, unitsPerStage=4, pricePerUnit=PRICE)
     w5 = accounts[9]
     register_workers(market, [w5])
-    record(gas_log, "claimUnit", market.claimUnit(job, 3, {"from": w5}))
-    tx = record(gas_log, "claimUnit (taking an expired slot)", market.claimUnit(job, 3, {"from": w[3]}))
-    assert tx.events["ClaimExpired"]["worker"] == newcomer
-    commit(market, job, 3, w5, honest(job, 3))
-    commit(market, job, 3, w[3], honest(job, 3))
-    reveal(market, job, 3, w5, honest(job, 3))
-    market.publishResult(job, 3, honest(job, 3), {"from": w[3]})
+    # unit 0: a reveal window passes, the replica that kept its tag back forfeits to the one that revealed
+    market.claimUnit(side, 0, {"from": w[3]})
+    market.claimUnit(side, 0, {"from": w[4]})
+    commit(market, side, 0, w[3], honest(side, 0))
+    commit(market, side, 0, w[4], honest(side, 0))
+    reveal(market, side, 0, w[3], honest(side, 0))
+    chain.sleep(CLAIM_DURATION + 1)
+    tx = record(gas_log, "expireReveal (one forfeit)", market.expireReveal(side, 0, {"from": requester}))
+    assert (tx.events["RevealExpired"]["excluded0"], tx.events["RevealExpired"]["excluded1"]) == (False, True)
+    market.addStake({"from": w[4], "value": SLASH_AMOUNT})
+    # unit 1: a claim expires (forfeit to the job), another is taken over (forfeit to the committed replica), and a
+    # lonely commitment is released
+    market.claimUnit(side, 1, {"from": w[3]})
+    market.claimUnit(side, 1, {"from": newcomer})
+    chain.sleep(CLAIM_DURATION + 1)
+    record(gas_log, "expireClaim (forfeit)", market.expireClaim(side, 1, 0, {"from": requester}))
+    record(gas_log, "claimUnit", market.claimUnit(side, 1, {"from": w5}))
+    commit(market, side, 1, w5, honest(side, 1))
+    tx = record(gas_log, "claimUnit (taking an expired slot)", market.claimUnit(side, 1, {"from": w[2]}))
+    assert tx.events["ClaimExpired"]["worker"] == newcomer and "StakeForfeited" in tx.events
+    market.addStake({"from": w[3], "value": SLASH_AMOUNT})
+    market.addStake({"from": newcomer, "value": SLASH_AMOUNT})
+    chain.sleep(2 * CLAIM_DURATION + 1)
+    tx = record(gas_log, "expireClaim (lonely release)", market.expireClaim(side, 1, 0, {"from": w5}))
+    assert "ClaimReleased" in tx.events
+    market.expireClaim(side, 1, 1, {"from": requester})
+    market.addStake({"from": w[2], "value": SLASH_AMOUNT})
+    # unit 2: a drawn arbiter does not answer (forfeit, re-draw); the dispute times out
+    run_disputed(market, side, 2, w[0], w[1], digest("wrong"), honest(side, 2))
+    tx, arbiter = draw(market, side, 2, w[1])
+    chain.sleep(CLAIM_DURATION + 1)
+    tx = record(gas_log, "expireClaim (arbiter no-show)", market.expireClaim(side, 2, 2, {"from": requester}))
+    assert "ArbiterDrawScheduled" in tx.events
+    market.addStake({"from": arbiter, "value": SLASH_AMOUNT})
+    chain.mine(257)
+    tx = record(gas_log, "drawArbiter (stale beacon, re-draw)", market.drawArbiter(side, 2, {"from": w[1]}))
+    assert "ArbiterDrawScheduled" in tx.events
+    chain.sleep(3 * CLAIM_DURATION)
+    chain.mine()
+    tx = record(gas_log, "expireDispute", market.expireDispute(side, 2, {"from": requester}))
+    assert "DisputeExpired" in tx.events
+
     record(
         gas_log, "commitCheckpoint (next stage)", market.commitCheckpoint(job, 0, digest("c0"), {"from": coordinator})
     )
@@ -226,6 +267,7 @@ def test_gas_every_function(setup, gas_log, accounts, chain):
     )
     assert "JobFinished" in tx.events
     record(gas_log, "refund", market.refund(job, {"from": requester}))
+    market.cancelJob(side, {"from": requester})
     record(gas_log, "withdraw", market.withdraw({"from": requester}))
     record(gas_log, "withdraw", market.withdraw({"from": w[1]}))
 
@@ -245,3 +287,20 @@ def test_gas_every_function(setup, gas_log, accounts, chain):
         print(f"{name:<44} max {max(gas_log[name]):>7}  limit {GAS_LIMITS[name]:>7}")
     for name, limit in GAS_LIMITS.items():
         assert max(gas_log[name]) < limit, (name, gas_log[name])
+
+
+def test_gas_draw_worst_case(gas_log, accounts, chain):
+    """The most a draw costs: all ARBITER_DRAW_TRIES tries read a cold pool place, exclusion and worker, and none is
+    eligible (every other worker exited), so the draw is scheduled again."""
+    requester, coordinator = accounts[0], accounts[1]
+    market = deploy_market(requester)
+    workers = list(accounts[2:10])
+    register_workers(market, workers)
+    for w in workers[2:]:
+        market.withdrawStake(MIN_STAKE, {"from": w})  # exit: not eligible, still in the pool
+    job, _ = post_job(market, requester, coordinator, pricePerUnit=PRICE)
+    run_disputed(market, job, 0, workers[0], workers[1], digest("wrong"), honest(job, 0))
+    chain.mine()
+    tx = record(gas_log, "drawArbiter (16 tries, none eligible)", market.drawArbiter(job, 0, {"from": workers[0]}))
+    assert [e.name for e in tx.events] == ["ArbiterDrawScheduled"]
+    assert tx.gas_used < 200_000

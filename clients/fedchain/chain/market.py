@@ -3,9 +3,13 @@
 The market: requesters post jobs (stages of units) with their payment in escrow; staked workers claim units, two
 replicas per unit, and are paid when their results agree. Results are sealed: each replica commits to
 `result_commitment(worker, result_tag(job, unit, resets, digest))`, then reveals the tag, and one replica publishes
-the digest once the tags match, so neither a lazy replica nor an arbiter can copy a result. Different tags open an
-arbitration slot; the replica the arbiter's digest disagrees with is slashed. The job's coordinator commits one
-checkpoint per stage. Payments are pull payments (`withdraw`). See contracts/ComputeMarket.sol.
+the digest once the tags match, so neither a lazy replica nor an arbiter can copy a result. Different tags dispute
+the unit; its arbiter is drawn (`draw_arbiter`, from the next block, with the dispute block's hash as the beacon)
+among the registered workers, never claimed, and only the drawn worker may arbitrate; the replica the arbiter's
+digest disagrees with is slashed. Expired claims, withheld reveals and arbiters that do not answer forfeit stake;
+a new claim needs minStake per open claim; a dispute without a verdict times out (`expire_dispute`). The job's
+coordinator commits one checkpoint per stage. Payments are pull payments (`withdraw`). See
+contracts/ComputeMarket.sol.
 """
 
 from __future__ import annotations
@@ -31,25 +35,29 @@ NUM_SLOTS = 3
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_DIGEST = b"\x00" * 32
 # Gas limits of the per-unit calls, so no estimate is needed on the hot path: about twice the measured maximum
-# (tests/contracts/test_market_gas.py): claimUnit ~90k (a claim that closes an expired one), commitResult ~70k (the
-# second, which opens the reveal window), revealResult ~40k, publishResult ~150k (reveal, accept, pay both),
-# submitArbitration ~170k (accept, pay, slash), commitCheckpoint ~84k, postJob ~277k. expireClaim, expireReveal
-# and refund touch a handful of slots; their limits are generous.
+# (tests/contracts/test_market_gas.py): claimUnit ~125k (a claim that closes an expired one and takes its forfeit),
+# commitResult ~88k (the second, which opens the reveal window), revealResult ~54k (disputing), publishResult ~165k
+# (reveal, accept, pay both), submitArbitration ~142k (accept, pay, slash), drawArbiter ~83k (at most ~150k: 16
+# tries over cold pool places), commitCheckpoint ~84k, postJob ~277k. expireClaim, expireReveal, expireDispute
+# and refund touch a handful of slots (a forfeit or two); their limits are generous.
 MARKET_GAS_LIMITS = {
-    "claimUnit": 180_000,
+    "claimUnit": 250_000,
     "commitResult": 150_000,
     "revealResult": 100_000,
     "publishResult": 300_000,
     "submitArbitration": 340_000,
     "commitCheckpoint": 170_000,
     "postJob": 560_000,
-    "expireClaim": 150_000,
-    "expireReveal": 200_000,
+    "expireClaim": 200_000,
+    "expireReveal": 250_000,
+    "expireDispute": 250_000,
+    "drawArbiter": 300_000,
     "refund": 150_000,
 }
 # Calls whose outcome depends on block.timestamp: sent without a preflight eth_call (which would see the latest,
 # possibly older, block's time; see TransactionSender.transact).
-TIME_DEPENDENT = {"expireClaim", "expireReveal", "refund"}
+# drawArbiter also depends on block.number (the beacon block must be mined before it).
+TIME_DEPENDENT = {"expireClaim", "expireReveal", "expireDispute", "drawArbiter", "refund"}
 
 
 class JobStatus(IntEnum):
@@ -62,7 +70,8 @@ class JobStatus(IntEnum):
 
 
 class UnitStatus(IntEnum):
-    """ComputeMarket.UnitStatus: a Reset unit is Open again. REVEALING: both replicas committed."""
+    """ComputeMarket.UnitStatus: a Reset unit is Open again. REVEALING: both replicas committed. DISPUTED: the
+    revealed tags differ; the arbiter is drawn."""
 
     OPEN = 0
     REVEALING = 1
@@ -219,8 +228,10 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class UnitInfo:
-    """A unit as `unit(jobId, unitIndex)` returns it: slots 0 and 1 are the replicas, 2 the arbiter. `seals[i]` is
-    replica i's commitment (zero: none yet), or its revealed tag once `revealed[i]`."""
+    """A unit as `unit(jobId, unitIndex)` returns it: slots 0 and 1 are the replicas, 2 the drawn arbiter.
+    `seals[i]` is replica i's commitment (zero: none yet), or its revealed tag once `revealed[i]`. A Disputed unit
+    has `draw_block` (its arbiter is drawn with that block's hash, from the next block on) and `dispute_deadline`
+    (after it, `expireDispute` closes the dispute)."""
 
     status: UnitStatus
     resets: int
@@ -230,10 +241,17 @@ class UnitInfo:
     revealed: tuple[bool, bool]
     reveal_deadline: int
     accepted_digest: bytes
+    draw_block: int = 0
+    draw_pool_size: int = 0
+    dispute_deadline: int = 0
 
     @classmethod
     def from_tuple(cls, values: Any) -> UnitInfo:
-        status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = values
+        values = list(values)
+        if len(values) not in (8, 11):
+            raise ValueError(f"unit(): expected 11 fields, got {len(values)}")
+        status, resets, workers, deadlines, seals, revealed, reveal_deadline, accepted = values[:8]
+        draw_block, draw_pool_size, dispute_deadline = values[8:] or (0, 0, 0)
         return cls(
             status=UnitStatus(int(status)),
             resets=int(resets),
@@ -243,6 +261,9 @@ class UnitInfo:
             revealed=tuple(bool(r) for r in revealed),  # type: ignore[arg-type]
             reveal_deadline=int(reveal_deadline),
             accepted_digest=bytes(accepted),
+            draw_block=int(draw_block),
+            draw_pool_size=int(draw_pool_size),
+            dispute_deadline=int(dispute_deadline),
         )
 
     def committed(self, slot: int) -> bool:
@@ -258,22 +279,39 @@ class UnitInfo:
         return None
 
     def slot_free(self, slot: int, now: int) -> bool:
-        """Mirrors the contract's _isFree: never taken (or cleared), or expired without a commitment at `now`."""
+        """Mirrors the contract's _isFree (replica slots): never taken (or cleared), or expired without a commitment
+        at `now`."""
         if int(self.workers[slot], 16) == 0:
             return True
         return not self.committed(slot) and now > self.deadlines[slot]
 
     def claimable_slot(self, account: str, now: int) -> int | None:
-        """The slot claimUnit would give `account` at time `now`, or None (Accepted, worked on already, no free
-        slot). Exclusion after a reset is not visible here: the contract's AlreadyWorkedOn says so."""
-        if self.status in (UnitStatus.ACCEPTED, UnitStatus.REVEALING) or self.slot_of(account) is not None:
+        """The replica slot claimUnit would give `account` at time `now`, or None (not Open, worked on already, no
+        free slot). Only Open units are claimable: a Disputed unit's arbiter is drawn. Exclusion is not visible
+        here: the contract's AlreadyWorkedOn says so."""
+        if self.status != UnitStatus.OPEN or self.slot_of(account) is not None:
             return None
-        if self.status == UnitStatus.OPEN:
-            for slot in (0, 1):
-                if self.slot_free(slot, now):
-                    return slot
+        for slot in (0, 1):
+            if self.slot_free(slot, now):
+                return slot
+        return None
+
+    @property
+    def arbiter(self) -> str | None:
+        """The drawn arbiter, or None."""
+        holder = self.workers[ARBITER_SLOT]
+        return None if int(holder, 16) == 0 else holder
+
+    def draw_ready(self, block_number: int) -> bool:
+        """A Disputed unit without an arbiter whose draw can run in the block after `block_number` (the latest)."""
+        return self.status == UnitStatus.DISPUTED and self.arbiter is None and block_number >= self.draw_block
+
+    def lonely_since(self, slot: int, claim_duration: int) -> int | None:
+        """When replica `slot`'s commitment may be released (the unit still Open one claimDuration after the claim's
+        deadline), or None if it did not commit or the unit is not Open."""
+        if self.status != UnitStatus.OPEN or not self.committed(slot):
             return None
-        return ARBITER_SLOT if self.slot_free(ARBITER_SLOT, now) else None
+        return self.deadlines[slot] + claim_duration
 
 
 @dataclass(frozen=True)
@@ -285,11 +323,17 @@ class WorkerInfo:
     completed_units: int
     faults: int
     registered: bool
+    active_since: int = 0  # block since which stake >= minStake (0: below minStake)
 
     @classmethod
     def from_tuple(cls, values: Any) -> WorkerInfo:
-        stake, open_claims, completed, faults, registered = values
-        return cls(int(stake), int(open_claims), int(completed), int(faults), bool(registered))
+        stake, open_claims, completed, faults, registered, *rest = values
+        active = int(rest[0]) if rest else 0
+        return cls(int(stake), int(open_claims), int(completed), int(faults), bool(registered), active)
+
+    def can_claim(self, min_stake: int) -> bool:
+        """Stake for one more open claim: stake >= minStake * (openClaims + 1)."""
+        return self.registered and self.stake >= min_stake * (self.open_claims + 1)
 
 
 @dataclass(frozen=True)
@@ -375,6 +419,17 @@ class MarketClient:
     def slash_amount(self) -> int:
         return int(self._call(self.contract.functions.slashAmount()))
 
+    def expiry_forfeit(self) -> int:
+        """What an expired claim (replica or arbiter) forfeits."""
+        return int(self._call(self.contract.functions.expiryForfeit()))
+
+    def pool_size(self) -> int:
+        """Places in the pool arbiters are drawn from (every worker ever registered)."""
+        return int(self._call(self.contract.functions.poolSize()))
+
+    def worker_pool(self, index: int) -> str:
+        return Web3.to_checksum_address(self._call(self.contract.functions.workerPool(index)))
+
     def escrow_required(self, num_stages: int, units_per_stage: int, price_per_unit: int) -> int:
         return int(self._call(self.contract.functions.escrowRequired(num_stages, units_per_stage, price_per_unit)))
 
@@ -446,7 +501,17 @@ class MarketClient:
         return self._tx(self.contract.functions.expireReveal(job_id, unit_index))
 
     def expire_claim(self, job_id: int, unit_index: int, slot: int) -> TxResult:
+        """Close an expired claim (it forfeits), a lonely commitment, or a cancelled job's unverifiable one."""
         return self._tx(self.contract.functions.expireClaim(job_id, unit_index, slot))
+
+    def draw_arbiter(self, job_id: int, unit_index: int) -> TxResult:
+        """Draw the arbiter of a Disputed unit (anyone may, from the block after its draw block); read `unit()` for
+        the worker drawn (none if the draw was scheduled again)."""
+        return self._tx(self.contract.functions.drawArbiter(job_id, unit_index))
+
+    def expire_dispute(self, job_id: int, unit_index: int) -> TxResult:
+        """Close a dispute past its deadline without a verdict: both replicas released and excluded (anyone may)."""
+        return self._tx(self.contract.functions.expireDispute(job_id, unit_index))
 
     def commit_checkpoint(self, job_id: int, stage: int, checkpoint_digest: bytes) -> TxResult:
         """Coordinator only, once every unit of the stage is Accepted; the last stage's commit finishes the job."""

@@ -54,8 +54,10 @@ UNIT_FUNCTIONS = (
     "revealResult",
     "publishResult",
     "submitArbitration",
+    "drawArbiter",
     "expireClaim",
     "expireReveal",
+    "expireDispute",
 )
 
 
@@ -73,6 +75,9 @@ class MarketDemoOptions:
     steps_per_unit: int = 100
     min_stake: int = ETHER
     slash_amount: int = ETHER // 2
+    # Each worker's stake: minStake per open claim, so three (a unit computed, one waiting for verification, and
+    # the one kept free to be drawn as an arbiter).
+    worker_stake: int = 3 * ETHER
     price_per_unit: int = ETHER // 1000
     claim_duration: int = 600
     ray_local: int | None = None  # every worker computes up to this many claimed units at once on its own local Ray
@@ -94,6 +99,8 @@ class MarketDemoOptions:
         for name in ("num_stages", "units_per_stage", "steps_per_unit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.worker_stake < self.min_stake:
+            raise ValueError("worker_stake must be at least min_stake")
         if self.claim_duration < 10:
             raise ValueError("claim_duration must be at least 10 seconds (a unit must be computed within it)")
 
@@ -198,7 +205,7 @@ def _launch(
     common = ["--market", market, "--job", str(job_id), "--rpc-url", rpc_url, "--ipfs-api", ipfs_api]
     commands = {"coordinator": [*common, "--account", str(COORDINATOR_INDEX)]}
     for i, index in enumerate(options.worker_indices()):
-        cmd = [*common, "--account", str(index), "--stake-wei", str(options.min_stake)]
+        cmd = [*common, "--account", str(index), "--stake-wei", str(options.worker_stake)]
         if options.is_cheater(i):
             cmd.append("--cheat")
         if options.is_lazy(i):
@@ -291,6 +298,8 @@ def _summary(
     paid: dict[str, int] = defaultdict(int)
     slash_rewards: dict[str, int] = defaultdict(int)
     slashed: dict[str, int] = defaultdict(int)
+    forfeited: dict[str, int] = defaultdict(int)  # stake lost to an expired claim or a withheld reveal
+    forfeit_rewards: dict[str, int] = defaultdict(int)  # forfeits credited to the replica that was kept waiting
     withdrawn: dict[str, int] = defaultdict(int)
     accepted_by_tx: dict[str, ChainEvent] = {}
     for e in events:
@@ -300,6 +309,10 @@ def _summary(
             accepted_by_tx[e.tx_hash] = e
         elif e.name == "Withdrawn":
             withdrawn[e.args["account"]] += int(e.args["amount"])
+        elif e.name == "StakeForfeited":
+            forfeited[e.args["worker"]] += int(e.args["amount"])
+            if int(e.args["beneficiary"], 16) != 0:
+                forfeit_rewards[e.args["beneficiary"]] += int(e.args["amount"])
     for e in events:
         if e.name == "WorkerSlashed":
             amount = int(e.args["amount"])
@@ -339,6 +352,10 @@ def _summary(
         "gas_max": {name: max(v) for name, v in sorted(gas.items())},
         "faults": sum(1 for e in events if e.name == "WorkerSlashed"),
         "disputes": sum(1 for e in events if e.name == "UnitDisputed"),
+        "arbiters_drawn": count("ArbiterDrawn"),
+        "draws_scheduled": count("ArbiterDrawScheduled"),
+        "disputes_expired": count("DisputeExpired"),
+        "forfeits": count("StakeForfeited"),
         "resets": count("UnitReset"),
         "reveal_windows_expired": count("RevealExpired"),
         "workers": [],
@@ -357,6 +374,8 @@ def _summary(
                 "paid": paid.get(address, 0),
                 "slash_rewards": slash_rewards.get(address, 0),
                 "slashed": slashed.get(address, 0),
+                "forfeited": forfeited.get(address, 0),
+                "forfeit_rewards": forfeit_rewards.get(address, 0),
                 "withdrawn": withdrawn.get(address, 0),
                 "stake": info.stake,
                 "completed_units": info.completed_units,

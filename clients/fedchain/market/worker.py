@@ -4,11 +4,16 @@ Each unit is computed by two workers and paid when their results agree. A result
 metadata, so equal weights give equal bytes and equal CIDs; its digest is the CIDv0's sha256. The market never sees
 a digest before both replicas are bound to theirs: a replica commits `result_commitment(self, tag)`, reveals the
 tag once both committed, and publishes the digest (uploading the bytes to IPFS only then) once the other replica's
-tag equals its own. Different tags open an arbitration slot, which this worker takes like any other slot when it
-did not work on the unit; the arbiter submits its digest in the clear, as nobody can copy a digest never published.
+tag equals its own. Different tags dispute the unit: its replicas call `drawArbiter` from the next block, and the
+market draws the arbiter among the registered workers (nobody claims it); when this worker is the one drawn it
+computes the unit and submits its digest in the clear, as nobody can copy a digest never published.
 
 Restart-safe: units are deterministic, so a claim or commitment this worker holds is recomputed and carried on.
-A reveal window that passed (a replica vanished) is closed with `expireReveal`, so the job goes on.
+A reveal window that passed (a replica vanished) is closed with `expireReveal`, so the job goes on. As a replica
+of a disputed unit it also closes a drawn arbiter's claim that expired (a new draw follows) and, past the
+dispute's deadline, the dispute itself; a commitment of its own left alone on an Open unit is released once the
+market allows it, so its stake is not locked forever. It claims only while its stake covers one more open claim
+(minStake each).
 `cheat=True` (evaluation only) perturbs every result, so its tags differ from the honest replicas' and the market
 slashes it. `lazy=True` (evaluation only) computes nothing: it copies the other replica's commitment and then its
 revealed tag, which cannot open a commitment bound to another address, so it is never paid and is excluded from
@@ -65,6 +70,15 @@ UNIT_MOVED_ON = {
     "UnitNotDisputed",
     "NotRevealing",
     "RevealNotExpired",
+    "ArbiterAlreadyDrawn",
+    "DrawNotReady",
+    "DisputeWindowClosed",
+    "DisputeNotExpired",
+    "ArbiterPending",
+    "ClaimNotExpired",
+    "ClaimNotReleasable",
+    "NoClaim",
+    "JobNotOpen",
 }
 CHEAT_SIGMA = 0.01
 REVEAL_GRACE = 10  # seconds replica 1 waits for replica 0's tag before revealing its own
@@ -76,7 +90,9 @@ class WorkerSettings:
     rpc_url: str
     ipfs_api: str
     job_id: int | None = None  # serve only this job (default: every job posted on the market)
-    stake: int = 0  # stake to register with (0: the market's minStake); topped up to minStake at start
+    # stake to register with (0: minStake per unit computed at once, plus one for a unit waiting to be verified and
+    # one for an arbitration); topped up to minStake at start
+    stake: int = 0
     cheat: bool = False  # evaluation only: submit perturbed results
     lazy: bool = False  # evaluation only: copy the other replica's commitment and tag instead of computing
     poll_interval: float = 0.25
@@ -145,6 +161,8 @@ class MarketWorker:
         self._out_of_stake = False
         self._results: dict[tuple[int, int, int], ComputedResult] = {}  # (job, unit, attempt) -> result
         self._given_up: set[tuple[int, int, int]] = set()  # lazy mode: (job, unit, attempt) whose copy failed
+        self._draws_sent: set[tuple[int, int, int]] = set()  # (job, unit, draw block): one drawArbiter each
+        self._min_stake = 0
         runtime = check_deterministic_runtime()
         if not runtime.ok:
             raise RuntimeError(
@@ -180,8 +198,10 @@ class MarketWorker:
         """Register with the configured stake, or top the stake up to minStake."""
         info = self.market.worker(self.address)
         min_stake = self.market.min_stake()
+        self._min_stake = min_stake
         if not info.registered:
-            stake = max(self.settings.stake, min_stake)
+            stake = self.settings.stake or min_stake * (self.batch_size + 2)
+            stake = max(stake, min_stake)
             self.report.gas_used += self.market.register_worker(stake).gas_used
             log.info("registered %s with stake %d wei", self.address, stake)
         elif info.stake < min_stake:
@@ -267,9 +287,11 @@ class MarketWorker:
         sent anything."""
         units = {u: self.market.unit(job_id, u) for u in job.current_units()}
         now = self._now()
+        block_number = int(self.w3.eth.block_number)
         worked = False
         # Units of ours that need computing: a claim without a commitment (a fresh claim, a restart or a slow
-        # commit), or an arbitration slot. Units are deterministic, so a restart recomputes the committed result.
+        # commit), or an arbitration we were drawn for. Units are deterministic, so a restart recomputes the
+        # committed result.
         todo: list[tuple[int, int]] = []
         for u, info in units.items():
             slot = info.slot_of(self.address)
@@ -279,6 +301,9 @@ class MarketWorker:
                 worked = self._expire_reveal(job_id, u) or worked
                 continue
             if slot is None:
+                continue
+            if info.status == UnitStatus.DISPUTED and slot != ARBITER_SLOT:
+                worked = self._settle_dispute(job_id, u, info, now, block_number) or worked
                 continue
             if self.settings.lazy:
                 worked = self._copy(job_id, u, slot, info) or worked
@@ -290,24 +315,37 @@ class MarketWorker:
                     todo.append((u, slot))
             elif info.status == UnitStatus.REVEALING:
                 worked = self._reveal_or_publish(job_id, job, u, slot, info) or worked
+            elif (release_at := info.lonely_since(slot, job.claim_duration)) is not None and now > release_at:
+                # our commitment waited a whole claimDuration past its deadline for a second replica: take the
+                # stake back (unpenalised); the unit may be claimed again
+                worked = self._release_lonely(job_id, u, slot) or worked
         limit = self.batch_size
-        if not self._out_of_stake and len(todo) < limit:
+        # minStake per open claim: claim only what the stake covers, keeping one minStake free so that this worker
+        # stays eligible when an arbiter is drawn (a worker without stake for one more claim is skipped)
+        me = self.market.worker(self.address)
+        free_claims = max(0, me.stake // self._min_stake - me.open_claims - 1) if self._min_stake else limit
+        if free_claims == 0 and me.open_claims == 0 and me.stake >= self._min_stake:
+            free_claims = 1  # staked for a single claim: work, at the cost of not being drawn meanwhile
+        if not self._out_of_stake and len(todo) < limit and free_claims > 0:
             offset = int(self.address, 16) % job.units_per_stage
             candidates = []
             for u, info in units.items():
                 if (job_id, u) in self._excluded:
                     continue
                 slot = info.claimable_slot(self.address, now)
-                if slot is None or (self.settings.lazy and slot == ARBITER_SLOT):
+                if slot is None:
                     continue
-                # Arbitration first (it unblocks a unit and pays), then second replicas (they finish a unit), then
-                # fresh units, each from this worker's own offset so that workers spread over the stage.
-                rank = 0 if slot == ARBITER_SLOT else (1 if _replicas_taken(info) else 2)
+                # Second replicas first (they finish a unit), then fresh units, each from this worker's own offset
+                # so that workers spread over the stage.
+                rank = 1 if _replicas_taken(info) else 2
                 candidates.append((rank, (u - offset) % job.units_per_stage, u))
+            claimed = 0
             for _, _, u in sorted(candidates):
-                if len(todo) >= limit:
+                if len(todo) >= limit or claimed >= free_claims:
                     break
                 slot = self._claim(job_id, u)
+                if slot is not None:
+                    claimed += 1
                 if slot is not None and self.settings.lazy:
                     worked = True  # nothing to compute: the next look at the unit copies the other replica
                 elif slot is not None:
@@ -324,8 +362,10 @@ class MarketWorker:
             if exc.error in LOST_RACE:
                 self.report.lost_races += 1
                 return None
-            if exc.error == "AlreadyWorkedOn":  # excluded after a reset
+            if exc.error == "AlreadyWorkedOn":  # excluded (a reset, an expired claim or dispute)
                 self._excluded.add((job_id, unit_index))
+                return None
+            if exc.error == "InsufficientStake":  # minStake per open claim: wait for a unit to resolve
                 return None
             if exc.error == "StakeTooLow":
                 log.warning("stake below the market's minimum (slashed?): no more claims from %s", self.address)
@@ -443,6 +483,46 @@ class MarketWorker:
         self.report.gas_used += result.gas_used
         return True
 
+    def _settle_dispute(self, job_id: int, unit_index: int, info: UnitInfo, now: int, block_number: int) -> bool:
+        """As a replica of a Disputed unit: draw its arbiter once the beacon block is mined (once per draw block),
+        close a drawn arbiter's claim that expired (it forfeits; a new draw follows), and close the dispute once its
+        deadline passed without a verdict."""
+        arbiter = info.arbiter
+        if now > info.dispute_deadline:
+            if arbiter is not None and now <= info.deadlines[ARBITER_SLOT]:
+                return False  # the arbiter drawn last may still answer
+            if self._send("close the expired dispute of", job_id, unit_index, self.market.expire_dispute):
+                log.warning("unit %d of job %d: dispute expired without a verdict, unit reset", unit_index, job_id)
+                return True
+            return False
+        if arbiter is not None:
+            if now > info.deadlines[ARBITER_SLOT]:
+                sent = self._send("expire the arbiter of", job_id, unit_index, self.market.expire_claim, ARBITER_SLOT)
+                if sent:
+                    log.warning(
+                        "unit %d of job %d: arbiter %s did not answer, drawing again", unit_index, job_id, arbiter
+                    )
+                return sent
+            return False
+        key = (job_id, unit_index, info.draw_block)
+        if not info.draw_ready(block_number) or key in self._draws_sent:
+            return False
+        self._draws_sent.add(key)
+        if not self._send("draw the arbiter of", job_id, unit_index, self.market.draw_arbiter):
+            return False
+        drawn = self.market.unit(job_id, unit_index).arbiter
+        if drawn is None:
+            log.info("unit %d of job %d: nobody eligible in this draw, drawing again", unit_index, job_id)
+        else:
+            log.info("unit %d of job %d: arbiter %s drawn", unit_index, job_id, drawn)
+        return True
+
+    def _release_lonely(self, job_id: int, unit_index: int, slot: int) -> bool:
+        if self._send("release our lonely commitment on", job_id, unit_index, self.market.expire_claim, slot):
+            log.warning("unit %d of job %d: no second replica came, commitment released", unit_index, job_id)
+            return True
+        return False
+
     def _expire_reveal(self, job_id: int, unit_index: int) -> bool:
         """A reveal window passed without a verdict (a replica vanished): reset the unit so the job goes on."""
         if self._send("expire the reveal window of", job_id, unit_index, self.market.expire_reveal):
@@ -450,7 +530,7 @@ class MarketWorker:
             return True
         return False
 
-    def _send(self, what: str, job_id: int, unit_index: int, call: Callable[..., TxResult], *args: bytes) -> bool:
+    def _send(self, what: str, job_id: int, unit_index: int, call: Callable[..., TxResult], *args: bytes | int) -> bool:
         """Send one per-unit transaction; a revert that only means the unit moved on is logged, not raised."""
         try:
             result = call(job_id, unit_index, *args)

@@ -112,9 +112,10 @@ def test_job_info_decodes_the_view_tuple() -> None:
         JobInfo.from_tuple(values[:-1])
 
 
-def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), seals=(ZERO_DIGEST,) * 2) -> UnitInfo:
+def unit(status, workers=(ZERO_ADDRESS,) * 3, deadlines=(0, 0, 0), seals=(ZERO_DIGEST,) * 2, draw_block=0) -> UnitInfo:
     revealed = [False, False]
-    return UnitInfo.from_tuple((status, 0, list(workers), list(deadlines), list(seals), revealed, 0, ZERO_DIGEST))
+    values = (status, 0, list(workers), list(deadlines), list(seals), revealed, 0, ZERO_DIGEST)
+    return UnitInfo.from_tuple((*values, draw_block, 3 if draw_block else 0, 5000 if draw_block else 0))
 
 
 def test_claimable_slot_mirrors_the_contract() -> None:
@@ -139,11 +140,31 @@ def test_claimable_slot_mirrors_the_contract() -> None:
     disputed = unit(
         UnitStatus.DISPUTED, workers=(A, B, ZERO_ADDRESS), deadlines=(2000, 2000, 0), seals=(d("x"), d("y"))
     )
-    assert disputed.claimable_slot(C, now) == ARBITER_SLOT
+    # issue 13 (H1): a Disputed unit's arbiter is drawn, never claimed
+    assert disputed.claimable_slot(C, now) is None
     assert disputed.claimable_slot(A, now) is None
-    expired_arbiter = unit(UnitStatus.DISPUTED, workers=(A, B, C), deadlines=(2000, 2000, 900), seals=(d("x"), d("y")))
-    assert expired_arbiter.claimable_slot(Web3.to_checksum_address("0x" + "44" * 20), now) == ARBITER_SLOT
     assert unit(UnitStatus.ACCEPTED).claimable_slot(C, now) is None
+
+
+def test_draw_and_release_helpers() -> None:
+    disputed = unit(
+        UnitStatus.DISPUTED,
+        workers=(A, B, ZERO_ADDRESS),
+        deadlines=(2000, 2000, 0),
+        seals=(d("x"), d("y")),
+        draw_block=7,
+    )
+    assert disputed.arbiter is None and disputed.dispute_deadline == 5000 and disputed.draw_pool_size == 3
+    assert disputed.draw_ready(7) and disputed.draw_ready(8) and not disputed.draw_ready(6)
+    drawn = unit(
+        UnitStatus.DISPUTED, workers=(A, B, C), deadlines=(2000, 2000, 2500), seals=(d("x"), d("y")), draw_block=7
+    )
+    assert drawn.arbiter == C and not drawn.draw_ready(8)
+    lonely = unit(
+        UnitStatus.OPEN, workers=(A, ZERO_ADDRESS, ZERO_ADDRESS), deadlines=(900, 0, 0), seals=(d("r"), ZERO_DIGEST)
+    )
+    assert lonely.lonely_since(0, 600) == 1500 and lonely.lonely_since(1, 600) is None
+    assert unit(UnitStatus.OPEN).lonely_since(0, 600) is None
 
 
 def test_tag_and_commitment_bind_unit_attempt_digest_and_worker() -> None:
@@ -158,8 +179,11 @@ def test_tag_and_commitment_bind_unit_attempt_digest_and_worker() -> None:
 
 
 def test_worker_info_and_gas_limits() -> None:
-    info = WorkerInfo.from_tuple((10**18, 1, 2, 0, True))
-    assert info.stake == 10**18 and info.open_claims == 1 and info.registered
+    info = WorkerInfo.from_tuple((10**18, 1, 2, 0, True, 12))
+    assert info.stake == 10**18 and info.open_claims == 1 and info.registered and info.active_since == 12
+    # issue 13 (M3): minStake per open claim
+    assert info.can_claim(10**18 // 2) and not info.can_claim(10**18)
+    assert MARKET_GAS_LIMITS["drawArbiter"] >= 2 * 150_000
     # about twice the measured maxima of the contract tests
     assert MARKET_GAS_LIMITS["claimUnit"] >= 2 * 85_000
     assert MARKET_GAS_LIMITS["publishResult"] >= 2 * 140_000

@@ -18,7 +18,7 @@ SEAL = hashlib.sha256(b"commitment").digest()
 
 def unit(seals: tuple[bytes, bytes], revealed: tuple[bool, bool]) -> UnitInfo:
     values = (UnitStatus.REVEALING, 0, [ZERO_ADDRESS] * 3, [0, 0, 0], list(seals), list(revealed))
-    return UnitInfo.from_tuple((*values, OPENED + DURATION, b"\x00" * 32))
+    return UnitInfo.from_tuple((*values, OPENED + DURATION, b"\x00" * 32, 0, 0, 0))
 
 
 @pytest.mark.parametrize("slot", [0, 1])
