@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device flower-venv explorer lint slither clean distclean
+.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput flower-venv explorer lint slither clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -65,7 +65,20 @@ bench: compile
 	$(VENV)/bin/fedchain bench attacks --out-dir reports
 	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
 	$(VENV)/bin/fedchain bench market --out reports/market.json
+	$(VENV)/bin/fedchain bench device --out reports/device.json
+	$(VENV)/bin/fedchain bench throughput --out reports/throughput.json
 	$(MAKE) --no-print-directory bench-flower
+
+# A device process's memory and seconds to ready, round 1 against round 2: reports/device.json.
+bench-device: setup
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench device --out reports/device.json
+
+# Chain throughput: pre-signed raw transactions (the ceiling) against devices sending their own, and gas per
+# update per-device vs relayed in one batch: reports/throughput.json.
+bench-throughput: compile
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench throughput --out reports/throughput.json
 
 # Compute market with 2 and 4 honest workers against one process: reports/market.json.
 bench-market: compile

@@ -187,6 +187,7 @@ class AggregatorWorker:
             raise PermissionError(f"{account.address} does not hold AGGREGATOR_ROLE on task {self.task.address}")
         self.ipfs = IpfsClient(settings.ipfs_api)
         config = self.task.config()
+        self.threshold = config.aggregator_threshold
         self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
         self.strategy_spec = self.spec.strategy_spec()
         if self.strategy_spec.id != config.strategy_id:
@@ -279,7 +280,12 @@ class AggregatorWorker:
     def _agree(self, state: RoundInfo) -> CommitOutcome | None:
         info = self.task.aggregator_info(self.address)
         committed = info.committed_round == state.round
-        if state.phase == Phase.AGGREGATING and not committed:
+        if state.phase == Phase.AGGREGATING and not committed and self._alone():
+            try:
+                return self._submit_result(state)
+            except InputsNotYetVisible as exc:
+                log.warning("%s", exc)
+        elif state.phase == Phase.AGGREGATING and not committed:
             try:
                 self._commit(state)
                 return None
@@ -298,6 +304,53 @@ class AggregatorWorker:
             except ContractRevert as exc:
                 log.info("round %d: window close not needed (%s)", state.round, exc.error)
         return None
+
+    def _alone(self) -> bool:
+        """One aggregator and threshold 1: the round finalises in one transaction, without commit and reveal (the
+        count is read each round: the admin may grant or revoke the role meanwhile)."""
+        return self.threshold == 1 and self.task.aggregator_count() == 1
+
+    def _submit_result(self, state: RoundInfo) -> CommitOutcome | None:
+        prepared = self.prepare(state)
+        _crash_point("before-commit", state.round)
+        if self.settings.lie:
+            log.warning("round %d: submitting a corrupted model (evaluation mode)", state.round)
+        try:
+            tx = self.task.submit_result(
+                state.round,
+                prepared.inputs_hash,
+                prepared.model_digest,
+                prepared.report_digest,
+                prepared.accepted,
+                epsilon_micro=prepared.epsilon_micro,
+            )
+        except ContractRevert as exc:
+            if exc.error in ROUND_MOVED_ON:
+                log.info("round %d: not submitting (%s)", state.round, exc.error)
+                return None
+            raise
+        _crash_point("after-commit", state.round)
+        seconds = time.perf_counter() - self._started.get(state.round, time.perf_counter())
+        log.info(
+            "round %d: submitted %s from %d updates (%d rejected), gas %d, %.2fs; final (sole aggregator)",
+            state.round,
+            prepared.model_cid,
+            prepared.accepted,
+            prepared.rejected,
+            tx.gas_used,
+            seconds,
+        )
+        return CommitOutcome(
+            state.round,
+            prepared.model_cid,
+            prepared.report_cid,
+            prepared.accepted,
+            prepared.rejected,
+            tx.gas_used,
+            seconds,
+            prepared.metrics,
+            finalised=True,
+        )
 
     def _commit(self, state: RoundInfo) -> None:
         prepared = self.prepare(state)

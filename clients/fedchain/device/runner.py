@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from eth_account.signers.local import LocalAccount
@@ -13,15 +14,17 @@ from web3 import Web3
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
 from fedchain.chain.notify import EventNotifier
-from fedchain.device.private import DevicePrivacy
 from fedchain.learning.attacks import check_attack, flip_labels, poison_model
 from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
 from fedchain.learning.spec import TaskSpec
-from fedchain.learning.train import round_seed, train_local
+from fedchain.learning.train import round_seed, train_local, warm_up
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 from fedchain.storage.codec import encode_weights
+
+if TYPE_CHECKING:
+    from fedchain.device.private import DevicePrivacy
 
 log = logging.getLogger("fedchain.device")
 
@@ -97,6 +100,10 @@ class DeviceContext:
         ipfs = IpfsClient(settings.ipfs_api)
         spec = TaskSpec.from_json(ipfs.cat(digest_to_cid(task.config().model_spec_digest), max_size=1 << 20))
         train, _ = load_dataset(spec.dataset)
+        # One throwaway step on a copy now, so round 1 does not pay torch's first-call costs (weights, RNG untouched).
+        strategy = spec.strategy_spec()
+        mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
+        warm_up(build_model(spec.model, seed=spec.seed), train, spec.train, proximal_mu=mu)
         notifier = EventNotifier(
             settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
         )
@@ -172,7 +179,10 @@ class DeviceRunner:
         )
         self.model = build_model(self.spec.model, seed=self.spec.seed)
         privacy = self.spec.privacy
-        self.privacy = (
+        if privacy.secure_aggregation or privacy.seal_updates:
+            # Imported only for private tasks: the cryptography stack is not needed otherwise.
+            from fedchain.device.private import DevicePrivacy
+        self.privacy: DevicePrivacy | None = (
             DevicePrivacy(
                 self.task,
                 self.ipfs,
