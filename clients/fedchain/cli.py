@@ -438,6 +438,16 @@ def pool(
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
     online: Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")] = True,
     max_rounds: Annotated[int | None, typer.Option(help="Leave after training this many rounds.")] = None,
+    relayer_account: Annotated[
+        int | None,
+        typer.Option(
+            help="Devnet account holding RELAYER_ROLE: devices sign their updates (EIP-712) and each round's go on "
+            "chain as one batch. Without it every device sends its own submitUpdate."
+        ),
+    ] = None,
+    omit_from_batch: Annotated[
+        int, typer.Option(help="Evaluation only: the relayer leaves this many signed updates out of each batch.")
+    ] = 0,
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
@@ -470,7 +480,9 @@ def pool(
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
     members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
     try:
-        DevicePool(settings, members).run(max_rounds=max_rounds, on_ready=lambda: _touch(ready_file))
+        relayer = devnet_accounts([relayer_account])[0] if relayer_account is not None else None
+        pool_ = DevicePool(settings, members, relayer=relayer, omit_from_batch=omit_from_batch)
+        pool_.run(max_rounds=max_rounds, on_ready=lambda: _touch(ready_file))
     except KeyboardInterrupt:
         logging.getLogger("fedchain.device.pool").info("stopped")
     except (PermissionError, TimeoutError, ValueError) as exc:
@@ -693,6 +705,13 @@ def demo(
     dropout: Annotated[
         float, typer.Option(help="Evaluation: fraction of devices dropping out of every round after their setup.")
     ] = 0.0,
+    submit: Annotated[
+        str,
+        typer.Option(
+            help="Virtual devices: batch (devices sign, each pool relays a round's updates in one transaction) or "
+            "direct (every device sends its own submitUpdate)."
+        ),
+    ] = "batch",
     virtual: Annotated[
         bool | None,
         typer.Option(
@@ -748,6 +767,7 @@ def demo(
         dropout=dropout,
         virtual=virtual,
         pools=pools,
+        submit=submit,
     )
     try:
         options.check()

@@ -41,6 +41,7 @@ from fedchain.storage import IpfsClient, digest_to_cid
 # Events whose transactions count towards a round's gas.
 ROUND_TX_EVENTS = (
     "UpdateSubmitted",
+    "UpdateBatchSubmitted",
     "RoundExtended",
     "ResultCommitted",
     "RevealOpened",
@@ -55,6 +56,8 @@ FIRST_DEVICE_INDEX = 2
 VIRTUAL_THRESHOLD = 20
 # Devices a pool process takes before the demo adds another (up to one pool per core).
 POOL_DEVICES = 250
+# A pool that crashes more often than this is a bug, not bad luck: the demo stops.
+MAX_POOL_RESTARTS = 3
 # Seconds to wait for every device process or pool to be ready before round 1 opens.
 READY_TIMEOUT = 300.0
 
@@ -87,11 +90,21 @@ class DemoOptions:
     # Virtual devices (`fedchain pool`): many devices per process. None: automatic above VIRTUAL_THRESHOLD devices.
     virtual: bool | None = None
     pools: int | None = None  # pool processes (None: one per POOL_DEVICES devices, at most the machine's cores)
+    # Virtual devices: "batch" (devices sign, each pool relays a round's updates in one transaction) or "direct"
+    # (every device sends its own submitUpdate).
+    submit: str = "batch"
 
     def use_virtual(self) -> bool:
         if self.virtual is not None:
             return self.virtual
         return self.pools is not None or self.devices > VIRTUAL_THRESHOLD
+
+    def relayer_indices(self) -> list[int]:
+        """Devnet accounts of the pools' relayers (after the devices' and the aggregators'), when they relay."""
+        if not self.use_virtual() or self.submit != "batch":
+            return []
+        first = FIRST_DEVICE_INDEX + self.devices + self.aggregators - 1
+        return [first + p for p in range(self.pool_count())]
 
     def pool_count(self) -> int:
         if self.pools is not None:
@@ -152,6 +165,8 @@ class DemoOptions:
                     "virtual devices run honest, non-secure-aggregation tasks only: drop --attackers, "
                     "--secure-aggregation and --dropout, or pass --no-virtual"
                 )
+            if self.submit not in ("batch", "direct"):
+                raise ValueError(f"--submit must be batch or direct, got {self.submit!r}")
             if not 1 <= self.pool_count() <= self.devices:
                 raise ValueError(f"--pools must be between 1 and the number of devices, got {self.pools}")
         if self.attacker_count() + self.dropout_count() > self.devices:
@@ -219,7 +234,8 @@ def run_demo(
     started = time.perf_counter()
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    net = Devnet(workdir, options.chain, num_accounts=FIRST_DEVICE_INDEX + options.devices + options.aggregators + 1)
+    num_accounts = FIRST_DEVICE_INDEX + options.devices + options.aggregators + 1 + len(options.relayer_indices())
+    net = Devnet(workdir, options.chain, num_accounts=num_accounts)
     processes: list[subprocess.Popen[bytes]] = []
     explorer: subprocess.Popen[bytes] | None = None
     explorer_url: str | None = None
@@ -256,6 +272,7 @@ def run_demo(
             round_duration=options.round_duration,
             devices=tuple(device_addresses),
             aggregators=tuple(aggregator_addresses),
+            relayers=tuple(state.accounts[i] for i in options.relayer_indices()),
             # Round 1 opens once every device (or pool) is ready, so it measures a round, not process start-up;
             # secure aggregation also waits for every device's key (its participants are the devices with a key).
             start=False,
@@ -298,6 +315,7 @@ def run_demo(
         summary["pools"] = options.pool_count() if options.use_virtual() else 0
         summary["processes"] = len(processes)
         summary["pool_restarts"] = pool_restarts
+        summary["submit"] = options.submit if options.use_virtual() else "direct"
         summary["strategy"] = strategy.to_dict()
         summary["aggregator_threshold"] = plan.threshold()
         summary["aggregators"] = [
@@ -390,6 +408,9 @@ def _launch(
             cmd += ["--accounts", f"{FIRST_DEVICE_INDEX + first}:{FIRST_DEVICE_INDEX + end}"]
             cmd += ["--first-partition", str(first), "--num-partitions", str(options.devices)]
             cmd += ["--ready-file", str(ready_dir / f"pool-{p}")]
+            relayers = options.relayer_indices()
+            if relayers:
+                cmd += ["--relayer-account", str(relayers[p])]
             commands.append((f"pool-{p}", cmd))
     for i in range(0 if options.use_virtual() else options.devices):
         cmd = [sys.executable, "-m", "fedchain.cli", "device", *common, *data]
@@ -417,8 +438,12 @@ def _restart_crashed_pools(processes: list[subprocess.Popen[bytes]], logs: Path,
     for i, proc in enumerate(processes):
         name = getattr(proc, "fedchain_name", "")
         if name.startswith("pool-") and proc.poll() is not None and proc.returncode != 0:
+            lives = getattr(proc, "fedchain_lives", 1)
+            if lives > MAX_POOL_RESTARTS:
+                raise RuntimeError(f"{name} keeps failing (exit code {proc.returncode}, {lives} lives): see its log")
             console.print(f"[yellow]{name} exited with code {proc.returncode}: restarting it[/]")
             processes[i] = _spawn(name, list(map(str, proc.args)), logs)  # type: ignore[arg-type]
+            processes[i].fedchain_lives = lives + 1  # type: ignore[attr-defined]
             restarted += 1
     return restarted
 
@@ -484,6 +509,8 @@ def _follow(
                     round_txs[r].add(event.tx_hash)  # gas is read once the run is over: receipts cost time
                     if event.name == "UpdateSubmitted":
                         row.submitted += 1
+                    elif event.name == "UpdateBatchSubmitted":
+                        row.submitted += int(event.args["entries"])
                     elif event.name == "AggregateCommitted":
                         row.seconds = now - row.opened_at
                         _record_aggregate(row, event.args, ipfs, model, test, attackers)

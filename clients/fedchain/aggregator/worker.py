@@ -518,12 +518,10 @@ class AggregatorWorker:
                 log.warning("round %d: batch %s unavailable: %s", state.round, record.batch_cid, exc)
                 return None
 
-        approved: dict[str, bool] = {}
+        approved = self._approved_devices(closed.block_number)
 
         def is_approved(device: str) -> bool:
-            if device not in approved:
-                approved[device] = self.task.device_info(device, block=closed.block_number).approved
-            return approved[device]
+            return device.lower() in approved
 
         accepted, rejected = screen_round_batches(
             self.task.address,
@@ -715,6 +713,22 @@ class AggregatorWorker:
         if not result.state.empty:
             state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
         return result.weights, state_cid
+
+    def _approved_devices(self, block: int) -> set[str]:
+        """Devices approved at `block` (lower-cased), replayed from the approval and removal events up to it: two
+        log queries for the whole round instead of one call per batch entry."""
+        changes = [
+            *self._history.history("DeviceApproved", to_block=block),
+            *self._history.history("DeviceRemoved", to_block=block),
+        ]
+        approved: set[str] = set()
+        for event in sorted(changes, key=lambda e: (e.block_number, e.log_index)):
+            device = str(event.args["device"]).lower()
+            if event.name == "DeviceApproved":
+                approved.add(device)
+            else:
+                approved.discard(device)
+        return approved
 
     def _prefetch(self, subs: list[Submission]) -> _Prefetch:
         return _Prefetch(self.ipfs, subs, self.settings.max_update_bytes, self.settings.fetch_threads)

@@ -89,8 +89,11 @@ class EventFollower:
             self.next_block = to_block + 1
         return events
 
-    def history(self, name: str, from_block: int = 0, **indexed: Any) -> Iterator[ChainEvent]:
-        """Past events of one kind, optionally filtered by indexed arguments (e.g. round=3), in chain order."""
+    def history(
+        self, name: str, from_block: int = 0, to_block: int | None = None, **indexed: Any
+    ) -> Iterator[ChainEvent]:
+        """Past events of one kind up to `to_block` (default: the head), optionally filtered by indexed arguments
+        (e.g. round=3), in chain order."""
         entry = next(e for e in self.decoder._by_topic.values() if e["name"] == name)
         topics: list[Any] = [self.decoder.topic(name)]
         for param in (p for p in entry["inputs"] if p.get("indexed")):
@@ -101,7 +104,7 @@ class EventFollower:
                 topics.append(self.w3.codec.encode([param["type"]], [value]))
         while topics and topics[-1] is None:
             topics.pop()
-        head = self.w3.eth.block_number
+        head = self.w3.eth.block_number if to_block is None else to_block
         start = from_block
         while start <= head:
             to_block = min(head, start + self.max_range - 1)

@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 
 from eth_account.signers.local import LocalAccount
 
-from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo
+from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient
+from fedchain.chain.batch import SignedUpdate, UpdateBatch, make_batch
+from fedchain.chain.signing import sign_update
 from fedchain.chain.task import GAS_LIMITS
 from fedchain.chain.tx import send_raw_batch, wait_receipts
 from fedchain.device.runner import (
@@ -33,7 +35,7 @@ from fedchain.device.runner import (
     RoundOutcome,
     TrainedUpdate,
 )
-from fedchain.storage import cid_to_digest
+from fedchain.storage import StorageError, cid_to_digest, digest_to_cid
 
 log = logging.getLogger("fedchain.device.pool")
 
@@ -63,6 +65,8 @@ class DevicePool:
         settings: DeviceSettings,
         members: Sequence[tuple[LocalAccount, int]],
         context: DeviceContext | None = None,
+        relayer: LocalAccount | None = None,
+        omit_from_batch: int = 0,
     ) -> None:
         if not members:
             raise ValueError("a device pool needs at least one device")
@@ -78,6 +82,11 @@ class DevicePool:
             DeviceRunner(replace(settings, partition_index=partition), account, self.context)
             for account, partition in members
         ]
+        # With a relayer account (RELAYER_ROLE) the pool's devices sign their updates (EIP-712) and the round's
+        # signed updates go on chain as one batch: one transaction per pool per round, whatever its size.
+        self.relayer = TaskClient.for_account(self.context.w3, settings.task_address, relayer) if relayer else None
+        # Evaluation only: a dishonest relayer that leaves this many signed updates out of each batch.
+        self.omit_from_batch = omit_from_batch
         self._last_round: dict[str, int] = {}
         self._removed: set[str] = set()
         self.follower = EventFollower(self.context.w3, self.context.task.address, self.context.task.abi, from_block=0)
@@ -152,7 +161,10 @@ class DevicePool:
         t1 = time.perf_counter()
         cids = self._upload(due, trained)
         t2 = time.perf_counter()
-        results = self._submit(state.round, due, trained, cids)
+        if self.relayer is not None:
+            results = self._relay(state, due, trained, cids)
+        else:
+            results = self._submit(state.round, due, trained, cids)
         t3 = time.perf_counter()
         landed = [r for r in results if r is not None]
         outcome = PoolRound(
@@ -218,6 +230,86 @@ class DevicePool:
             gas = int(receipt["gasUsed"], 16)
             results.append(RoundOutcome(round_index, cid, update.num_samples, update.loss, update.train_seconds, gas))
         return results
+
+    def _relay(
+        self, state: RoundInfo, devices: list[DeviceRunner], updates: list[TrainedUpdate], cids: list[str]
+    ) -> list[RoundOutcome | None]:
+        """Each device signs its update; the relayer publishes the signed batch on IPFS and records its Merkle root
+        on chain. Then each device checks, from the chain and IPFS alone, that its update is in a recorded batch,
+        and submits directly if the relayer left it out."""
+        assert self.relayer is not None
+        task = self.context.task
+        chain_id = self.context.w3.eth.chain_id
+        entries = [
+            SignedUpdate(
+                d.address,
+                cid_to_digest(cid),
+                u.num_samples,
+                sign_update(d.account, chain_id, task.address, state.round, cid_to_digest(cid), u.num_samples),
+            )
+            for d, u, cid in zip(devices, updates, cids, strict=True)
+        ]
+        relayed = entries[self.omit_from_batch :]
+        if self.omit_from_batch:
+            log.warning("relayer leaves %d signed updates out of its batch (evaluation mode)", self.omit_from_batch)
+        gas = 0
+        if relayed:
+            batch = make_batch(task.address, chain_id, state.round, relayed)
+            batch_cid = self.context.ipfs.add(batch.to_json())
+            try:
+                tx = self.relayer.submit_update_batch(
+                    state.round, cid_to_digest(batch_cid), batch.root(), len(batch.entries), batch.total_samples
+                )
+                gas = tx.gas_used
+                log.info(
+                    "round %d: relayed %d signed updates in batch %s, gas %d", state.round, len(relayed), batch_cid, gas
+                )
+            except ContractRevert as exc:
+                if exc.error not in ROUND_MOVED_ON:
+                    raise
+                log.info("round %d closed before the batch landed (%s)", state.round, exc.error)
+        included = self._recorded_entries(state.round)
+        results: list[RoundOutcome | None] = [None] * len(devices)
+        missing = []
+        for i, (device, update, cid, entry) in enumerate(zip(devices, updates, cids, entries, strict=True)):
+            if (entry.device, entry.update_digest, entry.num_samples) in included:
+                self._last_round[device.address] = state.round
+                results[i] = RoundOutcome(state.round, cid, update.num_samples, update.loss, update.train_seconds, 0)
+            else:
+                missing.append(i)
+        if missing:
+            log.warning(
+                "round %d: %d signed updates are in no batch recorded on chain: their devices submit directly",
+                state.round,
+                len(missing),
+            )
+            direct = self._submit(
+                state.round, [devices[i] for i in missing], [updates[i] for i in missing], [cids[i] for i in missing]
+            )
+            for i, outcome in zip(missing, direct, strict=True):
+                results[i] = outcome
+        if gas and any(results):
+            first = next(r for r in results if r is not None)
+            results[results.index(first)] = replace(first, gas_used=first.gas_used + gas)
+        return results
+
+    def _recorded_entries(self, round_index: int) -> set[tuple[str, bytes, int]]:
+        """(device, digest, samples) of every entry of the round's batches as the chain recorded them: each batch
+        file is fetched by the digest in its event and must hash to the recorded Merkle root."""
+        task = self.context.task
+        found: set[tuple[str, bytes, int]] = set()
+        opened = next(self.follower.history("RoundOpened", round=round_index), None)
+        start = opened.block_number if opened is not None else 0
+        for event in self.follower.history("UpdateBatchSubmitted", from_block=start, round=round_index):
+            try:
+                batch = UpdateBatch.from_json(self.context.ipfs.cat(digest_to_cid(bytes(event.args["batchDigest"]))))
+            except (StorageError, ValueError) as exc:
+                log.warning("round %d: batch %s unreadable: %s", round_index, event.tx_hash, exc)
+                continue
+            if batch.task.lower() != task.address.lower() or batch.root() != bytes(event.args["entriesRoot"]):
+                continue
+            found.update((e.device, e.update_digest, e.num_samples) for e in batch.entries)
+        return found
 
     def _moved_on(self, round_index: int, device: DeviceRunner, exc: ContractRevert) -> None:
         """A reverted submission: the round moved on, the device was removed, or something unexpected (raised)."""
