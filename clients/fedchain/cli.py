@@ -993,6 +993,17 @@ def bench_flower(ctx: typer.Context) -> None:
     raise typer.Exit(flower_main(list(ctx.args)))
 
 
+@bench_app.command("throughput", context_settings=PASSTHROUGH)
+def bench_throughput(ctx: typer.Context) -> None:
+    """Device updates per second on Anvil: pre-signed (the node's ceiling), devices signing and sending their own
+    in batches (as a pool does), one by one (as a device process does); gas per update direct vs relayed in one
+    batch -> reports/throughput.json. Options (--devices 200, --repeats 3, --out) go to
+    `python -m fedchain.bench_throughput`."""
+    from fedchain.bench_throughput import main as throughput_main
+
+    raise typer.Exit(throughput_main(list(ctx.args)))
+
+
 @bench_app.command("device", context_settings=PASSTHROUGH)
 def bench_device(ctx: typer.Context) -> None:
     """One device process up to ready for the demo's task (imports, dataset, model, warm-up) and its first two

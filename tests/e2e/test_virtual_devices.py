@@ -22,7 +22,7 @@ import psutil
 import pytest
 from e2e_helpers import Cli
 
-from fedchain.chain import TaskClient, connect
+from fedchain.chain import EventFollower, TaskClient, connect
 from fedchain.chain.accounts import devnet_account, devnet_accounts
 from fedchain.chain.notify import EventNotifier
 from fedchain.chain.tx import send_raw_batch, wait_receipts
@@ -127,3 +127,52 @@ def test_batched_sends_land_every_transaction_and_report_refusals(anvil_net: Dev
     receipts = wait_receipts(w3, hashes)
     assert all(int(r["status"], 16) == 1 for r in receipts)
     assert all(TaskClient(w3, task).device_info(s.sender.address).approved is False for s in senders)
+
+
+def test_devices_left_out_of_a_batch_notice_and_submit_directly(anvil_net: Devnet, tmp_path: Path) -> None:
+    """A relayer that leaves signed updates out of its batch cannot drop them: each device checks the batches the
+    chain recorded (files on IPFS, bound by their Merkle roots) and submits the missing update itself."""
+    assert anvil_net.state is not None
+    cli = Cli(anvil_net.state, tmp_path)
+    relayer = devnet_account(35).address
+    deployed = cli.deploy("--rounds", "2", "--devices", "6", "--relayer-address", relayer)
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+    pool = cli.spawn(
+        "pool",
+        "pool",
+        "--task",
+        task,
+        "--accounts",
+        "2:8",
+        "--num-partitions",
+        "6",
+        "--relayer-account",
+        "35",
+        "--omit-from-batch",
+        "2",
+    )
+    assert pool.wait(timeout=240) == 0, cli.log_text("pool")[-3000:]
+    assert aggregator.wait(timeout=60) == 0, cli.log_text("aggregator")[-3000:]
+    log = cli.log_text("pool")
+    assert log.count("relayed 4 signed updates") == 2
+    assert log.count("2 signed updates are in no batch recorded on chain") == 2
+    w3 = connect(anvil_net.state.rpc_url)
+    client = TaskClient(w3, task)
+    direct = list(EventFollower(w3, task, client.abi).history("UpdateSubmitted"))
+    batches = list(EventFollower(w3, task, client.abi).history("UpdateBatchSubmitted"))
+    assert len(direct) == 4 and len(batches) == 2  # 2 omitted devices x 2 rounds, one batch per round
+    for r in (1, 2):
+        report = report_of_round(anvil_net, client, r)
+        assert len(report["accepted"]) == 6 and report["rejected"] == []
+
+
+def report_of_round(net: Devnet, client: TaskClient, round_index: int) -> dict:
+    from fedchain.storage import IpfsClient, digest_to_cid
+
+    event = next(
+        e for e in EventFollower(client.w3, client.address, client.abi).history("AggregateCommitted", round=round_index)
+    )
+    assert net.state is not None
+    with IpfsClient(net.state.ipfs_api) as ipfs:
+        return json.loads(ipfs.cat(digest_to_cid(bytes(event.args["reportDigest"]))))

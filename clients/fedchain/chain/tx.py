@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,18 +177,22 @@ class TransactionSender:
         self, fn: ContractFunction, gas_limit: int, fees: dict[str, int] | None = None
     ) -> tuple[dict[str, Any], bytes]:
         """Build and sign the next transaction of this account (its nonce is taken); returns it and its raw bytes,
-        for `send_raw_batch`."""
-        tx = fn.build_transaction(
-            {
-                "from": self.address,
-                "value": 0,
-                "gas": gas_limit,
-                "nonce": self._next_nonce(),
-                "chainId": self._chain_id,
-                **(fees if fees is not None else self._fees()),
-            }
-        )
+        for `send_raw_batch`. The call data is encoded directly: web3's build_transaction validation costs more
+        than the signature, and a pool signs one transaction per device per round."""
+        tx = {
+            "to": fn.address,
+            "data": fn._encode_transaction_data(),
+            "value": 0,
+            "gas": gas_limit,
+            "nonce": self._next_nonce(),
+            "chainId": self._chain_id,
+            **(fees if fees is not None else self._fees()),
+        }
         return tx, bytes(self.account.sign_transaction(tx).raw_transaction)
+
+    def set_nonce(self, nonce: int) -> None:
+        """The account's next nonce, read elsewhere (e.g. many accounts' at once with `read_nonces`)."""
+        self._nonce = nonce
 
     def forget_nonce(self) -> None:
         """Re-read the nonce from the chain next time (after a send whose fate is unknown)."""
@@ -309,3 +314,34 @@ def wait_receipts(
         if time.monotonic() > deadline:
             raise ChainError(f"{len(set(tx_hashes)) - len(receipts)} transactions not mined within {timeout:.0f}s")
         time.sleep(poll)
+
+
+def read_nonces(w3: Web3, addresses: Sequence[str], chunk: int = 500) -> list[int]:
+    """Pending nonces of many accounts, in JSON-RPC batches."""
+    nonces: list[int] = []
+    for start in range(0, len(addresses), chunk):
+        part = addresses[start : start + chunk]
+        for response in _batch(w3, "eth_getTransactionCount", [[a, "pending"] for a in part]):
+            if "error" in response:
+                raise ChainError(f"cannot read a nonce: {response['error']}")
+            nonces.append(int(str(response["result"]), 16))
+    return nonces
+
+
+def send_raw_stream(w3: Web3, raws: Iterable[bytes], chunk: int = 64) -> list[bytes | ContractRevert | ChainError]:
+    """`send_raw_batch` over transactions still being signed: each chunk goes to the node on a background thread
+    while the caller's iterator signs the next, so signing overlaps with the node's own work."""
+    results: list[bytes | ContractRevert | ChainError] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="fedchain-send") as sender:
+        pending: list[Future[list[bytes | ContractRevert | ChainError]]] = []
+        part: list[bytes] = []
+        for raw in raws:
+            part.append(raw)
+            if len(part) == chunk:
+                pending.append(sender.submit(send_raw_batch, w3, part))
+                part = []
+        if part:
+            pending.append(sender.submit(send_raw_batch, w3, part))
+        for future in pending:
+            results.extend(future.result())
+    return results

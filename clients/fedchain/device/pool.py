@@ -25,7 +25,7 @@ from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, Task
 from fedchain.chain.batch import SignedUpdate, UpdateBatch, make_batch
 from fedchain.chain.signing import sign_update
 from fedchain.chain.task import GAS_LIMITS
-from fedchain.chain.tx import send_raw_batch, wait_receipts
+from fedchain.chain.tx import read_nonces, send_raw_batch, wait_receipts
 from fedchain.device.runner import (
     ROUND_MOVED_ON,
     WAKE_EVENTS,
@@ -110,6 +110,11 @@ class DevicePool:
                 raise TimeoutError(f"{len(waiting)} devices were not approved within {self.settings.join_timeout}s")
             if waiting:
                 time.sleep(self.settings.poll_interval)
+        # Every device's nonce in one request; from here on each sender counts its own.
+        nonces = read_nonces(self.context.w3, [d.address for d in self.devices])
+        for device, nonce in zip(self.devices, nonces, strict=True):
+            assert device.task.sender is not None
+            device.task.sender.set_nonce(nonce)
         log.info("pool of %d devices registered", len(self.devices))
 
     def run(
