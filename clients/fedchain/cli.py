@@ -448,6 +448,15 @@ def pool(
     omit_from_batch: Annotated[
         int, typer.Option(help="Evaluation only: the relayer leaves this many signed updates out of each batch.")
     ] = 0,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run the devices as pool actors on the Ray cluster at this address.")
+    ] = None,
+    ray_local: Annotated[
+        int | None, typer.Option(help="Run the devices as pool actors on a local Ray (loopback) with N CPUs.")
+    ] = None,
+    pools: Annotated[
+        int, typer.Option(help="With Ray: pool actors (relayers: --relayer-account and the accounts after it).")
+    ] = 1,
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
@@ -456,6 +465,8 @@ def pool(
 ) -> None:
     """Run many virtual devices in this process: each its own key, nonce, partition and model, sharing one chain
     connection, one event subscription and one IPFS client. Same training as `fedchain device` per device."""
+    from dataclasses import replace
+
     import torch
 
     from fedchain.chain.accounts import devnet_accounts
@@ -480,6 +491,21 @@ def pool(
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
     members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
     try:
+        if ray_address is not None or ray_local is not None:
+            from fedchain.device.ray_pool import run_on_ray, split_accounts
+
+            relayers = [relayer_account + p for p in range(pools)] if relayer_account is not None else None
+            shares = split_accounts(start, end, pools, relayers)
+            shares = [replace(s, first_partition=first_partition + s.first_partition) for s in shares]
+            run_on_ray(
+                settings,
+                shares,
+                address=ray_address,
+                local_cpus=ray_local,
+                max_rounds=max_rounds,
+                on_ready=lambda: _touch(ready_file),
+            )
+            return
         relayer = devnet_accounts([relayer_account])[0] if relayer_account is not None else None
         pool_ = DevicePool(settings, members, relayer=relayer, omit_from_batch=omit_from_batch)
         pool_.run(max_rounds=max_rounds, on_ready=lambda: _touch(ready_file))

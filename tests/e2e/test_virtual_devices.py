@@ -176,3 +176,42 @@ def report_of_round(net: Devnet, client: TaskClient, round_index: int) -> dict:
     assert net.state is not None
     with IpfsClient(net.state.ipfs_api) as ipfs:
         return json.loads(ipfs.cat(digest_to_cid(bytes(event.args["reportDigest"]))))
+
+
+@pytest.mark.slow
+def test_pools_run_as_ray_actors_on_a_local_loopback_ray(anvil_net: Devnet, tmp_path: Path) -> None:
+    """`fedchain pool --ray-local 2 --pools 2`: two pool actors, each relaying its devices' signed updates; every
+    round has every device's update, one batch per pool."""
+    assert anvil_net.state is not None
+    cli = Cli(anvil_net.state, tmp_path)
+    relayers = [devnet_account(i).address for i in (36, 37)]
+    deployed = cli.deploy("--rounds", "2", "--devices", "6", *[x for r in relayers for x in ("--relayer-address", r)])
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+    pools = cli.spawn(
+        "ray-pools",
+        "pool",
+        "--task",
+        task,
+        "--accounts",
+        "2:8",
+        "--num-partitions",
+        "6",
+        "--relayer-account",
+        "36",
+        "--ray-local",
+        "2",
+        "--pools",
+        "2",
+    )
+    assert pools.wait(timeout=300) == 0, cli.log_text("ray-pools")[-3000:]
+    assert aggregator.wait(timeout=60) == 0, cli.log_text("aggregator")[-3000:]
+    w3 = connect(anvil_net.state.rpc_url)
+    client = TaskClient(w3, task)
+    batches = list(EventFollower(w3, task, client.abi).history("UpdateBatchSubmitted"))
+    assert sorted((e.args["round"], e.args["relayer"]) for e in batches) == sorted(
+        (r, a) for r in (1, 2) for a in relayers
+    )
+    assert all(e.args["entries"] == 3 for e in batches)
+    for r in (1, 2):
+        assert len(report_of_round(anvil_net, client, r)["accepted"]) == 6

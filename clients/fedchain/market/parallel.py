@@ -17,19 +17,7 @@ from typing import Any
 from fedchain.learning.types import Weights
 from fedchain.learning.units import JobPlan, run_unit
 from fedchain.market.env import WORKER_ENV
-
-# Set before ray is imported (its constants read them at import time).
-RAY_LOOPBACK_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "http_proxy": "http://127.0.0.1:9",
-    "https_proxy": "http://127.0.0.1:9",
-    "HTTP_PROXY": "http://127.0.0.1:9",
-    "HTTPS_PROXY": "http://127.0.0.1:9",
-    # ...but not the chain's and IPFS's loopback endpoints, which this process's own clients reach.
-    "no_proxy": "127.0.0.1,localhost,::1",
-    "NO_PROXY": "127.0.0.1,localhost,::1",
-}
+from fedchain.ray_env import RAY_LOOPBACK_ENV
 
 
 def _run_unit_task(plan_json: bytes, checkpoint: Weights, stage: int, index: int) -> Weights:
