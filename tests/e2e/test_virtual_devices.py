@@ -68,8 +68,9 @@ def test_a_pool_of_virtual_devices_trains_the_same_bits_as_one_process_per_devic
     assert pooled["final_model_cid"] == processes["final_model_cid"]
     assert pooled["accuracy_per_round"] == processes["accuracy_per_round"]
     assert pooled["updates_per_round"] == [4, 4, 4]
-    # Each virtual device still sends its own transaction: the same submitUpdate gas as a device process.
-    assert abs(pooled["gas"]["submitUpdate"] - processes["gas"]["submitUpdate"]) < 100
+    # The pools relay their devices' signed updates: one batch per pool per round instead of one per device.
+    assert pooled["submit"] == "batch" and "submitUpdate" not in pooled["gas"]
+    assert pooled["gas"]["submitUpdateBatch"] < 2 * processes["gas"]["submitUpdate"]
 
 
 @pytest.mark.slow
