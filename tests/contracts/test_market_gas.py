@@ -58,7 +58,7 @@ GAS_LIMITS = {
     "publishResult (both revealed)": 120_500,  # 104_866
     "submitArbitration (accept+slash)": 163_500,  # 142_099
     "submitArbitration (reset)": 141_500,  # 123_094
-    "expireReveal (one forfeit)": 107_500,  # 93_423
+    "expireReveal (one forfeit)": 130_000,  # 93_423-110_523: +17k when the forfeit opens the recipient's balance slot
     "expireClaim (forfeit)": 96_500,  # 83_707
     "expireClaim (arbiter no-show)": 104_500,  # 90_885 (forfeit, exclusion, re-draw scheduled)
     "expireClaim (lonely release)": 48_000,  # 41_728
