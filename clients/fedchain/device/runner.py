@@ -351,6 +351,9 @@ class DeviceRunner:
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d closed before our update landed (%s)", round_index, exc.error)
                 return None
+            if exc.error == "NotApprovedDevice":  # removed while it trained: the same stop as between rounds
+                log.warning("device %s was removed while training round %d: stopping", self.address, round_index)
+                raise PermissionError(f"device {self.address} was removed from task {self.task.address}") from exc
             raise
         log.info(
             "round %d: trained on %d samples (loss %.4f), update %s, gas %d; seconds: fetch %.3f train %.3f "
