@@ -31,6 +31,18 @@ AccountIndex = Annotated[int | None, typer.Option("--account", help="Devnet acco
 ReadyFile = Annotated[
     Path | None, typer.Option("--ready-file", help="Create this file once ready for round 1 (for supervisors).")
 ]
+LaunchFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--launch-file",
+        help="Start now, connect later: wait for this JSON file ({task, rpc_url, ipfs_api}, written by a supervisor "
+        "such as `fedchain demo`) and take --task and the endpoints from it. Imports and warm-up overlap the "
+        "devnet's start and the task's deployment.",
+    ),
+]
+OptionalTask = Annotated[str | None, typer.Option(help="Task contract address (or give --launch-file).")]
+# How long a process started with --launch-file waits for its supervisor to deploy the task.
+LAUNCH_TIMEOUT = 600.0
 KeyEnv = Annotated[
     str | None, typer.Option("--key-env", help="Environment variable holding a hex private key (testnets).")
 ]
@@ -109,6 +121,23 @@ def _account(index: int | None, key_env: str | None, keystore: Path | None, defa
         return resolve_account(index, key_env=key_env, keystore=keystore)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _launch_target(
+    launch_file: Path | None, task: str | None, rpc_url: str | None, ipfs_api: str | None
+) -> tuple[str, str | None, str | None]:
+    """The task and endpoints: from the options, or from `launch_file` once a supervisor has written it."""
+    if launch_file is None:
+        if task is None:
+            raise typer.BadParameter("give the task contract address (or --launch-file)", param_hint="--task")
+        return task, rpc_url, ipfs_api
+    from fedchain.launch import wait_for_launch
+
+    try:
+        target = wait_for_launch(launch_file, timeout=LAUNCH_TIMEOUT)
+    except (TimeoutError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--launch-file") from None
+    return target.task, target.rpc_url or rpc_url, target.ipfs_api or ipfs_api
 
 
 def _touch(path: Path | None) -> None:
@@ -345,7 +374,7 @@ def start(
 
 @app.command()
 def device(
-    task: Annotated[str, typer.Option(help="Task contract address.")],
+    task: OptionalTask = None,
     partition: Annotated[str, typer.Option(help="This device's share of the demo dataset, I/N (0-based).")] = "0/1",
     non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for a label-skewed partition.")] = None,
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
@@ -375,6 +404,7 @@ def device(
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
     ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Run one device: register, wait for rounds, train locally, upload the update, submit its digest.
@@ -399,6 +429,7 @@ def device(
             check_attack(attack)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--attack") from None
+    task, rpc_url, ipfs_api = _launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     settings = DeviceSettings(
         task,
@@ -425,11 +456,11 @@ def device(
 
 @app.command()
 def pool(
-    task: Annotated[str, typer.Option(help="Task contract address.")],
     accounts: Annotated[
         str,
         typer.Option(help="Devnet account indices of the pool's devices, START:END (END excluded), e.g. 2:502."),
     ],
+    task: OptionalTask = None,
     first_partition: Annotated[
         int, typer.Option(help="Partition index of the pool's first device; the others follow in order.")
     ] = 0,
@@ -461,6 +492,7 @@ def pool(
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
     ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Run many virtual devices in this process: each its own key, nonce, partition and model, sharing one chain
@@ -487,6 +519,7 @@ def pool(
             f"{end - start} devices from partition {first_partition} do not fit in {num_partitions} partitions",
             param_hint="--first-partition",
         )
+    task, rpc_url, ipfs_api = _launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
     members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
@@ -518,7 +551,7 @@ def pool(
 
 @app.command()
 def aggregator(
-    task: Annotated[str, typer.Option(help="Task contract address.")],
+    task: OptionalTask = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate each aggregate on the task's held-out set.")] = True,
     lie: Annotated[
         bool, typer.Option("--lie", help="Evaluation only: a dishonest aggregator that reveals corrupted models.")
@@ -530,6 +563,7 @@ def aggregator(
     ipfs_api: IpfsApi = None,
     state_file: StateFile = Path(".fedchain/devnet.json"),
     ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Run the aggregator: react to round events, aggregate verified updates, commit the new global model."""
@@ -540,6 +574,7 @@ def aggregator(
     _setup_logging(verbose)
     _exit_on_sigterm()
     torch.set_num_threads(1)
+    task, rpc_url, ipfs_api = _launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     try:
         worker = AggregatorWorker(

@@ -10,33 +10,29 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from web3 import Web3
 
-from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
-from fedchain.chain.notify import EventNotifier
-from fedchain.deploy import (
-    TaskPlan,
-    create_task,
-    default_min_updates,
-    default_threshold,
-    wait_for_encryption_keys,
-)
-from fedchain.devnet import Devnet, DevnetState, terminate
+from fedchain.launch import LaunchTarget, write_launch
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.attacks import check_attack
-from fedchain.learning.data import load_dataset
-from fedchain.learning.model import build_model, set_weights
 from fedchain.learning.spec import PrivacySpec, TaskSpec, default_task_spec
-from fedchain.learning.train import evaluate, train_centralized
 from fedchain.privacy.accountant import epsilon_after, micro_to_epsilon, noise_multiplier_for_chain
-from fedchain.storage import IpfsClient, digest_to_cid
+
+# torch, web3 and the deployment code are imported where they are used: the demo starts its device and aggregator
+# processes before paying for those imports (see run_demo).
+if TYPE_CHECKING:
+    from web3 import Web3
+
+    from fedchain.chain import TaskClient
+    from fedchain.devnet import Devnet, DevnetState
+    from fedchain.storage import IpfsClient
 
 # Events whose transactions count towards a round's gas.
 ROUND_TX_EVENTS = (
@@ -140,9 +136,9 @@ class DemoOptions:
             raise ValueError("need at least one device and one round")
         if self.aggregators < 1:
             raise ValueError("need at least one aggregator")
-        threshold = self.threshold if self.threshold is not None else default_threshold(self.aggregators)
-        if not 1 <= threshold <= self.aggregators:
-            raise ValueError(f"the threshold must be between 1 and {self.aggregators}, got {threshold}")
+        # None is the deployment's default, a strict majority: always in range.
+        if self.threshold is not None and not 1 <= self.threshold <= self.aggregators:
+            raise ValueError(f"the threshold must be between 1 and {self.aggregators}, got {self.threshold}")
         if not 0 <= self.lying_aggregators <= self.aggregators:
             raise ValueError(f"lying aggregators must be between 0 and {self.aggregators}")
         if not 0.0 <= self.attackers < 1.0:
@@ -235,12 +231,30 @@ def run_demo(
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     num_accounts = FIRST_DEVICE_INDEX + options.devices + options.aggregators + 1 + len(options.relayer_indices())
-    net = Devnet(workdir, options.chain, num_accounts=num_accounts)
+    net: Devnet | None = None
     processes: list[subprocess.Popen[bytes]] = []
     explorer: subprocess.Popen[bytes] | None = None
     explorer_url: str | None = None
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ready_dir = workdir / "ready"
+    launch_file = workdir / "launch.json"
+    _clear_handover(ready_dir, launch_file)
     try:
-        state = net.start()
+        # Devices, pools and aggregators start first: their imports and warm-up (most of a process's start-up)
+        # overlap the devnet's start and the deployment; they connect once the launch file names the task.
+        processes = _launch(options, launch_file, logs, ready_dir)
+        from fedchain.devnet import Devnet, terminate
+
+        net = Devnet(workdir, options.chain, num_accounts=num_accounts)
+        with ThreadPoolExecutor(1, thread_name_prefix="devnet") as background:
+            # The chain and IPFS start in their own processes; this one imports torch and web3 meanwhile.
+            starting = background.submit(net.start)
+            from fedchain.chain import TaskClient, connect, devnet_account
+            from fedchain.deploy import TaskPlan, create_task, default_min_updates, wait_for_encryption_keys
+            from fedchain.storage import IpfsClient, digest_to_cid
+
+            state = starting.result()
         state.save(workdir / "devnet.json")
         console.print(f"devnet: {options.chain} at {state.rpc_url}, IPFS at {state.ipfs_api} (logs in {workdir}/logs)")
         if options.explorer_port is not None:
@@ -284,9 +298,7 @@ def run_demo(
             f"strategy {strategy.name} {dict(strategy.params)}, {plan.threshold()} of {options.aggregators} "
             f"aggregators must agree ({options.lying_aggregators} lying)"
         )
-        ready_dir = workdir / "ready"
-        ready_dir.mkdir(parents=True, exist_ok=True)
-        processes = _launch(options, state, deployed.address, workdir / "logs", ready_dir)
+        write_launch(launch_file, LaunchTarget(deployed.address, state.rpc_url, state.ipfs_api))
         admin_task = TaskClient.for_account(w3, deployed.address, devnet_account(ADMIN_INDEX))
         if privacy.secure_aggregation:
             wait_for_encryption_keys(admin_task, device_addresses, timeout=min(300.0, options.timeout))
@@ -349,16 +361,21 @@ def run_demo(
             after(summary)
         return summary
     finally:
+        from fedchain.devnet import terminate
+
         for proc in processes:
             terminate(proc)
         if explorer is not None:
             terminate(explorer)
-        net.stop()
+        if net is not None:
+            net.stop()
 
 
 def _start_explorer(options: DemoOptions, state: DevnetState, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`fedchain explorer` against the demo's devnet, as its own process; returns it once it answers."""
     import httpx
+
+    from fedchain.devnet import terminate
 
     port = options.explorer_port or 8000
     url = f"http://127.0.0.1:{port}/"
@@ -383,12 +400,19 @@ def _start_explorer(options: DemoOptions, state: DevnetState, workdir: Path) -> 
     raise TimeoutError(f"the explorer did not answer at {url} within 60s; see {workdir}/logs/explorer.log")
 
 
-def _launch(
-    options: DemoOptions, state: DevnetState, task: str, logs: Path, ready_dir: Path
-) -> list[subprocess.Popen[bytes]]:
+def _clear_handover(ready_dir: Path, launch_file: Path) -> None:
+    """Remove an earlier run's ready markers and launch file: this run's processes must not take them for theirs."""
+    ready_dir.mkdir(parents=True, exist_ok=True)
+    for marker in ready_dir.iterdir():
+        marker.unlink()
+    launch_file.unlink(missing_ok=True)
+
+
+def _launch(options: DemoOptions, launch_file: Path, logs: Path, ready_dir: Path) -> list[subprocess.Popen[bytes]]:
     """Aggregators first (`_follow` watches them), then one process per device or one pool per share of devices;
-    each writes a file into `ready_dir` once it is ready for round 1."""
-    common = ["--task", task, "--rpc-url", state.rpc_url, "--ipfs-api", state.ipfs_api]
+    each waits for `launch_file` (the task and endpoints) and writes a file into `ready_dir` once it is ready for
+    round 1."""
+    common = ["--launch-file", str(launch_file)]
     commands = []
     for j, index in enumerate(options.aggregator_indices()):
         cmd = [sys.executable, "-m", "fedchain.cli", "aggregator", *common, "--account", str(index)]
@@ -473,6 +497,11 @@ def _follow(
     """Watch the task's events until it finishes, evaluating each finalised model independently.
 
     Returns the rows and the AggregatorFault events per aggregator."""
+    from fedchain.chain import EventFollower, Phase, TaskClient
+    from fedchain.chain.notify import EventNotifier
+    from fedchain.learning.data import load_dataset
+    from fedchain.learning.model import build_model
+
     task = TaskClient(w3, task_address)
     follower = EventFollower(w3, task_address, task.abi, from_block=from_block)
     notifier = EventNotifier(options_rpc_url(w3), [task.address], poll_interval=0.1)
@@ -561,6 +590,10 @@ def _device_addresses(options: DemoOptions) -> list[str]:
 def _record_aggregate(
     row: RoundRow, args: dict[str, Any], ipfs: IpfsClient, model: Any, test: Any, attackers: set[str]
 ) -> None:
+    from fedchain.learning.model import set_weights
+    from fedchain.learning.train import evaluate
+    from fedchain.storage import digest_to_cid
+
     row.model_cid = digest_to_cid(bytes(args["modelDigest"]))
     row.accepted = int(args["acceptedUpdates"])
     report = json.loads(ipfs.cat(digest_to_cid(bytes(args["reportDigest"])), max_size=16 << 20))
@@ -595,6 +628,8 @@ def _table(rows: dict[int, RoundRow], options: DemoOptions) -> Table:
 
 def _gas_per_function(w3: Web3, task: TaskClient, from_block: int) -> dict[str, int]:
     """Average gas of every function called on the task, from the receipts of its transactions."""
+    from web3 import Web3
+
     used: dict[str, list[int]] = defaultdict(list)
     for number in range(from_block, w3.eth.block_number + 1):
         block = w3.eth.get_block(number, full_transactions=True)
@@ -618,6 +653,9 @@ def _non_private_accuracy(options: DemoOptions) -> float:
 
 def _centralized_accuracy(options: DemoOptions) -> float:
     """The same model trained on the union of the devices' data: the reference a federated run aims for."""
+    from fedchain.learning.data import load_dataset
+    from fedchain.learning.train import train_centralized
+
     train, test = load_dataset(options.spec.dataset)
     epochs = options.rounds * options.spec.train.local_epochs
     return train_centralized(options.spec, train, test, epochs=epochs).accuracy

@@ -50,3 +50,19 @@ def test_unknown_names_and_clashes() -> None:
         _ = pkg.no_such_name
     with pytest.raises(ValueError, match="submodules"):
         lazy_exports("fedchain.privacy", {"fedchain.privacy.quantize": ("quantize",)})
+
+
+@pytest.mark.parametrize(
+    ("module", "heavy"),
+    [
+        # The demo launches its device and aggregator processes before it imports torch and web3 (start-up overlap).
+        ("fedchain.demo", ("torch", "web3", "opacus")),
+        # Strategies and weight checks are numpy only; the aggregator's screening and the CLI's options use them.
+        ("fedchain.learning.aggregation.registry", ("torch", "opacus")),
+        ("fedchain.privacy.accountant", ("torch", "opacus")),
+    ],
+)
+def test_light_modules_stay_light(module: str, heavy: tuple[str, ...]) -> None:
+    code = f"import json, sys, {module}; print(json.dumps([m for m in {list(heavy)!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedchain.learning.data import Dataset
-from fedchain.learning.model import check_weights
 from fedchain.learning.types import Weights
+from fedchain.learning.weights import check_weights
 
 
 def _shapes(global_weights: Weights) -> dict[str, tuple[int, ...]]:

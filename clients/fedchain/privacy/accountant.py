@@ -22,11 +22,12 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as opacus_rdp
 
-# Opacus's default orders, plus larger ones for large ε (little noise), where the best order exceeds 63.
-ORDERS: tuple[float, ...] = (*(float(a) for a in RDPAccountant.DEFAULT_ALPHAS), 80.0, 96.0, 128.0, 256.0, 512.0)
+# Opacus's default orders (`RDPAccountant.DEFAULT_ALPHAS`, written out so importing this module does not import
+# opacus, ~1.3 s with its torch.distributed and scipy imports; a unit test checks they are equal), plus larger ones
+# for large ε (little noise), where the best order exceeds 63. Opacus itself is imported when ε is first computed.
+OPACUS_DEFAULT_ALPHAS: tuple[float, ...] = (*(1 + x / 10.0 for x in range(1, 100)), *(float(a) for a in range(12, 64)))
+ORDERS: tuple[float, ...] = (*OPACUS_DEFAULT_ALPHAS, 80.0, 96.0, 128.0, 256.0, 512.0)
 # noise_multiplier_for's default tolerance: the ε it achieves lies in [target - tolerance, target].
 EPSILON_TOLERANCE = 0.01
 MICRO = 10**6
@@ -63,6 +64,8 @@ def _rdp_per_round(noise_multiplier: float, sample_rate: float, orders: Sequence
 @functools.lru_cache(maxsize=512)
 def _rdp_cached(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]) -> tuple[float, ...]:
     # For q < 1 Opacus's fractional orders cost ~0.2 s per call: searches and tables ask for the same values again.
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
     rdp = opacus_rdp.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(orders))
     return tuple(float(r) for r in np.atleast_1d(rdp))
 
@@ -72,6 +75,8 @@ def _epsilon(rdp: np.ndarray, delta: float, orders: Sequence[float]) -> float:
         return 0.0
     if np.all(np.isinf(rdp)):  # no noise: no guarantee
         return math.inf
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
     with warnings.catch_warnings():
         # "Optimal order is the largest alpha": the bound is still valid, only perhaps not the tightest.
         warnings.simplefilter("ignore", UserWarning)

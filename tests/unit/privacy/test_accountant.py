@@ -125,3 +125,16 @@ def test_epsilon_micro_infinity_and_errors() -> None:
     for bad_micro in (-1, 2**64, 1.5, True):
         with pytest.raises(ValueError):
             micro_to_epsilon(bad_micro)  # type: ignore[arg-type]
+
+
+def test_default_orders_equal_opacus_and_module_import_skips_opacus() -> None:
+    import subprocess
+    import sys
+
+    from fedchain.privacy.accountant import OPACUS_DEFAULT_ALPHAS
+
+    assert list(OPACUS_DEFAULT_ALPHAS) == [float(a) for a in RDPAccountant.DEFAULT_ALPHAS]
+    # Importing the accountant must not import opacus (1.3 s): the aggregator and the demo import it for every task.
+    code = "import sys, fedchain.privacy.accountant; print('opacus' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedchain.learning.model import check_weights
 from fedchain.learning.types import Weights
+from fedchain.learning.weights import check_weights
 
 # Columns per block for coordinate-wise work: (n, BLOCK) float64 blocks stay in cache and memory stays bounded.
 BLOCK = 2048

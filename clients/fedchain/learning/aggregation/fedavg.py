@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedchain.learning.aggregation.base import AggregateResult, ServerState, Strategy, Update, devices, shapes_of
-from fedchain.learning.model import check_weights
 from fedchain.learning.types import Weights
+from fedchain.learning.weights import check_weights
 
 
 class StreamingFedAvg:
