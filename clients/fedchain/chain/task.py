@@ -15,6 +15,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from fedchain.chain.artifacts import load_artifact
+from fedchain.chain.rawtx import selector, word
 from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult
 
 CONTRACT_NAME = "FederatedTask"
@@ -213,6 +214,17 @@ def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int, *, epsilo
     return keccak(
         abi_encode(["bytes20", "bytes32", "uint32", "uint64"], [inputs_hash, model_digest, accepted, epsilon_micro])
     )
+
+
+_SUBMIT_UPDATE = selector("submitUpdate(uint32,bytes32,uint64)")
+
+
+def encode_submit_update(round_index: int, update_digest: bytes, num_samples: int) -> bytes:
+    """`submitUpdate`'s call data, encoded directly: a pool builds one per device per round, and web3's contract
+    function objects cost more than the signature (a unit test checks it equals web3's encoding)."""
+    if not (0 <= round_index < 1 << 32 and 0 <= num_samples < 1 << 64):
+        raise ValueError(f"round {round_index} or numSamples {num_samples} out of range")
+    return _SUBMIT_UPDATE + word(round_index) + word(bytes(update_digest)) + word(num_samples)
 
 
 def _decoder() -> ErrorDecoder:

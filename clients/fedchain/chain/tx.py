@@ -10,12 +10,14 @@ from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
 
 from fedchain.chain.errors import ChainError, ContractRevert
+from fedchain.chain.rawtx import RawSigner
 
 GAS_MARGIN = 1.25
 
@@ -98,6 +100,7 @@ class TransactionSender:
         self.receipt_timeout = receipt_timeout
         self._nonce: int | None = None
         self._chain_id = w3.eth.chain_id
+        self._signer = RawSigner(bytes(account.key))
 
     @property
     def address(self) -> str:
@@ -179,16 +182,22 @@ class TransactionSender:
         """Build and sign the next transaction of this account (its nonce is taken); returns it and its raw bytes,
         for `send_raw_batch`. The call data is encoded directly: web3's build_transaction validation costs more
         than the signature, and a pool signs one transaction per device per round."""
+        return self.sign_data(fn.address, fn._encode_transaction_data(), gas_limit, fees)
+
+    def sign_data(
+        self, to: str, data: bytes | str, gas_limit: int, fees: dict[str, int] | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """`sign` for call data encoded by the caller (a hot path's own ABI encoding, see `TaskClient`)."""
         tx = {
-            "to": fn.address,
-            "data": fn._encode_transaction_data(),
+            "to": to,
+            "data": data,
             "value": 0,
             "gas": gas_limit,
             "nonce": self._next_nonce(),
             "chainId": self._chain_id,
             **(fees if fees is not None else self._fees()),
         }
-        return tx, bytes(self.account.sign_transaction(tx).raw_transaction)
+        return tx, self._signer.sign(tx)
 
     def set_nonce(self, nonce: int) -> None:
         """The account's next nonce, read elsewhere (e.g. many accounts' at once with `read_nonces`)."""
@@ -210,15 +219,15 @@ class TransactionSender:
         return self._receipt(self._sign_and_send(tx), tx, fn)
 
     def _sign_and_send(self, tx: dict[str, Any]) -> bytes:
-        signed = self.account.sign_transaction(tx)
+        raw = self._signer.sign(tx)
         try:
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            tx_hash = self.w3.eth.send_raw_transaction(raw)
         except ValueError as exc:
             # A retried send whose first attempt did reach the node: the transaction is already known.
             if "known" not in str(exc).lower() and "nonce too low" not in str(exc).lower():
                 self._nonce = None  # re-read the nonce next time: the node rejected it
                 raise
-            tx_hash = signed.hash
+            tx_hash = keccak(raw)
         except Exception:
             self._nonce = None
             raise

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient
 from fedchain.chain.batch import SignedUpdate, UpdateBatch, make_batch
 from fedchain.chain.signing import sign_update
-from fedchain.chain.task import GAS_LIMITS
-from fedchain.chain.tx import read_nonces, send_raw_batch, wait_receipts
+from fedchain.chain.task import GAS_LIMITS, encode_submit_update
+from fedchain.chain.tx import read_nonces, send_raw_stream, wait_receipts
 from fedchain.device.runner import (
     ROUND_MOVED_ON,
     WAKE_EVENTS,
@@ -209,16 +210,21 @@ class DevicePool:
     ) -> list[RoundOutcome | None]:
         """Every device's own `submitUpdate`, signed here and sent in JSON-RPC batches; then the receipts."""
         fees = devices[0].task.sender.fees()  # type: ignore[union-attr]
-        signed = []
-        for device, update, cid in zip(devices, updates, cids, strict=True):
-            fn = device.task.contract.functions.submitUpdate(round_index, cid_to_digest(cid), update.num_samples)
-            assert device.task.sender is not None
-            signed.append((fn, *device.task.sender.sign(fn, GAS_LIMITS["submitUpdate"], fees)))
-        sent = send_raw_batch(self.context.w3, [raw for _, _, raw in signed])
+        signed: list[tuple[dict[str, Any], bytes]] = []
+
+        def sign_all() -> Iterator[bytes]:
+            # Consumed by send_raw_stream: the node works on one chunk while the next is signed.
+            for device, update, cid in zip(devices, updates, cids, strict=True):
+                data = encode_submit_update(round_index, cid_to_digest(cid), update.num_samples)
+                assert device.task.sender is not None
+                signed.append(device.task.sender.sign_data(device.task.address, data, GAS_LIMITS["submitUpdate"], fees))
+                yield signed[-1][1]
+
+        sent = send_raw_stream(self.context.w3, sign_all())
         hashes = [h for h in sent if isinstance(h, bytes)]
         receipts = dict(zip(hashes, wait_receipts(self.context.w3, hashes), strict=True))
         results: list[RoundOutcome | None] = []
-        for device, update, cid, (fn, tx, _), answer in zip(devices, updates, cids, signed, sent, strict=True):
+        for device, update, cid, (tx, _), answer in zip(devices, updates, cids, signed, sent, strict=True):
             sender = device.task.sender
             assert sender is not None
             if not isinstance(answer, bytes):  # refused by the node (e.g. a nonce that moved): retried next wake
@@ -228,7 +234,7 @@ class DevicePool:
                 continue
             receipt = receipts[answer]
             if int(receipt["status"], 16) != 1:
-                self._moved_on(round_index, device, sender.explain_failure(tx, int(receipt["blockNumber"], 16), fn))
+                self._moved_on(round_index, device, sender.explain_failure(tx, int(receipt["blockNumber"], 16), None))
                 results.append(None)
                 continue
             self._last_round[device.address] = round_index

@@ -13,6 +13,8 @@ import pytest
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedchain.chain import (
     BatchSubmission,
@@ -288,3 +290,22 @@ def test_inputs_hash_folds_direct_and_batched_submissions_in_order() -> None:
     acc = fold_batch_inputs_hash(acc, *batched)
     assert inputs_hash(TASK, 1, [direct, batched]) == acc
     assert inputs_hash(TASK, 1, [batched, direct]) != acc
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    chain_id=st.integers(1, 2**40),
+    round_index=st.integers(0, 2**32 - 1),
+    update_digest=st.binary(min_size=32, max_size=32),
+    samples=st.integers(1, 2**32 - 1),
+    device_index=st.integers(0, 40),
+)
+def test_fast_signing_equals_eth_account_and_recovers(
+    chain_id, round_index, update_digest, samples, device_index
+) -> None:
+    account = device(device_index)
+    message = update_message(chain_id, TASK, round_index, update_digest, samples)
+    signature = sign_update(account, chain_id, TASK, round_index, update_digest, samples)
+    assert signature == bytes(Account.sign_message(message, account.key).signature)
+    assert Account.recover_message(message, signature=signature) == account.address
+    assert recover_update_signer(chain_id, TASK, round_index, update_digest, samples, signature) == account.address
