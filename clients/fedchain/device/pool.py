@@ -98,15 +98,16 @@ class DevicePool:
     def ensure_registered(self) -> None:
         """Ask to join for every device not yet approved, then wait for the admin's approval of all of them."""
         waiting = []
-        for device in self.devices:
-            info = device.task.device_info(device.address)
+        infos = self.context.task.device_infos([d.address for d in self.devices])
+        for device, info in zip(self.devices, infos, strict=True):
             self._last_round[device.address] = info.last_round
             if not info.approved:
                 device.task.request_join()
                 waiting.append(device)
         deadline = time.monotonic() + self.settings.join_timeout
         while waiting:
-            waiting = [d for d in waiting if not d.task.device_info(d.address).approved]
+            approved = self.context.task.device_infos([d.address for d in waiting])
+            waiting = [d for d, info in zip(waiting, approved, strict=True) if not info.approved]
             if waiting and time.monotonic() > deadline:
                 raise TimeoutError(f"{len(waiting)} devices were not approved within {self.settings.join_timeout}s")
             if waiting:
@@ -250,7 +251,7 @@ class DevicePool:
         and submits directly if the relayer left it out."""
         assert self.relayer is not None
         task = self.context.task
-        chain_id = self.context.w3.eth.chain_id
+        chain_id = self.context.chain_id
         entries = [
             SignedUpdate(
                 d.address,

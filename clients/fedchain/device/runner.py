@@ -91,6 +91,7 @@ class DeviceContext:
     spec: TaskSpec
     train: Dataset
     notifier: EventNotifier
+    chain_id: int
     _models: dict[str, Weights] = field(default_factory=dict)
 
     @classmethod
@@ -107,7 +108,7 @@ class DeviceContext:
         notifier = EventNotifier(
             settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
         )
-        return cls(w3, ipfs, task, spec, train, notifier)
+        return cls(w3, ipfs, task, spec, train, notifier, w3.eth.chain_id)
 
     def global_weights(self, cid: str) -> Weights:
         """The model behind `cid`, fetched (and checked against the CID) once per process; the last two are kept."""
@@ -149,7 +150,7 @@ class DeviceRunner:
         self._owns_context = context is None
         self.context = context if context is not None else DeviceContext.open(settings)
         self.w3 = self.context.w3
-        self.task = TaskClient.for_account(self.w3, settings.task_address, account)
+        self.task = self.context.task.with_account(account, self.context.chain_id)
         self.ipfs = self.context.ipfs
         self.spec = self.context.spec
         strategy = self.spec.strategy_spec()
