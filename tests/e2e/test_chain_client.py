@@ -100,3 +100,12 @@ def test_commit_then_reveal_finalises_and_refuses_replays(task: TaskClient) -> N
         aggregator.reveal_result(1, state.inputs_hash, digest("m1"), digest("r1"), 2, salt)
     assert err.value.error == "AlreadyRevealed"
     assert task.aggregator_info(me).faults == 0
+
+
+def test_batched_device_infos_equal_one_by_one(task: TaskClient) -> None:
+    as_account(task, 2).submit_update(1, digest("u"), 10)
+    addresses = [devnet_account(i).address for i in (2, 3, 9)]  # submitted, approved, unknown
+    infos = task.device_infos(addresses)
+    assert infos == [task.device_info(a) for a in addresses]
+    assert [i.approved for i in infos] == [True, True, False] and infos[0].last_round == 1
+    assert task.device_infos([]) == []
