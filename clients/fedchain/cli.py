@@ -358,9 +358,6 @@ def device(
             "label-flip)."
         ),
     ] = None,
-    setup_wait: Annotated[
-        float, typer.Option(help="Secure aggregation: seconds to wait for every device's setup before masking.")
-    ] = 10.0,
     drop_after_setup: Annotated[
         bool,
         typer.Option(
@@ -410,7 +407,6 @@ def device(
         data_seed,
         online,
         attack=attack,
-        setup_wait=setup_wait,
         drop_after_setup=drop_after_setup,
     )
     runner = DeviceRunner(settings, _account(account, key_env, keystore, default_index=None))
