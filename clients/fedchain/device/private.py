@@ -244,7 +244,13 @@ class DevicePrivacy:
             return None
         blobs = {address: self.ipfs.cat(digest_to_cid(digest), max_size=1 << 24) for address, digest in setups.items()}
         vector = self.privatize(global_weights, trained, current.participants)
-        masked = current.device.mask(vector, {address_bytes(a): b for a, b in blobs.items()})
+        try:
+            masked = current.device.mask(vector, {address_bytes(a): b for a, b in blobs.items()})
+        except ValueError as exc:
+            # A setup of the frozen set is malformed (the chain does not read setups): nobody can mask against the
+            # set, so the round fails at its deadline and the next one opens with a fresh setup window.
+            log.warning("round %d: cannot mask against the frozen setup set (%s): dropping out of the round", r, exc)
+            return None
         cid = self.ipfs.add(masked.to_bytes())
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
