@@ -31,16 +31,17 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///      - Key directory: devices and aggregators publish an X25519 public key (`setEncryptionKey`) that peers use to
 ///        encrypt what they send each other off-chain (secure-aggregation key shares, unmask shares).
 ///      - Secure aggregation (`secureAggregation`): each round starts with a setup window, the first half of the
-///        round (roundDuration - roundDuration / 2 seconds; it ends at `setupDeadline`). In it a device announces its round setup (`submitSetup`:
-///        digest of its public mask keys and encrypted key shares on IPFS); the window's end freezes the setup set,
-///        whatever any device does (no device can freeze it early or reopen it). From then on, and only then, a
-///        device of the set submits its update masked against exactly the frozen set (`submitMaskedUpdate` with
-///        `setupCount`), and after the round closed publishes the shares that let the aggregators remove the masks
-///        (`submitUnmaskShares`). A secure round is never extended: no setup can join a frozen set, so waiting
-///        longer could only wait on devices that already had their chance. At its deadline it goes to aggregation
-///        with at least minUpdates masked updates, and otherwise fails (AggregationFailed with no commitment, the
-///        DP ledger charged as for any failed round): the next round opens with the unchanged model and a fresh
-///        setup window. The chain orders and counts these messages; their contents stay off-chain.
+///        round (roundDuration - roundDuration / 2 seconds; it ends at `setupDeadline`). In it a device announces
+///        its round setup (`submitSetup`: digest of its public mask keys and encrypted key shares on IPFS); the
+///        window's end freezes the setup set, whatever any device does (no device can freeze it early or reopen
+///        it). From then on, and only then, a device of the set submits its update masked against exactly the
+///        frozen set (`submitMaskedUpdate` with `setupCount`), and after the round closed publishes the shares that
+///        let the aggregators remove the masks (`submitUnmaskShares`). A secure round is never extended: no setup
+///        can join a frozen set, so waiting longer could only wait on devices that already had their chance. At
+///        its deadline it goes to aggregation with at least minUpdates masked updates, and otherwise fails
+///        (AggregationFailed with no commitment, the DP ledger charged as for any failed round): the next round
+///        opens with the unchanged model and a fresh setup window. The chain orders and counts these messages;
+///        their contents stay off-chain.
 ///      - Differential-privacy ledger (`epsilonBudgetMicro` > 0): every agreed result carries the cumulative epsilon
 ///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up). The
 ///        contract records it and opens a further round only while the spent epsilon plus the last measured
@@ -1073,7 +1074,7 @@ contract FederatedTask is AccessControl {
     }
 
     /// @notice How many setups the round recorded: the set a masked update of the round is masked against (final
-    ///         once `setupFrozen`).
+    ///         once the round's setup window has closed, see `setupDeadline`).
     /// @param round The round.
     function setupCount(uint32 round) external view returns (uint32) {
         return _secAgg[round].setups;

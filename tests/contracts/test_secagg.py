@@ -25,6 +25,8 @@ from conftest import (
     set_next_block_timestamp,
 )
 
+from fedchain.chain.task import setup_deadline_of
+
 # The setup window is the first half of the round (rounded up): it ends roundDuration / 2 before the round deadline.
 SETUP_WINDOW = ROUND_DURATION - ROUND_DURATION // 2
 
@@ -55,9 +57,11 @@ def unmask(task, device, round_index=1):
 
 
 def setup_deadline(task) -> int:
-    """The open round's setup deadline, checked against its definition (round deadline - roundDuration / 2)."""
+    """The open round's setup deadline, checked against its definition (round deadline - roundDuration / 2) and
+    against the devices' mirror of it (fedchain.chain.task.setup_deadline_of)."""
     deadline = int(task.setupDeadline())
     assert deadline == round_state(task)["deadline"] - ROUND_DURATION // 2
+    assert deadline == setup_deadline_of(round_state(task)["deadline"], int(task.roundDuration()))
     return deadline
 
 
