@@ -173,7 +173,9 @@ def deploy(
     max_updates: Annotated[
         int | None, typer.Option(help="Updates that close a round at once (default: devices).")
     ] = None,
-    round_duration: Annotated[int, typer.Option(help="Round deadline in seconds.")] = 120,
+    round_duration: Annotated[
+        int, typer.Option(help="Round deadline in seconds (secure aggregation: its first half is the setup window).")
+    ] = 120,
     device_address: Annotated[list[str] | None, typer.Option("--device-address", help="Approve these devices.")] = None,
     aggregator_address: Annotated[
         list[str] | None, typer.Option("--aggregator-address", help="Grant AGGREGATOR_ROLE to these accounts.")
