@@ -12,7 +12,8 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// @dev Round lifecycle: Registering --start--> Open --(maxUpdates reached, or deadline passed with at least
 ///      minUpdates)--> Aggregating (commit window) --(every aggregator committed, or the window passed with at least
 ///      aggregatorThreshold commitments)--> Revealing --(aggregatorThreshold reveals agree)--> Open (next round) ...
-///      --> Finished. A deadline that passes with fewer than minUpdates extends the round. A commit window that
+///      --> Finished. A deadline that passes with fewer than minUpdates extends the round (a secure-aggregation
+///      round fails instead, see below). A commit window that
 ///      passes with fewer than aggregatorThreshold commitments, or a reveal window that passes without
 ///      aggregatorThreshold agreeing reveals, fails the round: the next round opens with the unchanged global model
 ///      (see `failedRounds`). The admin may `cancel` a task whose aggregators keep failing.
@@ -29,11 +30,18 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///      Privacy (all optional, fixed at deployment):
 ///      - Key directory: devices and aggregators publish an X25519 public key (`setEncryptionKey`) that peers use to
 ///        encrypt what they send each other off-chain (secure-aggregation key shares, unmask shares).
-///      - Secure aggregation (`secureAggregation`): a device announces its round setup (`submitSetup`: digest of its
-///        public mask keys and encrypted key shares on IPFS), then submits an update masked against exactly the
-///        setups recorded so far (`submitMaskedUpdate`; the first masked update freezes the setup set), and after
-///        the round closed publishes the shares that let the aggregators remove the masks (`submitUnmaskShares`).
-///        The chain orders and counts these messages; their contents stay off-chain.
+///      - Secure aggregation (`secureAggregation`): each round starts with a setup window, the first half of the
+///        round (roundDuration - roundDuration / 2 seconds; it ends at `setupDeadline`). In it a device announces
+///        its round setup (`submitSetup`: digest of its public mask keys and encrypted key shares on IPFS); the
+///        window's end freezes the setup set, whatever any device does (no device can freeze it early or reopen
+///        it). From then on, and only then, a device of the set submits its update masked against exactly the
+///        frozen set (`submitMaskedUpdate` with `setupCount`), and after the round closed publishes the shares that
+///        let the aggregators remove the masks (`submitUnmaskShares`). A secure round is never extended: no setup
+///        can join a frozen set, so waiting longer could only wait on devices that already had their chance. At
+///        its deadline it goes to aggregation with at least minUpdates masked updates, and otherwise fails
+///        (AggregationFailed with no commitment, the DP ledger charged as for any failed round): the next round
+///        opens with the unchanged model and a fresh setup window. The chain orders and counts these messages;
+///        their contents stay off-chain.
 ///      - Differential-privacy ledger (`epsilonBudgetMicro` > 0): every agreed result carries the cumulative epsilon
 ///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up). The
 ///        contract records it and opens a further round only while the spent epsilon plus the last measured
@@ -162,8 +170,9 @@ contract FederatedTask is AccessControl {
         bool hasKey;
     }
 
-    /// @dev One slot per secure-aggregation round: the setups recorded, whether the setup set is frozen (by the
-    ///      round's first masked update), and the unmask shares recorded.
+    /// @dev One slot per secure-aggregation round: the setups recorded, whether the round's first masked update
+    ///      (after the setup window, which froze the set) announced the frozen set (SetupSetFrozen), and the unmask
+    ///      shares recorded.
     struct SecAggRound {
         uint32 setups;
         bool frozen;
@@ -294,7 +303,10 @@ contract FederatedTask is AccessControl {
     error NoEncryptionKey(address device);
     error SecureAggregationRequired();
     error SecureAggregationDisabled();
-    error SetupFrozen(uint32 round);
+    /// @notice The round's setup window closed at `setupDeadline`: its setup set is frozen.
+    error SetupWindowClosed(uint32 round, uint64 setupDeadline);
+    /// @notice Masked updates of the round are accepted from `setupDeadline` on, once its setup set is frozen.
+    error SetupWindowOpen(uint32 round, uint64 setupDeadline);
     error SetupAlreadySubmitted(address device, uint32 round);
     error NoSetup(address device, uint32 round);
     error SetupCountMismatch(uint32 expected, uint32 given);
@@ -386,7 +398,8 @@ contract FederatedTask is AccessControl {
     /// @notice A device announced its secure-aggregation setup for the round; `index` is its 0-based position in
     ///         the round's setup set (the set a masked update is masked against is the first `setupCount` setups).
     event SetupSubmitted(uint32 indexed round, address indexed device, bytes32 setupDigest, uint32 index);
-    /// @notice The round's first masked update froze its setup set at `setups` setups.
+    /// @notice The round's setup window closed with `setups` setups, the set every masked update of the round is
+    ///         masked against (emitted by the round's first masked update).
     event SetupSetFrozen(uint32 indexed round, uint32 setups);
     /// @notice A device whose masked update is in the round published its unmask shares.
     event UnmaskSharesSubmitted(uint32 indexed round, address indexed device, bytes32 revealDigest);
@@ -609,12 +622,12 @@ contract FederatedTask is AccessControl {
     }
 
     /// @notice Announce the caller's secure-aggregation setup for the open round: the digest of the CIDv0 of its
-    ///         public mask keys and of its key shares encrypted to its peers' registered keys. Accepted until the
-    ///         round's first masked update freezes the setup set.
+    ///         public mask keys and of its key shares encrypted to its peers' registered keys. Accepted only in the
+    ///         round's setup window (before `setupDeadline`), whose end freezes the setup set.
     /// @param round The open round.
     /// @param setupDigest sha256 digest of the setup's CIDv0 on IPFS.
     /// @dev Reverts: SecureAggregationDisabled, WrongPhase, WrongRound, EmptyDigest, NotApprovedDevice,
-    ///      NoEncryptionKey, SetupAlreadySubmitted, SetupFrozen.
+    ///      NoEncryptionKey, SetupAlreadySubmitted, SetupWindowClosed.
     function submitSetup(uint32 round, bytes32 setupDigest) external {
         if (!secureAggregation) revert SecureAggregationDisabled();
         RoundState memory state = _round;
@@ -626,26 +639,28 @@ contract FederatedTask is AccessControl {
         // hasKey saves reading the key directory; a key registered before the device was approved counts too
         if (!record.hasKey && _encryptionKeys[msg.sender] == bytes32(0)) revert NoEncryptionKey(msg.sender);
         if (record.setupRound == round) revert SetupAlreadySubmitted(msg.sender, round);
-        SecAggRound storage secAgg = _secAgg[round];
-        SecAggRound memory counts = secAgg;
-        if (counts.frozen) revert SetupFrozen(round);
+        uint64 setupEnd = _setupDeadline(state.deadline);
+        if (block.timestamp >= setupEnd) revert SetupWindowClosed(round, setupEnd);
 
         record.setupRound = round;
         _setups[round][msg.sender] = setupDigest;
-        secAgg.setups = counts.setups + 1;
-        emit SetupSubmitted(round, msg.sender, setupDigest, counts.setups);
+        SecAggRound storage secAgg = _secAgg[round];
+        uint32 index = secAgg.setups;
+        secAgg.setups = index + 1;
+        emit SetupSubmitted(round, msg.sender, setupDigest, index);
     }
 
-    /// @notice Record the caller's masked update for the open round (tasks with secure aggregation). The caller
-    ///         must have submitted a setup this round and masked its update against exactly the `setupCount`
-    ///         setups recorded so far; the round's first masked update freezes the setup set. Otherwise as
-    ///         submitUpdate: the update joins the round's inputs hash, and maxUpdates updates close the round.
+    /// @notice Record the caller's masked update for the open round (tasks with secure aggregation). Accepted
+    ///         only once the round's setup window has closed (from `setupDeadline` on), from a device in the frozen
+    ///         setup set, masked against exactly that set: `setupCount` must equal the frozen count. The round's
+    ///         first masked update announces the frozen set (SetupSetFrozen). Otherwise as submitUpdate: the update
+    ///         joins the round's inputs hash, and maxUpdates updates close the round.
     /// @param round The round the update was trained for.
     /// @param updateDigest sha256 digest of the masked update's CIDv0 on IPFS.
     /// @param numSamples Number of samples the update was trained on (its FedAvg weight).
-    /// @param setupCount The number of setups the update was masked against (`setupCount(round)` when masking).
-    /// @dev Reverts: SecureAggregationDisabled, the reverts of submitUpdate, NoSetup, SetupCountMismatch (re-read
-    ///      the setups and mask again).
+    /// @param setupCount The number of setups the update was masked against (`setupCount(round)` once frozen).
+    /// @dev Reverts: SecureAggregationDisabled, the reverts of submitUpdate, SetupWindowOpen (wait for
+    ///      `setupDeadline`), NoSetup, SetupCountMismatch (the update was masked against another set).
     function submitMaskedUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples, uint32 setupCount) external {
         if (!secureAggregation) revert SecureAggregationDisabled();
         _submitMasked(round, updateDigest, numSamples, setupCount);
@@ -723,7 +738,9 @@ contract FederatedTask is AccessControl {
     }
 
     /// @notice Close the open round once its deadline has passed: it goes to aggregation if it has at least
-    ///         minUpdates updates, otherwise its deadline is extended by roundDuration. Anyone may call it.
+    ///         minUpdates updates, otherwise its deadline is extended by roundDuration; a secure-aggregation round
+    ///         short of minUpdates fails instead (AggregationFailed; the next round opens with the unchanged model
+    ///         and a fresh setup window), since its frozen setup set admits no further device. Anyone may call it.
     /// @param round The open round.
     function closeRound(uint32 round) external {
         RoundState memory state = _round;
@@ -734,6 +751,8 @@ contract FederatedTask is AccessControl {
         if (subs.count >= minUpdates) {
             _subs.openRound = 0;
             _closeForAggregation(round, subs.count, subs.inputsHash);
+        } else if (secureAggregation) {
+            _failRound(state); // openRound is already zero under secure aggregation
         } else {
             uint64 deadline = uint64(block.timestamp) + roundDuration;
             _round.deadline = deadline;
@@ -1054,16 +1073,18 @@ contract FederatedTask is AccessControl {
         return _setups[round][device];
     }
 
-    /// @notice How many setups the round recorded: the set a masked update of the round is masked against.
+    /// @notice How many setups the round recorded: the set a masked update of the round is masked against (final
+    ///         once the round's setup window has closed, see `setupDeadline`).
     /// @param round The round.
     function setupCount(uint32 round) external view returns (uint32) {
         return _secAgg[round].setups;
     }
 
-    /// @notice Whether the round's setup set is frozen (by its first masked update): no further setups.
-    /// @param round The round.
-    function setupFrozen(uint32 round) external view returns (bool) {
-        return _secAgg[round].frozen;
+    /// @notice The setup deadline of the current round while it is open (under secure aggregation): setups are
+    ///         accepted before it, masked updates from it on. It is the round's `deadline` (see currentRound) less
+    ///         roundDuration / 2; meaningless in other phases (computed from the phase's own deadline).
+    function setupDeadline() external view returns (uint64) {
+        return _setupDeadline(_round.deadline);
     }
 
     /// @notice The digest of a device's unmask shares for a round (zero if none).
@@ -1436,7 +1457,8 @@ contract FederatedTask is AccessControl {
     }
 
     /// @dev submitMaskedUpdate (secure aggregation, where `openRound` stays zero): the checks of submitUpdate, the
-    ///      secure-aggregation checks (which freeze the round's setup set), then the same effects.
+    ///      secure-aggregation checks (the setup window is over, the caller set up, the count is the frozen one),
+    ///      then the same effects.
     function _submitMasked(uint32 round, bytes32 updateDigest, uint64 numSamples, uint32 setupCount) private {
         RoundState memory state = _round;
         if (state.phase != Phase.Open) revert WrongPhase(Phase.Open, state.phase);
@@ -1447,7 +1469,7 @@ contract FederatedTask is AccessControl {
         DeviceRecord storage record = _devices[msg.sender];
         if (!record.approved) revert NotApprovedDevice(msg.sender);
         if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);
-        _freezeSetups(record, round, setupCount);
+        _freezeSetups(record, state, setupCount);
 
         record.lastRound = round;
         uint256 word = _submissionsWord();
@@ -1510,8 +1532,11 @@ contract FederatedTask is AccessControl {
         revert WrongRound(state.round, round);
     }
 
-    /// @dev A masked update's secure-aggregation checks; the round's first one freezes its setup set.
-    function _freezeSetups(DeviceRecord storage record, uint32 round, uint32 setupCount) private {
+    /// @dev A masked update's secure-aggregation checks; the round's first one announces the frozen setup set.
+    function _freezeSetups(DeviceRecord storage record, RoundState memory state, uint32 setupCount) private {
+        uint32 round = state.round;
+        uint64 setupEnd = _setupDeadline(state.deadline);
+        if (block.timestamp < setupEnd) revert SetupWindowOpen(round, setupEnd);
         if (record.setupRound != round) revert NoSetup(msg.sender, round);
         SecAggRound storage secAgg = _secAgg[round];
         SecAggRound memory counts = secAgg;
@@ -1519,6 +1544,16 @@ contract FederatedTask is AccessControl {
         if (!counts.frozen) {
             secAgg.frozen = true;
             emit SetupSetFrozen(round, counts.setups);
+        }
+    }
+
+    /// @dev The setup deadline of the open secure round whose deadline is `roundDeadline`: the round deadline less
+    ///      roundDuration / 2, i.e. the opening time plus roundDuration - roundDuration / 2 (a secure round's
+    ///      deadline is never extended: it stays the opening time plus roundDuration). No underflow: an open
+    ///      round's deadline is at least roundDuration.
+    function _setupDeadline(uint64 roundDeadline) private view returns (uint64) {
+        unchecked {
+            return roundDeadline - roundDuration / 2;
         }
     }
 

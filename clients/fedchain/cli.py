@@ -202,7 +202,9 @@ def deploy(
     max_updates: Annotated[
         int | None, typer.Option(help="Updates that close a round at once (default: devices).")
     ] = None,
-    round_duration: Annotated[int, typer.Option(help="Round deadline in seconds.")] = 120,
+    round_duration: Annotated[
+        int, typer.Option(help="Round deadline in seconds (secure aggregation: its first half is the setup window).")
+    ] = 120,
     device_address: Annotated[list[str] | None, typer.Option("--device-address", help="Approve these devices.")] = None,
     aggregator_address: Annotated[
         list[str] | None, typer.Option("--aggregator-address", help="Grant AGGREGATOR_ROLE to these accounts.")
@@ -387,9 +389,6 @@ def device(
             "label-flip)."
         ),
     ] = None,
-    setup_wait: Annotated[
-        float, typer.Option(help="Secure aggregation: seconds to wait for every device's setup before masking.")
-    ] = 10.0,
     drop_after_setup: Annotated[
         bool,
         typer.Option(
@@ -441,7 +440,6 @@ def device(
         data_seed,
         online,
         attack=attack,
-        setup_wait=setup_wait,
         drop_after_setup=drop_after_setup,
     )
     runner = DeviceRunner(settings, _account(account, key_env, keystore, default_index=None))

@@ -44,6 +44,8 @@ SUBMIT_LIMIT = 35_000
 BATCH_PER_ENTRY_LIMIT = 5_000
 COMMIT_SPREAD_LIMIT = 300  # gas; calldata zero bytes in the inputs hash make the only difference
 REPORT_PATH = Path(__file__).resolve().parents[2] / "reports" / "gas-contract.json"
+# Under secure aggregation masked updates are accepted once the setup window (first half of the round) is over.
+SETUP_WINDOW = ROUND_DURATION - ROUND_DURATION // 2
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +199,7 @@ def test_gas_privacy_functions(federated_task, admin, aggregator, accounts, chai
             record(gas_log, "submitSetup", contract.submitSetup(r, digest(f"s{r}{i}"), {"from": d}))
             for i, d in enumerate(device_accounts)
         ]
+        chain.sleep(SETUP_WINDOW)  # masked updates only after the setup window
         masked = [
             record(
                 gas_log, "submitMaskedUpdate", contract.submitMaskedUpdate(r, digest(f"m{r}{i}"), 100, 3, {"from": d})
@@ -220,6 +223,7 @@ def test_gas_privacy_functions(federated_task, admin, aggregator, accounts, chai
 
     for i, d in enumerate(device_accounts):
         contract.submitSetup(3, digest(f"s3{i}"), {"from": d})
+    chain.sleep(SETUP_WINDOW)
     for i, d in enumerate(device_accounts):
         contract.submitMaskedUpdate(3, digest(f"m3{i}"), 100, 3, {"from": d})
     chain.sleep(AGGREGATION_DURATION)
@@ -229,6 +233,14 @@ def test_gas_privacy_functions(federated_task, admin, aggregator, accounts, chai
         contract.closeAggregationWindow(3, {"from": admin}),
     )
     assert "EpsilonSpent" in tx.events and "RoundOpened" in tx.events
+
+    # round 4: one setup, one masked update, the deadline passes short of minUpdates: the secure round fails
+    contract.submitSetup(4, digest("s40"), {"from": device_accounts[0]})
+    chain.sleep(SETUP_WINDOW)
+    contract.submitMaskedUpdate(4, digest("m40"), 100, 1, {"from": device_accounts[0]})
+    chain.sleep(ROUND_DURATION)
+    tx = record(gas_log, "closeRound (fails secure round, DP ledger)", contract.closeRound(4, {"from": admin}))
+    assert "AggregationFailed" in tx.events and "RoundOpened" in tx.events
 
 
 # ---------------------------------------------------------------- limits
@@ -389,6 +401,7 @@ def test_gas_limits_cover_measurements(gas_log):
     pairs = {
         "submitUpdate": "submitUpdate",
         "closeRound": "closeRound",
+        "closeRound (fails secure round, DP ledger)": "closeRound",
         "commitResult": "commitResult",
         "commitResult (opens reveal)": "commitResult",
         "revealResult (not final)": "revealResult",

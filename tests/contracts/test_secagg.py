@@ -1,9 +1,16 @@
-"""Key directory (setEncryptionKey) and secure-aggregation round messages: setups, masked updates, unmask shares."""
+"""Key directory (setEncryptionKey) and secure-aggregation round messages: setups, masked updates, unmask shares.
+
+A secure round opens with a setup window (the first half of the round: setups only); its end freezes the setup set,
+and masked updates are accepted only after it. The review's attacks (one device freezing the set at once, H2; a new
+setup invalidating pending masked updates, L3) are performed here and shown to fail.
+"""
 
 import pytest
+from brownie import chain as brownie_chain
 from conftest import (
     AGGREGATION_DURATION,
     AGGREGATOR_ROLE,
+    ROUND_DURATION,
     ZERO_BYTES32,
     Phase,
     commit,
@@ -15,7 +22,13 @@ from conftest import (
     make_result,
     reverts_with,
     round_state,
+    set_next_block_timestamp,
 )
+
+from fedchain.chain.task import setup_deadline_of
+
+# The setup window is the first half of the round (rounded up): it ends roundDuration / 2 before the round deadline.
+SETUP_WINDOW = ROUND_DURATION - ROUND_DURATION // 2
 
 
 def key_of(account) -> bytes:
@@ -43,6 +56,22 @@ def unmask(task, device, round_index=1):
     return task.submitUnmaskShares(round_index, digest(f"unmask-{round_index}-{device.address}"), {"from": device})
 
 
+def setup_deadline(task) -> int:
+    """The open round's setup deadline, checked against its definition (round deadline - roundDuration / 2) and
+    against the devices' mirror of it (fedchain.chain.task.setup_deadline_of)."""
+    deadline = int(task.setupDeadline())
+    assert deadline == round_state(task)["deadline"] - ROUND_DURATION // 2
+    assert deadline == setup_deadline_of(round_state(task)["deadline"], int(task.roundDuration()))
+    return deadline
+
+
+def close_setup_window(task):
+    """Let the open round's setup window pass: the next transaction's block is at the setup deadline or later."""
+    remaining = setup_deadline(task) - brownie_chain.time()
+    if remaining > 0:
+        brownie_chain.sleep(remaining)
+
+
 @pytest.fixture
 def registering(federated_task, admin, aggregator, devices):
     """A secure-aggregation task (n = k = 1, three approved devices, maxUpdates 3), not started."""
@@ -62,6 +91,7 @@ def sa_aggregating(secagg, devices):
     """Round 1 of `secagg` closed by three masked updates (all three set up first): the commit window is open."""
     for d in devices[:3]:
         setup(secagg, d)
+    close_setup_window(secagg)
     for d in devices[:3]:
         masked(secagg, d)
     assert round_state(secagg)["phase"] == Phase.Aggregating
@@ -137,6 +167,7 @@ def test_device_key_locked_while_its_setup_round_runs(secagg, devices, aggregato
     secagg.setEncryptionKey(digest("agg"), {"from": aggregator})
     for other in devices[1:3]:
         setup(secagg, other)
+    close_setup_window(secagg)
     for device in devices[:3]:
         masked(secagg, device)
     assert round_state(secagg)["phase"] == Phase.Aggregating
@@ -180,7 +211,6 @@ def test_setups_are_indexed_and_counted(secagg, devices):
         assert event["index"] == i
         assert secagg.setupCount(1) == i + 1
         assert bytes(secagg.setupOf(1, d)) == digest(f"setup-1-{d.address}")
-    assert not secagg.setupFrozen(1)
     assert secagg.setupCount(2) == 0
     assert bytes(secagg.setupOf(2, devices[0])) == ZERO_BYTES32
     # a setup is not an update
@@ -217,51 +247,95 @@ def test_setup_outside_the_open_round(registering, admin, devices, aggregator):
     registering.start({"from": admin})
     for d in devices[:3]:
         setup(registering, d)
+    close_setup_window(registering)
     for d in devices[:3]:
         masked(registering, d)
     with reverts_with("WrongPhase", Phase.Open, Phase.Aggregating):
         setup(registering, devices[0], label="late")
 
 
-def test_first_masked_update_freezes_the_setup_set(secagg, devices):
-    a, b, c = devices[:3]
+def test_setup_window_is_the_first_half_of_the_round(secagg, devices):
+    """Setups are accepted up to the second before the setup deadline; masked updates from the deadline on."""
+    a, b = devices[:2]
+    state = round_state(secagg)
+    opened = state["deadline"] - ROUND_DURATION
+    end = setup_deadline(secagg)
+    assert end == opened + SETUP_WINDOW
+    setup(secagg, a)
+    set_next_block_timestamp(end - 1)
+    with reverts_with("SetupWindowOpen", 1, end):
+        masked(secagg, a, setups=1)
+    set_next_block_timestamp(end - 1)
+    assert setup(secagg, b).events["SetupSubmitted"]["index"] == 1
+    set_next_block_timestamp(end)
+    with reverts_with("SetupWindowClosed", 1, end):
+        setup(secagg, devices[2])
+    set_next_block_timestamp(end)
+    assert "UpdateSubmitted" in masked(secagg, a, setups=2).events
+    # the window does not move: the round deadline stays roundDuration after the opening
+    assert round_state(secagg)["deadline"] == opened + ROUND_DURATION
+
+
+def test_h2_one_device_cannot_freeze_the_setup_set(secagg, devices):
+    """Review finding H2: a device sets up and at once submits a masked update against setupCount = 1 to freeze
+    the set to itself. Refused: masked updates wait for the setup window's end, every other device still sets up,
+    and the round fills with all three masked updates against the full set."""
+    attacker, b, c = devices[:3]
+    setup(secagg, attacker)
+    end = setup_deadline(secagg)
+    with reverts_with("SetupWindowOpen", 1, end):
+        masked(secagg, attacker, setups=1)
+    for d in (b, c):
+        setup(secagg, d)  # was: SetupFrozen
+    assert secagg.setupCount(1) == 3
+    close_setup_window(secagg)
+    with reverts_with("SetupCountMismatch", 3, 1):
+        masked(secagg, attacker, setups=1)  # a mask against its own setup alone is still refused
+    txs = [masked(secagg, d, setups=3) for d in (attacker, b, c)]
+    assert txs[0].events["SetupSetFrozen"]["setups"] == 3
+    assert "RoundReadyForAggregation" in txs[-1].events
+    assert round_state(secagg)["phase"] == Phase.Aggregating and round_state(secagg)["updates"] == 3
+
+
+def test_l3_late_setup_is_refused_and_masked_updates_against_the_frozen_set_succeed(secagg, devices):
+    """Review finding L3: a setup arriving while others mask made their masked updates revert (SetupCountMismatch).
+    Now no setup can arrive once masked updates are accepted: the late one is refused with SetupWindowClosed and
+    every masked update made against the frozen set succeeds."""
+    a, b, late = devices[:3]
     setup(secagg, a)
     setup(secagg, b)
+    close_setup_window(secagg)
+    end = setup_deadline(secagg)
     tx = masked(secagg, a, setups=2)
     assert list(tx.events.keys()) == ["SetupSetFrozen", "UpdateSubmitted"]
-    assert tx.events["SetupSetFrozen"]["round"] == 1
-    assert tx.events["SetupSetFrozen"]["setups"] == 2
-    assert secagg.setupFrozen(1)
-    with reverts_with("SetupFrozen", 1):
-        setup(secagg, c)
-    # c set up too late: it cannot submit this round
-    with reverts_with("NoSetup", c.address, 1):
-        masked(secagg, c, setups=2)
-    # later masked updates do not freeze again
+    assert tx.events["SetupSetFrozen"]["round"] == 1 and tx.events["SetupSetFrozen"]["setups"] == 2
+    with reverts_with("SetupWindowClosed", 1, end):
+        setup(secagg, late)
+    # the late device is not in the set: it cannot submit this round
+    with reverts_with("NoSetup", late.address, 1):
+        masked(secagg, late, setups=2)
+    # later masked updates against the same frozen set succeed and do not announce it again
     tx = masked(secagg, b, setups=2)
     assert list(tx.events.keys()) == ["UpdateSubmitted"]
-    assert secagg.setupCount(1) == 2
+    assert secagg.setupCount(1) == 2 and round_state(secagg)["updates"] == 2
 
 
-def test_setup_count_must_match(secagg, devices):
-    a, b, c = devices[:3]
+def test_setup_count_must_match_the_frozen_set(secagg, devices):
+    a, b = devices[:2]
     setup(secagg, a)
     setup(secagg, b)
+    close_setup_window(secagg)
     for stale in (0, 1, 3):
         with reverts_with("SetupCountMismatch", 2, stale):
             masked(secagg, a, setups=stale)
-    assert not secagg.setupFrozen(1)
-    # a new setup arrives while a is masking: a's count is stale, it re-masks against three
-    setup(secagg, c)
-    with reverts_with("SetupCountMismatch", 3, 2):
-        masked(secagg, a, setups=2)
-    masked(secagg, a, setups=3)
+    masked(secagg, a, setups=2)
 
 
 def test_masked_update_rules_of_submit_update(secagg, devices):
     """Phase, round, digest, samples, approval and duplicates are checked as in submitUpdate."""
     a = devices[0]
     setup(secagg, a)
+    close_setup_window(secagg)
     with reverts_with("WrongRound", 1, 2):
         secagg.submitMaskedUpdate(2, digest("m"), 10, 1, {"from": a})
     with reverts_with("EmptyDigest"):
@@ -282,6 +356,7 @@ def test_masked_updates_fill_the_round_and_aggregate(secagg, devices, aggregator
     """Masked updates join the inputs hash exactly like plain ones; maxUpdates closes the round; it finalises."""
     for d in devices[:3]:
         setup(secagg, d)
+    close_setup_window(secagg)
     submissions = []
     for i, d in enumerate(devices[:3]):
         tx = masked(secagg, d, samples=10 + i)
@@ -301,29 +376,93 @@ def test_masked_updates_fill_the_round_and_aggregate(secagg, devices, aggregator
 def test_rounds_have_their_own_setups(secagg, devices, aggregator):
     for d in devices[:3]:
         setup(secagg, d)
+    close_setup_window(secagg)
     for d in devices[:3]:
         masked(secagg, d)
     commit_reveal(secagg, aggregator, 1)
     assert round_state(secagg)["round"] == 2
-    # a round-1 setup is no round-2 setup
-    with reverts_with("NoSetup", devices[0].address, 2):
+    # round 2 opens with its own setup window
+    with reverts_with("SetupWindowOpen", 2, setup_deadline(secagg)):
         masked(secagg, devices[0], round_index=2, setups=0)
     tx = setup(secagg, devices[1], round_index=2)
     assert tx.events["SetupSubmitted"]["index"] == 0
     assert secagg.setupCount(2) == 1 and secagg.setupCount(1) == 3
-    assert not secagg.setupFrozen(2) and secagg.setupFrozen(1)
+    close_setup_window(secagg)
+    # a round-1 setup is no round-2 setup
+    with reverts_with("NoSetup", devices[0].address, 2):
+        masked(secagg, devices[0], round_index=2, setups=1)
 
 
 def test_closed_by_deadline_with_masked_updates(secagg, devices, chain):
     """closeRound works as for plain tasks: minUpdates (2) masked updates go to aggregation at the deadline."""
     for d in devices[:3]:
         setup(secagg, d)
+    close_setup_window(secagg)
     masked(secagg, devices[0])
     masked(secagg, devices[1])
-    chain.sleep(secagg.roundDuration())
+    chain.sleep(ROUND_DURATION)
     tx = secagg.closeRound(1, {"from": devices[2]})
     assert "RoundReadyForAggregation" in tx.events
     assert round_state(secagg)["updates"] == 2
+
+
+@pytest.mark.parametrize("updates", [0, 1])
+def test_secure_round_short_of_min_updates_fails_at_its_deadline(secagg, devices, chain, updates):
+    """Review finding H2, the tail: a secure round short of minUpdates (2) is not extended (its frozen set admits
+    nobody new). It fails, and the next round opens with the unchanged model and a fresh setup window."""
+    for d in devices[:3]:
+        setup(secagg, d)
+    close_setup_window(secagg)
+    for d in devices[:updates]:
+        masked(secagg, d)
+    chain.sleep(ROUND_DURATION)
+    tx = secagg.closeRound(1, {"from": devices[2]})
+    assert list(tx.events.keys()) == ["AggregationFailed", "RoundOpened"]
+    failed = tx.events["AggregationFailed"]
+    assert (failed["round"], failed["commits"], failed["reveals"]) == (1, 0, 0)
+    assert secagg.failedRounds() == 1 and bytes(secagg.roundModelDigest(1)) == ZERO_BYTES32
+    state = round_state(secagg)
+    assert state["round"] == 2 and state["phase"] == Phase.Open and state["updates"] == 0
+    assert state["globalModel"] == bytes(secagg.initialModelDigest())
+    assert state["deadline"] == tx.timestamp + ROUND_DURATION
+    # round 2: fresh setups in a fresh window, then masked updates after it
+    assert secagg.setupCount(2) == 0 and setup_deadline(secagg) == tx.timestamp + SETUP_WINDOW
+    for d in devices[:3]:
+        setup(secagg, d, round_index=2)
+    close_setup_window(secagg)
+    for d in devices[:3]:
+        masked(secagg, d, round_index=2)
+    assert round_state(secagg)["phase"] == Phase.Aggregating
+
+
+def test_secure_round_failing_at_its_deadline_charges_the_ledger(federated_task, admin, aggregator, devices, chain):
+    """Its masked updates were noised and uploaded: like any failed round it spends one increment; the budget may
+    end the task there (budget 1.5, first round 1.0: after the charge no further round fits)."""
+    task = deploy_task(
+        federated_task,
+        admin,
+        [aggregator],
+        devices[:3],
+        start=False,
+        secureAggregation=True,
+        epsilonBudgetMicro=1_500_000,
+        firstRoundEpsilonMicro=1_000_000,
+    )
+    register_keys(task, devices[:3])
+    task.start({"from": admin})
+    setup(task, devices[0])
+    close_setup_window(task)
+    masked(task, devices[0])
+    chain.sleep(ROUND_DURATION)
+    tx = task.closeRound(1, {"from": admin})
+    assert list(tx.events.keys()) == [
+        "AggregationFailed",
+        "EpsilonSpent",
+        "PrivacyBudgetExhausted",
+        "TaskFinished",
+    ]
+    assert tx.events["EpsilonSpent"]["spentMicro"] == 1_000_000
+    assert round_state(task)["phase"] == Phase.Finished and task.failedRounds() == 1
 
 
 # ---------------------------------------------------------------- plain and secure submissions do not mix
@@ -377,6 +516,7 @@ def test_unmask_shares_reverts(secagg, devices):
     a, b, c = devices[:3]
     for d in (a, b, c):
         setup(secagg, d)
+    close_setup_window(secagg)
     masked(secagg, a)
     # the round is still open
     with reverts_with("WrongPhase", Phase.Aggregating, Phase.Open):
@@ -396,9 +536,10 @@ def test_unmask_needs_an_update_in_the_round(secagg, devices, chain):
     """A device that set up but did not submit its masked update has nothing in the round to unmask."""
     for d in devices[:3]:
         setup(secagg, d)
+    close_setup_window(secagg)
     masked(secagg, devices[0])
     masked(secagg, devices[1])
-    chain.sleep(secagg.roundDuration())
+    chain.sleep(ROUND_DURATION)
     secagg.closeRound(1, {"from": devices[0]})
     with reverts_with("NoUpdateSubmitted", devices[2].address, 1):
         unmask(secagg, devices[2])
@@ -430,6 +571,7 @@ def test_unmask_closed_once_the_task_finished(federated_task, admin, aggregator,
     task.start({"from": admin})
     for d in devices[:3]:
         setup(task, d)
+    close_setup_window(task)
     for d in devices[:3]:
         masked(task, d)
     unmask(task, devices[0])

@@ -48,7 +48,7 @@ def spawn_devices(cli: Cli, task: str, count: int, dropping: set[int] = frozense
             cli.spawn(
                 f"device-{i}",
                 *("device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/{count}", "--no-online"),
-                *("--setup-wait", "5", *extra),
+                *extra,
             )
         )
     return procs

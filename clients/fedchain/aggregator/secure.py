@@ -1,7 +1,8 @@
 """The aggregator's side of private rounds: its encryption key, opening sealed updates, unmasking a securely
 aggregated round, and the differential-privacy ε it reports on chain.
 
-Under secure aggregation the aggregator never sees an update: it reads the round's setups, masked updates and the
+Under secure aggregation the aggregator never sees an update: it reads the round's setups (the set the chain froze
+at the end of the round's setup window, the one every masked update was masked against), masked updates and the
 survivors' unmasking shares from the chain and IPFS, and `unmask_sum` gives it only the sum of the survivors' deltas.
 The new model is the unweighted mean x + Σδ/|survivors| (sample counts would weight private updates by private
 numbers, and the DP noise is calibrated to the unweighted mean).
@@ -91,7 +92,12 @@ class AggregatorPrivacy:
             raise SharesNotYetAvailable(
                 f"round {round_index}: {len(shares)} of the {ctx.threshold} unmasking shares needed are on chain"
             )
-        setups = {address_bytes(a): self._cat(d) for a, d in round_setups(self.task, round_index).items()}
+        on_chain = round_setups(self.task, round_index)
+        frozen = self.task.setup_count(round_index)
+        if len(on_chain) != frozen:
+            # The chain counted `frozen` setups: some of their events are not visible from our node yet.
+            raise SharesNotYetAvailable(f"round {round_index}: {len(on_chain)} of the {frozen} setups are visible")
+        setups = {address_bytes(a): self._cat(d) for a, d in on_chain.items()}
         masked: list[MaskedUpdate] = []
         for device, digest in sorted(updates.items(), key=lambda kv: kv[0].lower()):
             try:

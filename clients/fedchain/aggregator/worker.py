@@ -272,7 +272,8 @@ class AggregatorWorker:
             self._next_close_attempt = time.monotonic() + self.settings.state_recheck
             try:
                 self.task.close_round(state.round)
-                log.info("round %d: deadline passed, closed it (or extended it if short of updates)", state.round)
+                # short of minUpdates: a plain round is extended, a secure-aggregation round fails (the next opens)
+                log.info("round %d: deadline passed, closed it", state.round)
             except ContractRevert as exc:  # closed by someone else first, or our clock runs ahead of the chain's
                 log.info("round %d: close not needed (%s)", state.round, exc.error)
         return None

@@ -3,7 +3,8 @@ published setups, masked updates and unmasking shares, and the aggregators' encr
 
 Every party must see the same sets, so they are read from the chain at fixed points: the participants of round r
 are the approved devices with a registered encryption key in the block that opened r (a key set later counts from
-the next round); setups, updates and shares are the round's events in chain order.
+the next round); setups, updates and shares are the round's events in chain order. The setups of a round are its
+frozen setup set: the chain accepts them only in the round's setup window, and masked updates only after it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def round_setups(task: TaskClient, round_index: int) -> dict[str, bytes]:
     return _per_device(task, "SetupSubmitted", round_index, "setupDigest")
 
 
+def setup_set_frozen(task: TaskClient, round_index: int) -> int | None:
+    """The size of the round's frozen setup set once a masked update announced it (SetupSetFrozen), else None.
+    Its presence proves the chain's time passed the round's setup deadline: no further setup can land."""
+    event = next(_events(task).history("SetupSetFrozen", round=round_index), None)
+    return None if event is None else int(event.args["setups"])
+
+
 def round_updates(task: TaskClient, round_index: int) -> dict[str, bytes]:
     """{device: update digest} of the round, in chain order."""
     return _per_device(task, "UpdateSubmitted", round_index, "updateDigest")
@@ -89,4 +97,5 @@ __all__ = [
     "round_unmask_shares",
     "round_updates",
     "secagg_participants",
+    "setup_set_frozen",
 ]

@@ -27,7 +27,8 @@ RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
 # About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
-#   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k;
+#   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k, 74.6k when it
+#   fails a secure-aggregation round short of minUpdates with a DP ledger (the failed round's epsilon charge);
 #   submitUpdateBatch 34.4k whatever the number of entries, 42.2k when it closes the round;
 #   submitResult (k = n = 1, opens the next round) 95.6k, against commitResult + revealResult 46.8k + 109.5k;
 #   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
@@ -37,13 +38,14 @@ DEFAULT_ADMIN_ROLE = b"\x00" * 32
 #   reveal also checks every earlier reveal of the round and records a fault for each dissenter: worst case for n = 8
 #   (k = 2, six dissenters revealed first) 188.4k, about 12.4k more per further dissenter, 486.7k for
 #   n = MAX_AGGREGATORS = 32;
-#   setEncryptionKey 53.5k (a device's first key), 33.4k (rotation); submitSetup 77.3k (a round's first setup),
-#   60.2k; submitMaskedUpdate 41.6k-47.1k (46.1k when it freezes the setup set); submitUnmaskShares 59.8k.
+#   setEncryptionKey 53.5k (a device's first key), 33.4k (rotation); submitSetup 77.2k (a round's first setup),
+#   60.1k; submitMaskedUpdate 41.3k-47.1k (the first one of a round also announces the frozen setup set);
+#   submitUnmaskShares 59.8k.
 # The revealResult limit covers n <= 8 with twice the margin and n <= 25 at all; with more aggregators pass
 # `reveal_result(..., gas_limit=...)` (for example 600_000 for n = 32).
 GAS_LIMITS = {
     "submitUpdate": 100_000,
-    "closeRound": 80_000,
+    "closeRound": 150_000,
     "commitResult": 160_000,
     "revealResult": 400_000,
     "closeAggregationWindow": 150_000,
@@ -54,6 +56,13 @@ GAS_LIMITS = {
     "submitUpdateBatch": 100_000,
     "submitResult": 200_000,
 }
+
+
+def setup_deadline_of(round_deadline: int, round_duration: int) -> int:
+    """The setup deadline of an open secure-aggregation round whose deadline is `round_deadline` (mirrors
+    FederatedTask._setupDeadline): setups are accepted before it, masked updates from it on. The setup window is the
+    round's first roundDuration - roundDuration // 2 seconds; a secure round's deadline is never extended."""
+    return round_deadline - round_duration // 2
 
 
 class Phase(IntEnum):
@@ -432,9 +441,10 @@ class TaskClient:
         """Setups recorded for the round: a masked update must be masked against exactly that many."""
         return int(self.contract.functions.setupCount(round_index).call(block_identifier=block))
 
-    def setup_frozen(self, round_index: int) -> bool:
-        """Whether the round's first masked update froze its setup set."""
-        return bool(self.contract.functions.setupFrozen(round_index).call())
+    def setup_deadline(self) -> int:
+        """The open round's setup deadline (secure aggregation; meaningless in other phases): setups before it,
+        masked updates from it on. `setup_deadline_of(current_round().deadline, roundDuration)` without a call."""
+        return int(self.contract.functions.setupDeadline().call())
 
     def unmask_shares_of(self, round_index: int, device: str) -> bytes:
         """The digest of the device's unmask shares for the round (32 zero bytes if none)."""
@@ -506,18 +516,23 @@ class TaskClient:
         return self._tx(self.contract.functions.setEncryptionKey(key))
 
     def submit_setup(self, round_index: int, setup_digest: bytes) -> TxResult:
-        """Announce this device's secure-aggregation setup for the open round (needs a registered key)."""
-        return self._tx(self.contract.functions.submitSetup(round_index, setup_digest))
+        """Announce this device's secure-aggregation setup for the open round (needs a registered key), in the
+        round's setup window (else SetupWindowClosed)."""
+        # Depends on block.timestamp (the setup deadline): no preflight at the latest, possibly old, block's time.
+        return self._tx(self.contract.functions.submitSetup(round_index, setup_digest), preflight=False)
 
     def submit_masked_update(
         self, round_index: int, update_digest: bytes, num_samples: int, setup_count: int
     ) -> TxResult:
-        """Submit this device's masked update, masked against the first `setup_count` setups of the round.
+        """Submit this device's masked update, masked against the round's frozen setup set of `setup_count` setups.
 
-        SetupCountMismatch means more setups arrived since: re-read `setup_count` and mask again.
+        SetupWindowOpen: the setup window has not closed yet (wait for `setup_deadline`). SetupCountMismatch: the
+        update was masked against another set (one read before the last setups were visible): re-read and re-mask.
         """
+        # Depends on block.timestamp (accepted from the setup deadline on): no preflight, as for close_round.
         return self._tx(
-            self.contract.functions.submitMaskedUpdate(round_index, update_digest, num_samples, setup_count)
+            self.contract.functions.submitMaskedUpdate(round_index, update_digest, num_samples, setup_count),
+            preflight=False,
         )
 
     def submit_unmask_shares(self, round_index: int, reveal_digest: bytes) -> TxResult:

@@ -1,14 +1,18 @@
 """A device's side of private rounds: its encryption key on chain, sealed updates, and secure aggregation.
 
 Secure aggregation, one round (SecAgg, see `fedchain.privacy.secagg`; the chain orders and records every step):
-1. setup: the device publishes its round mask key and its Shamir shares, encrypted to every participant's
-   registered key (`submitSetup`);
-2. masked update: once every participant has published a setup (or the setup wait is over), it masks its delta
-   (clipped, plus its share of the differential-privacy noise when the task asks for it) against exactly the setups
-   on chain and submits it with their count (`submitMaskedUpdate`; the first one freezes the set);
+1. setup, as soon as the round opens and before training: the device publishes its round mask key and its Shamir
+   shares, encrypted to every participant's registered key (`submitSetup`). The chain accepts setups only in the
+   round's setup window, its first half; the window's end freezes the setup set (no device can freeze it early);
+2. masked update, once the setup window has closed (the device waits for the setup deadline, or for the chain's
+   SetupSetFrozen if another device's masked update shows the chain's time past it): it masks its delta (clipped,
+   plus its share of the differential-privacy noise when the task asks for it) against exactly the frozen set and
+   submits it with the set's size (`submitMaskedUpdate`);
 3. unmasking shares: when the round has closed, it reveals to the aggregators, for each peer, the share of the
    peer's self mask if the peer submitted an update, or of its mask key if it dropped out (`submitUnmaskShares`).
-Survivors and dropouts are read from the chain, never from an aggregator.
+Survivors and dropouts are read from the chain, never from an aggregator. A device masks once per round: a second
+masked version of the same delta against another set would give the aggregators two views of it, so when the chain
+refuses the masked update for another set (SetupCountMismatch) the device drops out of the round instead.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from fedchain.chain import ContractRevert, Phase, RoundInfo, TaskClient
-from fedchain.chain.privacy import aggregator_keys, round_setups, round_updates, secagg_participants
+from fedchain.chain.notify import EventNotifier
+from fedchain.chain.privacy import (
+    aggregator_keys,
+    round_setups,
+    round_updates,
+    secagg_participants,
+    setup_set_frozen,
+)
+from fedchain.chain.task import setup_deadline_of
 from fedchain.learning.spec import PrivacySpec
 from fedchain.learning.types import Weights
 from fedchain.privacy.dp import DistributedNoise, noise_rng
@@ -42,7 +54,20 @@ from fedchain.storage.codec import encode_weights
 log = logging.getLogger("fedchain.device.private")
 
 # Reverts meaning the round went on without this device's step: it drops out of the round, which SecAgg tolerates.
-DROPPED_OUT = {"WrongPhase", "WrongRound", "AlreadySubmitted", "SetupSetFrozen", "SetupCountMismatch", "NoSetup"}
+DROPPED_OUT = {
+    "WrongPhase",
+    "WrongRound",
+    "AlreadySubmitted",
+    "SetupWindowClosed",  # the setup came after the setup deadline: not in this round's set
+    "SetupWindowOpen",  # still refused after SUBMIT_ATTEMPTS: the chain's clock lags far behind ours
+    "SetupCountMismatch",  # masked against another set than the frozen one (never re-masked, see above)
+    "NoSetup",
+}
+# Past the setup deadline by the local clock, by this much, before masking: the node's clock may lag ours a little.
+FREEZE_GRACE = 0.5
+# A masked update refused with SetupWindowOpen (the chain's time not yet at the setup deadline) is sent again, the
+# same one, this many times in all, a second apart.
+SUBMIT_ATTEMPTS = 5
 
 
 class PrivacyUnavailable(RuntimeError):
@@ -52,7 +77,10 @@ class PrivacyUnavailable(RuntimeError):
 @dataclass
 class _SecAggRound:
     device: SecAggDevice
+    participants: int  # devices with a registered key when the round opened (the DP noise is split among them)
     setups: dict[str, bytes] = field(default_factory=dict)  # the setups masked against: {address: blob}
+    setup_gas: int = 0
+    set_up: bool = False  # its setup is on chain
     submitted: bool = False
     revealed: bool = False
 
@@ -73,16 +101,20 @@ class DevicePrivacy:
         ipfs: IpfsClient,
         account: LocalAccount,
         privacy: PrivacySpec,
-        setup_wait: float = 10.0,
         poll_interval: float = 0.25,
         drop_after_setup: bool = False,
+        notifier: EventNotifier | None = None,
+        state_recheck: float = 5.0,
     ) -> None:
         self.task = task
         self.ipfs = ipfs
         self.account = account
         self.privacy = privacy
-        self.setup_wait = setup_wait
         self.poll_interval = poll_interval
+        # Wakes the wait for the setup window's end on the task's events (SetupSetFrozen); None: poll.
+        self.notifier = notifier
+        self.state_recheck = state_recheck
+        self._round_duration: int | None = None
         self.drop_after_setup = drop_after_setup
         if drop_after_setup:
             log.warning("device %s drops out of every round after its setup (evaluation mode)", account.address)
@@ -138,22 +170,55 @@ class DevicePrivacy:
         delta = {name: np.subtract(trained[name], global_weights[name], dtype=np.float64) for name in global_weights}
         return delta_vector(global_weights, delta)
 
-    def secagg_submit(
-        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int
-    ) -> PrivateSubmission | None:
-        """Steps 1 and 2 of the round; None if the round went on without this device (it then counts as dropped)."""
+    def secagg_setup(self, state: RoundInfo) -> int | None:
+        """Step 1, as soon as the round opens (before training: the setup must land in the round's setup window).
+        Gas spent (0 if the setup is already on chain); None if the device sits the round out."""
         r = state.round
         if r in self._sat_out:
             return None
-        outcome = self._secagg_submit(state, global_weights, trained, num_samples)
+        current = self._round(r)
+        if current is None:
+            self._sat_out.add(r)
+            return None
+        if not current.set_up:
+            if self.address in round_setups(self.task, r):
+                current.set_up = True  # a restarted device: its setup is already on chain
+            else:
+                cid = self.ipfs.add(current.device.shares_blob())
+                try:
+                    current.setup_gas = self.task.submit_setup(r, cid_to_digest(cid)).gas_used
+                except ContractRevert as exc:
+                    if exc.error in DROPPED_OUT:
+                        log.info("round %d: setup refused (%s): sitting out", r, exc.error)
+                        self._sat_out.add(r)
+                        return None
+                    raise
+                current.set_up = True
+        if self.drop_after_setup:
+            log.info("round %d: published the setup, now dropping out (evaluation mode)", r)
+            self._sat_out.add(r)
+            return None
+        return current.setup_gas
+
+    def secagg_submit(
+        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int
+    ) -> PrivateSubmission | None:
+        """Steps 1 (if not done yet) and 2 of the round; None if the round went on without this device (it then
+        counts as dropped)."""
+        r = state.round
+        started = time.perf_counter()
+        if self.secagg_setup(state) is None:
+            return None
+        outcome = self._secagg_submit(state, global_weights, trained, num_samples, started)
         if outcome is None:
             self._sat_out.add(r)
         return outcome
 
-    def _secagg_submit(
-        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int
-    ) -> PrivateSubmission | None:
-        r = state.round
+    def _round(self, r: int) -> _SecAggRound | None:
+        """This device's SecAgg state for round r (created on first use); None if it is no participant of r."""
+        current = self._rounds.get(r)
+        if current is not None:
+            return current
         participants = secagg_participants(self.task, r)
         if self.address not in participants:
             log.warning(
@@ -161,63 +226,81 @@ class DevicePrivacy:
             )
             return None
         ctx = round_context(self.task.address, r, participants, self.privacy.secagg_threshold)
-        current = self._rounds.get(r)
-        if current is None:
-            current = self._rounds[r] = _SecAggRound(
-                SecAggDevice(account_secret(self._private_key), address_bytes(self.address), ctx)
-            )
-        gas = 0
-        started = time.perf_counter()
-        if self.address not in round_setups(self.task, r):
-            cid = self.ipfs.add(current.device.shares_blob())
-            try:
-                gas += self.task.submit_setup(r, cid_to_digest(cid)).gas_used
-            except ContractRevert as exc:
-                if exc.error in DROPPED_OUT:
-                    log.info("round %d: setup refused (%s): sitting out", r, exc.error)
-                    return None
-                raise
-        if self.drop_after_setup:
-            log.info("round %d: published the setup, now dropping out (evaluation mode)", r)
+        current = self._rounds[r] = _SecAggRound(
+            SecAggDevice(account_secret(self._private_key), address_bytes(self.address), ctx), len(participants)
+        )
+        return current
+
+    def _secagg_submit(
+        self, state: RoundInfo, global_weights: Weights, trained: Weights, num_samples: int, started: float
+    ) -> PrivateSubmission | None:
+        r = state.round
+        current = self._rounds[r]
+        if not self._wait_for_freeze(r, setup_deadline_of(state.deadline, self.round_duration)):
+            log.info("round %d closed before its setup window did: dropping out of the round", r)
             return None
-        setups = self._wait_for_setups(r, len(participants))
+        setups = round_setups(self.task, r)
         if self.address not in setups:
             return None
         blobs = {address: self.ipfs.cat(digest_to_cid(digest), max_size=1 << 24) for address, digest in setups.items()}
-        vector = self.privatize(global_weights, trained, len(participants))
-        masked = current.device.mask(vector, {address_bytes(a): b for a, b in blobs.items()})
-        current.setups = blobs
-        cid = self.ipfs.add(masked.to_bytes())
+        vector = self.privatize(global_weights, trained, current.participants)
         try:
-            tx = self.task.submit_masked_update(r, cid_to_digest(cid), num_samples, len(setups))
-        except ContractRevert as exc:
-            if exc.error in DROPPED_OUT:
-                log.info("round %d: masked update refused (%s): dropping out of the round", r, exc.error)
-                return None
-            raise
+            masked = current.device.mask(vector, {address_bytes(a): b for a, b in blobs.items()})
+        except ValueError as exc:
+            # A setup of the frozen set is malformed (the chain does not read setups): nobody can mask against the
+            # set, so the round fails at its deadline and the next one opens with a fresh setup window.
+            log.warning("round %d: cannot mask against the frozen setup set (%s): dropping out of the round", r, exc)
+            return None
+        cid = self.ipfs.add(masked.to_bytes())
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                tx = self.task.submit_masked_update(r, cid_to_digest(cid), num_samples, len(setups))
+                break
+            except ContractRevert as exc:
+                if exc.error == "SetupWindowOpen" and attempt < SUBMIT_ATTEMPTS:
+                    # The node's clock lags ours: the same masked update again, once its time passed the deadline.
+                    # Setups may still land meanwhile; against a different set the device would have to re-mask.
+                    time.sleep(1.0)
+                    if set(round_setups(self.task, r)) == set(setups):
+                        continue
+                    log.info("round %d: setups landed after our masking: dropping out of the round", r)
+                    return None
+                if exc.error in DROPPED_OUT:
+                    log.info("round %d: masked update refused (%s): dropping out of the round", r, exc.error)
+                    return None
+                raise
+        current.setups = blobs
         current.submitted = True
         detail = {
-            "participants": len(participants),
+            "participants": current.participants,
             "setups": len(setups),
             "secagg_seconds": time.perf_counter() - started,
         }
-        return PrivateSubmission(cid, gas + tx.gas_used, detail)
+        return PrivateSubmission(cid, current.setup_gas + tx.gas_used, detail)
 
-    def _wait_for_setups(self, round_index: int, participants: int) -> dict[str, bytes]:
-        """The round's setups once all participants published one, the setup wait ran out, or the set froze."""
-        deadline = time.monotonic() + self.setup_wait
+    @property
+    def round_duration(self) -> int:
+        """The task's roundDuration (an immutable: read once)."""
+        if self._round_duration is None:
+            self._round_duration = int(self.task.contract.functions.roundDuration().call())
+        return self._round_duration
+
+    def _wait_for_freeze(self, round_index: int, setup_deadline: int) -> bool:
+        """Wait until the round's setup set is frozen: the local clock is past the setup deadline (plus a grace for
+        the node's clock), or the chain announced the frozen set (another device's masked update, SetupSetFrozen).
+        False if the round closed meanwhile."""
         while True:
-            setups = round_setups(self.task, round_index)
             state = self.task.current_round()
-            if (
-                len(setups) >= participants
-                or time.monotonic() >= deadline
-                or round_updates(self.task, round_index)
-                or state.round != round_index
-                or state.phase != Phase.OPEN
-            ):
-                return setups
-            time.sleep(self.poll_interval)
+            if state.round != round_index or state.phase != Phase.OPEN:
+                return False
+            remaining = setup_deadline + FREEZE_GRACE - time.time()
+            if remaining <= 0 or setup_set_frozen(self.task, round_index) is not None:
+                return True
+            timeout = min(remaining, self.state_recheck)
+            if self.notifier is not None:
+                self.notifier.wait(timeout)  # wakes on the task's events; polls when nothing is pushed
+            else:
+                time.sleep(min(timeout, self.poll_interval))
 
     def after_round(self, state: RoundInfo) -> int:
         """Step 3 for every round this device masked in that has closed and still needs its shares; gas spent."""

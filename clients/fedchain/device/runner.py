@@ -63,8 +63,6 @@ class DeviceSettings:
     join_timeout: float = 300.0
     # Evaluation only: make this device Byzantine (one of fedchain.learning.attacks.DEVICE_ATTACKS).
     attack: str | None = None
-    # Secure aggregation: how long to wait for every participant's setup before masking against those on chain.
-    setup_wait: float = 10.0
     # Evaluation only: drop out of every secure-aggregation round right after publishing the setup (the dropout
     # SecAgg recovers from by rebuilding the device's mask key from the survivors' shares).
     drop_after_setup: bool = False
@@ -189,9 +187,10 @@ class DeviceRunner:
                 self.ipfs,
                 account,
                 privacy,
-                settings.setup_wait,
                 settings.poll_interval,
                 drop_after_setup=settings.drop_after_setup,
+                notifier=self.context.notifier,
+                state_recheck=settings.state_recheck,
             )
             if privacy.secure_aggregation or privacy.seal_updates
             else None
@@ -326,11 +325,15 @@ class DeviceRunner:
     def train_round(self, state: RoundInfo) -> RoundOutcome | None:
         """Fetch the round's global model, train locally, upload the update and submit its digest."""
         round_index = state.round
+        secure = self.privacy is not None and self.privacy.privacy.secure_aggregation
+        # Secure aggregation: the setup first, while the round's setup window (its first half) is open.
+        if secure and self.privacy.secagg_setup(state) is None:
+            return None
         update = self.train_update(state)
         weights, trained, data_len = update.global_weights, update.weights, update.num_samples
         result_loss, train_seconds = update.loss, update.train_seconds
         t1 = time.perf_counter()
-        if self.privacy is not None and self.privacy.privacy.secure_aggregation:
+        if secure:
             private = self.privacy.secagg_submit(state, weights, trained, data_len)
             if private is None:
                 return None
