@@ -16,8 +16,10 @@ process with the devices' own seeds:
 * the largest steps: one device holding all 426 training samples at round 1: 0.874; 3 devices with Dirichlet 0.1:
   0.644; 5 non-IID devices under the coordinate-wise median: 0.868 (the rule drifts, the devices pull back).
 5.0 leaves a margin of 5.7 over the largest honest step seen and 47 over the demo's, and still refuses the gross
-attacks: 1e30 weights, Gaussian noise of σ = 1 (about 9·||x||), a constant model of ones (about 9·||x||). Bounded
-attacks that stay under it (a sign-flipped update boosted tenfold is 1-9·||x|| here) are the robust strategies' job.
+attacks of `fedchain.learning.attacks` in every round: 1e30 weights, Gaussian noise of σ = 1 and a constant model of
+ones (7.4-9.4·||x|| over 30 demo rounds, with 5 IID or 20 label-skewed devices; ||x|| grows from 4.22 to 5.35).
+Attacks that stay under it (a sign-flipped update boosted tenfold: 0.1-0.8·||x|| in the demo, ten honest steps)
+are the robust strategies' job.
 
 The floor MIN_REFERENCE_NORM keeps a global model near zero from refusing every update. Deterministic: the norms are
 float64 sums of squares per tensor (numpy's pairwise sum over a contiguous array, whose order depends only on its
