@@ -554,6 +554,13 @@ def aggregator(
     lie: Annotated[
         bool, typer.Option("--lie", help="Evaluation only: a dishonest aggregator that reveals corrupted models.")
     ] = False,
+    max_update_distance: Annotated[
+        float,
+        typer.Option(
+            help="Leave out an update farther (L2) from the round's global model than this many times the model's "
+            "norm (at least 1); 0 turns the bound off. Every aggregator of a task must use the same value.",
+        ),
+    ] = 5.0,  # fedchain.learning.aggregation.bound.DEFAULT_MAX_RELATIVE_DISTANCE (not imported: it loads torch)
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -576,7 +583,7 @@ def aggregator(
     rpc, api = _endpoints(state_file, rpc_url, ipfs_api)
     try:
         worker = AggregatorWorker(
-            AggregatorSettings(task, rpc, api, evaluate=evaluate, lie=lie),
+            AggregatorSettings(task, rpc, api, evaluate=evaluate, lie=lie, max_update_distance=max_update_distance),
             _account(account, key_env, keystore, default_index=1),
         )
     except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks

@@ -22,6 +22,7 @@ from fedchain.chain import (
 )
 from fedchain.chain.batch import REASON_BAD_SIGNATURE, REASON_UNAPPROVED
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+from fedchain.storage.binding import UpdateBinding
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +49,8 @@ def test_relayed_batch_is_screened_and_aggregated(cli: Cli) -> None:
         entries = []
         for i, account_index in enumerate((2, 3, 4, OUTSIDER)):
             device = devnet_account(account_index)
-            cid = ipfs.put_weights(weights, {"fedchain.kind": "update", "fedchain.device": device.address})
+            binding = UpdateBinding(w3.eth.chain_id, task_address, 1, device.address)  # as devices write it
+            cid = ipfs.put_weights(weights, {"fedchain.kind": "update", **binding.metadata()})
             digest = cid_to_digest(cid)
             signed_digest = digest if account_index != 4 else cid_to_digest(ipfs.add(b"something else"))
             signature = sign_update(device, w3.eth.chain_id, task_address, 1, signed_digest, 10 + i)

@@ -32,14 +32,18 @@ class BatchRecord:
     block_number: int
     tx_hash: str
     batch_cid: str
+    # The event's index in its block: with block_number, the batch's place in the round's chain order.
+    log_index: int = 0
 
 
 @dataclass(frozen=True)
 class AcceptedEntry:
-    """A batch entry that goes into the aggregate, with the batch that carried it."""
+    """A batch entry that goes into the aggregate, with the batch that carried it and its place in the batch (the
+    batch's entries are in chain order after the batch's own place)."""
 
     entry: SignedUpdate
     batch: BatchRecord
+    position: int = 0
 
 
 def screen_round_batches(
@@ -89,9 +93,10 @@ def screen_round_batches(
         if mismatch is not None:
             rejected.append({**whole, "reason": mismatch})
             continue
-        for verdict in screen_batch(batch, is_approved=is_approved, direct_submitters=direct_submitters, seen=seen):
+        verdicts = screen_batch(batch, is_approved=is_approved, direct_submitters=direct_submitters, seen=seen)
+        for position, verdict in enumerate(verdicts):
             if verdict.accepted:
-                accepted.append(AcceptedEntry(verdict.entry, record))
+                accepted.append(AcceptedEntry(verdict.entry, record, position))
             else:
                 rejected.append(
                     {

@@ -37,7 +37,18 @@ class SharesNotYetAvailable(RuntimeError):
 
 
 class RoundUnrecoverable(RuntimeError):
-    """The round's masked inputs cannot be unmasked (a malformed masked update or share): the round must fail."""
+    """The round's masked inputs cannot be unmasked (a malformed masked update or share): the round must fail.
+
+    `culprits` names the devices whose own submission made it so, {device: (reason, detail)}, for the report.
+    """
+
+    def __init__(self, message: str, culprits: dict[str, tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.culprits = dict(culprits or {})
+
+
+# A masked update whose header names another sender, task or round than the submission the chain recorded.
+REASON_BINDING_MISMATCH = "binding-mismatch"
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,28 @@ class UnmaskedRound:
 
 def _hex(address: bytes) -> str:
     return "0x" + address.hex()
+
+
+def masked_binding_culprits(
+    masked: dict[str, MaskedUpdate], task: bytes, round_index: int
+) -> dict[str, tuple[str, str]]:
+    """{submitter: (reason, detail)} for each masked update whose header names another sender, task or round than
+    the submission the chain recorded: a digest copied from another device, or replayed from another round.
+
+    The header is the masked file's binding (no chain id: the pairwise masks come from this chain's setups, so a
+    file from another chain cannot unmask here anyway). A bound-elsewhere file leaves its submitter's pairwise masks
+    uncancelled, so the round cannot be unmasked whatever is done with it; naming the submitter puts the blame where
+    it belongs.
+    """
+    culprits: dict[str, tuple[str, str]] = {}
+    for device, update in masked.items():
+        if (update.sender, update.task, update.round_id) != (address_bytes(device), task, round_index):
+            culprits[device] = (
+                REASON_BINDING_MISMATCH,
+                f"the masked update is bound to sender {_hex(update.sender)}, task {_hex(update.task)}, "
+                f"round {update.round_id}; it was submitted by {device} in round {round_index}",
+            )
+    return culprits
 
 
 class AggregatorPrivacy:
@@ -98,12 +131,20 @@ class AggregatorPrivacy:
             # The chain counted `frozen` setups: some of their events are not visible from our node yet.
             raise SharesNotYetAvailable(f"round {round_index}: {len(on_chain)} of the {frozen} setups are visible")
         setups = {address_bytes(a): self._cat(d) for a, d in on_chain.items()}
-        masked: list[MaskedUpdate] = []
+        masked: dict[str, MaskedUpdate] = {}
         for device, digest in sorted(updates.items(), key=lambda kv: kv[0].lower()):
             try:
-                masked.append(MaskedUpdate.from_bytes(self._cat(digest)))
+                masked[device] = MaskedUpdate.from_bytes(self._cat(digest))
             except ValueError as exc:
-                raise RoundUnrecoverable(f"round {round_index}: masked update of {device} is malformed: {exc}") from exc
+                raise RoundUnrecoverable(
+                    f"round {round_index}: masked update of {device} is malformed: {exc}",
+                    {device: ("masked-update-malformed", str(exc)[:300])},
+                ) from exc
+        culprits = masked_binding_culprits(masked, ctx.task, round_index)
+        if culprits:
+            raise RoundUnrecoverable(
+                f"round {round_index}: masked updates bound to other submissions, from {sorted(culprits)}", culprits
+            )
         reveals: list[Reveal] = []
         for device, digest in sorted(shares.items(), key=lambda kv: kv[0].lower()):
             try:
@@ -111,7 +152,7 @@ class AggregatorPrivacy:
             except ValueError as exc:
                 log.warning("round %d: unmasking shares of %s are malformed, ignored: %s", round_index, device, exc)
         try:
-            result = unmask_sum(ctx, setups, masked, reveals)
+            result = unmask_sum(ctx, setups, list(masked.values()), reveals)
         except NotEnoughShares as exc:
             raise SharesNotYetAvailable(f"round {round_index}: {exc}") from exc
         except (SecAggError, ValueError) as exc:
@@ -156,4 +197,11 @@ class AggregatorPrivacy:
         }
 
 
-__all__ = ["AggregatorPrivacy", "RoundUnrecoverable", "SharesNotYetAvailable", "UnmaskedRound"]
+__all__ = [
+    "REASON_BINDING_MISMATCH",
+    "AggregatorPrivacy",
+    "RoundUnrecoverable",
+    "SharesNotYetAvailable",
+    "UnmaskedRound",
+    "masked_binding_culprits",
+]

@@ -27,6 +27,7 @@ from eth_account.signers.local import LocalAccount
 
 from fedchain.aggregator.agreement import PreparedResult, commit_salt
 from fedchain.aggregator.batches import BatchRecord, screen_round_batches
+from fedchain.aggregator.screening import REASON_DUPLICATE_DIGEST, duplicate_digests
 from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable
 from fedchain.chain import (
     BatchSubmission,
@@ -41,15 +42,17 @@ from fedchain.chain import (
 from fedchain.chain.notify import EventNotifier
 from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
 from fedchain.learning.aggregation.base import prepare as prepare_updates
+from fedchain.learning.aggregation.bound import DEFAULT_MAX_RELATIVE_DISTANCE, UpdateBound
 from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS
 from fedchain.learning.attacks import gaussian_noise
 from fedchain.learning.data import load_dataset
-from fedchain.learning.model import InvalidWeights, build_model, set_weights, weight_shapes
+from fedchain.learning.model import InvalidWeights, build_model, check_weights, set_weights, weight_shapes
 from fedchain.learning.root import root_reference_trainer
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import evaluate
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, IpfsUnavailable, StorageError, cid_to_digest, digest_to_cid, read_metadata
+from fedchain.storage.binding import DEVICE_KEY, UpdateBinding, check_binding
 from fedchain.storage.codec import decode_weights
 
 log = logging.getLogger("fedchain.aggregator")
@@ -116,6 +119,10 @@ class AggregatorSettings:
     close_expired_rounds: bool = True
     # Evaluation only: a dishonest aggregator, which reveals a corrupted model (see `lying_model`).
     lie: bool = False
+    # An update farther from the round's global model than this many times the model's norm is left out
+    # ("update-too-large"; see fedchain.learning.aggregation.bound for the measured default); 0 turns it off.
+    # Every aggregator of a task must use the same value, or their results differ and the round fails.
+    max_update_distance: float = DEFAULT_MAX_RELATIVE_DISTANCE
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,9 @@ class Submission:
     num_samples: int
     block_number: int
     tx_hash: str
+    # Position in the round's chain order: (block, log index, 0 for a direct submission or 1 + the entry's place in
+    # its relayed batch). Decides which of two submissions of one digest counts.
+    order: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def cid(self) -> str:
@@ -210,6 +220,8 @@ class AggregatorWorker:
         if self.private is not None and privacy.seal_updates:
             self.private.ensure_key()  # devices seal their updates to the keys on chain
         self.shapes = weight_shapes(self.spec.model)
+        self.chain_id = int(self.w3.eth.chain_id)
+        self.bound = UpdateBound(settings.max_update_distance)
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
         self.notifier = EventNotifier(
@@ -482,7 +494,14 @@ class AggregatorWorker:
                 f"chain's inputs hash ({state.updates} updates); retrying"
             )
         subs = [
-            Submission(e.args["device"], bytes(e.args["updateDigest"]), e.args["numSamples"], e.block_number, e.tx_hash)
+            Submission(
+                e.args["device"],
+                bytes(e.args["updateDigest"]),
+                e.args["numSamples"],
+                e.block_number,
+                e.tx_hash,
+                (e.block_number, e.log_index, 0),
+            )
             for e in direct
         ]
         self._batch_rejected[state.round] = []
@@ -506,6 +525,7 @@ class AggregatorWorker:
                 block_number=e.block_number,
                 tx_hash=e.tx_hash,
                 batch_cid=digest_to_cid(bytes(e.args["batchDigest"])),
+                log_index=e.log_index,
             )
             for e in events
         ]
@@ -539,7 +559,12 @@ class AggregatorWorker:
             log.warning("round %d: %d batch entries or batches left out", state.round, len(rejected))
         return [
             Submission(
-                a.entry.device, a.entry.update_digest, a.entry.num_samples, a.batch.block_number, a.batch.tx_hash
+                a.entry.device,
+                a.entry.update_digest,
+                a.entry.num_samples,
+                a.batch.block_number,
+                a.batch.tx_hash,
+                (a.batch.block_number, a.batch.log_index, 1 + a.position),
             )
             for a in accepted
         ]
@@ -615,27 +640,35 @@ class AggregatorWorker:
         # A fixed order (by device address) makes every reduction, and so the CID, reproducible; the bytes are
         # fetched ahead on a few threads, in that order.
         ordered = sorted(subs, key=lambda s: s.device.lower())
+        # A digest counts once per round: the other submissions of a digest are left out before anything is fetched.
+        duplicates = duplicate_digests(ordered, lambda digest, devices: self._bound_device(state, digest, devices))
+        for index, why in sorted(duplicates.items()):
+            sub = ordered[index]
+            report.rejected.append({**self._entry(sub), "reason": REASON_DUPLICATE_DIGEST, "detail": why})
+            log.warning("round %d: left out the update of %s: %s", state.round, sub.device, why)
+        ordered = [sub for index, sub in enumerate(ordered) if index not in duplicates]
+        limit = self.bound.limit(global_weights)  # the global model's norm, once per round
         fetched = self._prefetch(ordered)
         try:
             for sub in ordered:
-                entry: dict[str, Any] = {
-                    "device": sub.device,
-                    "cid": sub.cid,
-                    "num_samples": sub.num_samples,
-                    "tx_hash": sub.tx_hash,
-                }
+                entry = self._entry(sub)
                 try:
                     blob = fetched.result(sub)
                     if self.private is not None and self.spec.privacy.seal_updates:
                         blob = self.private.open_update(blob, state.round, sub.device)  # SealedError: rejected
+                    # Who and what the file was made for, before its content: a copied or replayed digest is refused
+                    # for what it is (binding-missing / binding-mismatch) however well-formed its weights are.
+                    meta = read_metadata(blob, max_bytes=self.settings.max_update_bytes)
+                    check_binding(meta, self._expected_binding(state.round, sub.device))
                     weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
+                    check_weights(weights, self.shapes)  # names, shapes, float32, finite
+                    self.bound.check(global_weights, weights, limit)  # UpdateTooLarge: update-too-large
                     if fedavg is not None:
                         fedavg.add(weights, sub.num_samples)
                     else:
                         update = Update(sub.device, weights, sub.num_samples)
                         prepare_updates(global_weights, [update])  # validates shapes, dtypes and finiteness
                         updates.append(update)
-                    meta = read_metadata(blob)
                 except IpfsUnavailable:
                     raise  # our IPFS node is down: not the device's fault, retry the whole round later
                 except (StorageError, InvalidWeights, ValueError) as exc:
@@ -651,7 +684,13 @@ class AggregatorWorker:
         report.accepted = list(entries.values())
 
         if fedavg is not None:
-            return (fedavg.result() if fedavg.count > 0 else None), ""
+            if fedavg.count == 0:
+                return None, ""
+            mean = fedavg.result()
+            if not all(np.isfinite(w).all() for w in mean.values()):
+                report.note = "the aggregate is not finite (overflow): the round keeps the previous model"
+                return None, ""
+            return mean, ""
         if not updates:
             return None, previous_state_cid
         server_state = self._load_state(previous_state_cid)
@@ -695,7 +734,12 @@ class AggregatorWorker:
             raise InputsNotYetVisible(str(exc)) from exc
         except RoundUnrecoverable as exc:
             report.note = str(exc)
-            report.rejected = [{**e, "reason": "secure-aggregation-failed"} for e in entries.values()]
+            report.rejected = [
+                {**e, "reason": exc.culprits[d][0], "detail": exc.culprits[d][1][:300]}
+                if d in exc.culprits
+                else {**e, "reason": "secure-aggregation-failed"}
+                for d, e in entries.items()
+            ]
             log.warning("round %d: %s", state.round, exc)
             return None, previous_state_cid
         report.privacy = self.private.report_fields(unmasked)
@@ -714,6 +758,39 @@ class AggregatorWorker:
         if not result.state.empty:
             state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
         return result.weights, state_cid
+
+    def _entry(self, sub: Submission) -> dict[str, Any]:
+        """A submission as the round's report lists it."""
+        return {"device": sub.device, "cid": sub.cid, "num_samples": sub.num_samples, "tx_hash": sub.tx_hash}
+
+    def _expected_binding(self, round_index: int, device: str) -> UpdateBinding:
+        """What an update submitted by `device` in this round must be bound to."""
+        return UpdateBinding(self.chain_id, self.task.address, round_index, device)
+
+    def _bound_device(self, state: RoundInfo, digest: bytes, submitters: list[str]) -> str | None:
+        """The device named in the binding of the file behind `digest` (a digest submitted more than once this
+        round), or None if the file cannot be read or names none. A sealed file opens only for the device it was
+        sealed for, so each submitter is tried."""
+        try:
+            blob = self.ipfs.cat(digest_to_cid(digest), max_size=self.settings.max_update_bytes)
+        except IpfsUnavailable:
+            raise
+        except StorageError:
+            return None
+        plaintexts = [blob]
+        if self.private is not None and self.spec.privacy.seal_updates:
+            plaintexts = []
+            for device in submitters:
+                try:
+                    plaintexts.append(self.private.open_update(blob, state.round, device))
+                except ValueError:  # SealedError: not sealed for this submitter
+                    continue
+        for plain in plaintexts:
+            try:
+                return read_metadata(plain, max_bytes=self.settings.max_update_bytes).get(DEVICE_KEY)
+            except StorageError:
+                continue
+        return None
 
     def _approved_devices(self, block: int) -> set[str]:
         """Devices approved at `block` (lower-cased), replayed from the approval and removal events up to it: two

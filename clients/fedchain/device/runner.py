@@ -21,6 +21,7 @@ from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import round_seed, train_local, warm_up
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+from fedchain.storage.binding import UpdateBinding
 from fedchain.storage.codec import encode_weights
 
 if TYPE_CHECKING:
@@ -89,7 +90,9 @@ class DeviceContext:
     spec: TaskSpec
     train: Dataset
     notifier: EventNotifier
-    chain_id: int
+    # The chain's id, read once: every update is bound to (chain id, task, round, device) in its metadata, and
+    # a pool's senders sign with it.
+    chain_id: int = 0
     _models: dict[str, Weights] = field(default_factory=dict)
 
     @classmethod
@@ -106,7 +109,7 @@ class DeviceContext:
         notifier = EventNotifier(
             settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
         )
-        return cls(w3, ipfs, task, spec, train, notifier, w3.eth.chain_id)
+        return cls(w3, ipfs, task, spec, train, notifier, chain_id=int(w3.eth.chain_id))
 
     def global_weights(self, cid: str) -> Weights:
         """The model behind `cid`, fetched (and checked against the CID) once per process; the last two are kept."""
@@ -298,11 +301,12 @@ class DeviceRunner:
         trained = get_weights(self.model)
         if self.settings.attack is not None:
             trained = poison_model(self.settings.attack, weights, trained, seed=seed)
+        # The binding makes the file (and so its digest) count only for this device's submission in this round of
+        # this task on this chain: aggregators refuse it from anyone else, in any other round (storage.binding).
+        binding = UpdateBinding(self.context.chain_id, self.task.address, round_index, self.address)
         metadata = {
             "fedchain.kind": "update",
-            "fedchain.task": self.task.address,
-            "fedchain.round": str(round_index),
-            "fedchain.device": self.address,
+            **binding.metadata(),
             "fedchain.num_samples": str(len(data)),
             "fedchain.train_seconds": f"{train_seconds:.6f}",
             "fedchain.train_loss": f"{result.loss:.6f}",

@@ -93,6 +93,11 @@ def test_entries_are_screened_across_the_rounds_batches() -> None:
     }
     # deterministic: the same inputs give the same verdicts
     assert screen(records, files, approved, direct=[device(2).address]) == (accepted, rejected)
+    # each accepted entry keeps its place in its batch: with the batch's (block, log index), its chain order, which
+    # decides which of two submissions of one digest counts (fedchain.aggregator.screening)
+    batches = {"cid-a": first, "cid-b": second}
+    for a in accepted:
+        assert batches[a.batch.batch_cid].entries[a.position] == a.entry
 
 
 def test_whole_batches_left_out() -> None:
