@@ -235,7 +235,8 @@ def run_demo(
     workdir = options.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     num_accounts = FIRST_DEVICE_INDEX + options.devices + options.aggregators + 1 + len(options.relayer_indices())
-    net = Devnet(workdir, options.chain, num_accounts=num_accounts)
+    # The chain is kept on disk and both services are restarted if they die: a crash of either never ends the run.
+    net = Devnet(workdir, options.chain, num_accounts=num_accounts, persist=True)
     processes: list[subprocess.Popen[bytes]] = []
     explorer: subprocess.Popen[bytes] | None = None
     explorer_url: str | None = None
