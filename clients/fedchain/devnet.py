@@ -163,6 +163,7 @@ class Devnet:
         fresh: bool = False,
         restart_policy: RestartPolicy | None = None,
         state_file: Path | None = None,
+        snapshot_interval: float = SNAPSHOT_INTERVAL_S,
     ) -> None:
         if chain not in CHAIN_IDS:
             raise ValueError(f"unknown chain {chain!r}: choose one of {sorted(CHAIN_IDS)}")
@@ -171,6 +172,7 @@ class Devnet:
         self.persist = persist
         self.fresh = fresh
         self.state_file = state_file
+        self.snapshot_interval = snapshot_interval
         self.num_accounts = num_accounts
         previous = {} if fresh else _read_json(self.workdir / SERVICES_FILE)
         # A resumed chain must come back where its clients look for it: reuse the previous run's ports.
@@ -297,7 +299,7 @@ class Devnet:
 
     def _supervise(self) -> None:
         last_snapshot = time.monotonic()
-        snapshot_every = SNAPSHOT_INTERVAL_S
+        snapshot_every = self.snapshot_interval
         snapshot_block = -1
         while not self._stopping.wait(0.2):
             for name in SERVICES:
@@ -314,7 +316,7 @@ class Devnet:
                         if take_snapshot(self.store, self.anvil_port):
                             snapshot_block = block
                             # A big chain takes longer to dump: keep the dumps to about a tenth of the time.
-                            snapshot_every = max(SNAPSHOT_INTERVAL_S, 10 * (time.monotonic() - began))
+                            snapshot_every = max(self.snapshot_interval, 10 * (time.monotonic() - began))
                 except Exception as exc:  # Anvil just died: the next pass restarts it
                     log.debug("devnet: snapshot skipped: %s", exc)
                 last_snapshot = time.monotonic()

@@ -17,7 +17,8 @@ import pytest
 from e2e_helpers import Cli, committed_rounds, report_of, wait_for_phase
 
 from fedchain.chain import Phase, TaskClient, connect
-from fedchain.devnet import SERVICES_FILE, DevnetState, free_port, terminate
+from fedchain.devnet import SERVICES_FILE, Devnet, DevnetState, free_port, terminate
+from fedchain.devnet_restart import RestartPolicy
 from fedchain.storage import IpfsClient, compute_cid, digest_to_cid
 
 pytestmark = pytest.mark.e2e
@@ -160,3 +161,92 @@ def _deploy_tx(w3, task: str) -> str:
             if receipt.contractAddress and receipt.contractAddress.lower() == task.lower():
                 return tx["hash"]
     raise AssertionError(f"no transaction created {task}")
+
+
+def test_ganache_chain_survives_kill_9_of_ganache_and_of_the_devnet(tmp_path: Path) -> None:
+    """Ganache keeps its chain in LevelDB (--database.dbPath): a restarted Ganache, or a devnet started again on the
+    same folder, serves the same blocks and contracts."""
+    net = DevnetProcess("ganache", tmp_path)
+    try:
+        state = net.start()
+        cli = Cli(state, tmp_path)
+        deployed = cli.deploy("--rounds", "2", "--devices", "2", "--no-start")
+        task = deployed["task"]
+        w3 = connect(state.rpc_url)
+        head = w3.eth.get_block("latest")
+        config = TaskClient(w3, task).config()
+
+        net.kill_service("ipfs")
+        net.kill_service("chain")
+        connect(state.rpc_url, wait=30)
+        assert w3.eth.get_block(head.number).hash == head.hash
+        assert TaskClient(w3, task).config() == config
+
+        assert net.proc is not None
+        net.proc.send_signal(signal.SIGKILL)
+        net.proc.wait(timeout=10)
+        net.start()
+        assert w3.eth.get_block(head.number).hash == head.hash
+        assert TaskClient(w3, task).config() == config
+        with IpfsClient(state.ipfs_api) as ipfs:  # the repo on disk kept the model across both IPFS restarts
+            assert compute_cid(ipfs.cat(deployed["initial_model_cid"])) == deployed["initial_model_cid"]
+    finally:
+        net.stop()
+        for name in ("chain", "ipfs"):
+            with contextlib.suppress(KeyError, OSError, ValueError):
+                os.kill(net.service_pid(name), signal.SIGKILL)
+
+
+def test_a_service_that_keeps_dying_is_given_up_on_and_the_other_keeps_running(tmp_path: Path) -> None:
+    """Bounded restarts: past the budget the devnet stops restarting IPFS, says so, and the chain still serves.
+    An in-memory chain (no persist) that dies is reported, not replaced by an empty one."""
+    policy = RestartPolicy(max_restarts=1, window_s=300, base_delay_s=0.1)
+    with Devnet(tmp_path / "net", "anvil", num_accounts=2, restart_policy=policy) as net:
+        net.processes["ipfs"].kill()
+        _until(lambda: net.restarts["ipfs"] == 1)
+        with IpfsClient(net.ipfs_api) as ipfs:  # back on the same port
+            assert ipfs.cat(ipfs.add(b"still here")) == b"still here"
+        net.processes["ipfs"].kill()
+        _until(lambda: "ipfs" in net.gave_up)
+        assert "gave up after 1 restarts" in net.gave_up["ipfs"]
+        assert connect(net.rpc_url).eth.chain_id == 31337  # one service dying does not stop the other
+
+        net.processes["chain"].kill()
+        _until(lambda: "chain" in net.gave_up)
+        assert "keeps no chain on disk" in net.gave_up["chain"]
+        with pytest.raises(RuntimeError, match="devnet chain"):
+            net.check_alive()
+
+
+def _until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_anvil_killed_right_after_a_transaction_keeps_it_and_takes_writes_while_down(tmp_path: Path) -> None:
+    """The journal, not a lucky snapshot: a transfer mined just before kill -9 (long before the next snapshot) is
+    in the restarted chain with its hash and block; one sent while Anvil is down is held, answered, and mined."""
+    from fedchain.chain.accounts import devnet_account
+
+    # No periodic snapshot during the test: only the journal can bring the transfer back.
+    with Devnet(tmp_path / "net", "anvil", num_accounts=3, persist=True, snapshot_interval=3600) as net:
+        w3 = connect(net.rpc_url)
+        sender = devnet_account(0)
+        to = net.state.accounts[1] if net.state else ""
+
+        def transfer(nonce: int) -> bytes:
+            tx = {"to": to, "value": 1, "gas": 21000, "gasPrice": 10**9, "nonce": nonce, "chainId": 31337}
+            return bytes(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+
+        first = w3.eth.wait_for_transaction_receipt(transfer(0))
+        generation = net.store.generation if net.store else -1
+        net.processes["chain"].kill()  # well inside the snapshot interval
+        second = transfer(1)  # held by the proxy until Anvil is back, then journaled and forwarded
+        _until(lambda: net.restarts["chain"] == 1)
+        assert net.store is not None and net.store.generation == generation + 1  # the replay's own snapshot
+        again = w3.eth.get_transaction_receipt(first.transactionHash)
+        assert (again.blockNumber, again.status) == (first.blockNumber, 1)
+        assert w3.eth.wait_for_transaction_receipt(second, timeout=30).status == 1
+        assert w3.eth.get_transaction_count(sender.address) == 2
