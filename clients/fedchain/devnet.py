@@ -258,6 +258,7 @@ class Devnet:
             with self.store.lock:  # clients' writes wait until the journal is replayed
                 self.proxy.up.clear()
                 snapshot = self.store.snapshot()
+                _require_free_port(self.anvil_port)
                 cmd = chain_command(self.chain, self.anvil_port, self.num_accounts, load_state=snapshot)
                 proc = self.processes["chain"] = _spawn(cmd, log_path)
                 _wait_rpc(self.anvil_port, proc, timeout, log_path)
@@ -278,6 +279,7 @@ class Devnet:
         if db is not None:
             db.mkdir(parents=True, exist_ok=True)
         cmd = chain_command(self.chain, self.rpc_port, self.num_accounts, db_path=db)
+        _require_free_port(self.rpc_port)
         proc = self.processes["chain"] = _spawn(cmd, log_path)
         _wait_rpc(self.rpc_port, proc, timeout, log_path)
 
@@ -285,6 +287,7 @@ class Devnet:
         ready_file = self.workdir / "ipfs-ready.json"
         ready_file.unlink(missing_ok=True)
         log_path = self.logs / "ipfs.log"
+        _require_free_port(self.ipfs_port)
         proc = self.processes["ipfs"] = _spawn(ipfs_command(self.ipfs_repo, self.ipfs_port, ready_file), log_path)
         deadline = time.monotonic() + timeout
         while not ready_file.exists():
@@ -385,7 +388,7 @@ class Devnet:
         services = _read_json(self.workdir / SERVICES_FILE)
         for name, entry in services.get("processes", {}).items():
             pid = int(entry["pid"])
-            if _cmdline(pid) != entry["cmdline"]:
+            if not _same_program(_cmdline(pid), entry["cmdline"]):
                 continue  # gone, or the pid now belongs to another program
             log.warning("devnet: the %s process (pid %d) of a previous devnet is still running: stopping it", name, pid)
             port = services.get("anvil_port")
@@ -470,6 +473,33 @@ def _cmdline(pid: int) -> list[str] | None:
     except OSError:
         return None
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
+
+
+def _same_program(running: list[str] | None, recorded: list[str]) -> bool:
+    """Whether a live process's command line is the one we started: the same arguments, and the same program
+    (an npm shim such as ganache shows up as `node .../ganache ...`)."""
+    if not running or not recorded:
+        return False
+    args = recorded[1:]
+    if running[len(running) - len(args) :] != args:
+        return False
+    program = Path(recorded[0]).name
+    return any(Path(a).name == program for a in running[: len(running) - len(args)])
+
+
+def _require_free_port(port: int, timeout: float = 5.0) -> None:
+    """Fail clearly when something else listens on a port we must serve (rather than talk to a stranger)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program") from None
+        time.sleep(0.1)
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:

@@ -185,7 +185,10 @@ def test_ganache_chain_survives_kill_9_of_ganache_and_of_the_devnet(tmp_path: Pa
         assert net.proc is not None
         net.proc.send_signal(signal.SIGKILL)
         net.proc.wait(timeout=10)
+        leftovers = [net.service_pid(name) for name in ("chain", "ipfs")]
         net.start()
+        assert "the chain process (pid" in net.log.read_text()  # Ganache (an npm shim) was found and stopped
+        assert not any(_alive(pid) for pid in leftovers)
         assert w3.eth.get_block(head.number).hash == head.hash
         assert TaskClient(w3, task).config() == config
         with IpfsClient(state.ipfs_api) as ipfs:  # the repo on disk kept the model across both IPFS restarts
@@ -250,3 +253,11 @@ def test_anvil_killed_right_after_a_transaction_keeps_it_and_takes_writes_while_
         assert (again.blockNumber, again.status) == (first.blockNumber, 1)
         assert w3.eth.wait_for_transaction_receipt(second, timeout=30).status == 1
         assert w3.eth.get_transaction_count(sender.address) == 2
+
+
+def _alive(pid: int) -> bool:
+    """A running process (a zombie awaiting its reaper has an empty command line)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False

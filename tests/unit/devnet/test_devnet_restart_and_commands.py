@@ -116,3 +116,16 @@ def test_a_snapshot_interrupted_before_its_rename_leaves_the_previous_pair(tmp_p
     again = AnvilStore(tmp_path)
     assert again.generation == 1 and again.journal() == [{"method": "evm_mine", "params": []}]
     again.close()
+
+
+def test_a_leftover_is_recognised_by_its_arguments_even_behind_an_npm_shim() -> None:
+    from fedchain.devnet import _same_program
+
+    recorded = ["/repo/node_modules/.bin/ganache", "--server.port=8545", "--database.dbPath=/d"]
+    assert _same_program(["node", *recorded], recorded)  # what /proc shows for a `#!/usr/bin/env node` script
+    assert _same_program(list(recorded), recorded)
+    assert not _same_program(
+        ["node", "/repo/node_modules/.bin/ganache", "--server.port=9999", "--database.dbPath=/d"], recorded
+    )
+    assert not _same_program(["python", "other.py", "--server.port=8545", "--database.dbPath=/d"], recorded)
+    assert not _same_program(None, recorded)
