@@ -17,6 +17,7 @@ import pytest
 from e2e_helpers import Cli, committed_rounds, report_of, wait_for_phase
 
 from fedchain.chain import Phase, TaskClient, connect
+from fedchain.chain.notify import EventNotifier
 from fedchain.devnet import SERVICES_FILE, Devnet, DevnetState, free_port, terminate
 from fedchain.devnet_restart import RestartPolicy
 from fedchain.storage import IpfsClient, compute_cid, digest_to_cid
@@ -243,11 +244,15 @@ def test_anvil_killed_right_after_a_transaction_keeps_it_and_takes_writes_while_
             tx = {"to": to, "value": 1, "gas": 21000, "gasPrice": 10**9, "nonce": nonce, "chainId": 31337}
             return bytes(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
 
+        notifier = EventNotifier(net.rpc_url, [to])  # eth_subscribe over the proxy's WebSocket tunnel
+        _until(lambda: notifier.pushing, timeout=10)
         first = w3.eth.wait_for_transaction_receipt(transfer(0))
         generation = net.store.generation if net.store else -1
         net.processes["chain"].kill()  # well inside the snapshot interval
         second = transfer(1)  # held by the proxy until Anvil is back, then journaled and forwarded
         _until(lambda: net.restarts["chain"] == 1)
+        _until(lambda: notifier.pushing, timeout=20)  # the subscription is re-established
+        notifier.close()
         assert net.store is not None and net.store.generation == generation + 1  # the replay's own snapshot
         again = w3.eth.get_transaction_receipt(first.transactionHash)
         assert (again.blockNumber, again.status) == (first.blockNumber, 1)
