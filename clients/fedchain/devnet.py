@@ -6,6 +6,7 @@ It holds the devnet's well-known mnemonic, never a real key.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fedchain.chain.accounts import DEVNET_MNEMONIC, devnet_addresses
 from fedchain.chain.connection import connect
@@ -189,6 +190,7 @@ class Devnet:
         self.proxy: ChainProxy | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._workdir_lock: IO[str] | None = None
 
     @property
     def _proxied(self) -> bool:
@@ -210,6 +212,7 @@ class Devnet:
     def start(self, timeout: float = 60.0) -> DevnetState:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        self._claim_workdir()
         self._stop_leftovers()
         if self.fresh:
             log.warning("devnet: --fresh: deleting the kept chain %s and IPFS repo %s", self.chain_dir, self.ipfs_repo)
@@ -403,6 +406,19 @@ class Devnet:
                     log.error("devnet: could not save the running Anvil's chain (%s); resuming from disk", exc)
             _stop_pid(pid)
 
+    def _claim_workdir(self) -> None:
+        """One devnet per folder: a second one would take the first one's children for leftovers and stop them.
+        (flock: the kernel releases it when the holder dies, even by kill -9; children do not inherit it.)"""
+        if self._workdir_lock is not None:
+            return
+        handle = open(self.workdir / "devnet.lock", "a+")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RuntimeError(f"another devnet is running on {self.workdir}: stop it first") from None
+        self._workdir_lock = handle
+
     def check_alive(self) -> None:
         """Raise if a service died for good (the supervisor gave up on it)."""
         if self.gave_up:
@@ -430,6 +446,9 @@ class Devnet:
             self.store = None
         if (self.workdir / SERVICES_FILE).exists():
             self._record()
+        if self._workdir_lock is not None:
+            self._workdir_lock.close()  # releases the flock
+            self._workdir_lock = None
 
     def __enter__(self) -> Devnet:
         self.start()

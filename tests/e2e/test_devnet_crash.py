@@ -266,3 +266,12 @@ def _alive(pid: int) -> bool:
         return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
     except OSError:
         return False
+
+
+def test_a_second_devnet_on_the_same_folder_is_refused_and_leaves_the_first_alone(tmp_path: Path) -> None:
+    with Devnet(tmp_path / "net", "anvil", num_accounts=2, persist=True) as first:
+        pids = {name: p.pid for name, p in first.processes.items()}
+        with pytest.raises(RuntimeError, match="another devnet is running"):
+            Devnet(tmp_path / "net", "anvil", num_accounts=2, persist=True).start()
+        assert {name: p.pid for name, p in first.processes.items()} == pids
+        assert all(p.poll() is None for p in first.processes.values())
