@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fedchain.chain.accounts import DEVNET_MNEMONIC, devnet_addresses
-from fedchain.chain.connection import connect
 from fedchain.devnet_anvil import AnvilStore, ChainProxy, replay, rpc, take_snapshot
+from fedchain.devnet_proxy import HoldingProxy
 from fedchain.devnet_restart import RestartBudget, RestartPolicy
 
 log = logging.getLogger("fedchain.devnet")
@@ -46,7 +45,7 @@ class DevnetState:
     chain_id: int
     ipfs_api: str
     accounts: list[str]
-    mnemonic: str = DEVNET_MNEMONIC
+    mnemonic: str = field(default_factory=lambda: _devnet_mnemonic())
     pids: dict[str, int] = field(default_factory=dict)
     workdir: str = ""
 
@@ -88,7 +87,7 @@ def chain_command(
     kind: str,
     port: int,
     num_accounts: int,
-    mnemonic: str = DEVNET_MNEMONIC,
+    mnemonic: str | None = None,
     *,
     db_path: Path | None = None,
     load_state: Path | None = None,
@@ -98,6 +97,7 @@ def chain_command(
     `db_path` (Ganache): keep the chain in this LevelDB folder, written block by block, so a restarted Ganache
     resumes it. `load_state` (Anvil): start from this `anvil_dumpState` snapshot (see devnet_anvil).
     """
+    mnemonic = mnemonic or _devnet_mnemonic()
     if kind == "ganache":
         if load_state is not None:
             raise ValueError("Ganache keeps its chain with db_path, not load_state")
@@ -147,7 +147,10 @@ class Devnet:
     With `persist`, the chain lives on disk under `workdir/<chain>-state` and survives any crash, including
     `kill -9` of the chain or of the process running this devnet: a devnet started again on the same `workdir`
     resumes the same chain (same blocks, tasks and accounts) on the same ports. Ganache keeps it in LevelDB
-    (`--database.dbPath`); Anvil behind `ChainProxy` with snapshots and a journal (see devnet_anvil). Without
+    (`--database.dbPath`), Anvil in snapshots and a journal of writes (see devnet_anvil). The chain and the IPFS
+    service then run on private ports behind proxies (devnet_proxy) that hold clients' requests while a service
+    restarts, and resend the ones it dropped, rather than refusing them (clients give up after a few seconds of
+    refused connections); they listen before anything slow starts. Without
     `persist` the chain is in memory only: it is not restarted (an empty chain in its place would mislead every
     client), but the IPFS service still is: its repo is on disk. `fresh` deletes the kept chain and IPFS repo first.
     """
@@ -179,7 +182,8 @@ class Devnet:
         # A resumed chain must come back where its clients look for it: reuse the previous run's ports.
         self.rpc_port = rpc_port or previous.get("rpc_port") or free_port()
         self.ipfs_port = ipfs_port if ipfs_port is not None else previous.get("ipfs_port") or free_port()
-        self.anvil_port = int(previous.get("anvil_port") or free_port()) if self._proxied else None
+        self.chain_port = int(previous.get("chain_port") or free_port()) if self.persist else None
+        self.ipfs_private_port = int(previous.get("ipfs_private_port") or free_port()) if self.persist else None
         self.policy = restart_policy or RestartPolicy()
         self.budgets = {name: RestartBudget(self.policy) for name in SERVICES}
         self.gave_up: dict[str, str] = {}
@@ -188,13 +192,10 @@ class Devnet:
         self.state: DevnetState | None = None
         self.store: AnvilStore | None = None
         self.proxy: ChainProxy | None = None
+        self.ipfs_proxy: HoldingProxy | None = None
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._workdir_lock: IO[str] | None = None
-
-    @property
-    def _proxied(self) -> bool:
-        return self.persist and self.chain == "anvil"
 
     @property
     def chain_dir(self) -> Path:
@@ -213,23 +214,33 @@ class Devnet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self._claim_workdir()
-        self._stop_leftovers()
-        if self.fresh:
-            log.warning("devnet: --fresh: deleting the kept chain %s and IPFS repo %s", self.chain_dir, self.ipfs_repo)
-            shutil.rmtree(self.chain_dir, ignore_errors=True)
-            shutil.rmtree(self.ipfs_repo, ignore_errors=True)
+        leftovers = _read_json(self.workdir / SERVICES_FILE)
         try:
-            if self._proxied:
-                assert self.anvil_port is not None
-                self.store = AnvilStore(self.chain_dir)
-                self.proxy = ChainProxy(self.rpc_port, self.anvil_port, self.store)
+            if self.fresh:
+                self._stop_leftovers(leftovers, ("chain", "ipfs"))
+                log.warning(
+                    "devnet: --fresh: deleting the kept chain %s and IPFS repo %s", self.chain_dir, self.ipfs_repo
+                )
+                shutil.rmtree(self.chain_dir, ignore_errors=True)
+                shutil.rmtree(self.ipfs_repo, ignore_errors=True)
+            if self.persist:
+                assert self.chain_port is not None
+                self.store = AnvilStore(self.chain_dir) if self.chain == "anvil" else None
+                # Listening (and holding requests) first: clients of a killed devnet reconnect at once.
+                self.proxy = ChainProxy(self.rpc_port, self.chain_port, self.store)
                 self.proxy.start()
+                assert self.ipfs_private_port is not None
+                self.ipfs_proxy = HoldingProxy(self.ipfs_port, self.ipfs_private_port, "IPFS service")
+                self.ipfs_proxy.start()
+            self._stop_leftovers(leftovers, ("chain",))
             self._start_chain(timeout)
+            self._stop_leftovers(leftovers, ("ipfs",))
             self._start_ipfs(timeout)
-            connect(self.rpc_url, wait=timeout)
         except BaseException:
             self.stop()
             raise
+        from fedchain.chain.accounts import devnet_addresses  # imported late: eth_account takes a second
+
         self.state = DevnetState(
             chain=self.chain,
             rpc_url=self.rpc_url,
@@ -257,41 +268,46 @@ class Devnet:
 
     def _start_chain(self, timeout: float) -> None:
         log_path = self.logs / f"{self.chain}.log"
-        if self.store is not None and self.proxy is not None and self.anvil_port is not None:
-            with self.store.lock:  # clients' writes wait until the journal is replayed
-                self.proxy.up.clear()
-                snapshot = self.store.snapshot()
-                _require_free_port(self.anvil_port)
-                cmd = chain_command(self.chain, self.anvil_port, self.num_accounts, load_state=snapshot)
-                proc = self.processes["chain"] = _spawn(cmd, log_path)
-                _wait_rpc(self.anvil_port, proc, timeout, log_path)
-                replayed = replay(self.store, self.anvil_port)
-                if replayed or snapshot is None:
-                    take_snapshot(self.store, self.anvil_port, settle_s=10.0)
-                if snapshot is not None:
-                    block = int(rpc(self.anvil_port, "eth_blockNumber"), 16)
-                    log.info(
-                        "devnet: Anvil resumed from %s and %d journaled writes, at block %d",
-                        snapshot.name,
-                        replayed,
-                        block,
-                    )
-                self.proxy.up.set()
+        if self.proxy is None or self.chain_port is None:  # in memory, on the RPC port itself
+            proc = self.processes["chain"] = _spawn(
+                chain_command(self.chain, _require_free_port(self.rpc_port), self.num_accounts), log_path
+            )
+            _wait_rpc(self.rpc_port, proc, timeout, log_path)
             return
-        db = self.chain_dir / "ganache-db" if self.persist else None
-        if db is not None:
+        self.proxy.up.clear()
+        if self.store is None:  # Ganache: its LevelDB folder is the chain
+            db = self.chain_dir / "ganache-db"
             db.mkdir(parents=True, exist_ok=True)
-        cmd = chain_command(self.chain, self.rpc_port, self.num_accounts, db_path=db)
-        _require_free_port(self.rpc_port)
-        proc = self.processes["chain"] = _spawn(cmd, log_path)
-        _wait_rpc(self.rpc_port, proc, timeout, log_path)
+            cmd = chain_command(self.chain, _require_free_port(self.chain_port), self.num_accounts, db_path=db)
+            proc = self.processes["chain"] = _spawn(cmd, log_path)
+            _wait_rpc(self.chain_port, proc, timeout, log_path)
+            self.proxy.up.set()
+            return
+        with self.store.lock:  # clients' writes wait until the journal is replayed
+            snapshot = self.store.snapshot()
+            cmd = chain_command(self.chain, _require_free_port(self.chain_port), self.num_accounts, load_state=snapshot)
+            proc = self.processes["chain"] = _spawn(cmd, log_path)
+            _wait_rpc(self.chain_port, proc, timeout, log_path)
+            replayed = replay(self.store, self.chain_port)
+            if replayed or snapshot is None:
+                take_snapshot(self.store, self.chain_port, settle_s=10.0)
+            if snapshot is not None:
+                block = int(rpc(self.chain_port, "eth_blockNumber"), 16)
+                log.info(
+                    "devnet: Anvil resumed from %s and %d journaled writes, at block %d", snapshot.name, replayed, block
+                )
+            self.proxy.up.set()
 
     def _start_ipfs(self, timeout: float) -> None:
         ready_file = self.workdir / "ipfs-ready.json"
         ready_file.unlink(missing_ok=True)
         log_path = self.logs / "ipfs.log"
-        _require_free_port(self.ipfs_port)
-        proc = self.processes["ipfs"] = _spawn(ipfs_command(self.ipfs_repo, self.ipfs_port, ready_file), log_path)
+        if self.ipfs_proxy is not None:
+            self.ipfs_proxy.up.clear()
+        port = self.ipfs_private_port if self.ipfs_private_port is not None else self.ipfs_port
+        proc = self.processes["ipfs"] = _spawn(
+            ipfs_command(self.ipfs_repo, _require_free_port(port), ready_file), log_path
+        )
         deadline = time.monotonic() + timeout
         while not ready_file.exists():
             if proc.poll() is not None:
@@ -300,6 +316,8 @@ class Devnet:
                 terminate(proc)
                 raise TimeoutError(f"IPFS service not ready after {timeout:.0f}s: see {log_path}")
             time.sleep(0.05)
+        if self.ipfs_proxy is not None:
+            self.ipfs_proxy.up.set()
 
     # -- supervision --
 
@@ -312,14 +330,14 @@ class Devnet:
                 proc = self.processes.get(name)
                 if proc is not None and name not in self.gave_up and proc.poll() is not None:
                     self._recover(name, proc)
-            if self.store is not None and self.anvil_port is not None and "chain" not in self.gave_up:
+            if self.store is not None and self.chain_port is not None and "chain" not in self.gave_up:
                 if time.monotonic() - last_snapshot < snapshot_every:
                     continue
                 try:
-                    block = int(rpc(self.anvil_port, "eth_blockNumber", timeout=5), 16)
+                    block = int(rpc(self.chain_port, "eth_blockNumber", timeout=5), 16)
                     if block != snapshot_block:
                         began = time.monotonic()
-                        if take_snapshot(self.store, self.anvil_port):
+                        if take_snapshot(self.store, self.chain_port):
                             snapshot_block = block
                             # A big chain takes longer to dump: keep the dumps to about a tenth of the time.
                             snapshot_every = max(self.snapshot_interval, 10 * (time.monotonic() - began))
@@ -333,8 +351,9 @@ class Devnet:
             self.gave_up[name] = f"{what}; this devnet keeps no chain on disk, so it is not restarted"
             log.error("devnet: %s", self.gave_up[name])
             return
-        if self.proxy is not None and name == "chain":
-            self.proxy.up.clear()  # hold clients' requests until the chain is back
+        proxy = self.proxy if name == "chain" else self.ipfs_proxy
+        if proxy is not None:
+            proxy.up.clear()  # hold clients' requests until the service is back
         delay = self.budgets[name].next_delay(time.monotonic())
         if delay is None:
             self.gave_up[name] = (
@@ -372,7 +391,8 @@ class Devnet:
             "chain": self.chain,
             "rpc_port": self.rpc_port,
             "ipfs_port": self.ipfs_port,
-            "anvil_port": self.anvil_port,
+            "chain_port": self.chain_port,
+            "ipfs_private_port": self.ipfs_private_port,
             "processes": {
                 name: {"pid": p.pid, "cmdline": [str(a) for a in p.args]}  # type: ignore[union-attr]
                 for name, p in self.processes.items()
@@ -385,23 +405,24 @@ class Devnet:
             if self.state_file is not None:
                 self.state.save(self.state_file)
 
-    def _stop_leftovers(self) -> None:
-        """Stop the chain and IPFS processes of a previous devnet on this workdir that was killed before it could
-        (they hold its ports and the IPFS repo lock). An orphaned Anvil is first asked for its chain."""
-        services = _read_json(self.workdir / SERVICES_FILE)
-        for name, entry in services.get("processes", {}).items():
+    def _stop_leftovers(self, services: dict[str, Any], names: tuple[str, ...]) -> None:
+        """Stop the chain or IPFS process of a previous devnet on this workdir that was killed before it could (they
+        hold its ports and the IPFS repo lock), just before starting our own. An orphaned Anvil is first asked for
+        its chain."""
+        for name in names:
+            entry = services.get("processes", {}).pop(name, None)
+            if entry is None:
+                continue
             pid = int(entry["pid"])
             if not _same_program(_cmdline(pid), entry["cmdline"]):
                 continue  # gone, or the pid now belongs to another program
             log.warning("devnet: the %s process (pid %d) of a previous devnet is still running: stopping it", name, pid)
-            port = services.get("anvil_port")
-            if name == "chain" and self._proxied and port and not self.fresh:
+            port = services.get("chain_port")
+            if name == "chain" and self.store is not None and port:
                 try:
-                    store = AnvilStore(self.chain_dir)
-                    with store.lock:
-                        replay(store, int(port))  # writes journaled but not forwarded when the devnet died
-                        take_snapshot(store, int(port), settle_s=10.0)
-                    store.close()
+                    with self.store.lock:
+                        replay(self.store, int(port))  # writes journaled but not forwarded when the devnet died
+                        take_snapshot(self.store, int(port), settle_s=10.0)
                 except Exception as exc:
                     log.error("devnet: could not save the running Anvil's chain (%s); resuming from disk", exc)
             _stop_pid(pid)
@@ -429,18 +450,19 @@ class Devnet:
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(timeout=120)
         chain = self.processes.get("chain")
-        if self.store is not None and self.anvil_port is not None and chain is not None and chain.poll() is None:
+        if self.store is not None and self.chain_port is not None and chain is not None and chain.poll() is None:
             try:
-                take_snapshot(self.store, self.anvil_port, settle_s=5.0)
+                take_snapshot(self.store, self.chain_port, settle_s=5.0)
             except Exception as exc:  # the journal still has every write since the last snapshot
                 log.warning("devnet: final Anvil snapshot failed (%s); the journal keeps the writes", exc)
         for name in ("ipfs", "chain"):
             if name in self.processes:
                 terminate(self.processes[name])
         self.processes.clear()
-        if self.proxy is not None:
-            self.proxy.close()
-            self.proxy = None
+        for proxy in (self.proxy, self.ipfs_proxy):
+            if proxy is not None:
+                proxy.close()
+        self.proxy = self.ipfs_proxy = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -456,6 +478,12 @@ class Devnet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _devnet_mnemonic() -> str:
+    from fedchain.chain.accounts import DEVNET_MNEMONIC  # imported late: eth_account takes a second
+
+    return DEVNET_MNEMONIC
 
 
 def _wait_rpc(port: int, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
@@ -506,15 +534,16 @@ def _same_program(running: list[str] | None, recorded: list[str]) -> bool:
     return any(Path(a).name == program for a in running[: len(running) - len(args)])
 
 
-def _require_free_port(port: int, timeout: float = 5.0) -> None:
-    """Fail clearly when something else listens on a port we must serve (rather than talk to a stranger)."""
+def _require_free_port(port: int, timeout: float = 5.0) -> int:
+    """`port`, once free; fails clearly when something else listens on a port we must serve (rather than talk to
+    a stranger)."""
     deadline = time.monotonic() + timeout
     while True:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
-                return
+                return port
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program") from None

@@ -1,4 +1,4 @@
-"""Anvil's chain kept on disk, so that no crash loses a transaction a client was told about.
+"""Anvil's chain kept on disk, so that no crash loses a transaction a client was told about; the devnet's RPC proxy.
 
 Anvil keeps its chain in memory. `--state FILE` writes it only on a clean exit (and every `--state-interval`
 seconds, non-atomically), so `kill -9` loses everything since the last write and can leave a torn file. Here:
@@ -16,22 +16,18 @@ seconds, non-atomically), so `kill -9` loses everything since the last write and
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.client
 import json
 import logging
 import os
 import re
-import socket
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak
+from fedchain.devnet_proxy import UPSTREAM_WAIT_S, HoldingProxy, ProxyHandler
 
 log = logging.getLogger("fedchain.devnet")
 
@@ -39,7 +35,6 @@ _SNAPSHOT = re.compile(r"^state-(\d+)\.json$")
 _JOURNAL = re.compile(r"^journal-(\d+)\.jsonl$")
 # Anvil methods that only read; every other anvil_/evm_/hardhat_ method changes the chain and is journaled.
 _READ_ONLY_CHEATS = {"anvil_dumpState", "anvil_nodeInfo", "anvil_metadata", "evm_snapshot"}
-UPSTREAM_WAIT_S = 30.0  # how long the proxy holds a request while Anvil restarts
 
 
 def is_write(request: Any) -> bool:
@@ -63,6 +58,8 @@ def writes_of(body: bytes) -> list[dict[str, Any]]:
 
 
 def raw_tx_hash(raw_hex: str) -> str:
+    from eth_utils import keccak  # imported late: the proxy must be listening within a fraction of a second
+
     return "0x" + keccak(bytes.fromhex(raw_hex.removeprefix("0x"))).hex()
 
 
@@ -197,94 +194,40 @@ def replay(store: AnvilStore, port: int) -> int:
     return len(entries)
 
 
-class ChainProxy(ThreadingHTTPServer):
-    """HTTP (and WebSocket) front of Anvil on the devnet's RPC port; journals writes; holds requests while Anvil
-    is down (`up` cleared) instead of failing them."""
+class ChainProxy(HoldingProxy):
+    """The chain's front door on the devnet's RPC port (see devnet_proxy); with a `store` (Anvil), every write is
+    journaled before it is forwarded."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, upstream_port: int, store: AnvilStore) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, port: int, upstream_port: int, store: AnvilStore | None) -> None:
         self.store = store
-        self.up = threading.Event()
-        super().__init__(("127.0.0.1", port), _ProxyHandler)
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        super().__init__(port, upstream_port, "chain")
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self) -> None:
-        self.up.set()  # release held requests (they then fail fast against a stopped node)
-        self.shutdown()
-        self.server_close()
+    def handler_class(self) -> type[ProxyHandler]:
+        return _ChainHandler
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ChainHandler(ProxyHandler):
     server: ChainProxy
-    protocol_version = "HTTP/1.1"
 
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._upstream: http.client.HTTPConnection | None = None
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        writes = writes_of(body)
-        if not writes:
-            self._reply(*self._forward(body))
+    def do_POST(self) -> None:  # noqa: N802 - http.server.BaseHTTPRequestHandler naming
+        body = self.read_body()
+        store = self.server.store
+        writes = writes_of(body) if store is not None else []
+        if not writes or store is None:
+            self.reply(*self.forward(body))
             return
-        with self.server.store.lock:  # journal order == the order Anvil receives them
-            self.server.store.append(writes)
-            result = self._forward(body, hold=False)
+        with store.lock:  # journal order == the order Anvil receives them
+            store.append(writes)
+            result = self.forward(body, hold=False)
         if result[0] is None:
             # Anvil died with the request journaled but unanswered: the restart replays it. Transactions keep
             # their hash, so the client is told it and finds the receipt once the chain is back.
             result = self._after_restart(body)
-        self._reply(*result)
+        self.reply(*result)
 
-    def _forward(self, body: bytes, hold: bool = True) -> tuple[int | None, bytes]:
-        """Anvil's answer; (None, b"") when it is down (with `hold`, after waiting for it to come back)."""
-        for _ in range(3):
-            if hold and not self.server.up.wait(UPSTREAM_WAIT_S):
-                break
-            reused = self._upstream is not None
-            try:
-                return self._upstream_post(body)
-            except (OSError, http.client.HTTPException):
-                self._close_upstream()
-                if reused:
-                    continue  # a kept-alive connection to an Anvil that has since restarted: a fresh one decides
-                if not hold:
-                    break
-                time.sleep(0.3)  # the supervisor notices the crash and clears `up`
-        return None, b""
-
-    def _upstream_post(self, body: bytes) -> tuple[int, bytes]:
-        """POST on this client connection's own keep-alive connection to Anvil (reopened after a failure)."""
-        conn = self._upstream
-        if conn is None:
-            conn = self._upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=120)
-        conn.request("POST", self.path, body, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, response.read()
-
-    def _close_upstream(self) -> None:
-        if self._upstream is not None:
-            self._upstream.close()
-            self._upstream = None
-
-    def finish(self) -> None:
-        super().finish()
-        self._close_upstream()
-
-    def _after_restart(self, body: bytes) -> tuple[int | None, bytes]:
-        if not self.server.up.wait(UPSTREAM_WAIT_S * 2):
-            return None, b""
+    def _after_restart(self, body: bytes) -> tuple[int | None, list[tuple[str, str]], bytes]:
+        if not self.server.up.wait(UPSTREAM_WAIT_S):
+            return None, [], b""
         parsed = json.loads(body)
         replies = []
         for request in parsed if isinstance(parsed, list) else [parsed]:
@@ -294,56 +237,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             elif is_write(request):  # replayed already: sending it again would apply it twice
                 replies.append(_rpc_error(request, "the chain restarted; this request was journaled and replayed"))
             else:
-                reply = self._forward(json.dumps(request).encode())
-                replies.append(json.loads(reply[1]) if reply[0] == 200 else _rpc_error(request, "node restarting"))
+                status, _, data = self.forward(json.dumps(request).encode())
+                replies.append(json.loads(data) if status == 200 else _rpc_error(request, "node restarting"))
         out = replies if isinstance(parsed, list) else replies[0]
-        return 200, json.dumps(out).encode()
-
-    def _reply(self, status: int | None, data: bytes) -> None:
-        if status is None:
-            status, data = HTTPStatus.SERVICE_UNAVAILABLE, b'{"error": "the devnet chain is restarting"}'
-        head = (
-            f"HTTP/1.1 {int(status)} {http.client.responses.get(int(status), '')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
-        )
-        # One write: headers and body apart meet Nagle and delayed ACKs, 40 ms per call.
-        self.wfile.write(head.encode("latin-1") + data)
-
-    def do_GET(self) -> None:
-        if self.headers.get("Upgrade", "").lower() != "websocket":
-            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, b'{"error": "POST JSON-RPC"}')
-            return
-        self.close_connection = True
-        if not self.server.up.wait(UPSTREAM_WAIT_S):
-            self._reply(None, b"")
-            return
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.server.upstream_port), timeout=5)
-        except OSError:
-            self._reply(None, b"")
-            return
-        upstream.settimeout(None)
-        head = self.requestline + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()) + "\r\n"
-        upstream.sendall(head.encode("latin-1"))
-        _tunnel(self.connection, upstream)
-
-
-def _tunnel(client: socket.socket, upstream: socket.socket) -> None:
-    """Copy bytes both ways until either side closes."""
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    other = threading.Thread(target=pump, args=(upstream, client), daemon=True)
-    other.start()
-    pump(client, upstream)
-    other.join(timeout=5)
-    upstream.close()
+        return 200, [("Content-Type", "application/json")], json.dumps(out).encode()
 
 
 def _rpc_error(request: dict[str, Any], message: str) -> dict[str, Any]:

@@ -129,3 +129,22 @@ def test_a_leftover_is_recognised_by_its_arguments_even_behind_an_npm_shim() -> 
     )
     assert not _same_program(["python", "other.py", "--server.port=8545", "--database.dbPath=/d"], recorded)
     assert not _same_program(None, recorded)
+
+
+def test_chain_commands_use_the_devnet_mnemonic_by_default() -> None:
+    from fedchain.chain.accounts import DEVNET_MNEMONIC
+
+    assert f"--mnemonic={DEVNET_MNEMONIC}" in chain_command("anvil", 8545, 2)
+    assert f"--wallet.mnemonic={DEVNET_MNEMONIC}" in chain_command("ganache", 8545, 2)
+
+
+def test_the_devnet_module_loads_without_web3_so_a_restarted_devnet_listens_at_once() -> None:
+    """A killed devnet's clients retry refused calls for a few seconds only: the restarted one's proxy must bind
+    before eth_account/web3 (about 2 s to import on a busy machine) are loaded."""
+    import subprocess
+    import sys
+
+    heavy = "('web3', 'eth_account', 'eth_utils')"
+    code = f"import sys, fedchain.devnet; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
