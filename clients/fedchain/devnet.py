@@ -361,6 +361,8 @@ class Devnet:
                 f"(see {self.logs})"
             )
             log.error("devnet: %s", self.gave_up[name])
+            if proxy is not None:
+                proxy.fail_fast()
             return
         attempt = self.budgets[name].recent(time.monotonic())
         log.warning(

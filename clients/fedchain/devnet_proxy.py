@@ -47,9 +47,13 @@ class HoldingProxy(ThreadingHTTPServer):
     def start(self) -> None:
         self.thread.start()
 
-    def close(self) -> None:
+    def fail_fast(self) -> None:
+        """The service is gone for good: release held requests and answer 503 at once from now on."""
         self.closing = True
-        self.up.set()  # release held requests (they then fail fast against a stopped service)
+        self.up.set()
+
+    def close(self) -> None:
+        self.fail_fast()
         self.shutdown()
         self.server_close()
 

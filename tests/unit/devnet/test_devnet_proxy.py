@@ -100,13 +100,12 @@ def test_a_request_made_while_the_service_is_down_is_held_and_answered_after_its
         restarted.server_close()
 
 
-def test_a_closed_proxy_answers_503_instead_of_holding_forever(proxy: HoldingProxy) -> None:
+def test_a_proxy_whose_service_is_given_up_on_answers_503_instead_of_holding(proxy: HoldingProxy) -> None:
     port = proxy.server_address[1]
     answer: list[tuple[int, str, bytes]] = []
     waiting = threading.Thread(target=lambda: answer.append(_post(port, b"c")))
     waiting.start()
     waiting.join(timeout=0.3)
-    proxy.closing = True
-    proxy.up.set()  # as close() does; the service never came up
+    proxy.fail_fast()  # what the supervisor does when it gives up on the service
     waiting.join(timeout=10)
     assert answer and answer[0][0] == 503
