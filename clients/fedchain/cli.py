@@ -170,28 +170,49 @@ def devnet(
     ipfs_port: Annotated[int, typer.Option(help="Kubo RPC port on 127.0.0.1.")] = 5001,
     accounts: Annotated[int, typer.Option(help="Funded accounts.")] = 30,
     state_file: StateFile = Path(".fedchain/devnet.json"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the chain, the IPFS repo and the logs are kept (default: devnet-CHAIN beside the state "
+            "file). Started again on the same folder, the devnet resumes the same chain, even after a crash."
+        ),
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the kept chain and IPFS repo: start over.")] = False,
 ) -> None:
-    """Start a local chain (Ganache or Anvil) and the IPFS service; write the state file; run until Ctrl-C."""
+    """Start a local chain (Ganache or Anvil) and the IPFS service, kept on disk and restarted if they die; write
+    the state file; run until Ctrl-C."""
     from fedchain.devnet import Devnet
 
+    _setup_logging(False)
     _exit_on_sigterm()
-    net = Devnet(state_file.parent / f"devnet-{chain}", chain, rpc_port, ipfs_port, accounts)
+    workdir = data_dir or state_file.parent / f"devnet-{chain}"
+    net = Devnet(workdir, chain, rpc_port, ipfs_port, accounts, persist=True, fresh=fresh, state_file=state_file)
+    stopped_cleanly = False
     try:
         state = net.start()
         state.save(state_file)
         console.print(
             f"[green]devnet up[/]: {chain} at {state.rpc_url} (chain id {state.chain_id}), IPFS at {state.ipfs_api}"
         )
-        console.print(f"state file: {state_file}; {len(state.accounts)} funded accounts; Ctrl-C stops it")
+        console.print(
+            f"state file: {state_file}; {len(state.accounts)} funded accounts; chain kept in {net.chain_dir}; "
+            "Ctrl-C stops it"
+        )
+        reported: set[str] = set()
         while True:
-            net.check_alive()
+            # A service that keeps dying is given up on; the other one (above all the chain) keeps running.
+            for name, why in net.gave_up.items():
+                if name not in reported:
+                    console.print(f"[red]devnet {name} is down for good[/]: {why}")
+                    reported.add(name)
             time.sleep(1)
     except KeyboardInterrupt:
-        pass
+        stopped_cleanly = True
     finally:
         net.stop()
-        state_file.unlink(missing_ok=True)
-        console.print("devnet stopped")
+        if stopped_cleanly:  # after a crash the file still says where the (resumable) devnet was
+            state_file.unlink(missing_ok=True)
+        console.print(f"devnet stopped; its chain is kept in {net.chain_dir} (--fresh starts over)")
 
 
 @app.command()

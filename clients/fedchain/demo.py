@@ -89,6 +89,8 @@ class DemoOptions:
     # Virtual devices: "batch" (devices sign, each pool relays a round's updates in one transaction) or "direct"
     # (every device sends its own submitUpdate).
     submit: str = "batch"
+    # The devnet keeps its chain on disk and restarts a crashed chain or IPFS service (see `Devnet(persist=...)`).
+    persist: bool = True
 
     def use_virtual(self) -> bool:
         if self.virtual is not None:
@@ -246,7 +248,9 @@ def run_demo(
         processes = _launch(options, launch_file, logs, ready_dir)
         from fedchain.devnet import Devnet, terminate
 
-        net = Devnet(workdir, options.chain, num_accounts=num_accounts)
+        # With `persist` the chain is kept on disk and both services are restarted if they die (behind proxies
+        # that hold requests meanwhile): a crash of either never ends the run.
+        net = Devnet(workdir, options.chain, num_accounts=num_accounts, persist=options.persist)
         with ThreadPoolExecutor(1, thread_name_prefix="devnet") as background:
             # The chain and IPFS start in their own processes; this one imports torch and web3 meanwhile.
             starting = background.submit(net.start)
