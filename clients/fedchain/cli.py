@@ -799,6 +799,13 @@ def demo(
             "direct (every device sends its own submitUpdate)."
         ),
     ] = "batch",
+    persist: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the demo's chain on disk and restart a crashed chain or IPFS service behind proxies that hold "
+            "requests meanwhile (as `fedchain devnet` does); slower. IPFS is restarted either way."
+        ),
+    ] = False,
     virtual: Annotated[
         bool | None,
         typer.Option(
@@ -855,6 +862,7 @@ def demo(
         virtual=virtual,
         pools=pools,
         submit=submit,
+        persist=persist,
     )
     try:
         options.check()

@@ -89,8 +89,10 @@ class DemoOptions:
     # Virtual devices: "batch" (devices sign, each pool relays a round's updates in one transaction) or "direct"
     # (every device sends its own submitUpdate).
     submit: str = "batch"
-    # The devnet keeps its chain on disk and restarts a crashed chain or IPFS service (see `Devnet(persist=...)`).
-    persist: bool = True
+    # The devnet keeps its chain on disk and restarts a crashed chain or IPFS service behind proxies that hold
+    # requests meanwhile (see `Devnet(persist=...)`). Off by default: the proxies carry every request through this
+    # process, and a demo's chain is thrown away at the end (IPFS is restarted either way).
+    persist: bool = False
 
     def use_virtual(self) -> bool:
         if self.virtual is not None:
@@ -251,6 +253,12 @@ def run_demo(
         # With `persist` the chain is kept on disk and both services are restarted if they die (behind proxies
         # that hold requests meanwhile): a crash of either never ends the run.
         net = Devnet(workdir, options.chain, num_accounts=num_accounts, persist=options.persist)
+        # What the devnet imports while it starts (eth_account, eth_utils) is imported here first: two threads
+        # importing the same packages at once can deadlock on their module locks.
+        import eth_utils  # noqa: F401
+
+        import fedchain.chain.accounts  # noqa: F401
+
         with ThreadPoolExecutor(1, thread_name_prefix="devnet") as background:
             # The chain and IPFS start in their own processes; this one imports torch and web3 meanwhile.
             starting = background.submit(net.start)
