@@ -7,6 +7,7 @@ It holds the devnet's well-known mnemonic, never a real key.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import logging
 import os
@@ -83,6 +84,45 @@ def node_bin(name: str) -> str:
     return found
 
 
+# The chain derives at most this many accounts from the mnemonic itself (Anvil takes ~8 ms per account, 8 s for the
+# 1,000 devices of a large demo); the others are funded afterwards with one batched balance call (`fund_accounts`).
+NODE_ACCOUNTS = 10
+# What Anvil and Ganache give each of their own accounts: 10,000 ETH.
+ACCOUNT_BALANCE_WEI = 10_000 * 10**18
+SET_BALANCE = {"anvil": "anvil_setBalance", "ganache": "evm_setAccountBalance"}
+
+
+def fund_accounts(kind: str, port: int, addresses: list[str], wei: int = ACCOUNT_BALANCE_WEI, chunk: int = 500) -> int:
+    """Give every account in `addresses` without ether `wei`, in JSON-RPC batches; returns how many were funded.
+    Idempotent: a resumed chain's accounts keep what they have."""
+    funded = 0
+    for start in range(0, len(addresses), chunk):
+        part = addresses[start : start + chunk]
+        balances = _rpc_batch(port, [("eth_getBalance", [a, "latest"]) for a in part])
+        empty = [a for a, balance in zip(part, balances, strict=True) if int(str(balance), 16) == 0]
+        if empty:
+            _rpc_batch(port, [(SET_BALANCE[kind], [a, hex(wei)]) for a in empty])
+            funded += len(empty)
+    return funded
+
+
+def _rpc_batch(port: int, calls: list[tuple[str, list[Any]]], timeout: float = 60.0) -> list[Any]:
+    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        replies = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    if not isinstance(replies, list):
+        raise RuntimeError(f"the chain refused a batch of {calls[0][0]}: {replies}")
+    by_id = {r.get("id"): r for r in replies}
+    errors = [r["error"] for r in replies if "error" in r]
+    if errors:
+        raise RuntimeError(f"{calls[0][0]}: {errors[0]}")
+    return [by_id[i]["result"] for i in range(len(calls))]
+
+
 def chain_command(
     kind: str,
     port: int,
@@ -92,7 +132,8 @@ def chain_command(
     db_path: Path | None = None,
     load_state: Path | None = None,
 ) -> list[str]:
-    """The command line that starts a local chain on 127.0.0.1 with `num_accounts` funded accounts.
+    """The command line that starts a local chain on 127.0.0.1 with the first `num_accounts` (at most NODE_ACCOUNTS)
+    funded accounts; `Devnet.start` funds the rest.
 
     `db_path` (Ganache): keep the chain in this LevelDB folder, written block by block, so a restarted Ganache
     resumes it. `load_state` (Anvil): start from this `anvil_dumpState` snapshot (see devnet_anvil).
@@ -106,7 +147,7 @@ def chain_command(
             "--server.host=127.0.0.1",
             f"--server.port={port}",
             f"--wallet.mnemonic={mnemonic}",
-            f"--wallet.totalAccounts={num_accounts}",
+            f"--wallet.totalAccounts={min(num_accounts, NODE_ACCOUNTS)}",
             f"--chain.chainId={CHAIN_IDS['ganache']}",
             "--chain.hardfork=shanghai",
             "--miner.blockGasLimit=30000000",
@@ -121,7 +162,7 @@ def chain_command(
             "--host=127.0.0.1",
             f"--port={port}",
             f"--mnemonic={mnemonic}",
-            f"--accounts={num_accounts}",
+            f"--accounts={min(num_accounts, NODE_ACCOUNTS)}",
             f"--chain-id={CHAIN_IDS['anvil']}",
             "--gas-limit=30000000",
             "--silent",
@@ -241,12 +282,15 @@ class Devnet:
             raise
         from fedchain.chain.accounts import devnet_addresses  # imported late: eth_account takes a second
 
+        accounts = devnet_addresses(self.num_accounts)
+        if len(accounts) > NODE_ACCOUNTS:
+            fund_accounts(self.chain, self.rpc_port, accounts[NODE_ACCOUNTS:])
         self.state = DevnetState(
             chain=self.chain,
             rpc_url=self.rpc_url,
             chain_id=CHAIN_IDS[self.chain],
             ipfs_api=self.ipfs_api,
-            accounts=devnet_addresses(self.num_accounts),
+            accounts=accounts,
             pids={name: p.pid for name, p in self.processes.items()},
             workdir=str(self.workdir),
         )

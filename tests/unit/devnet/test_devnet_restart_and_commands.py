@@ -39,6 +39,9 @@ def test_zero_restarts_means_never_restart() -> None:
 def test_anvil_command_loads_a_snapshot_only_when_given_one(tmp_path: Path) -> None:
     plain = chain_command("anvil", 8545, 7)
     assert "--port=8545" in plain and "--accounts=7" in plain and "--chain-id=31337" in plain
+    # A large devnet's accounts beyond the first ten are funded after start (fund_accounts), not derived by Anvil.
+    assert "--accounts=10" in chain_command("anvil", 8545, 1000)
+    assert "--wallet.totalAccounts=10" in chain_command("ganache", 8545, 1000)
     assert not any(a.startswith(("--load-state", "--state", "--dump-state")) for a in plain)
     snap = tmp_path / "state-3.json"
     assert chain_command("anvil", 8545, 7, load_state=snap)[-1] == f"--load-state={snap}"
