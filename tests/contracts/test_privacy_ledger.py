@@ -72,7 +72,7 @@ def test_privacy_configured(federated_task, admin):
     assert contract.firstRoundEpsilonMicro() == M + 1
     # before any round: nothing spent, the first round's epsilon bounds round 1
     assert ledger(contract) == (0, M + 1, 0, 8 * M)
-    assert contract.epsilonSpentMicro() == 0
+    assert contract.privacyLedger()[0] == 0
 
 
 def test_defaults_have_no_privacy(task):
@@ -133,7 +133,7 @@ def test_finalisation_records_epsilon(dp_task, aggregator, devices):
     spent = tx.events["EpsilonSpent"]
     assert (spent["round"], spent["spentMicro"], spent["incrementMicro"]) == (1, 2 * M, 2 * M)
     assert dp_task.roundEpsilonMicro(1) == 2 * M
-    assert dp_task.epsilonSpentMicro() == 2 * M
+    assert dp_task.privacyLedger()[0] == 2 * M
     assert ledger(dp_task) == (2 * M, 2 * M, 2 * M, 5 * M)
     result = make_result(dp_task, 1)
     assert bytes(dp_task.finalResultKey(1)) != ZERO_BYTES32
@@ -198,7 +198,7 @@ def test_epsilon_above_the_budget_is_still_recorded(dp_task, aggregator, devices
     """The agreed value is the truth about the round that ran: recorded, then the task ends."""
     tx = run_round(dp_task, aggregator, devices, 1, 5_500_000)
     assert "PrivacyBudgetExhausted" in tx.events
-    assert dp_task.epsilonSpentMicro() == 5_500_000
+    assert dp_task.privacyLedger()[0] == 5_500_000
     assert round_state(dp_task)["phase"] == Phase.Finished
 
 
@@ -268,7 +268,7 @@ def test_aggregators_must_agree_on_epsilon(federated_task, admin, aggregators, d
     assert tx.events["AggregateCommitted"]["epsilonMicro"] == M
     fault = tx.events["AggregatorFault"]
     assert fault["aggregator"] == aggregators[0] and fault["faults"] == 1
-    assert task.epsilonSpentMicro() == M
+    assert task.privacyLedger()[0] == M
 
 
 # ---------------------------------------------------------------- failed rounds
@@ -333,7 +333,7 @@ def test_failed_round_can_exhaust_the_budget(dp_task, aggregator, devices, chain
     state = round_state(dp_task)
     assert state["phase"] == Phase.Finished and state["round"] == 2
     assert dp_task.failedRounds() == 1
-    assert dp_task.epsilonSpentMicro() == 4 * M
+    assert dp_task.privacyLedger()[0] == 4 * M
 
 
 def test_failed_round_without_ledger_charges_nothing(aggregating, aggregator, chain):

@@ -403,7 +403,7 @@ class TaskClient:
 
     def epsilon_spent_micro(self) -> int:
         """Cumulative epsilon (millionths) the DP ledger has charged (0 without a ledger)."""
-        return int(self.contract.functions.epsilonSpentMicro().call())
+        return self.privacy_ledger().spent
 
     def round_epsilon_micro(self, round_index: int) -> int:
         """Cumulative epsilon (millionths) charged after the round (0 until it ended, and without a ledger)."""
