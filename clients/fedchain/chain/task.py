@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import IntEnum
 from typing import Any
 
@@ -17,7 +15,13 @@ from web3.contract import Contract
 from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult
 
+# One conversion of epsilon to the contract's millionths for the whole package, re-exported for the chain API.
+from fedchain.privacy.epsilon import MICRO as MICRO
+from fedchain.privacy.epsilon import epsilon_to_micro as epsilon_to_micro
+
 CONTRACT_NAME = "FederatedTask"
+# The contract's absolute cap on one update's sample count (FederatedTask.MAX_SAMPLES_PER_UPDATE).
+MAX_SAMPLES_PER_UPDATE = 2**32 - 1
 AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
@@ -80,6 +84,10 @@ class TaskConfig:
     epsilon_budget_micro: int = 0
     # Epsilon after one round, in millionths, from the privacy accountant (rounded up); <= the budget when one is set.
     first_round_epsilon_micro: int = 0
+    # Largest sample count (FedAvg weight) one update may claim: 1..MAX_SAMPLES_PER_UPDATE.
+    max_samples_per_update: int = MAX_SAMPLES_PER_UPDATE
+    # Faults (dissenting or withheld reveals) that suspend an aggregator (>= 1).
+    max_aggregator_faults: int = 3
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -95,6 +103,8 @@ class TaskConfig:
             self.secure_aggregation,
             self.epsilon_budget_micro,
             self.first_round_epsilon_micro,
+            self.max_samples_per_update,
+            self.max_aggregator_faults,
         )
 
 
@@ -125,7 +135,7 @@ class AggregationState:
     commits: int
     reveals: int
     threshold: int  # k
-    aggregators: int  # n
+    aggregators: int  # n of the current round (aggregatorCount when it opened)
 
 
 @dataclass(frozen=True)
@@ -134,8 +144,9 @@ class AggregatorInfo:
 
     committed_round: int
     revealed: bool
-    faults: int
+    faults: int  # since it was last granted the role
     commitment: bytes
+    suspended: bool = False  # maxAggregatorFaults reached (or revoked): it cannot commit or reveal, not counted in n
 
 
 @dataclass(frozen=True)
@@ -148,20 +159,6 @@ class PrivacyLedger:
     budget: int  # epsilonBudgetMicro (0 = no ledger)
 
 
-MICRO = 1_000_000
-
-
-def epsilon_to_micro(epsilon: float, *, round_up: bool = True) -> int:
-    """An epsilon as the contract's millionths. Spent epsilons round up (never under-report privacy loss); pass
-    `round_up=False` for a budget, which rounds down (never allows more than asked). Decimal arithmetic on the
-    float's shortest repr, so 1.1 is 1_100_000 and not 1_100_001."""
-    if not math.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    scaled = Decimal(repr(float(epsilon))) * MICRO
-    micro = int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))
-    if micro >= 2**64:
-        raise ValueError(f"epsilon {epsilon!r} does not fit the contract's uint64 millionths")
-    return micro
 
 
 def result_commitment(
@@ -258,6 +255,8 @@ class TaskClient:
             secure_aggregation=bool(f.secureAggregation().call()),
             epsilon_budget_micro=f.epsilonBudgetMicro().call(),
             first_round_epsilon_micro=f.firstRoundEpsilonMicro().call(),
+            max_samples_per_update=f.maxSamplesPerUpdate().call(),
+            max_aggregator_faults=f.maxAggregatorFaults().call(),
         )
 
     def current_round(self, block: int | str = "latest") -> RoundInfo:
@@ -305,10 +304,10 @@ class TaskClient:
         return AggregationState(commits, reveals, threshold, aggregators)
 
     def aggregator_info(self, account: str) -> AggregatorInfo:
-        committed_round, revealed, faults, commitment = self.contract.functions.aggregatorInfo(
+        committed_round, revealed, faults, commitment, suspended = self.contract.functions.aggregatorInfo(
             Web3.to_checksum_address(account)
         ).call()
-        return AggregatorInfo(committed_round, bool(revealed), faults, bytes(commitment))
+        return AggregatorInfo(committed_round, bool(revealed), faults, bytes(commitment), bool(suspended))
 
     def result_commitment(
         self,
