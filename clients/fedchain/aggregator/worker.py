@@ -188,6 +188,7 @@ class AggregatorWorker:
         self.ipfs = IpfsClient(settings.ipfs_api)
         config = self.task.config()
         self.threshold = config.aggregator_threshold
+        self.max_samples_per_update = config.max_samples_per_update
         self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
         self.strategy_spec = self.spec.strategy_spec()
         if self.strategy_spec.id != config.strategy_id:
@@ -307,8 +308,8 @@ class AggregatorWorker:
 
     def _alone(self) -> bool:
         """One aggregator and threshold 1: the round finalises in one transaction, without commit and reveal (the
-        count is read each round: the admin may grant or revoke the role meanwhile)."""
-        return self.threshold == 1 and self.task.aggregator_count() == 1
+        round's n, fixed when it opened, is read each round: the admin may grant or revoke the role meanwhile)."""
+        return self.threshold == 1 and self.task.aggregation_state().aggregators == 1
 
     def _submit_result(self, state: RoundInfo) -> CommitOutcome | None:
         prepared = self.prepare(state)
@@ -532,6 +533,7 @@ class AggregatorWorker:
             is_approved,
             direct_devices,
             digest_to_cid,
+            self.max_samples_per_update,
         )
         self._batch_rejected[state.round] = rejected
         if rejected:

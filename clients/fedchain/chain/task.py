@@ -159,8 +159,6 @@ class PrivacyLedger:
     budget: int  # epsilonBudgetMicro (0 = no ledger)
 
 
-
-
 def result_commitment(
     task_address: str,
     round_index: int,
