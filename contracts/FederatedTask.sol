@@ -239,10 +239,10 @@ contract FederatedTask is AccessControl {
     uint256 private immutable _cachedChainId;
     /// @notice Epsilon after one round, in millionths (the deployer's accountant, rounded up); 0 without a ledger.
     uint64 public immutable firstRoundEpsilonMicro;
-    /// @notice Largest sample count (FedAvg weight) one update of this task may claim.
-    uint64 public immutable maxSamplesPerUpdate;
-    /// @notice Faults (dissenting or withheld reveals) after which an aggregator is suspended.
-    uint16 public immutable maxAggregatorFaults;
+    // Largest sample count (FedAvg weight) one update may claim, and the faults (dissenting or withheld reveals)
+    // that suspend an aggregator: read with `limits()` (one getter keeps submitUpdate's dispatch path as it was).
+    uint64 private immutable maxSamplesPerUpdate;
+    uint16 private immutable maxAggregatorFaults;
 
     RoundState private _round;
     Submissions private _subs;
@@ -890,9 +890,8 @@ contract FederatedTask is AccessControl {
         uint64 epsilonMicro
     ) external onlyRole(AGGREGATOR_ROLE) {
         RoundState memory state = _round;
-        if (_roundAggregators != 1 || aggregatorThreshold != 1) {
-            revert NotSingleAggregator(_roundAggregators, aggregatorThreshold);
-        }
+        uint32 n = _roundAggregators;
+        if (n != 1 || aggregatorThreshold != 1) revert NotSingleAggregator(n, aggregatorThreshold);
         if (_aggregators[msg.sender].suspended) revert AggregatorIsSuspended(msg.sender);
         if (modelDigest == bytes32(0) || reportDigest == bytes32(0)) revert EmptyDigest();
         if (state.phase != Phase.Aggregating) revert WrongPhase(Phase.Aggregating, state.phase);
@@ -1060,6 +1059,12 @@ contract FederatedTask is AccessControl {
         bytes32 leaf = batchLeaf(device, updateDigest, numSamples, signature);
         if (!MerkleProof.verifyCalldata(proof, entriesRoot, leaf)) return false;
         return updateSigner(round, updateDigest, numSamples, signature) == device;
+    }
+
+    /// @notice The task's limits (TaskConfig): the largest sample count one update may claim, and the faults after
+    ///         which an aggregator is suspended.
+    function limits() external view returns (uint64 maxSamples, uint16 maxFaults) {
+        return (maxSamplesPerUpdate, maxAggregatorFaults);
     }
 
     /// @notice The current round's aggregation progress.

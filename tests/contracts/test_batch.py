@@ -426,19 +426,16 @@ def test_submit_result_only_in_the_commit_window(started, devices, aggregator):
 
 
 def test_submit_result_refused_unless_single_aggregator_and_threshold_one(federated_task, admin, aggregators, devices):
-    # n = 2, k = 1
-    two = deploy_task(federated_task, admin, aggregators[:2], devices[:3])
+    # n = 2, k = 2
+    two = deploy_task(federated_task, admin, aggregators[:2], devices[:3], aggregatorThreshold=2)
     submit_round(two, devices[:3], 1)
-    with reverts_with("NotSingleAggregator", 2, 1):
+    with reverts_with("NotSingleAggregator", 2, 2):
         _submit_result(two, aggregators[0], make_result(two, 1))
-    # revoking the second aggregator makes it n = k = 1
+    # n is the round's: revoking the second aggregator leaves round 1's n = 2 (and k = 2 stays)
     two.revokeRole(AGGREGATOR_ROLE, aggregators[1], {"from": admin})
-    assert "AggregateCommitted" in _submit_result(two, aggregators[0], make_result(two, 1)).events
-    # n = 1, k = 2 (a task that can never agree by reveal, nor by submitResult)
-    k_two = deploy_task(federated_task, admin, aggregators[:1], devices[:3], aggregatorThreshold=2)
-    submit_round(k_two, devices[:3], 1)
-    with reverts_with("NotSingleAggregator", 1, 2):
-        _submit_result(k_two, aggregators[0], make_result(k_two, 1))
+    assert two.aggregatorCount() == 1
+    with reverts_with("NotSingleAggregator", 2, 2):
+        _submit_result(two, aggregators[0], make_result(two, 1))
 
 
 def test_submit_result_with_a_dp_ledger(federated_task, admin, aggregator, devices):

@@ -668,8 +668,7 @@ def _config_of(task):
         task.secureAggregation(),
         task.epsilonBudgetMicro(),
         task.firstRoundEpsilonMicro(),
-        task.maxSamplesPerUpdate(),
-        task.maxAggregatorFaults(),
+        *task.limits(),
     )
 
 

@@ -43,7 +43,7 @@ def test_device_cannot_claim_more_than_the_cap(federated_task, admin, aggregator
     """The attack: one device reports 2^32 - 1 samples to dominate the FedAvg average. Refused above the task's cap;
     the cap itself is accepted."""
     task = deploy_task(federated_task, admin, [aggregator], devices[:3], maxSamplesPerUpdate=CAP)
-    assert task.maxSamplesPerUpdate() == CAP
+    assert task.limits()[0] == CAP
     assert task.tx.events["LimitsConfigured"]["maxSamplesPerUpdate"] == CAP
     with reverts_with("TooManySamples", MAX_SAMPLES_PER_UPDATE, CAP):
         task.submitUpdate(1, digest("dominant"), MAX_SAMPLES_PER_UPDATE, {"from": devices[0]})

@@ -240,6 +240,7 @@ class TaskClient:
 
     def config(self) -> TaskConfig:
         f = self.contract.functions
+        max_samples, max_faults = f.limits().call()
         return TaskConfig(
             model_spec_digest=bytes(f.modelSpecDigest().call()),
             initial_model_digest=bytes(f.initialModelDigest().call()),
@@ -253,8 +254,8 @@ class TaskClient:
             secure_aggregation=bool(f.secureAggregation().call()),
             epsilon_budget_micro=f.epsilonBudgetMicro().call(),
             first_round_epsilon_micro=f.firstRoundEpsilonMicro().call(),
-            max_samples_per_update=f.maxSamplesPerUpdate().call(),
-            max_aggregator_faults=f.maxAggregatorFaults().call(),
+            max_samples_per_update=max_samples,
+            max_aggregator_faults=max_faults,
         )
 
     def current_round(self, block: int | str = "latest") -> RoundInfo:
