@@ -23,8 +23,15 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///      modelDigest, acceptedUpdates, epsilonMicro))` is equal (the report is not part of the agreement: it may carry
 ///      per-aggregator data).
 ///      The first key to collect aggregatorThreshold reveals is final; every reveal of that round with another key,
-///      before or after finalisation, records a fault against its aggregator. An aggregator that never reveals
-///      records no fault (its commitment is overwritten by its next commit).
+///      before or after finalisation, records a fault against its aggregator. A withheld reveal is a fault too:
+///      closing a reveal window faults every committer that did not reveal, and a committer that never revealed
+///      its commitment to a finalised round is faulted when it next commits. At maxAggregatorFaults faults an
+///      aggregator is suspended: it can neither commit nor reveal and no longer counts in n from the next round,
+///      until the admin revokes and grants its role again (or replaces it).
+///
+///      n (aggregatorCount, the role holders not suspended) is fixed for a round when it opens. start() requires
+///      n / 2 < k <= n; once started, a grant that would make n >= 2k is refused (k aggregators would be a
+///      minority), while a revocation or suspension may leave n < k: such rounds fail until the admin acts.
 ///
 ///      Privacy (all optional, fixed at deployment):
 ///      - Key directory: devices and aggregators publish an X25519 public key (`setEncryptionKey`) that peers use to
@@ -35,7 +42,8 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///        the round closed publishes the shares that let the aggregators remove the masks (`submitUnmaskShares`).
 ///        The chain orders and counts these messages; their contents stay off-chain.
 ///      - Differential-privacy ledger (`epsilonBudgetMicro` > 0): every agreed result carries the cumulative epsilon
-///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up). The
+///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up),
+///        which must exceed the last agreed one and stay within the increment bound and the budget. The
 ///        contract records it and opens a further round only while the spent epsilon plus the last measured
 ///        per-round increment stays within the budget (RDP composition makes the cumulative epsilon concave in the
 ///        number of rounds, so the next increment is at most the last one); otherwise the task finishes
@@ -837,11 +845,12 @@ contract FederatedTask is AccessControl {
     /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths (the privacy
     ///        accountant's value, rounded up); 0 without one. Part of the agreement.
     /// @param salt The secret salt of the commitment.
-    /// @dev Reverts: EmptyDigest, NoCommitment (none for this round, e.g. replaced by a commitment for a later
-    ///      round), AlreadyRevealed, CommitmentMismatch; in the reveal window RevealWindowClosed (deadline passed),
-    ///      InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow (below the last agreed epsilon or
-    ///      below firstRoundEpsilonMicro: such a result can never be final, so its reveal is refused like one with
-    ///      a wrong inputs hash, and its aggregator records no vote and no fault); WrongPhase(Revealing, phase) for
+    /// @dev Reverts: AggregatorIsSuspended, EmptyDigest, NoCommitment (none for this round, e.g. replaced by a
+    ///      commitment for a later round), AlreadyRevealed, CommitmentMismatch; in the reveal window
+    ///      RevealWindowClosed (deadline passed), InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow
+    ///      (not above the last agreed epsilon, or below firstRoundEpsilonMicro) or EpsilonTooHigh (above the
+    ///      increment bound or the budget): such a result can never be final, so its reveal is refused like one
+    ///      with a wrong inputs hash (no vote; the reveal stays withheld, a fault when the window closes); WrongPhase(Revealing, phase) for
     ///      the current round outside its reveal window; RevealWindowClosed for a past round that was not finalised
     ///      (it failed).
     function revealResult(
@@ -1436,9 +1445,10 @@ contract FederatedTask is AccessControl {
         _openRound(state.round + 1, globalModelDigest);
     }
 
-    /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` >= ledger.agreed, see
-    ///      _revealInWindow). The increment is measured only between two agreed results: after a failed round
-    ///      `spent` is an over-estimate, and measuring from it could understate the increment, so the last measured
+    /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` > ledger.agreed, see
+    ///      _checkResult). The bound only shrinks: a measured increment replaces it when smaller (one up to a
+    ///      millionth larger is rounding, see _checkResult). It is measured only between two agreed results: after
+    ///      a failed round `spent` is an over-estimate, and measuring from it could understate the increment, so the last measured
     ///      bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a failed round's
     ///      conservative charge leaves the charge in place. Returns whether the next round could exceed the budget.
     function _chargeAgreed(uint32 round, uint64 epsilonMicro) private returns (bool exhausted) {

@@ -564,6 +564,9 @@ def aggregator(
         worker.run()
     except KeyboardInterrupt:
         logging.getLogger("fedchain.aggregator").info("stopped")
+    except PermissionError as exc:  # suspended for its faults: a clear message, not a traceback
+        console.print(f"[red]aggregator stopped[/]: {exc}")
+        raise typer.Exit(3) from None
 
 
 @app.command()

@@ -70,6 +70,18 @@ WAKE_EVENTS = {
 }
 # Reverts that mean the round moved on (or we acted already, before a restart): nothing left to do for it.
 ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadyCommitted", "AlreadyRevealed", "RevealWindowClosed"}
+
+
+def _raise_if_suspended(exc: ContractRevert, address: str) -> None:
+    """A suspended aggregator (too many faults) can neither commit nor reveal until the admin revokes and grants its
+    role again: stop with a clear message (PermissionError, like a revoked role) instead of a crash."""
+    if exc.error == "AggregatorIsSuspended":
+        raise PermissionError(
+            f"aggregator {address} is suspended (maxAggregatorFaults reached): the admin reinstates it by revoking "
+            "and granting AGGREGATOR_ROLE again"
+        ) from exc
+
+
 # Strategies whose aggregate is exactly the sample-weighted mean: computed streaming, in memory for one model.
 STREAMING = {"fedavg", "fedprox"}
 # Strategies that carry server state (momentum, moments) from round to round.
@@ -326,6 +338,7 @@ class AggregatorWorker:
                 epsilon_micro=prepared.epsilon_micro,
             )
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not submitting (%s)", state.round, exc.error)
                 return None
@@ -364,6 +377,7 @@ class AggregatorWorker:
         try:
             tx = self.task.commit_result(state.round, prepared.commitment(self.task.address, self.address))
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not committing (%s)", state.round, exc.error)
                 return
@@ -393,6 +407,7 @@ class AggregatorWorker:
                 epsilon_micro=prepared.epsilon_micro,
             )
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not revealing (%s)", round_index, exc.error)
                 self._unrevealable.add(round_index)

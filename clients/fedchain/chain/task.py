@@ -29,13 +29,14 @@ DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # About twice the measured maximum (tests/contracts/test_gas.py, reports/gas-contract.json):
 #   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k;
 #   submitUpdateBatch 34.4k whatever the number of entries, 42.2k when it closes the round;
-#   submitResult (k = n = 1, opens the next round) 95.6k, against commitResult + revealResult 46.8k + 109.5k;
-#   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
+#   submitResult (k = n = 1, opens the next round) 98.1k, against commitResult + revealResult 49.5k + 109.6k;
+#   commitResult 47.3k, 105.8k for an aggregator's first commitment (its record's and committer slots go from zero);
 #   closeAggregationWindow 29.5k (opens the reveal window), 44.4k (fails the round and opens the next), 74.2k with a
-#   DP ledger (the failed round's epsilon charge);
+#   DP ledger (the failed round's epsilon charge); closing a reveal window also faults every committer that did not
+#   reveal (about 10k each: two cold record reads, a write, an event; up to MAX_AGGREGATORS = 32, hence 400k);
 #   revealResult 76.7k-113.7k not final, 105.6k-126.3k final with n = k = 1, 139.5k with a DP ledger; the finalising
 #   reveal also checks every earlier reveal of the round and records a fault for each dissenter: worst case for n = 8
-#   (k = 2, six dissenters revealed first) 188.4k, about 12.4k more per further dissenter, 486.7k for
+#   (k = 5, three dissenters revealed first) 166.2k, about 12.4k more per further dissenter, 372.3k for
 #   n = MAX_AGGREGATORS = 32;
 #   setEncryptionKey 53.5k (a device's first key), 33.4k (rotation); submitSetup 77.3k (a round's first setup),
 #   60.2k; submitMaskedUpdate 41.6k-47.1k (46.1k when it freezes the setup set); submitUnmaskShares 59.8k.
@@ -46,7 +47,7 @@ GAS_LIMITS = {
     "closeRound": 80_000,
     "commitResult": 160_000,
     "revealResult": 400_000,
-    "closeAggregationWindow": 150_000,
+    "closeAggregationWindow": 400_000,
     "setEncryptionKey": 110_000,
     "submitSetup": 160_000,
     "submitMaskedUpdate": 100_000,
