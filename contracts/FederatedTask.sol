@@ -77,8 +77,9 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///
 ///      Storage is packed so that `submitUpdate` writes two slots that are already non-zero and reads no other: the
 ///      device record and the round's submission accumulator, which also carries the number of the round while it
-///      is open (`openRound`), so the round's phase need not be read. No function loops over devices; the only loop
-///      (fault checks at finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
+///      is open (`openRound`), so the round's phase need not be read. No function loops over devices; the only loops
+///      (fault checks at finalisation, withheld-reveal faults when a reveal window closes) are over the round's
+///      earlier revealers or its committers, at most MAX_AGGREGATORS.
 ///
 ///      The EIP-712 domain is built here rather than by inheriting OpenZeppelin's EIP712: in OpenZeppelin 5.7 that
 ///      contract imports Strings and Bytes, whose inline assembly uses MCOPY (cancun), and the contracts must
@@ -131,7 +132,7 @@ contract FederatedTask is AccessControl {
         bool secureAggregation; // devices submit setups, masked updates and unmask shares instead of plain updates
         uint64 epsilonBudgetMicro; // total DP epsilon allowed, in millionths (0 = no DP ledger)
         uint64 firstRoundEpsilonMicro; // epsilon after one round (accountant, rounded up); <= budget when budget > 0
-        uint64 maxSamplesPerUpdate; // cap on one update's claimed sample count (its FedAvg weight); 1..MAX_SAMPLES_PER_UPDATE
+        uint64 maxSamplesPerUpdate; // cap on one update's sample count (FedAvg weight); 1..MAX_SAMPLES_PER_UPDATE
         uint16 maxAggregatorFaults; // faults that suspend an aggregator (>= 1)
     }
 
@@ -850,9 +851,9 @@ contract FederatedTask is AccessControl {
     ///      RevealWindowClosed (deadline passed), InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow
     ///      (not above the last agreed epsilon, or below firstRoundEpsilonMicro) or EpsilonTooHigh (above the
     ///      increment bound or the budget): such a result can never be final, so its reveal is refused like one
-    ///      with a wrong inputs hash (no vote; the reveal stays withheld, a fault when the window closes); WrongPhase(Revealing, phase) for
-    ///      the current round outside its reveal window; RevealWindowClosed for a past round that was not finalised
-    ///      (it failed).
+    ///      with a wrong inputs hash (no vote; the reveal stays withheld, a fault when the window closes);
+    ///      WrongPhase(Revealing, phase) for the current round outside its reveal window; RevealWindowClosed for a
+    ///      past round that was not finalised (it failed).
     function revealResult(
         uint32 round,
         bytes20 inputsHash,
@@ -888,8 +889,8 @@ contract FederatedTask is AccessControl {
     /// @param acceptedUpdates How many of the round's updates went into the aggregate.
     /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths; 0 without one.
     /// @dev Reverts: AccessControlUnauthorizedAccount, NotSingleAggregator (the round's n != 1 or
-    ///      aggregatorThreshold != 1), AggregatorIsSuspended, EmptyDigest, WrongPhase(Aggregating, phase), WrongRound, InputsMismatch,
-    ///      TooManyAccepted, EpsilonTooLow.
+    ///      aggregatorThreshold != 1), AggregatorIsSuspended, EmptyDigest, WrongPhase(Aggregating, phase), WrongRound,
+    ///      InputsMismatch, TooManyAccepted, EpsilonTooLow, EpsilonTooHigh.
     function submitResult(
         uint32 round,
         bytes20 inputsHash,
@@ -1448,9 +1449,10 @@ contract FederatedTask is AccessControl {
     /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` > ledger.agreed, see
     ///      _checkResult). The bound only shrinks: a measured increment replaces it when smaller (one up to a
     ///      millionth larger is rounding, see _checkResult). It is measured only between two agreed results: after
-    ///      a failed round `spent` is an over-estimate, and measuring from it could understate the increment, so the last measured
-    ///      bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a failed round's
-    ///      conservative charge leaves the charge in place. Returns whether the next round could exceed the budget.
+    ///      a failed round `spent` is an over-estimate, and measuring from it could understate the increment, so the
+    ///      last measured bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a
+    ///      failed round's conservative charge leaves the charge in place. Returns whether the next round could
+    ///      exceed the budget.
     function _chargeAgreed(uint32 round, uint64 epsilonMicro) private returns (bool exhausted) {
         PrivacyLedger memory ledger = _ledger;
         if (ledger.spent == ledger.agreed && epsilonMicro - ledger.agreed < ledger.increment) {
