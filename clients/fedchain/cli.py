@@ -565,8 +565,10 @@ def aggregator(
     except KeyboardInterrupt:
         logging.getLogger("fedchain.aggregator").info("stopped")
     except PermissionError as exc:  # suspended for its faults: a clear message, not a traceback
+        from fedchain.aggregator import SUSPENDED_EXIT_CODE
+
         console.print(f"[red]aggregator stopped[/]: {exc}")
-        raise typer.Exit(3) from None
+        raise typer.Exit(SUSPENDED_EXIT_CODE) from None
 
 
 @app.command()

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from web3 import Web3
 
+from fedchain.aggregator import SUSPENDED_EXIT_CODE
 from fedchain.chain import EventFollower, Phase, TaskClient, connect, devnet_account
 from fedchain.chain.notify import EventNotifier
 from fedchain.deploy import (
@@ -324,6 +325,7 @@ def run_demo(
                 "lying": j >= options.aggregators - options.lying_aggregators,
                 "faults": task.aggregator_info(address).faults,
                 "fault_events": faults.get(address, 0),
+                "suspended": task.aggregator_info(address).suspended,
             }
             for j, address in enumerate(aggregator_addresses)
         ]
@@ -494,7 +496,8 @@ def _follow(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"demo did not finish within {options.timeout:.0f}s; logs in {options.workdir}")
             for proc in processes[: options.aggregators]:
-                if proc.poll() is not None:
+                # a suspended aggregator (a liar after maxAggregatorFaults faults) stops by design; the others agree
+                if proc.poll() is not None and proc.returncode != SUSPENDED_EXIT_CODE:
                     raise RuntimeError(f"an aggregator exited early (code {proc.returncode}); see its log")
             pool_restarts += _restart_crashed_pools(processes, options.workdir / "logs", console)
             for event in follower.poll():
