@@ -24,8 +24,15 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///      modelDigest, acceptedUpdates, epsilonMicro))` is equal (the report is not part of the agreement: it may carry
 ///      per-aggregator data).
 ///      The first key to collect aggregatorThreshold reveals is final; every reveal of that round with another key,
-///      before or after finalisation, records a fault against its aggregator. An aggregator that never reveals
-///      records no fault (its commitment is overwritten by its next commit).
+///      before or after finalisation, records a fault against its aggregator. A withheld reveal is a fault too:
+///      closing a reveal window faults every committer that did not reveal, and a committer that never revealed
+///      its commitment to a finalised round is faulted when it next commits. At maxAggregatorFaults faults an
+///      aggregator is suspended: it can neither commit nor reveal and no longer counts in n from the next round,
+///      until the admin revokes and grants its role again (or replaces it).
+///
+///      n (aggregatorCount, the role holders not suspended) is fixed for a round when it opens. start() requires
+///      n / 2 < k <= n; once started, a grant that would make n >= 2k is refused (k aggregators would be a
+///      minority), while a revocation or suspension may leave n < k: such rounds fail until the admin acts.
 ///
 ///      Privacy (all optional, fixed at deployment):
 ///      - Key directory: devices and aggregators publish an X25519 public key (`setEncryptionKey`) that peers use to
@@ -43,7 +50,8 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///        opens with the unchanged model and a fresh setup window. The chain orders and counts these messages;
 ///        their contents stay off-chain.
 ///      - Differential-privacy ledger (`epsilonBudgetMicro` > 0): every agreed result carries the cumulative epsilon
-///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up). The
+///        after its round (in millionths, computed by the aggregators with the privacy accountant, rounded up),
+///        which must exceed the last agreed one and stay within the increment bound and the budget. The
 ///        contract records it and opens a further round only while the spent epsilon plus the last measured
 ///        per-round increment stays within the budget (RDP composition makes the cumulative epsilon concave in the
 ///        number of rounds, so the next increment is at most the last one); otherwise the task finishes
@@ -77,16 +85,18 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 ///
 ///      Storage is packed so that `submitUpdate` writes two slots that are already non-zero and reads no other: the
 ///      device record and the round's submission accumulator, which also carries the number of the round while it
-///      is open (`openRound`), so the round's phase need not be read. No function loops over devices; the only loop
-///      (fault checks at finalisation) is over the round's earlier revealers, at most MAX_AGGREGATORS.
+///      is open (`openRound`), so the round's phase need not be read. No function loops over devices; the only loops
+///      (fault checks at finalisation, withheld-reveal faults when a reveal window closes) are over the round's
+///      earlier revealers or its committers, at most MAX_AGGREGATORS.
 ///
 ///      The EIP-712 domain is built here rather than by inheriting OpenZeppelin's EIP712: in OpenZeppelin 5.7 that
 ///      contract imports Strings and Bytes, whose inline assembly uses MCOPY (cancun), and the contracts must
 ///      compile for shanghai (Ganache). The domain and hashes are the standard ones (OpenZeppelin's
 ///      `_hashTypedDataV4`), and `eip712Domain()` follows ERC-5267.
 contract FederatedTask is AccessControl {
-    /// @notice Largest sample count one update may claim. Capping it keeps a round's uint64 total from overflowing,
-    ///         which would otherwise let one device make every later submission of the round revert.
+    /// @notice Largest per-update cap a task may configure (`maxSamplesPerUpdate`). Capping it keeps a round's
+    ///         uint64 total from overflowing, which would otherwise let one device make every later submission of
+    ///         the round revert.
     uint64 public constant MAX_SAMPLES_PER_UPDATE = type(uint32).max;
 
     /// @notice Role allowed to commit and reveal aggregation results.
@@ -130,6 +140,8 @@ contract FederatedTask is AccessControl {
         bool secureAggregation; // devices submit setups, masked updates and unmask shares instead of plain updates
         uint64 epsilonBudgetMicro; // total DP epsilon allowed, in millionths (0 = no DP ledger)
         uint64 firstRoundEpsilonMicro; // epsilon after one round (accountant, rounded up); <= budget when budget > 0
+        uint64 maxSamplesPerUpdate; // cap on one update's sample count (FedAvg weight); 1..MAX_SAMPLES_PER_UPDATE
+        uint16 maxAggregatorFaults; // faults that suspend an aggregator (>= 1)
     }
 
     /// @dev One slot: what the aggregation functions read about the current round. In Aggregating and Revealing,
@@ -197,11 +209,13 @@ contract FederatedTask is AccessControl {
     }
 
     /// @dev Two slots per aggregator. Only the latest commitment is kept: committing for a later round overwrites
-    ///      it, after which a reveal for the older round fails with NoCommitment.
+    ///      it, after which a reveal for the older round fails with NoCommitment. `faults` counts faults since the
+    ///      aggregator was last granted the role; `suspended` is set when they reach maxAggregatorFaults.
     struct AggregatorRecord {
         uint32 committedRound;
         bool revealed;
         uint32 faults;
+        bool suspended;
         bytes32 commitment;
     }
 
@@ -243,6 +257,10 @@ contract FederatedTask is AccessControl {
     uint256 private immutable _cachedChainId;
     /// @notice Epsilon after one round, in millionths (the deployer's accountant, rounded up); 0 without a ledger.
     uint64 public immutable firstRoundEpsilonMicro;
+    // Largest sample count (FedAvg weight) one update may claim, and the faults (dissenting or withheld reveals)
+    // that suspend an aggregator: read with `limits()` (one getter keeps submitUpdate's dispatch path as it was).
+    uint64 private immutable maxSamplesPerUpdate;
+    uint16 private immutable maxAggregatorFaults;
 
     RoundState private _round;
     Submissions private _subs;
@@ -252,10 +270,13 @@ contract FederatedTask is AccessControl {
     bytes32 public globalModelDigest;
     /// @notice Number of currently approved devices.
     uint32 public deviceCount;
-    /// @notice Number of current holders of AGGREGATOR_ROLE (n).
+    /// @notice n: current holders of AGGREGATOR_ROLE that are not suspended (a round uses its snapshot, see
+    ///         aggregationState).
     uint32 public aggregatorCount;
     /// @notice Rounds that ended without agreement; each one adds a round to the task.
     uint32 public failedRounds;
+    // n of the current round: aggregatorCount when it opened (same slot as the counters above).
+    uint32 private _roundAggregators;
     /// @notice Digest of the aggregate produced by each round (zero for a failed round).
     mapping(uint32 round => bytes32 digest) public roundModelDigest;
     /// @notice The result key `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro))`
@@ -270,6 +291,8 @@ contract FederatedTask is AccessControl {
     mapping(uint32 round => mapping(bytes32 key => uint32 votes)) private _votes;
     // Reveals of the current round, indexed by the round's reveal count; slots are reused round after round.
     RevealEntry[MAX_AGGREGATORS] private _reveals;
+    // Committers of the current round, indexed by the round's commit count; slots are reused round after round.
+    address[MAX_AGGREGATORS] private _committers;
 
     PrivacyLedger private _ledger;
     mapping(address account => bytes32 key) private _encryptionKeys;
@@ -314,12 +337,18 @@ contract FederatedTask is AccessControl {
     error UnmaskSharesAlreadySubmitted(address device, uint32 round);
     error FirstRoundOverBudget(uint64 firstRoundEpsilonMicro, uint64 budgetMicro);
     error EpsilonTooLow(uint64 given, uint64 minimum);
+    /// @notice The epsilon is above the ledger's bound (last agreed + the increment bound, or the budget).
+    error EpsilonTooHigh(uint64 given, uint64 maximum);
+    /// @notice k and n must satisfy n / 2 < k <= n (at start; a grant while running may not make n >= 2k).
+    error ThresholdOutOfRange(uint16 threshold, uint32 aggregators);
+    /// @notice The aggregator is suspended (too many faults) until the admin revokes and grants its role again.
+    error AggregatorIsSuspended(address aggregator);
     /// @notice Relayed batches are refused under secure aggregation (see the contract's notes).
     error BatchesNeedPlainUpdates();
     /// @notice A batch must carry at least one entry.
     error EmptyBatch();
     /// @notice A batch's total sample count must lie between its entry count (each entry claims at least one) and
-    ///         entries * MAX_SAMPLES_PER_UPDATE.
+    ///         entries * maxSamplesPerUpdate.
     error BatchSamplesOutOfRange(uint64 given, uint64 minimum, uint64 maximum);
     /// @notice `submitResult` needs a task with exactly one aggregator and threshold 1.
     error NotSingleAggregator(uint32 aggregators, uint16 threshold);
@@ -339,6 +368,8 @@ contract FederatedTask is AccessControl {
     );
     /// @notice The task's privacy configuration, emitted once at deployment.
     event PrivacyConfigured(bool secureAggregation, uint64 epsilonBudgetMicro, uint64 firstRoundEpsilonMicro);
+    /// @notice The task's per-update sample cap and fault limit, emitted once at deployment.
+    event LimitsConfigured(uint64 maxSamplesPerUpdate, uint16 maxAggregatorFaults);
     event DeviceJoinRequested(address indexed device);
     event DeviceApproved(address indexed device, uint32 indexed round);
     event DeviceRemoved(address indexed device, address indexed by);
@@ -389,6 +420,10 @@ contract FederatedTask is AccessControl {
         bytes32 finalModelDigest,
         uint32 faults
     );
+    /// @notice The aggregator reached maxAggregatorFaults faults: it can neither commit nor reveal, and no longer
+    ///         counts in n from the next round. The admin revokes its role (and may grant it again: reinstatement,
+    ///         with its fault count reset) or grants the role to a replacement.
+    event AggregatorSuspended(address indexed aggregator, uint32 faults);
     /// @notice The round ended without agreement; the next round starts from the unchanged global model.
     event AggregationFailed(uint32 indexed round, uint32 commits, uint32 reveals);
     event TaskFinished(bytes32 finalModelDigest, uint32 rounds);
@@ -423,6 +458,10 @@ contract FederatedTask is AccessControl {
         if (config.aggregatorThreshold > MAX_AGGREGATORS) revert InvalidConfig("aggregatorThreshold > MAX_AGGREGATORS");
         if (config.aggregationDuration == 0) revert InvalidConfig("aggregationDuration is 0");
         if (admin == address(0)) revert InvalidConfig("admin is zero");
+        if (config.maxSamplesPerUpdate == 0 || config.maxSamplesPerUpdate > MAX_SAMPLES_PER_UPDATE) {
+            revert InvalidConfig("maxSamplesPerUpdate");
+        }
+        if (config.maxAggregatorFaults == 0) revert InvalidConfig("maxAggregatorFaults is 0");
         if (config.epsilonBudgetMicro != 0) {
             if (config.firstRoundEpsilonMicro == 0) revert InvalidConfig("firstRoundEpsilonMicro is 0");
             if (config.firstRoundEpsilonMicro > config.epsilonBudgetMicro) {
@@ -443,6 +482,8 @@ contract FederatedTask is AccessControl {
         secureAggregation = config.secureAggregation;
         epsilonBudgetMicro = config.epsilonBudgetMicro;
         firstRoundEpsilonMicro = config.epsilonBudgetMicro == 0 ? 0 : config.firstRoundEpsilonMicro;
+        maxSamplesPerUpdate = config.maxSamplesPerUpdate;
+        maxAggregatorFaults = config.maxAggregatorFaults;
         globalModelDigest = config.initialModelDigest;
         _cachedChainId = block.chainid;
         _cachedDomainSeparator = _buildDomainSeparator();
@@ -460,6 +501,7 @@ contract FederatedTask is AccessControl {
             config.aggregationDuration
         );
         emit PrivacyConfigured(config.secureAggregation, config.epsilonBudgetMicro, firstRoundEpsilonMicro);
+        emit LimitsConfigured(config.maxSamplesPerUpdate, config.maxAggregatorFaults);
     }
 
     // ---------------------------------------------------------------- participants
@@ -501,11 +543,17 @@ contract FederatedTask is AccessControl {
     }
 
     /// @notice Start the task: open round 1 with the initial model.
-    /// @dev Reverts FirstRoundOverBudget if round 1 could exceed the DP budget (the constructor already refuses such
+    /// @dev Reverts ThresholdOutOfRange unless n / 2 < k <= n (n = aggregatorCount, k = aggregatorThreshold): k <= n
+    ///      so that a round can finish, 2k > n so that no minority finalises and two results never both reach k.
+    ///      Reverts FirstRoundOverBudget if round 1 could exceed the DP budget (the constructor already refuses such
     ///      a configuration; the check is the same one every later round passes before it opens).
     function start() external onlyRole(DEFAULT_ADMIN_ROLE) {
         Phase phase = _round.phase;
         if (phase != Phase.Registering) revert WrongPhase(Phase.Registering, phase);
+        uint32 n = aggregatorCount;
+        if (n < aggregatorThreshold || n >= 2 * uint32(aggregatorThreshold)) {
+            revert ThresholdOutOfRange(aggregatorThreshold, n);
+        }
         if (epsilonBudgetMicro != 0 && _overBudget(_ledger)) {
             revert FirstRoundOverBudget(firstRoundEpsilonMicro, epsilonBudgetMicro);
         }
@@ -560,6 +608,7 @@ contract FederatedTask is AccessControl {
     ///      zero, so the check fails and SecureAggregationRequired comes first). Checks, then effects; no
     ///      interaction.
     function submitUpdate(uint32 round, bytes32 updateDigest, uint64 numSamples) external {
+        uint256 cap = maxSamplesPerUpdate;
         uint256 word;
         uint256 device;
         DeviceRecord storage record = _devices[msg.sender];
@@ -572,8 +621,8 @@ contract FederatedTask is AccessControl {
                     and(
                         // round is the open round (openRound is zero unless the phase is Open)
                         and(eq(and(shr(_SUBS_OPEN_ROUND, word), 0xffffffff), round), gt(round, 0)),
-                        // a digest, and 1 <= numSamples <= MAX_SAMPLES_PER_UPDATE (type(uint32).max)
-                        and(gt(updateDigest, 0), lt(sub(numSamples, 1), 0xffffffff))
+                        // a digest, and 1 <= numSamples <= cap (cap <= MAX_SAMPLES_PER_UPDATE = type(uint32).max)
+                        and(gt(updateDigest, 0), lt(sub(numSamples, 1), cap))
                     ),
                     // an approved device (lowest byte) that has not submitted to this round
                     and(and(device, 0xff), iszero(eq(and(shr(_DEVICE_LAST_ROUND, device), 0xffffffff), round)))
@@ -602,7 +651,7 @@ contract FederatedTask is AccessControl {
             mstore(72, shl(192, numSamples))
             let folded := shr(96, keccak256(0, 80))
             // count + 1 (no carry out: an open round's count is below maxUpdates <= 2^32 - 1) and samplesLow +
-            // numSamples modulo 2^32 (numSamples < 2^32; a carry leaves the word and goes to _carry)
+            // numSamples modulo 2^32 (numSamples <= cap < 2^32; a carry leaves the word and goes to _carry)
             next := add(shl(160, shr(160, word)), or(shl(_SUBS_COUNT, 1), shl(_SUBS_SAMPLES_LOW, numSamples)))
             let open := lt(and(shr(_SUBS_COUNT, next), 0xffffffff), maximum)
             let carried := lt(shr(_SUBS_SAMPLES_LOW, next), numSamples)
@@ -677,8 +726,8 @@ contract FederatedTask is AccessControl {
     /// @param batchDigest sha256 digest of the batch file's CIDv0 on IPFS.
     /// @param entriesRoot Merkle root of the batch's entry leaves (see `batchLeaf`), sorted-pair hashing.
     /// @param entries Number of entries in the batch (> 0).
-    /// @param totalSamples Sum of the entries' sample counts: between `entries` and
-    ///        `entries * MAX_SAMPLES_PER_UPDATE`.
+    /// @param totalSamples Sum of the entries' sample counts: between `entries` and `entries * maxSamplesPerUpdate`
+    ///        (each entry's own count is checked against maxSamplesPerUpdate off chain by the aggregators).
     /// @dev inputsHash becomes bytes20(keccak256(abi.encodePacked(bytes20 inputsHash, address relayer,
     ///      bytes32 entriesRoot, bytes32 batchDigest, uint32 entries, uint64 totalSamples))) (116 bytes, where a
     ///      direct submission folds 80). Reverts: AccessControlUnauthorizedAccount (no RELAYER_ROLE),
@@ -695,7 +744,7 @@ contract FederatedTask is AccessControl {
         uint256 word = _openSubmissions(round);
         if (batchDigest == bytes32(0) || entriesRoot == bytes32(0)) revert EmptyDigest();
         if (entries == 0) revert EmptyBatch();
-        uint64 maxSamples = uint64(entries) * MAX_SAMPLES_PER_UPDATE;
+        uint64 maxSamples = uint64(entries) * maxSamplesPerUpdate;
         if (totalSamples < entries || totalSamples > maxSamples) {
             revert BatchSamplesOutOfRange(totalSamples, entries, maxSamples);
         }
@@ -775,17 +824,27 @@ contract FederatedTask is AccessControl {
         if (round != state.round) revert WrongRound(state.round, round);
         if (commitment == bytes32(0)) revert EmptyDigest();
         AggregatorRecord storage record = _aggregators[msg.sender];
-        if (record.committedRound == round) revert AlreadyCommitted(msg.sender, round);
+        if (record.suspended) revert AggregatorIsSuspended(msg.sender);
+        uint32 last = record.committedRound;
+        if (last == round) revert AlreadyCommitted(msg.sender, round);
+        // A commitment to a finalised round that was never revealed is a withheld reveal: a fault, recorded now
+        // (the commitment is about to be overwritten); the commit is not made if the fault suspends the caller.
+        // Withheld reveals of failed rounds were recorded when their reveal window closed.
+        if (!record.revealed && finalResultKey[last] != 0) {
+            if (_recordFault(last, msg.sender, record, bytes32(0), roundModelDigest[last])) return;
+        }
 
         record.committedRound = round;
         record.revealed = false;
         record.commitment = commitment;
+        // the round's n <= MAX_AGGREGATORS and the window closes at n commitments, so the index is in range
+        _committers[state.commits] = msg.sender;
         uint32 commits = state.commits + 1;
         emit ResultCommitted(round, msg.sender, commitment);
 
-        // aggregatorCount <= MAX_AGGREGATORS, so a round never collects more than MAX_AGGREGATORS commitments (nor
-        // reveals: one per commitment), whatever the role churn.
-        if (commits >= aggregatorCount) {
+        // The round's n (_roundAggregators <= MAX_AGGREGATORS) closes the commit window, so a round never collects
+        // more than MAX_AGGREGATORS commitments (nor reveals: one per commitment), whatever the role churn.
+        if (commits >= _roundAggregators) {
             _openReveal(state, commits);
         } else {
             _round.commits = commits;
@@ -806,13 +865,14 @@ contract FederatedTask is AccessControl {
     /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths (the privacy
     ///        accountant's value, rounded up); 0 without one. Part of the agreement.
     /// @param salt The secret salt of the commitment.
-    /// @dev Reverts: EmptyDigest, NoCommitment (none for this round, e.g. replaced by a commitment for a later
-    ///      round), AlreadyRevealed, CommitmentMismatch; in the reveal window RevealWindowClosed (deadline passed),
-    ///      InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow (below the last agreed epsilon or
-    ///      below firstRoundEpsilonMicro: such a result can never be final, so its reveal is refused like one with
-    ///      a wrong inputs hash, and its aggregator records no vote and no fault); WrongPhase(Revealing, phase) for
-    ///      the current round outside its reveal window; RevealWindowClosed for a past round that was not finalised
-    ///      (it failed).
+    /// @dev Reverts: AggregatorIsSuspended, EmptyDigest, NoCommitment (none for this round, e.g. replaced by a
+    ///      commitment for a later round), AlreadyRevealed, CommitmentMismatch; in the reveal window
+    ///      RevealWindowClosed (deadline passed), InputsMismatch, TooManyAccepted, and with a DP ledger EpsilonTooLow
+    ///      (not above the last agreed epsilon, or below firstRoundEpsilonMicro) or EpsilonTooHigh (above the
+    ///      increment bound or the budget): such a result can never be final, so its reveal is refused like one
+    ///      with a wrong inputs hash (no vote; the reveal stays withheld, a fault when the window closes);
+    ///      WrongPhase(Revealing, phase) for the current round outside its reveal window; RevealWindowClosed for a
+    ///      past round that was not finalised (it failed).
     function revealResult(
         uint32 round,
         bytes20 inputsHash,
@@ -847,9 +907,9 @@ contract FederatedTask is AccessControl {
     /// @param reportDigest Digest of the aggregation report's CIDv0.
     /// @param acceptedUpdates How many of the round's updates went into the aggregate.
     /// @param epsilonMicro With a DP ledger, the cumulative epsilon after this round in millionths; 0 without one.
-    /// @dev Reverts: AccessControlUnauthorizedAccount, NotSingleAggregator (aggregatorCount != 1 or
-    ///      aggregatorThreshold != 1), EmptyDigest, WrongPhase(Aggregating, phase), WrongRound, InputsMismatch,
-    ///      TooManyAccepted, EpsilonTooLow.
+    /// @dev Reverts: AccessControlUnauthorizedAccount, NotSingleAggregator (the round's n != 1 or
+    ///      aggregatorThreshold != 1), AggregatorIsSuspended, EmptyDigest, WrongPhase(Aggregating, phase), WrongRound,
+    ///      InputsMismatch, TooManyAccepted, EpsilonTooLow, EpsilonTooHigh.
     function submitResult(
         uint32 round,
         bytes20 inputsHash,
@@ -858,11 +918,11 @@ contract FederatedTask is AccessControl {
         uint32 acceptedUpdates,
         uint64 epsilonMicro
     ) external onlyRole(AGGREGATOR_ROLE) {
-        if (aggregatorCount != 1 || aggregatorThreshold != 1) {
-            revert NotSingleAggregator(aggregatorCount, aggregatorThreshold);
-        }
-        if (modelDigest == bytes32(0) || reportDigest == bytes32(0)) revert EmptyDigest();
         RoundState memory state = _round;
+        uint32 n = _roundAggregators;
+        if (n != 1 || aggregatorThreshold != 1) revert NotSingleAggregator(n, aggregatorThreshold);
+        if (_aggregators[msg.sender].suspended) revert AggregatorIsSuspended(msg.sender);
+        if (modelDigest == bytes32(0) || reportDigest == bytes32(0)) revert EmptyDigest();
         if (state.phase != Phase.Aggregating) revert WrongPhase(Phase.Aggregating, state.phase);
         if (round != state.round) revert WrongRound(state.round, round);
         Result memory result = Result({
@@ -873,13 +933,15 @@ contract FederatedTask is AccessControl {
             epsilonMicro: epsilonMicro
         });
         _checkResult(result);
-        _finalise(state, resultKey(inputsHash, modelDigest, acceptedUpdates, epsilonMicro), result);
+        _finalise(state, _resultKey(inputsHash, modelDigest, acceptedUpdates, epsilonMicro), result);
     }
 
     /// @notice Close the current round's commit or reveal window once its deadline has passed. A commit window with
     ///         at least aggregatorThreshold commitments opens the reveal window; one with fewer fails the round, and
     ///         so does a reveal window (it would have been finalised had aggregatorThreshold reveals agreed). A
-    ///         failed round opens the next round with the unchanged global model. Anyone may call it.
+    ///         failed round opens the next round with the unchanged global model. Closing a reveal window records a
+    ///         fault (AggregatorFault, final digest zero) against every committer of the round that did not reveal.
+    ///         Anyone may call it.
     /// @param round The current round.
     function closeAggregationWindow(uint32 round) external {
         RoundState memory state = _round;
@@ -890,9 +952,17 @@ contract FederatedTask is AccessControl {
         if (block.timestamp < state.deadline) revert DeadlineNotReached(state.deadline, uint64(block.timestamp));
         if (state.phase == Phase.Aggregating && state.commits >= aggregatorThreshold) {
             _openReveal(state, state.commits);
-        } else {
-            _failRound(state);
+            return;
         }
+        if (state.phase == Phase.Revealing) {
+            // withheld reveals: committers that let the reveal window pass (at most the round's n <= 32)
+            for (uint256 i; i < state.commits; ++i) {
+                address committer = _committers[i];
+                AggregatorRecord storage record = _aggregators[committer];
+                if (!record.revealed) _recordFault(round, committer, record, bytes32(0), bytes32(0));
+            }
+        }
+        _failRound(state);
     }
 
     // ---------------------------------------------------------------- views
@@ -923,12 +993,6 @@ contract FederatedTask is AccessControl {
             subs.inputsHash,
             globalModelDigest
         );
-    }
-
-    /// @notice The EIP-712 type hash of a relayed update: keccak256("Update(uint32 round,bytes32 updateDigest,uint64
-    ///         numSamples)").
-    function updateTypeHash() external pure returns (bytes32) {
-        return UPDATE_TYPEHASH;
     }
 
     /// @notice This task's EIP-712 domain separator (name "fedchain", version "1", the chain's id, this contract).
@@ -1020,33 +1084,40 @@ contract FederatedTask is AccessControl {
         return updateSigner(round, updateDigest, numSamples, signature) == device;
     }
 
+    /// @notice The task's limits (TaskConfig): the largest sample count one update may claim, and the faults after
+    ///         which an aggregator is suspended.
+    function limits() external view returns (uint64 maxSamples, uint16 maxFaults) {
+        return (maxSamplesPerUpdate, maxAggregatorFaults);
+    }
+
     /// @notice The current round's aggregation progress.
     /// @return commits Commitments made for the current round.
     /// @return reveals Reveals made in the current round's reveal window.
     /// @return threshold aggregatorThreshold (k).
-    /// @return aggregators aggregatorCount (n).
+    /// @return aggregators The current round's n: aggregatorCount when the round opened.
     function aggregationState()
         external
         view
         returns (uint32 commits, uint32 reveals, uint16 threshold, uint32 aggregators)
     {
         RoundState memory state = _round;
-        return (state.commits, state.reveals, aggregatorThreshold, aggregatorCount);
+        return (state.commits, state.reveals, aggregatorThreshold, _roundAggregators);
     }
 
-    /// @notice An aggregator's record: its latest commitment and its fault count.
+    /// @notice An aggregator's record: its latest commitment, its fault count and whether it is suspended.
     /// @param aggregator The account to look up.
     /// @return committedRound The round of its latest commitment (0 = none).
     /// @return revealed Whether it revealed that commitment.
-    /// @return faults How many of its reveals disagreed with a final result.
+    /// @return faults Its faults (dissenting or withheld reveals) since it was last granted the role.
     /// @return commitment Its latest commitment.
+    /// @return suspended Whether it is suspended (maxAggregatorFaults reached) or was revoked: not counted in n.
     function aggregatorInfo(address aggregator)
         external
         view
-        returns (uint32 committedRound, bool revealed, uint32 faults, bytes32 commitment)
+        returns (uint32 committedRound, bool revealed, uint32 faults, bytes32 commitment, bool suspended)
     {
         AggregatorRecord memory record = _aggregators[aggregator];
-        return (record.committedRound, record.revealed, record.faults, record.commitment);
+        return (record.committedRound, record.revealed, record.faults, record.commitment, record.suspended);
     }
 
     /// @notice A device's registration record.
@@ -1098,11 +1169,6 @@ contract FederatedTask is AccessControl {
     /// @param round The round.
     function unmaskShareCount(uint32 round) external view returns (uint32) {
         return _secAgg[round].unmaskShares;
-    }
-
-    /// @notice The cumulative epsilon (millionths) the DP ledger has charged so far (0 without a ledger).
-    function epsilonSpentMicro() external view returns (uint64) {
-        return _ledger.spent;
     }
 
     /// @notice The DP ledger, in millionths of epsilon.
@@ -1157,14 +1223,15 @@ contract FederatedTask is AccessControl {
         );
     }
 
-    /// @notice The key reveals agree on:
-    ///         `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro))`.
+    /// @dev The key reveals agree on: `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates, epsilonMicro))`.
+    ///      Private to keep the runtime under EIP-170's 24,576 bytes: `finalResultKey` shows it on chain, and
+    ///      fedchain.chain.task.result_key mirrors it off chain.
     /// @param inputsHash The inputs hash the result was computed from.
     /// @param modelDigest Digest of the aggregate's CIDv0.
     /// @param acceptedUpdates How many updates went into the aggregate.
     /// @param epsilonMicro The cumulative epsilon after the round, in millionths (0 without a DP ledger).
-    function resultKey(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro)
-        public
+    function _resultKey(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro)
+        private
         pure
         returns (bytes32)
     {
@@ -1183,23 +1250,39 @@ contract FederatedTask is AccessControl {
         );
     }
 
-    /// @dev Keeps aggregatorCount equal to the number of AGGREGATOR_ROLE holders, at most MAX_AGGREGATORS.
+    /// @dev Keeps aggregatorCount (n) equal to the number of AGGREGATOR_ROLE holders not suspended: at most
+    ///      MAX_AGGREGATORS, and once the task has started below 2k (else k aggregators would be a minority, and
+    ///      two results could both reach k). A (re-)grant starts with no faults: reinstatement is revoke + grant.
     function _grantRole(bytes32 role, address account) internal override returns (bool granted) {
-        if (role == AGGREGATOR_ROLE && aggregatorCount >= MAX_AGGREGATORS && !hasRole(role, account)) {
-            revert TooManyAggregators(MAX_AGGREGATORS);
-        }
         granted = super._grantRole(role, account);
-        if (granted && role == AGGREGATOR_ROLE) ++aggregatorCount;
+        if (granted && role == AGGREGATOR_ROLE) {
+            uint32 n = aggregatorCount + 1;
+            if (n > MAX_AGGREGATORS) revert TooManyAggregators(MAX_AGGREGATORS);
+            if (_round.phase != Phase.Registering && n >= 2 * uint32(aggregatorThreshold)) {
+                revert ThresholdOutOfRange(aggregatorThreshold, n);
+            }
+            aggregatorCount = n;
+            AggregatorRecord storage record = _aggregators[account];
+            record.suspended = false;
+            record.faults = 0;
+        }
     }
 
-    /// @dev Keeps aggregatorCount equal to the number of AGGREGATOR_ROLE holders.
+    /// @dev Keeps aggregatorCount equal to the number of AGGREGATOR_ROLE holders not suspended. A revoked account
+    ///      is marked suspended (not counted; a late fault then changes no count). Never refused: a smaller n only
+    ///      costs liveness (a round whose n is below k fails), never safety.
     function _revokeRole(bytes32 role, address account) internal override returns (bool revoked) {
         revoked = super._revokeRole(role, account);
-        if (revoked && role == AGGREGATOR_ROLE) --aggregatorCount;
+        if (revoked && role == AGGREGATOR_ROLE) {
+            AggregatorRecord storage record = _aggregators[account];
+            if (!record.suspended) --aggregatorCount;
+            record.suspended = true;
+        }
     }
 
     function _reveal(uint32 round, Result memory result, bytes32 salt) private {
         AggregatorRecord storage record = _aggregators[msg.sender];
+        if (record.suspended) revert AggregatorIsSuspended(msg.sender);
         if (record.committedRound != round || record.commitment == bytes32(0)) revert NoCommitment(msg.sender, round);
         if (record.revealed) revert AlreadyRevealed(msg.sender, round);
         bytes32 expected = resultCommitment(
@@ -1214,7 +1297,7 @@ contract FederatedTask is AccessControl {
         );
         if (record.commitment != expected) revert CommitmentMismatch(msg.sender, round);
 
-        bytes32 key = resultKey(result.inputsHash, result.modelDigest, result.acceptedUpdates, result.epsilonMicro);
+        bytes32 key = _resultKey(result.inputsHash, result.modelDigest, result.acceptedUpdates, result.epsilonMicro);
         RoundState memory state = _round;
         if (round == state.round && state.phase == Phase.Revealing) {
             _revealInWindow(state, record, key, result);
@@ -1276,10 +1359,21 @@ contract FederatedTask is AccessControl {
         if (result.inputsHash != subs.inputsHash) revert InputsMismatch(subs.inputsHash, result.inputsHash);
         if (result.acceptedUpdates > subs.count) revert TooManyAccepted(result.acceptedUpdates, subs.count);
         if (epsilonBudgetMicro != 0) {
-            // The cumulative epsilon never decreases, and after one round it is at least the first round's.
-            uint64 minimum = _ledger.agreed;
+            // Every round costs privacy (increment > 0), and after one round epsilon is at least the first round's.
+            PrivacyLedger memory ledger = _ledger;
+            uint64 minimum = ledger.agreed + 1;
             if (minimum < firstRoundEpsilonMicro) minimum = firstRoundEpsilonMicro;
             if (result.epsilonMicro < minimum) revert EpsilonTooLow(result.epsilonMicro, minimum);
+            // Concavity: each round since the last agreed one (the failed ones were charged `increment` each) adds
+            // at most `increment`, plus one millionth each for rounding up; never above the budget.
+            uint64 maximum = epsilonBudgetMicro;
+            unchecked {
+                // spent >= agreed, increment >= 1; the sum stays far below 2^256
+                uint256 bound =
+                    uint256(ledger.spent) + ledger.increment + 1 + (ledger.spent - ledger.agreed) / ledger.increment;
+                if (bound < maximum) maximum = uint64(bound);
+            }
+            if (result.epsilonMicro > maximum) revert EpsilonTooHigh(result.epsilonMicro, maximum);
         }
     }
 
@@ -1323,16 +1417,24 @@ contract FederatedTask is AccessControl {
         }
     }
 
+    /// @dev Records a fault (a zero revealed digest: a withheld reveal) and suspends the aggregator when its faults
+    ///      reach maxAggregatorFaults (a revoked one is already marked suspended). Returns whether it suspended it.
     function _recordFault(
         uint32 round,
         address aggregator,
         AggregatorRecord storage record,
         bytes32 revealedModelDigest,
         bytes32 finalModelDigest
-    ) private {
+    ) private returns (bool suspended) {
         uint32 faults = record.faults + 1;
         record.faults = faults;
         emit AggregatorFault(round, aggregator, revealedModelDigest, finalModelDigest, faults);
+        if (faults >= maxAggregatorFaults && !record.suspended) {
+            record.suspended = true;
+            --aggregatorCount;
+            emit AggregatorSuspended(aggregator, faults);
+            return true;
+        }
     }
 
     function _openReveal(RoundState memory state, uint32 commits) private {
@@ -1360,14 +1462,18 @@ contract FederatedTask is AccessControl {
         _openRound(state.round + 1, globalModelDigest);
     }
 
-    /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` >= ledger.agreed, see
-    ///      _revealInWindow). The increment is measured only between two agreed results: after a failed round
-    ///      `spent` is an over-estimate, and measuring from it could understate the increment, so the last measured
-    ///      bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a failed round's
-    ///      conservative charge leaves the charge in place. Returns whether the next round could exceed the budget.
+    /// @dev DP ledger, finalised round: record the agreed cumulative epsilon (`epsilonMicro` > ledger.agreed, see
+    ///      _checkResult). The bound only shrinks: a measured increment replaces it when smaller (one up to a
+    ///      millionth larger is rounding, see _checkResult). It is measured only between two agreed results: after
+    ///      a failed round `spent` is an over-estimate, and measuring from it could understate the increment, so the
+    ///      last measured bound stays (concavity keeps it valid). `spent` never decreases: an agreed value below a
+    ///      failed round's conservative charge leaves the charge in place. Returns whether the next round could
+    ///      exceed the budget.
     function _chargeAgreed(uint32 round, uint64 epsilonMicro) private returns (bool exhausted) {
         PrivacyLedger memory ledger = _ledger;
-        if (ledger.spent == ledger.agreed) ledger.increment = epsilonMicro - ledger.agreed;
+        if (ledger.spent == ledger.agreed && epsilonMicro - ledger.agreed < ledger.increment) {
+            ledger.increment = epsilonMicro - ledger.agreed;
+        }
         if (epsilonMicro > ledger.spent) ledger.spent = epsilonMicro;
         ledger.agreed = epsilonMicro;
         _ledger = ledger;
@@ -1405,6 +1511,8 @@ contract FederatedTask is AccessControl {
         uint64 deadline = uint64(block.timestamp) + roundDuration;
         _round =
             RoundState({round: round, phase: Phase.Open, deadline: deadline, commits: 0, reveals: 0, samplesHigh: 0});
+        // n is fixed for the round when it opens (suspensions and role changes count from the next round)
+        _roundAggregators = aggregatorCount;
         // Seeding the accumulator with a non-zero value keeps the first submitter's write cheap.
         // openRound stays zero under secure aggregation: submitUpdate's check then fails (SecureAggregationRequired)
         uint32 openRound = secureAggregation ? 0 : round;
@@ -1451,7 +1559,7 @@ contract FederatedTask is AccessControl {
         if (round != uint32(word >> _SUBS_OPEN_ROUND) || round == 0) _revertNotOpen(round);
         if (updateDigest == bytes32(0)) revert EmptyDigest();
         if (numSamples == 0) revert ZeroSamples();
-        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
+        if (numSamples > maxSamplesPerUpdate) revert TooManySamples(numSamples, maxSamplesPerUpdate);
         if (device & 0xff == 0) revert NotApprovedDevice(msg.sender);
         revert AlreadySubmitted(msg.sender, round);
     }
@@ -1465,7 +1573,7 @@ contract FederatedTask is AccessControl {
         if (round != state.round) revert WrongRound(state.round, round);
         if (updateDigest == bytes32(0)) revert EmptyDigest();
         if (numSamples == 0) revert ZeroSamples();
-        if (numSamples > MAX_SAMPLES_PER_UPDATE) revert TooManySamples(numSamples, MAX_SAMPLES_PER_UPDATE);
+        if (numSamples > maxSamplesPerUpdate) revert TooManySamples(numSamples, maxSamplesPerUpdate);
         DeviceRecord storage record = _devices[msg.sender];
         if (!record.approved) revert NotApprovedDevice(msg.sender);
         if (record.lastRound == round) revert AlreadySubmitted(msg.sender, round);

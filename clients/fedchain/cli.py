@@ -243,6 +243,12 @@ def deploy(
         int | None, typer.Option(help="Agreeing aggregators that finalise a round (default: a strict majority).")
     ] = None,
     aggregation_duration: Annotated[int, typer.Option(help="Seconds of the commit and of the reveal window.")] = 60,
+    max_samples_per_update: Annotated[
+        int, typer.Option(help="Largest sample count (FedAvg weight) one update may claim; the contract refuses more.")
+    ] = 100_000,  # fedchain.deploy.DEFAULT_MAX_SAMPLES_PER_UPDATE (not imported: the CLI loads torch lazily)
+    max_aggregator_faults: Annotated[
+        int, typer.Option(help="Dissenting or withheld reveals after which an aggregator is suspended.")
+    ] = 3,  # fedchain.deploy.DEFAULT_MAX_AGGREGATOR_FAULTS
     no_start: Annotated[bool, typer.Option("--no-start", help="Deploy without opening round 1.")] = False,
     secure_aggregation: Annotated[
         bool,
@@ -297,6 +303,8 @@ def deploy(
         strategy=_strategy(strategy, strategy_param),
         aggregator_threshold=threshold,
         aggregation_duration=aggregation_duration,
+        max_samples_per_update=max_samples_per_update,
+        max_aggregator_faults=max_aggregator_faults,
         num_rounds=rounds,
         min_updates=min_updates or default_min_updates(n),
         max_updates=max_updates or n,
@@ -320,6 +328,8 @@ def deploy(
         "devices": device_list,
         "aggregators": aggregator_list,
         "aggregator_threshold": plan.threshold(),
+        "max_samples_per_update": plan.max_samples_per_update,
+        "max_aggregator_faults": plan.max_aggregator_faults,
         "relayers": list(plan.relayer_accounts()),
         "strategy": plan.task_spec().strategy_spec().to_dict(),
         "gas": deployed.gas,
@@ -615,6 +625,11 @@ def aggregator(
         worker.run()
     except KeyboardInterrupt:
         logging.getLogger("fedchain.aggregator").info("stopped")
+    except PermissionError as exc:  # suspended for its faults: a clear message, not a traceback
+        from fedchain.aggregator import SUSPENDED_EXIT_CODE
+
+        console.print(f"[red]aggregator stopped[/]: {exc}")
+        raise typer.Exit(SUSPENDED_EXIT_CODE) from None
 
 
 @app.command()

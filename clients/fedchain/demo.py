@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from fedchain.aggregator import SUSPENDED_EXIT_CODE
 from fedchain.launch import LaunchTarget, write_launch
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.attacks import check_attack
@@ -140,9 +141,12 @@ class DemoOptions:
             raise ValueError("need at least one device and one round")
         if self.aggregators < 1:
             raise ValueError("need at least one aggregator")
-        # None is the deployment's default, a strict majority: always in range.
-        if self.threshold is not None and not 1 <= self.threshold <= self.aggregators:
-            raise ValueError(f"the threshold must be between 1 and {self.aggregators}, got {self.threshold}")
+        # None is the deployment's default, a strict majority: always in range. The contract requires n/2 < k <= n.
+        if self.threshold is not None and not self.aggregators // 2 < self.threshold <= self.aggregators:
+            raise ValueError(
+                f"the threshold must be a strict majority of the {self.aggregators} aggregators "
+                f"({self.aggregators // 2 + 1} to {self.aggregators}), got {self.threshold}"
+            )
         if not 0 <= self.lying_aggregators <= self.aggregators:
             raise ValueError(f"lying aggregators must be between 0 and {self.aggregators}")
         if not 0.0 <= self.attackers < 1.0:
@@ -348,6 +352,7 @@ def run_demo(
                 "lying": j >= options.aggregators - options.lying_aggregators,
                 "faults": task.aggregator_info(address).faults,
                 "fault_events": faults.get(address, 0),
+                "suspended": task.aggregator_info(address).suspended,
             }
             for j, address in enumerate(aggregator_addresses)
         ]
@@ -535,7 +540,8 @@ def _follow(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"demo did not finish within {options.timeout:.0f}s; logs in {options.workdir}")
             for proc in processes[: options.aggregators]:
-                if proc.poll() is not None:
+                # a suspended aggregator (a liar after maxAggregatorFaults faults) stops by design; the others agree
+                if proc.poll() is not None and proc.returncode != SUSPENDED_EXIT_CODE:
                     raise RuntimeError(f"an aggregator exited early (code {proc.returncode}); see its log")
             pool_restarts += _restart_crashed_pools(processes, options.workdir / "logs", console)
             for event in follower.poll():

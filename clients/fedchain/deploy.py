@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from fedchain.chain.task import TaskClient, TaskConfig, deploy_task, epsilon_to_micro
+from fedchain.chain.task import MAX_SAMPLES_PER_UPDATE, TaskClient, TaskConfig, deploy_task, epsilon_to_micro
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.storage import IpfsClient, cid_to_digest
+
+# Default cap on one update's sample count (its FedAvg weight, TaskConfig.maxSamplesPerUpdate): the largest bundled
+# dataset (ecg, 2,000 records) is the largest partition a demo device can hold; 50 times that leaves room for
+# larger real partitions while one device still cannot claim the weight of millions of samples.
+DEFAULT_MAX_SAMPLES_PER_UPDATE = 100_000
+# Faults (dissenting or withheld reveals) that suspend an aggregator: one can be bad luck (a crash between commit
+# and reveal), three are a pattern.
+DEFAULT_MAX_AGGREGATOR_FAULTS = 3
 
 
 def default_min_updates(num_devices: int) -> int:
@@ -57,6 +65,10 @@ class TaskPlan:
     epsilon_budget: float = 0.0
     # Epsilon after one round, from the privacy accountant for this plan; required (> 0, <= budget) with a budget.
     first_round_epsilon: float = 0.0
+    # Largest sample count one update may claim (1..MAX_SAMPLES_PER_UPDATE); the contract refuses more.
+    max_samples_per_update: int = DEFAULT_MAX_SAMPLES_PER_UPDATE
+    # Faults after which an aggregator is suspended (>= 1).
+    max_aggregator_faults: int = DEFAULT_MAX_AGGREGATOR_FAULTS
     start: bool = True
 
     def task_spec(self) -> TaskSpec:
@@ -117,6 +129,15 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         raise ValueError(f"the aggregator threshold must be >= 1, got {threshold}")
     if plan.aggregators and threshold > len(plan.aggregators):
         raise ValueError(f"threshold {threshold} exceeds the {len(plan.aggregators)} aggregators: no round can finish")
+    if plan.aggregators and 2 * threshold <= len(plan.aggregators):
+        raise ValueError(
+            f"threshold {threshold} is not a majority of the {len(plan.aggregators)} aggregators: the contract needs "
+            "n / 2 < k <= n (a minority could finalise, and two results could both reach k)"
+        )
+    if not 1 <= plan.max_samples_per_update <= MAX_SAMPLES_PER_UPDATE:
+        raise ValueError(f"max_samples_per_update must be in [1, {MAX_SAMPLES_PER_UPDATE}]")
+    if plan.max_aggregator_faults < 1:
+        raise ValueError("max_aggregator_faults must be >= 1")
     epsilon_budget_micro, first_round_epsilon_micro = plan.epsilon_micro()
     spec_cid = ipfs.add(spec.to_json())
     model = build_model(spec.model, seed=spec.seed)
@@ -134,6 +155,8 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         secure_aggregation=plan.secure_aggregation,
         epsilon_budget_micro=epsilon_budget_micro,
         first_round_epsilon_micro=first_round_epsilon_micro,
+        max_samples_per_update=plan.max_samples_per_update,
+        max_aggregator_faults=plan.max_aggregator_faults,
     )
     task, deployed = deploy_task(w3, admin, config)
     gas: dict[str, int] = {"deploy": deployed.gas_used}

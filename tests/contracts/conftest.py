@@ -21,6 +21,9 @@ STRATEGY_ID = 0
 AGGREGATOR_THRESHOLD = 1
 AGGREGATION_DURATION = 300
 MAX_AGGREGATORS = 32
+MAX_SAMPLES_PER_UPDATE = 2**32 - 1
+# high, so that tests counting faults do not suspend their aggregators; test_limits.py sets small limits
+MAX_AGGREGATOR_FAULTS = 100
 
 ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_BYTES32 = b"\x00" * 32
@@ -256,9 +259,14 @@ def commit_reveal(task, aggregator, round_index, accepted=None, model=None, repo
 
 
 def aggregator_info(task, account) -> tuple[int, bool, int, bytes]:
-    """aggregatorInfo as plain Python values."""
-    committed_round, revealed, faults, commitment_ = task.aggregatorInfo(account)
+    """aggregatorInfo as plain Python values, without `suspended` (see `is_suspended`)."""
+    committed_round, revealed, faults, commitment_, _suspended = task.aggregatorInfo(account)
     return int(committed_round), bool(revealed), int(faults), bytes(commitment_)
+
+
+def is_suspended(task, account) -> bool:
+    """aggregatorInfo's `suspended`: suspended for its faults, or revoked (not counted in n)."""
+    return bool(task.aggregatorInfo(account)[4])
 
 
 def aggregation_state(task) -> tuple[int, int, int, int]:
@@ -332,6 +340,9 @@ def make_config(**overrides):
         "secureAggregation": False,
         "epsilonBudgetMicro": 0,
         "firstRoundEpsilonMicro": 0,
+        # the contract's absolute maximum, so tests of other rules are not capped; test_limits.py sets small caps
+        "maxSamplesPerUpdate": MAX_SAMPLES_PER_UPDATE,
+        "maxAggregatorFaults": MAX_AGGREGATOR_FAULTS,
     }
     unknown = set(overrides) - set(config)
     assert not unknown, f"unknown config fields {unknown}"

@@ -64,7 +64,6 @@ def test_open_functions(started, outsider, devices, chain):
     started.aggregationState({"from": outsider})
     started.aggregatorInfo(outsider, {"from": outsider})
     started.resultCommitment(1, outsider, b"\x01" * 20, digest("m"), digest("r"), 1, 0, digest("s"), {"from": outsider})
-    started.resultKey(b"\x01" * 20, digest("m"), 1, 0, {"from": outsider})
 
 
 def test_anyone_can_close_an_aggregation_window(aggregating, outsider, chain):
@@ -75,9 +74,10 @@ def test_anyone_can_close_an_aggregation_window(aggregating, outsider, chain):
 
 def test_granted_aggregator_can_commit_and_revoked_cannot(aggregating, admin, aggregator, accounts):
     newcomer = accounts[8]
+    # revoke first: while running, n = 2 would break n / 2 < k = 1
+    aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
     tx = aggregating.grantRole(AGGREGATOR_ROLE, newcomer, {"from": admin})
     assert tx.events["RoleGranted"]["account"] == newcomer
-    aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
     assert not aggregating.hasRole(AGGREGATOR_ROLE, aggregator)
     assert aggregating.aggregatorCount() == 1
     result = make_result(aggregating, 1)
@@ -90,14 +90,13 @@ def test_granted_aggregator_can_commit_and_revoked_cannot(aggregating, admin, ag
 
 def test_revoked_after_commit_cannot_reveal(aggregating, admin, aggregator, accounts):
     """A commitment does not outlive the role: the revoked aggregator's reveal is refused."""
-    aggregating.grantRole(AGGREGATOR_ROLE, accounts[8], {"from": admin})
     result = make_result(aggregating, 1)
     commit(aggregating, aggregator, result)
-    aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
-    # n is now 1 and one commitment exists, but the reveal window only opens on a commit or closeAggregationWindow
-    assert aggregation_state(aggregating) == (1, 0, 1, 1)
-    commit(aggregating, accounts[8], result)
     assert round_state(aggregating)["phase"] == Phase.Revealing
+    aggregating.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
+    aggregating.grantRole(AGGREGATOR_ROLE, accounts[8], {"from": admin})
+    # the round keeps the n it opened with
+    assert aggregation_state(aggregating) == (1, 0, 1, 1)
     with reverts_with("AccessControlUnauthorizedAccount", aggregator.address, AGGREGATOR_ROLE):
         reveal(aggregating, aggregator, result)
 

@@ -140,6 +140,8 @@ def test_double_commit_reverts(trio, aggregators):
 
 def test_commit_in_reveal_window_reverts(trio, aggregators, admin, accounts):
     commit_all(trio, aggregators, results_for(trio, aggregators, 1))
+    # replaced (revoke first: a fourth aggregator would make n = 4 >= 2k while running)
+    trio.revokeRole(AGGREGATOR_ROLE, aggregators[2], {"from": admin})
     trio.grantRole(AGGREGATOR_ROLE, accounts[8], {"from": admin})
     with reverts_with("WrongPhase", Phase.Aggregating, Phase.Revealing):
         commit(trio, accounts[8], make_result(trio, 1))
@@ -295,17 +297,21 @@ def test_reveal_after_reveal_deadline_reverts(trio, aggregators):
 
 
 def test_newer_commitment_replaces_older(trio, aggregators, devices):
-    """An aggregator that commits for round 2 can no longer reveal its round 1 commitment (NoCommitment)."""
+    """An aggregator that commits for round 2 can no longer reveal its round 1 commitment (NoCommitment); its
+    withheld round 1 reveal is recorded as a fault when it commits again."""
     results = results_for(trio, aggregators, 1)
     commit_all(trio, aggregators, results)
     reveal(trio, aggregators[0], results[aggregators[0].address])
     reveal(trio, aggregators[1], results[aggregators[1].address])
     submit_round(trio, devices[:3], 2)
     late = aggregators[2]
-    commit(trio, late, make_result(trio, 2))
+    withheld = fault_events(commit(trio, late, make_result(trio, 2)))
+    assert [(f["round"], f["aggregator"], bytes(f["revealedModelDigest"]), f["faults"]) for f in withheld] == [
+        (1, late.address, ZERO_BYTES32, 1)
+    ]
     with reverts_with("NoCommitment", late.address, 1):
         reveal(trio, late, results[late.address])
-    assert aggregator_info(trio, late)[:3] == (2, False, 0)
+    assert aggregator_info(trio, late)[:3] == (2, False, 1)
 
 
 # ---------------------------------------------------------------- agreement and faults
@@ -445,16 +451,21 @@ def test_faults_accumulate_over_rounds(trio, aggregators, devices):
     assert round_state(trio)["round"] == 3
 
 
-def test_k1_with_three_aggregators_first_reveal_finalises(federated_task, admin, aggregators, devices):
-    contract = deploy_task(federated_task, admin, aggregators, devices[:3], aggregatorThreshold=1)
-    submit_round(contract, devices[:3], 1)
-    results = results_for(contract, aggregators, 1)
-    results[aggregators[1].address] = results[aggregators[1].address].but(model=POISON)
-    commit_all(contract, aggregators, results)
-    tx = reveal(contract, aggregators[0], results[aggregators[0].address])
-    assert "AggregateCommitted" in tx.events and "RoundOpened" in tx.events
-    assert fault_events(reveal(contract, aggregators[1], results[aggregators[1].address]))[0]["faults"] == 1
-    assert not fault_events(reveal(contract, aggregators[2], results[aggregators[2].address]))
+def test_k1_with_three_aggregators_cannot_start(federated_task, admin, aggregators, devices, accounts):
+    """Review M4: with k = 1 and n = 3 one aggregator alone finalised a model of its choice. Now start() needs
+    n / 2 < k <= n, and a grant while running may not break it (n = 2k would let k aggregators be a minority)."""
+    contract = deploy_task(federated_task, admin, aggregators, devices[:3], start=False, aggregatorThreshold=1)
+    with reverts_with("ThresholdOutOfRange", 1, 3):
+        contract.start({"from": admin})
+    # k = n = 1 starts; a second aggregator while running would make n = 2 = 2k
+    single = deploy_task(federated_task, admin, aggregators[:1], devices[:3], aggregatorThreshold=1)
+    with reverts_with("ThresholdOutOfRange", 1, 2):
+        single.grantRole(AGGREGATOR_ROLE, aggregators[1], {"from": admin})
+    # k = 2 of n = 3 starts, and n = 4 is refused while running
+    trio = deploy_task(federated_task, admin, aggregators, devices[:3], aggregatorThreshold=2)
+    with reverts_with("ThresholdOutOfRange", 2, 4):
+        trio.grantRole(AGGREGATOR_ROLE, accounts[8], {"from": admin})
+    assert trio.aggregatorCount() == 3
 
 
 # ---------------------------------------------------------------- failed rounds
@@ -570,20 +581,37 @@ def test_task_still_produces_num_rounds_aggregates(trio, aggregators, devices, o
     assert len(produced) == NUM_ROUNDS
 
 
-def test_threshold_above_aggregator_count_fails(federated_task, admin, aggregator, devices, outsider, chain):
-    """k = 2 with a single aggregator: its commitment opens the reveal window, but no result can become final."""
-    contract = deploy_task(federated_task, admin, [aggregator], devices[:3], aggregatorThreshold=2)
+def test_threshold_above_aggregator_count_fails(federated_task, admin, aggregators, devices, outsider, chain):
+    """Review M4, k > n: refused at start; a revocation while running is allowed (it costs liveness, not safety)
+    and counts from the next round: that round's n = 1 < k, its commitment opens the reveal window, and no result
+    can become final."""
+    aggregator = aggregators[0]
+    refused = deploy_task(federated_task, admin, [aggregator], devices[:3], start=False, aggregatorThreshold=2)
+    with reverts_with("ThresholdOutOfRange", 2, 1):
+        refused.start({"from": admin})
+    contract = deploy_task(federated_task, admin, aggregators[:2], devices[:3], aggregatorThreshold=2)
+    contract.revokeRole(AGGREGATOR_ROLE, aggregators[1], {"from": admin})
+    assert aggregation_state(contract)[3] == 2  # round 1 keeps the n it opened with
     submit_round(contract, devices[:3], 1)
-    result = make_result(contract, 1)
+    chain.sleep(AGGREGATION_DURATION)
+    contract.closeAggregationWindow(1, {"from": outsider})  # no commitment: round 1 fails
+    assert aggregation_state(contract)[2:] == (2, 1)  # round 2: k = 2, n = 1
+    submit_round(contract, devices[:3], 2)
+    result = make_result(contract, 2)
     assert "RevealOpened" in commit(contract, aggregator, result).events
     assert list(reveal(contract, aggregator, result).events.keys()) == ["ResultRevealed"]
     chain.sleep(AGGREGATION_DURATION)
-    failed = contract.closeAggregationWindow(1, {"from": outsider}).events["AggregationFailed"]
+    failed = contract.closeAggregationWindow(2, {"from": outsider}).events["AggregationFailed"]
     assert (failed["commits"], failed["reveals"]) == (1, 1)
 
 
-def test_no_aggregator_fails_the_round(federated_task, admin, devices, outsider, chain):
-    contract = deploy_task(federated_task, admin, [], devices[:3])
+def test_no_aggregator_fails_the_round(federated_task, admin, aggregator, devices, outsider, chain):
+    contract = deploy_task(federated_task, admin, [], devices[:3], start=False)
+    with reverts_with("ThresholdOutOfRange", 1, 0):
+        contract.start({"from": admin})
+    contract.grantRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
+    contract.start({"from": admin})
+    contract.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
     submit_round(contract, devices[:3], 1)
     chain.sleep(AGGREGATION_DURATION)
     assert "AggregationFailed" in contract.closeAggregationWindow(1, {"from": outsider}).events
@@ -620,10 +648,10 @@ def test_result_commitment_matches_python_and_binding(trio, aggregators, federat
     assert bytes(trio.resultCommitment(1, aggregators[0], *args)) != onchain
     assert bytes(trio.resultCommitment(1, who, *args[:4], epsilon + 1, args[5])) != onchain
     # the key reveals agree on
-    key = bytes(trio.resultKey(result.inputs_hash, result.model, 2, epsilon))
+    # (resultKey is internal, for EIP-170's size limit: finalResultKey is what the chain shows of it, test_aggregate)
+    key = binding.result_key(result.inputs_hash, result.model, 2, epsilon_micro=epsilon)
     assert key == result_key(result.inputs_hash, result.model, 2, epsilon) == result.key()
-    assert key == binding.result_key(result.inputs_hash, result.model, 2, epsilon_micro=epsilon)
-    assert key != bytes(trio.resultKey(result.inputs_hash, result.model, 2, epsilon + 1))
+    assert key != binding.result_key(result.inputs_hash, result.model, 2, epsilon_micro=epsilon + 1)
 
 
 def _config_of(task):
@@ -640,6 +668,7 @@ def _config_of(task):
         task.secureAggregation(),
         task.epsilonBudgetMicro(),
         task.firstRoundEpsilonMicro(),
+        *task.limits(),
     )
 
 

@@ -297,11 +297,13 @@ def _funded_accounts(count, funder):
 
 @pytest.mark.parametrize("n_aggregators", [8, MAX_AGGREGATORS])
 def test_finalising_reveal_worst_case(federated_task, admin, accounts, gas_log, n_aggregators):
-    """The finalising reveal's worst case for n aggregators, k = 2: n - 2 dissenting reveals come first, so the
-    finaliser checks n - 1 earlier reveals and records n - 2 faults. Sets the bound behind GAS_LIMITS."""
+    """The finalising reveal's worst case for n aggregators and the smallest k the contract allows (n / 2 + 1): the
+    n - k dissenting reveals come first, so the finaliser checks n - 1 earlier reveals and records n - k faults.
+    Sets the bound behind GAS_LIMITS."""
     aggregators = _funded_accounts(n_aggregators, admin)
     device_accounts = list(accounts[2:5])
-    contract = federated_task.deploy(make_config(aggregatorThreshold=2), admin, {"from": admin})
+    k = n_aggregators // 2 + 1
+    contract = federated_task.deploy(make_config(aggregatorThreshold=k), admin, {"from": admin})
     for a in aggregators:
         contract.grantRole(AGGREGATOR_ROLE, a, {"from": admin})
     contract.approveDevices(device_accounts, {"from": admin})
@@ -311,12 +313,12 @@ def test_finalising_reveal_worst_case(federated_task, admin, accounts, gas_log, 
     for r in (1, 2):
         submit_round(contract, device_accounts, r)
         results = [make_result(contract, r, salt=digest(f"s{r}-{i}")) for i in range(n_aggregators)]
-        results = [res.but(model=digest(f"liar-{r}-{i}")) for i, res in enumerate(results[:-2])] + results[-2:]
+        results = [res.but(model=digest(f"liar-{r}-{i}")) for i, res in enumerate(results[:-k])] + results[-k:]
         for a, res in zip(aggregators, results, strict=True):
             commit(contract, a, res)
         txs = [reveal(contract, a, res) for a, res in zip(aggregators, results, strict=True)]
         finals.append(txs[-1])
-        assert len(txs[-1].events["AggregatorFault"]) == n_aggregators - 2
+        assert len(txs[-1].events["AggregatorFault"]) == n_aggregators - k
     first, final = finals
     name = f"revealResult (final, n={n_aggregators} worst)"
     record(gas_log, name, final)

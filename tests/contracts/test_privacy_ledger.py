@@ -17,6 +17,8 @@ from conftest import (
     submit_round,
 )
 
+from fedchain.chain.task import result_key
+
 M = 1_000_000  # epsilon 1.0 in millionths
 
 
@@ -72,7 +74,7 @@ def test_privacy_configured(federated_task, admin):
     assert contract.firstRoundEpsilonMicro() == M + 1
     # before any round: nothing spent, the first round's epsilon bounds round 1
     assert ledger(contract) == (0, M + 1, 0, 8 * M)
-    assert contract.epsilonSpentMicro() == 0
+    assert contract.privacyLedger()[0] == 0
 
 
 def test_defaults_have_no_privacy(task):
@@ -133,12 +135,12 @@ def test_finalisation_records_epsilon(dp_task, aggregator, devices):
     spent = tx.events["EpsilonSpent"]
     assert (spent["round"], spent["spentMicro"], spent["incrementMicro"]) == (1, 2 * M, 2 * M)
     assert dp_task.roundEpsilonMicro(1) == 2 * M
-    assert dp_task.epsilonSpentMicro() == 2 * M
+    assert dp_task.privacyLedger()[0] == 2 * M
     assert ledger(dp_task) == (2 * M, 2 * M, 2 * M, 5 * M)
     result = make_result(dp_task, 1)
     assert bytes(dp_task.finalResultKey(1)) != ZERO_BYTES32
-    assert bytes(dp_task.finalResultKey(1)) == bytes(
-        dp_task.resultKey(tx.events["AggregateCommitted"]["inputsHash"], result.model, 3, 2 * M)
+    assert bytes(dp_task.finalResultKey(1)) == result_key(
+        bytes(tx.events["AggregateCommitted"]["inputsHash"]), result.model, 3, epsilon_micro=2 * M
     )
 
     # round 2 measures the increment from round 1's agreed value
@@ -194,33 +196,98 @@ def test_last_round_finishes_without_exhaustion(federated_task, admin, aggregato
     assert list(tx.events.keys()) == ["ResultRevealed", "AggregateCommitted", "EpsilonSpent", "TaskFinished"]
 
 
-def test_epsilon_above_the_budget_is_still_recorded(dp_task, aggregator, devices):
-    """The agreed value is the truth about the round that ran: recorded, then the task ends."""
-    tx = run_round(dp_task, aggregator, devices, 1, 5_500_000)
-    assert "PrivacyBudgetExhausted" in tx.events
-    assert dp_task.epsilonSpentMicro() == 5_500_000
-    assert round_state(dp_task)["phase"] == Phase.Finished
+def test_epsilon_above_the_bound_or_the_budget_is_refused(federated_task, admin, dp_task, aggregator, devices):
+    """Review L1: an epsilon above the budget was accepted. Now a reveal's epsilon is at most the charged one plus
+    the increment bound (plus one millionth of rounding) and never above the budget (EpsilonTooHigh): no vote."""
+    submit_round(dp_task, devices[:3], 1)
+    over = make_result(dp_task, 1, epsilon=5_500_000)
+    commit(dp_task, aggregator, over)
+    with reverts_with("EpsilonTooHigh", 5_500_000, 2 * M + 1):
+        reveal(dp_task, aggregator, over)
+    assert dp_task.aggregationState()[1] == 0 and ledger(dp_task)[0] == 0
+    # round 1 at 2.0, round 2 at 3.5 (increment 1.5): 3.5 + 1.5 <= 5.0 opens round 3, whose bound (5.000001) is cut
+    # to the budget
+    task = deploy_task(
+        federated_task,
+        admin,
+        [aggregator],
+        devices[:3],
+        numRounds=10,
+        epsilonBudgetMicro=5 * M,
+        firstRoundEpsilonMicro=2 * M,
+    )
+    run_round(task, aggregator, devices, 1, 2 * M)
+    run_round(task, aggregator, devices, 2, 3_500_000)
+    assert ledger(task) == (3_500_000, 1_500_000, 3_500_000, 5 * M)
+    submit_round(task, devices[:3], 3)
+    above = make_result(task, 3, epsilon=5 * M + 1)
+    commit(task, aggregator, above)
+    with reverts_with("EpsilonTooHigh", 5 * M + 1, 5 * M):
+        reveal(task, aggregator, above)
 
 
 # ---------------------------------------------------------------- epsilon checks at reveal
 
 
 def test_decreasing_epsilon_is_refused(dp_task, aggregator, devices):
-    run_round(dp_task, aggregator, devices, 1, 2_500_000)
+    run_round(dp_task, aggregator, devices, 1, 2 * M)
     submit_round(dp_task, devices[:3], 2)
-    low = make_result(dp_task, 2, epsilon=2_499_999)
+    low = make_result(dp_task, 2, epsilon=2 * M - 1)
     commit(dp_task, aggregator, low)
-    with reverts_with("EpsilonTooLow", 2_499_999, 2_500_000):
+    with reverts_with("EpsilonTooLow", 2 * M - 1, 2 * M + 1):
         reveal(dp_task, aggregator, low)
     assert round_state(dp_task)["phase"] == Phase.Revealing
     assert dp_task.aggregationState()[1] == 0  # no vote counted
 
 
-def test_equal_epsilon_is_accepted(dp_task, aggregator, devices):
-    """No extra loss (increment 0) is a valid, if odd, accountant answer: the next rounds then cost nothing."""
+def test_equal_epsilon_is_refused(dp_task, aggregator, devices):
+    """Review L1: an unchanged epsilon (increment 0) made every later round free. Every round costs privacy: the
+    epsilon must grow (EpsilonTooLow below the last agreed value + 1)."""
     run_round(dp_task, aggregator, devices, 1, 2 * M)
-    run_round(dp_task, aggregator, devices, 2, 2 * M)
-    assert ledger(dp_task) == (2 * M, 0, 2 * M, 5 * M)
+    submit_round(dp_task, devices[:3], 2)
+    same = make_result(dp_task, 2, epsilon=2 * M)
+    commit(dp_task, aggregator, same)
+    with reverts_with("EpsilonTooLow", 2 * M, 2 * M + 1):
+        reveal(dp_task, aggregator, same)
+    assert ledger(dp_task) == (2 * M, 2 * M, 2 * M, 5 * M)
+
+
+def test_constant_epsilon_no_longer_runs_twenty_rounds(federated_task, admin, aggregator, devices, chain):
+    """Review L1, the attack: n = k = 1, budget 2.0, first round 0.5, 20 rounds; the aggregator reports epsilon 0.5
+    after every round. Before the fix all 20 rounds were agreed on a 2.0 budget. Now only round 1 is: every later
+    report is refused, each failed round is charged the 0.5 increment, and the task finishes on its budget after
+    round 4 with one aggregate."""
+    task = deploy_task(
+        federated_task,
+        admin,
+        [aggregator],
+        devices[:3],
+        numRounds=20,
+        epsilonBudgetMicro=2 * M,
+        firstRoundEpsilonMicro=M // 2,
+    )
+    agreed = 0
+    for r in range(1, 21):
+        if round_state(task)["phase"] == Phase.Finished:
+            break
+        submit_round(task, devices[:3], r)
+        result = make_result(task, r, epsilon=M // 2)
+        if r == 1:
+            task.submitResult(
+                r, result.inputs_hash, result.model, result.report, result.accepted, M // 2, {"from": aggregator}
+            )
+            agreed += 1
+            continue
+        with reverts_with("EpsilonTooLow", M // 2, M // 2 + 1):
+            task.submitResult(
+                r, result.inputs_hash, result.model, result.report, result.accepted, M // 2, {"from": aggregator}
+            )
+        chain.sleep(AGGREGATION_DURATION)
+        task.closeAggregationWindow(r, {"from": aggregator})
+    assert agreed == 1
+    assert round_state(task)["phase"] == Phase.Finished and round_state(task)["round"] == 4
+    assert task.failedRounds() == 3
+    assert ledger(task)[0] == 2 * M  # 0.5 agreed + 3 failed rounds at 0.5: exactly the budget
 
 
 @pytest.mark.parametrize("epsilon", [0, 2 * M - 1])
@@ -268,7 +335,7 @@ def test_aggregators_must_agree_on_epsilon(federated_task, admin, aggregators, d
     assert tx.events["AggregateCommitted"]["epsilonMicro"] == M
     fault = tx.events["AggregatorFault"]
     assert fault["aggregator"] == aggregators[0] and fault["faults"] == 1
-    assert task.epsilonSpentMicro() == M
+    assert task.privacyLedger()[0] == M
 
 
 # ---------------------------------------------------------------- failed rounds
@@ -316,7 +383,7 @@ def test_agreed_epsilon_below_a_failed_rounds_charge(federated_task, admin, aggr
     submit_round(task, devices[:3], 4)
     low = make_result(task, 4, epsilon=3_459_999)
     commit(task, aggregator, low)
-    with reverts_with("EpsilonTooLow", 3_459_999, 3_460_000):
+    with reverts_with("EpsilonTooLow", 3_459_999, 3_460_001):
         reveal(task, aggregator, low)
 
 
@@ -333,7 +400,7 @@ def test_failed_round_can_exhaust_the_budget(dp_task, aggregator, devices, chain
     state = round_state(dp_task)
     assert state["phase"] == Phase.Finished and state["round"] == 2
     assert dp_task.failedRounds() == 1
-    assert dp_task.epsilonSpentMicro() == 4 * M
+    assert dp_task.privacyLedger()[0] == 4 * M
 
 
 def test_failed_round_without_ledger_charges_nothing(aggregating, aggregator, chain):

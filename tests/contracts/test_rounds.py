@@ -54,9 +54,10 @@ def test_start_only_admin(task, aggregator, devices, outsider, who):
     assert round_state(task)["phase"] == Phase.Registering
 
 
-def test_start_with_no_devices(federated_task, admin):
-    """Nothing requires devices before start: they may join the open round."""
+def test_start_with_no_devices(federated_task, admin, aggregator):
+    """Nothing requires devices before start: they may join the open round (an aggregator is needed: k <= n)."""
     contract = federated_task.deploy(make_config(), admin, {"from": admin})
+    contract.grantRole(contract.AGGREGATOR_ROLE(), aggregator, {"from": admin})
     contract.start({"from": admin})
     assert contract.deviceCount() == 0
     assert round_state(contract)["phase"] == Phase.Open

@@ -186,9 +186,11 @@ def test_device_key_locked_while_its_setup_round_runs(secagg, devices, aggregato
     assert bytes(secagg.encryptionKey(d)) == digest("rotated")
 
 
-def test_key_registered_as_aggregator_counts_once_approved(registering, admin, accounts):
+def test_key_registered_as_aggregator_counts_once_approved(registering, admin, aggregator, accounts):
     """An aggregator that registered its key and is later approved as a device can submit setups with that key."""
     account = accounts[8]
+    # it replaces the fixture's aggregator (n = k = 1: start() needs n / 2 < k <= n)
+    registering.revokeRole(AGGREGATOR_ROLE, aggregator, {"from": admin})
     registering.grantRole(AGGREGATOR_ROLE, account, {"from": admin})
     registering.setEncryptionKey(key_of(account), {"from": account})
     registering.approveDevices([account], {"from": admin})

@@ -121,12 +121,13 @@ def test_off_chain_client_formula_matches_chain(started, devices):
         acc = fold_inputs_hash(acc, device, d, n)
 
 
-def test_inputs_hash_is_order_dependent(federated_task, admin, devices):
+def test_inputs_hash_is_order_dependent(federated_task, admin, aggregator, devices):
     """The same three updates in two orders give two different hashes, each equal to its own Python chain."""
     updates = [(devices[i], digest(f"o{i}"), 10 * (i + 1)) for i in range(3)]
     hashes = []
     for order in (updates, updates[::-1]):
         contract = federated_task.deploy(make_config(maxUpdates=5), admin, {"from": admin})
+        contract.grantRole(contract.AGGREGATOR_ROLE(), aggregator, {"from": admin})
         contract.approveDevices(devices[:3], {"from": admin})
         contract.start({"from": admin})
         for device, d, n in order:

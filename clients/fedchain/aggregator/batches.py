@@ -4,8 +4,8 @@ Pure (no chain, no IPFS): the worker passes the round's UpdateBatchSubmitted rec
 each batch file, and the approval of devices at one agreed block (the block that closed the round), so every
 aggregator reaches the same verdicts. A batch whose file cannot be read, does not parse, or does not match what the
 chain recorded (task, chain, round, entry count, sample total, Merkle root) is left out whole; otherwise each entry
-is screened on its own (`fedchain.chain.batch.screen_batch`: bad signature, unapproved device, device that also
-submitted directly, device already accepted earlier in the round).
+is screened on its own (`fedchain.chain.batch.screen_batch`: bad signature, more samples than the task's cap,
+unapproved device, device that also submitted directly, device already accepted earlier in the round).
 """
 
 from __future__ import annotations
@@ -55,11 +55,14 @@ def screen_round_batches(
     is_approved: Callable[[str], bool],
     direct_submitters: Collection[str],
     cid_of: Callable[[bytes], str],
+    max_samples: int,
 ) -> tuple[list[AcceptedEntry], list[dict[str, Any]]]:
     """The accepted entries of the round's batches (chain order) and report records of what was left out.
 
     `read_batch` returns the batch file's bytes, or None when it cannot be fetched (then the batch is left out);
-    `cid_of` maps an update digest to its CID for the report.
+    `cid_of` maps an update digest to its CID for the report; `max_samples` is the task's maxSamplesPerUpdate (the
+    chain bounds a batch's total by entries * cap, so an entry over the cap is excluded here, reason
+    "too-many-samples").
     """
     accepted: list[AcceptedEntry] = []
     rejected: list[dict[str, Any]] = []
@@ -93,7 +96,9 @@ def screen_round_batches(
         if mismatch is not None:
             rejected.append({**whole, "reason": mismatch})
             continue
-        verdicts = screen_batch(batch, is_approved=is_approved, direct_submitters=direct_submitters, seen=seen)
+        verdicts = screen_batch(
+            batch, is_approved=is_approved, direct_submitters=direct_submitters, seen=seen, max_samples=max_samples
+        )
         for position, verdict in enumerate(verdicts):
             if verdict.accepted:
                 accepted.append(AcceptedEntry(verdict.entry, record, position))

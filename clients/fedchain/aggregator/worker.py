@@ -73,6 +73,18 @@ WAKE_EVENTS = {
 }
 # Reverts that mean the round moved on (or we acted already, before a restart): nothing left to do for it.
 ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadyCommitted", "AlreadyRevealed", "RevealWindowClosed"}
+
+
+def _raise_if_suspended(exc: ContractRevert, address: str) -> None:
+    """A suspended aggregator (too many faults) can neither commit nor reveal until the admin revokes and grants its
+    role again: stop with a clear message (PermissionError, like a revoked role) instead of a crash."""
+    if exc.error == "AggregatorIsSuspended":
+        raise PermissionError(
+            f"aggregator {address} is suspended (maxAggregatorFaults reached): the admin reinstates it by revoking "
+            "and granting AGGREGATOR_ROLE again"
+        ) from exc
+
+
 # Strategies whose aggregate is exactly the sample-weighted mean: computed streaming, in memory for one model.
 STREAMING = {"fedavg", "fedprox"}
 # Strategies that carry server state (momentum, moments) from round to round.
@@ -198,6 +210,7 @@ class AggregatorWorker:
         self.ipfs = IpfsClient(settings.ipfs_api)
         config = self.task.config()
         self.threshold = config.aggregator_threshold
+        self.max_samples_per_update = config.max_samples_per_update
         self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
         self.strategy_spec = self.spec.strategy_spec()
         if self.strategy_spec.id != config.strategy_id:
@@ -320,8 +333,8 @@ class AggregatorWorker:
 
     def _alone(self) -> bool:
         """One aggregator and threshold 1: the round finalises in one transaction, without commit and reveal (the
-        count is read each round: the admin may grant or revoke the role meanwhile)."""
-        return self.threshold == 1 and self.task.aggregator_count() == 1
+        round's n, fixed when it opened, is read each round: the admin may grant or revoke the role meanwhile)."""
+        return self.threshold == 1 and self.task.aggregation_state().aggregators == 1
 
     def _submit_result(self, state: RoundInfo) -> CommitOutcome | None:
         prepared = self.prepare(state)
@@ -338,6 +351,7 @@ class AggregatorWorker:
                 epsilon_micro=prepared.epsilon_micro,
             )
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not submitting (%s)", state.round, exc.error)
                 return None
@@ -376,6 +390,7 @@ class AggregatorWorker:
         try:
             tx = self.task.commit_result(state.round, prepared.commitment(self.task.address, self.address))
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not committing (%s)", state.round, exc.error)
                 return
@@ -405,6 +420,7 @@ class AggregatorWorker:
                 epsilon_micro=prepared.epsilon_micro,
             )
         except ContractRevert as exc:
+            _raise_if_suspended(exc, self.address)
             if exc.error in ROUND_MOVED_ON:
                 log.info("round %d: not revealing (%s)", round_index, exc.error)
                 self._unrevealable.add(round_index)
@@ -553,6 +569,7 @@ class AggregatorWorker:
             is_approved,
             direct_devices,
             digest_to_cid,
+            self.max_samples_per_update,
         )
         self._batch_rejected[state.round] = rejected
         if rejected:

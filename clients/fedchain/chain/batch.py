@@ -30,6 +30,7 @@ REASON_BAD_SIGNATURE = "bad-signature"  # does not recover to the entry's device
 REASON_UNAPPROVED = "unapproved-device"  # the device is not an approved device of the task
 REASON_SUBMITTED_DIRECTLY = "submitted-directly"  # the device also called submitUpdate in the round
 REASON_DUPLICATE = "duplicate-device"  # the device already has an accepted entry earlier in the round
+REASON_TOO_MANY_SAMPLES = "too-many-samples"  # claims more samples than the task's maxSamplesPerUpdate
 
 
 @dataclass(frozen=True)
@@ -200,11 +201,14 @@ def screen_batch(
     is_approved: Callable[[str], bool],
     direct_submitters: Collection[str],
     seen: set[str],
+    max_samples: int | None = None,
 ) -> list[EntryVerdict]:
     """The verdict on every entry of `batch`, deterministically, in entry order.
 
     An entry is excluded with a reason when (first rule wins): its signature does not recover to its device for
-    the batch's task, round and chain (REASON_BAD_SIGNATURE); its device is not approved (`is_approved`, read at
+    the batch's task, round and chain (REASON_BAD_SIGNATURE); it claims more samples than the task's cap
+    `max_samples` (maxSamplesPerUpdate; the chain bounds only the batch's total) (REASON_TOO_MANY_SAMPLES); its
+    device is not approved (`is_approved`, read at
     one agreed block, e.g. the block that closed the round) (REASON_UNAPPROVED); its device also submitted
     directly in the round (REASON_SUBMITTED_DIRECTLY); or its device already has an accepted entry (`seen`:
     devices accepted from earlier batches of the round, in chain order; updated in place) (REASON_DUPLICATE).
@@ -218,6 +222,8 @@ def screen_batch(
         )
         if signer != entry.device:
             reason: str | None = REASON_BAD_SIGNATURE
+        elif max_samples is not None and entry.num_samples > max_samples:
+            reason = REASON_TOO_MANY_SAMPLES
         elif not is_approved(entry.device):
             reason = REASON_UNAPPROVED
         elif entry.device in direct:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import IntEnum
 from typing import Any
 
@@ -21,7 +19,13 @@ from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.rawtx import selector, word
 from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult, call_batch
 
+# One conversion of epsilon to the contract's millionths for the whole package, re-exported for the chain API.
+from fedchain.privacy.epsilon import MICRO as MICRO
+from fedchain.privacy.epsilon import epsilon_to_micro as epsilon_to_micro
+
 CONTRACT_NAME = "FederatedTask"
+# The contract's absolute cap on one update's sample count (FederatedTask.MAX_SAMPLES_PER_UPDATE).
+MAX_SAMPLES_PER_UPDATE = 2**32 - 1
 AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
@@ -30,13 +34,14 @@ DEFAULT_ADMIN_ROLE = b"\x00" * 32
 #   submitUpdate 34.9k-35.0k, 43.1k (the submission that closes the round), closeRound 31.5k-35.4k, 74.6k when it
 #   fails a secure-aggregation round short of minUpdates with a DP ledger (the failed round's epsilon charge);
 #   submitUpdateBatch 34.4k whatever the number of entries, 42.2k when it closes the round;
-#   submitResult (k = n = 1, opens the next round) 95.6k, against commitResult + revealResult 46.8k + 109.5k;
-#   commitResult 44.6k, 80.9k for an aggregator's first commitment (its record's slots go from zero);
+#   submitResult (k = n = 1, opens the next round) 98.1k, against commitResult + revealResult 49.5k + 109.6k;
+#   commitResult 47.3k, 105.8k for an aggregator's first commitment (its record's and committer slots go from zero);
 #   closeAggregationWindow 29.5k (opens the reveal window), 44.4k (fails the round and opens the next), 74.2k with a
-#   DP ledger (the failed round's epsilon charge);
+#   DP ledger (the failed round's epsilon charge); closing a reveal window also faults every committer that did not
+#   reveal (about 10k each: two cold record reads, a write, an event; up to MAX_AGGREGATORS = 32, hence 400k);
 #   revealResult 76.7k-113.7k not final, 105.6k-126.3k final with n = k = 1, 139.5k with a DP ledger; the finalising
 #   reveal also checks every earlier reveal of the round and records a fault for each dissenter: worst case for n = 8
-#   (k = 2, six dissenters revealed first) 188.4k, about 12.4k more per further dissenter, 486.7k for
+#   (k = 5, three dissenters revealed first) 166.2k, about 12.4k more per further dissenter, 372.3k for
 #   n = MAX_AGGREGATORS = 32;
 #   setEncryptionKey 53.5k (a device's first key), 33.4k (rotation); submitSetup 77.2k (a round's first setup),
 #   60.1k; submitMaskedUpdate 41.3k-47.1k (the first one of a round also announces the frozen setup set);
@@ -48,7 +53,7 @@ GAS_LIMITS = {
     "closeRound": 150_000,
     "commitResult": 160_000,
     "revealResult": 400_000,
-    "closeAggregationWindow": 150_000,
+    "closeAggregationWindow": 400_000,
     "setEncryptionKey": 110_000,
     "submitSetup": 160_000,
     "submitMaskedUpdate": 100_000,
@@ -93,6 +98,10 @@ class TaskConfig:
     epsilon_budget_micro: int = 0
     # Epsilon after one round, in millionths, from the privacy accountant (rounded up); <= the budget when one is set.
     first_round_epsilon_micro: int = 0
+    # Largest sample count (FedAvg weight) one update may claim: 1..MAX_SAMPLES_PER_UPDATE.
+    max_samples_per_update: int = MAX_SAMPLES_PER_UPDATE
+    # Faults (dissenting or withheld reveals) that suspend an aggregator (>= 1).
+    max_aggregator_faults: int = 3
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -108,6 +117,8 @@ class TaskConfig:
             self.secure_aggregation,
             self.epsilon_budget_micro,
             self.first_round_epsilon_micro,
+            self.max_samples_per_update,
+            self.max_aggregator_faults,
         )
 
 
@@ -138,7 +149,7 @@ class AggregationState:
     commits: int
     reveals: int
     threshold: int  # k
-    aggregators: int  # n
+    aggregators: int  # n of the current round (aggregatorCount when it opened)
 
 
 @dataclass(frozen=True)
@@ -147,8 +158,9 @@ class AggregatorInfo:
 
     committed_round: int
     revealed: bool
-    faults: int
+    faults: int  # since it was last granted the role
     commitment: bytes
+    suspended: bool = False  # maxAggregatorFaults reached (or revoked): it cannot commit or reveal, not counted in n
 
 
 @dataclass(frozen=True)
@@ -159,22 +171,6 @@ class PrivacyLedger:
     increment: int  # bound on the next round's increment: the next round opens only if spent + increment <= budget
     agreed: int  # cumulative epsilon of the last agreed result (a lower reveal is refused)
     budget: int  # epsilonBudgetMicro (0 = no ledger)
-
-
-MICRO = 1_000_000
-
-
-def epsilon_to_micro(epsilon: float, *, round_up: bool = True) -> int:
-    """An epsilon as the contract's millionths. Spent epsilons round up (never under-report privacy loss); pass
-    `round_up=False` for a budget, which rounds down (never allows more than asked). Decimal arithmetic on the
-    float's shortest repr, so 1.1 is 1_100_000 and not 1_100_001."""
-    if not math.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
-    scaled = Decimal(repr(float(epsilon))) * MICRO
-    micro = int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))
-    if micro >= 2**64:
-        raise ValueError(f"epsilon {epsilon!r} does not fit the contract's uint64 millionths")
-    return micro
 
 
 def result_commitment(
@@ -217,7 +213,7 @@ def result_commitment(
 
 
 def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int, *, epsilon_micro: int = 0) -> bytes:
-    """The key reveals agree on (mirrors FederatedTask.resultKey and `finalResultKey`); the report is not in it.
+    """The key reveals agree on (mirrors FederatedTask._resultKey, shown by `finalResultKey`); the report is not in it.
 
     keccak256(abi.encode(bytes20 inputsHash, bytes32 modelDigest, uint32 acceptedUpdates, uint64 epsilonMicro)).
     """
@@ -285,6 +281,7 @@ class TaskClient:
 
     def config(self) -> TaskConfig:
         f = self.contract.functions
+        max_samples, max_faults = f.limits().call()
         return TaskConfig(
             model_spec_digest=bytes(f.modelSpecDigest().call()),
             initial_model_digest=bytes(f.initialModelDigest().call()),
@@ -298,6 +295,8 @@ class TaskClient:
             secure_aggregation=bool(f.secureAggregation().call()),
             epsilon_budget_micro=f.epsilonBudgetMicro().call(),
             first_round_epsilon_micro=f.firstRoundEpsilonMicro().call(),
+            max_samples_per_update=max_samples,
+            max_aggregator_faults=max_faults,
         )
 
     def current_round(self, block: int | str = "latest") -> RoundInfo:
@@ -356,10 +355,10 @@ class TaskClient:
         return AggregationState(commits, reveals, threshold, aggregators)
 
     def aggregator_info(self, account: str) -> AggregatorInfo:
-        committed_round, revealed, faults, commitment = self.contract.functions.aggregatorInfo(
+        committed_round, revealed, faults, commitment, suspended = self.contract.functions.aggregatorInfo(
             Web3.to_checksum_address(account)
         ).call()
-        return AggregatorInfo(committed_round, bool(revealed), faults, bytes(commitment))
+        return AggregatorInfo(committed_round, bool(revealed), faults, bytes(commitment), bool(suspended))
 
     def result_commitment(
         self,
@@ -455,7 +454,7 @@ class TaskClient:
 
     def epsilon_spent_micro(self) -> int:
         """Cumulative epsilon (millionths) the DP ledger has charged (0 without a ledger)."""
-        return int(self.contract.functions.epsilonSpentMicro().call())
+        return self.privacy_ledger().spent
 
     def round_epsilon_micro(self, round_index: int) -> int:
         """Cumulative epsilon (millionths) charged after the round (0 until it ended, and without a ledger)."""

@@ -30,9 +30,8 @@ OPACUS_DEFAULT_ALPHAS: tuple[float, ...] = (*(1 + x / 10.0 for x in range(1, 100
 ORDERS: tuple[float, ...] = (*OPACUS_DEFAULT_ALPHAS, 80.0, 96.0, 128.0, 256.0, 512.0)
 # noise_multiplier_for's default tolerance: the ε it achieves lies in [target - tolerance, target].
 EPSILON_TOLERANCE = 0.01
-MICRO = 10**6
-UINT64_MAX = 2**64 - 1
-EPSILON_INFINITE_MICRO = UINT64_MAX
+# The single epsilon-to-millionths conversion (the chain binding and the deployer use it too).
+from fedchain.privacy.epsilon import EPSILON_INFINITE_MICRO, MICRO, UINT64_MAX, epsilon_to_micro  # noqa: E402
 
 
 def _check(noise_multiplier: float, sample_rate: float, delta: float) -> None:
@@ -184,26 +183,6 @@ def noise_multiplier_for(
         else:
             lo, e_lo = mid, e_mid
     return hi
-
-
-def epsilon_to_micro(epsilon: float) -> int:
-    """ε as an integer count of millionths for the chain (uint64), rounded UP: the smallest m with m/1e6 >= ε
-    (compared as floats, as `micro_to_epsilon` decodes), so the recorded spend never under-counts.
-
-    ∞, and anything above (2**64 - 2)/1e6, saturates to EPSILON_INFINITE_MICRO (2**64 - 1): no guarantee.
-    """
-    epsilon = float(epsilon)
-    if math.isnan(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-    if math.isinf(epsilon) or epsilon * MICRO >= EPSILON_INFINITE_MICRO:
-        return EPSILON_INFINITE_MICRO
-    micro = math.ceil(epsilon * MICRO)
-    # The product is rounded to a float: nudge to the exact smallest m whose decoded value is >= ε.
-    while micro / MICRO < epsilon:
-        micro += 1
-    while micro > 0 and (micro - 1) / MICRO >= epsilon:
-        micro -= 1
-    return min(micro, EPSILON_INFINITE_MICRO)
 
 
 def micro_to_epsilon(micro: int) -> float:

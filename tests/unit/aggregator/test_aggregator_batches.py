@@ -18,6 +18,7 @@ from fedchain.chain.batch import (
     REASON_BAD_SIGNATURE,
     REASON_DUPLICATE,
     REASON_SUBMITTED_DIRECTLY,
+    REASON_TOO_MANY_SAMPLES,
     REASON_UNAPPROVED,
     SignedUpdate,
     make_batch,
@@ -57,7 +58,7 @@ def record_of(batch, label: str, **changes) -> BatchRecord:
     return BatchRecord(**fields)
 
 
-def screen(records, files, approved, direct=()):
+def screen(records, files, approved, direct=(), max_samples=2**32 - 1):
     return screen_round_batches(
         TASK,
         CHAIN_ID,
@@ -67,7 +68,27 @@ def screen(records, files, approved, direct=()):
         approved.__contains__,
         direct,
         lambda d: "cid-of-" + d.hex()[:8],
+        max_samples,
     )
+
+
+def test_entry_over_the_tasks_cap_is_left_out() -> None:
+    """Review M5: the chain bounds a batch's total by entries * maxSamplesPerUpdate, so a relayed device could claim
+    the whole allowance of its batch. The aggregators exclude an entry over the task's cap, with a reason; the
+    device is not marked as seen, and the others still count."""
+    d = digest("greedy")
+    greedy = SignedUpdate(device(7).address, d, 1_000, sign_update(device(7), CHAIN_ID, TASK, 2, d, 1_000))
+    batch = make_batch(TASK, CHAIN_ID, 2, [entry(0), greedy, entry(1)])
+    files = {"cid-a": batch.to_json()}
+    approved = {device(i).address for i in (0, 1, 7)}
+    accepted, rejected = screen([record_of(batch, "a")], files, approved, max_samples=100)
+    assert sorted(a.entry.device for a in accepted) == sorted([device(0).address, device(1).address])
+    assert [(r["device"], r["num_samples"], r["reason"]) for r in rejected] == [
+        (device(7).address, 1_000, REASON_TOO_MANY_SAMPLES)
+    ]
+    # at the cap it is accepted
+    accepted, rejected = screen([record_of(batch, "a")], files, approved, max_samples=1_000)
+    assert len(accepted) == 3 and not rejected
 
 
 def test_entries_are_screened_across_the_rounds_batches() -> None:

@@ -28,10 +28,17 @@ def test_epsilon_to_micro_rounding(epsilon: float, up: int, down: int) -> None:
     assert epsilon_to_micro(epsilon, round_up=False) == down
 
 
-@pytest.mark.parametrize("epsilon", [-0.1, math.inf, math.nan, 2.0**64])
+@pytest.mark.parametrize("epsilon", [-0.1, math.nan])
 def test_epsilon_to_micro_refuses(epsilon: float) -> None:
     with pytest.raises(ValueError):
         epsilon_to_micro(epsilon)
+
+
+@pytest.mark.parametrize("epsilon", [math.inf, 2.0**64])
+def test_epsilon_to_micro_saturates(epsilon: float) -> None:
+    """Infinity (no guarantee) and values beyond uint64 millionths saturate to 2**64 - 1, which the contract refuses
+    above any budget (EpsilonTooHigh), so the deployer's plan check refuses them too."""
+    assert epsilon_to_micro(epsilon) == 2**64 - 1
 
 
 def test_plan_without_privacy() -> None:
@@ -61,8 +68,8 @@ def test_plan_refuses_what_the_contract_would(budget: float, first: float) -> No
 
 
 def test_task_config_tuple_order() -> None:
-    """as_tuple follows FederatedTask.TaskConfig: the three privacy fields come last."""
-    config = TaskConfig(b"\x01" * 32, b"\x02" * 32, 3, 1, 2, 60, 0, 1, 30, True, 5_000_000, 1_000_000)
-    assert config.as_tuple()[-3:] == (True, 5_000_000, 1_000_000)
-    assert len(config.as_tuple()) == 12
-    assert TaskConfig(b"\x01" * 32, b"\x02" * 32, 3, 1, 2, 60).as_tuple()[-3:] == (False, 0, 0)
+    """as_tuple follows FederatedTask.TaskConfig: the three privacy fields, then the two limits, come last."""
+    config = TaskConfig(b"\x01" * 32, b"\x02" * 32, 3, 1, 2, 60, 0, 1, 30, True, 5_000_000, 1_000_000, 500, 2)
+    assert config.as_tuple()[-5:] == (True, 5_000_000, 1_000_000, 500, 2)
+    assert len(config.as_tuple()) == 14
+    assert TaskConfig(b"\x01" * 32, b"\x02" * 32, 3, 1, 2, 60).as_tuple()[-5:] == (False, 0, 0, 2**32 - 1, 3)

@@ -1,0 +1,32 @@
+"""Epsilon in the task contract's units: a uint64 count of millionths. The one conversion every part uses (the
+deployer's budget and first-round epsilon, the aggregators' per-round epsilon, the accountant), so the on-chain
+checks see one rounding. Pure (no numpy, no chain)."""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+MICRO = 10**6
+UINT64_MAX = 2**64 - 1
+# 2**64 - 1 millionths stands for epsilon = infinity (no guarantee); the contract refuses it above any budget.
+EPSILON_INFINITE_MICRO = UINT64_MAX
+
+
+def epsilon_to_micro(epsilon: float, *, round_up: bool = True) -> int:
+    """An epsilon as the contract's millionths. A spent epsilon rounds UP (never under-reports privacy loss); pass
+    `round_up=False` for a budget, which rounds DOWN (never allows more than asked). Decimal arithmetic on the
+    float's shortest repr, so 1.1 is 1_100_000 and not 1_100_001, and the result m is the smallest (largest) with
+    m / 1e6 >= (<=) epsilon. Infinity, and anything from (2**64 - 1) / 1e6 up, saturates to EPSILON_INFINITE_MICRO;
+    NaN and negative values raise ValueError."""
+    epsilon = float(epsilon)
+    if math.isnan(epsilon) or epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon!r}")
+    if math.isinf(epsilon):
+        return EPSILON_INFINITE_MICRO
+    scaled = Decimal(repr(epsilon)) * MICRO
+    micro = int(scaled.to_integral_value(rounding=ROUND_CEILING if round_up else ROUND_FLOOR))
+    return min(micro, EPSILON_INFINITE_MICRO)
+
+
+__all__ = ["EPSILON_INFINITE_MICRO", "MICRO", "UINT64_MAX", "epsilon_to_micro"]
