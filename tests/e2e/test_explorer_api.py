@@ -243,7 +243,12 @@ def test_transaction_block_address_and_content_pages(explorer_run: ExplorerRun, 
     creation = get(explorer_run, f"/api/tx/{created_tx}")
     assert creation["created"] == explorer_run.task and creation["call"]["function"] == "constructor"
     assert creation["call"]["args"]["config"]["numRounds"] == EXPLORER_ROUNDS
-    assert [e["name"] for e in creation["events"]] == ["RoleGranted", "TaskConfigured", "PrivacyConfigured"]
+    assert [e["name"] for e in creation["events"]] == [
+        "RoleGranted",
+        "TaskConfigured",
+        "PrivacyConfigured",
+        "LimitsConfigured",
+    ]
 
     b = get(explorer_run, f"/api/block/{receipt['blockNumber']}")
     block = w3.eth.get_block(receipt["blockNumber"])
