@@ -46,13 +46,14 @@ from stateful_helpers import StepStats, reverts_named
 from test_market_conservation import Scenario
 
 SETTINGS = {
-    "max_examples": 30,
+    "max_examples": 50,
     "stateful_step_count": 60,
     "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     "deadline": None,
     "verbosity": Verbosity.normal,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
+# max_examples x stateful_step_count bounds the steps (2,132 measured with these); lower max_examples to go faster
 FULL_READ_EVERY = 5  # steps between full re-reads of every part (one call per account and job)
 
 # the scenario's actions, repeated by weight (hypothesis samples uniformly from the list)
@@ -174,9 +175,10 @@ class MarketMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ hostile actions
 
     def views(self, job_id=None, unit=None, accounts=()):
-        """What a refused transaction must leave unchanged: the totals and balance, and the views it targets."""
+        """What a refused transaction must leave unchanged: the contract's balance and the views it targets (the
+        totals are held to the event ledger by the invariant, which a refused transaction does not move)."""
         m = self.market
-        out = [int(m.balance()), int(m.totalStaked()), int(m.totalEscrow()), int(m.totalOwed())]
+        out = [int(m.balance())]
         if job_id and job_id <= int(m.jobCount()):
             out.append(job_info(m, job_id))
             if unit is not None:
@@ -365,9 +367,9 @@ def test_market_state_machine(accounts):
     brownie.chain.snapshot()
     run_state_machine_as_test(MarketMachine, settings=settings(**SETTINGS))
     print("\n" + stats.report())
-    # measured (loaded 2-core machine): 40 examples, 786 steps in 182 s, most of them hostile; the valid paths
-    # reached are asserted (publish, draw and arbitration are reached only now and then: see the report)
-    for outcome in ("claim", "commit_honest", "commit_wrong", "reveal", "publish"):
+    # measured on the shared 2-core machine: 2,132 steps (1,027 refused as predicted) in 257 s; hypothesis ends some
+    # examples early, so the floor is below that
+    for outcome in ("claim", "commit_honest", "commit_wrong", "reveal", "publish", "checkpoint", "withdraw"):
         assert stats.outcomes.get(outcome, 0) > 0, (outcome, stats.report())
     assert stats.reverted > stats.steps // 10, stats.report()
-    assert stats.steps >= 500, stats.report()
+    assert stats.steps >= 1_500, stats.report()
