@@ -1,5 +1,6 @@
-"""ComputeMarket as a hypothesis state machine (the chain is reverted to the freshly deployed market before every
-example).
+"""ComputeMarket as a hypothesis state machine, run against brownie's chain: the market is deployed with six staked
+workers and two open jobs once, and the chain is reverted to that snapshot before every example (hypothesis directly:
+brownie 1.22.2's compiled `state_machine` helper rejects its own generated class, see test_task_state_machine).
 
 The valid actions are those of the seeded conservation scenario (test_market_conservation.Scenario: stakes, jobs,
 claims, honest and wrong commitments, reveals, publications, draws, arbitration, expiries, releases, checkpoints,

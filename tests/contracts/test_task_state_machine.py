@@ -1,5 +1,7 @@
-"""FederatedTask as a hypothesis state machine (brownie's `state_machine`; the chain is reverted to the freshly
-started task before every example).
+"""FederatedTask as a hypothesis state machine, run against brownie's chain: the task is deployed and started once,
+and the chain is reverted to that snapshot before every example. (brownie's own `state_machine` helper cannot be
+used: its compiled build in brownie 1.22.2 rejects the machine class it generates itself, "TypeError:
+brownie.test.stateful._BrownieStateMachine object expected"; this is the same loop, written with hypothesis.)
 
 Every rule predicts, from a small model of the task (`TaskModel`), whether its transaction succeeds and with which
 effect, or which check refuses it. Valid and hostile actions are mixed: submitting twice, to the wrong round, from
