@@ -50,7 +50,7 @@ from test_market_conservation import Scenario
 # max_examples until this many steps ran, since hypothesis ends some examples after a few steps.
 TARGET_STEPS = 2_000
 SETTINGS = {
-    "max_examples": 15,
+    "max_examples": 50,
     "stateful_step_count": 60,
     "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     "deadline": None,
@@ -370,7 +370,7 @@ def test_market_state_machine(accounts):
     brownie.chain.snapshot()
     # hypothesis decides how long each example runs (some end after a few steps), so the step budget is ours:
     # batches of examples until TARGET_STEPS steps ran
-    for _ in range(20):
+    for _ in range(4):
         run_state_machine_as_test(MarketMachine, settings=settings(**SETTINGS))
         if stats.steps >= TARGET_STEPS:
             break

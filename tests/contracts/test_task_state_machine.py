@@ -58,7 +58,7 @@ ZERO32 = b"\x00" * 32
 # max_examples until this many steps ran, since hypothesis ends some examples after a few steps.
 TARGET_STEPS = 2_000
 SETTINGS = {
-    "max_examples": 15,
+    "max_examples": 50,
     "stateful_step_count": 60,
     "deadline": None,
     "verbosity": Verbosity.normal,
@@ -679,7 +679,7 @@ def test_task_state_machine(accounts, federated_task):
     brownie.chain.snapshot()
     # hypothesis decides how long each example runs (some end after a few steps), so the step budget is ours:
     # batches of examples until TARGET_STEPS steps ran
-    for _ in range(20):
+    for _ in range(4):
         run_state_machine_as_test(TaskMachine, settings=settings(**SETTINGS))
         if stats.steps >= TARGET_STEPS:
             break
