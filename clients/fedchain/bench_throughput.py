@@ -50,6 +50,8 @@ def _task(w3: Any, ipfs: IpfsClient, devices: list[str], relayer: str) -> TaskCl
         max_updates=len(devices) + 1,  # stays open: every measured submission lands in round 1
         round_duration=3600,
         devices=tuple(devices),
+        # start() needs n / 2 < k <= n aggregators; the relayer's account serves (it never aggregates here).
+        aggregators=(relayer,),
         relayers=(relayer,),
         aggregators_relay=False,
     )
