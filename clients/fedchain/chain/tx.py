@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -356,22 +355,3 @@ def read_nonces(w3: Web3, addresses: Sequence[str], chunk: int = 500) -> list[in
                 raise ChainError(f"cannot read a nonce: {response['error']}")
             nonces.append(int(str(response["result"]), 16))
     return nonces
-
-
-def send_raw_stream(w3: Web3, raws: Iterable[bytes], chunk: int = 64) -> list[bytes | ContractRevert | ChainError]:
-    """`send_raw_batch` over transactions still being signed: each chunk goes to the node on a background thread
-    while the caller's iterator signs the next, so signing overlaps with the node's own work."""
-    results: list[bytes | ContractRevert | ChainError] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="fedchain-send") as sender:
-        pending: list[Future[list[bytes | ContractRevert | ChainError]]] = []
-        part: list[bytes] = []
-        for raw in raws:
-            part.append(raw)
-            if len(part) == chunk:
-                pending.append(sender.submit(send_raw_batch, w3, part))
-                part = []
-        if part:
-            pending.append(sender.submit(send_raw_batch, w3, part))
-        for future in pending:
-            results.extend(future.result())
-    return results

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +26,7 @@ from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, Task
 from fedchain.chain.batch import SignedUpdate, UpdateBatch, make_batch
 from fedchain.chain.signing import sign_update
 from fedchain.chain.task import GAS_LIMITS, encode_submit_update
-from fedchain.chain.tx import read_nonces, send_raw_stream, wait_receipts
+from fedchain.chain.tx import read_nonces, send_raw_batch, wait_receipts
 from fedchain.device.runner import (
     ROUND_MOVED_ON,
     WAKE_EVENTS,
@@ -212,16 +212,13 @@ class DevicePool:
         """Every device's own `submitUpdate`, signed here and sent in JSON-RPC batches; then the receipts."""
         fees = devices[0].task.sender.fees()  # type: ignore[union-attr]
         signed: list[tuple[dict[str, Any], bytes]] = []
-
-        def sign_all() -> Iterator[bytes]:
-            # Consumed by send_raw_stream: the node works on one chunk while the next is signed.
-            for device, update, cid in zip(devices, updates, cids, strict=True):
-                data = encode_submit_update(round_index, cid_to_digest(cid), update.num_samples)
-                assert device.task.sender is not None
-                signed.append(device.task.sender.sign_data(device.task.address, data, GAS_LIMITS["submitUpdate"], fees))
-                yield signed[-1][1]
-
-        sent = send_raw_stream(self.context.w3, sign_all())
+        for device, update, cid in zip(devices, updates, cids, strict=True):
+            data = encode_submit_update(round_index, cid_to_digest(cid), update.num_samples)
+            assert device.task.sender is not None
+            signed.append(device.task.sender.sign_data(device.task.address, data, GAS_LIMITS["submitUpdate"], fees))
+        # All signed first, then sent in batches of 500: streaming chunks of 64 from a sender thread while signing
+        # measured 5-10x slower at 1,000 devices (bench throughput), signing all first at the node's own rate.
+        sent = send_raw_batch(self.context.w3, [raw for _, raw in signed])
         hashes = [h for h in sent if isinstance(h, bytes)]
         receipts = dict(zip(hashes, wait_receipts(self.context.w3, hashes), strict=True))
         results: list[RoundOutcome | None] = []
