@@ -51,7 +51,11 @@ THRESHOLD = 2  # k of the three aggregators
 BUDGET = 3_000_000  # epsilon 3.0, in millionths
 FIRST_EPSILON = 1_000_000
 RELAYER_ROLE = keccak(text="RELAYER_ROLE")
-MAX_SAMPLES = 2**32 - 1
+AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+MAX_SAMPLES = 5_000  # maxSamplesPerUpdate: valid updates carry 1..MAX_SAMPLES samples, hostile ones one more
+# maxAggregatorFaults: low, so that examples reach suspensions (a withheld or dissenting reveal is a fault); with
+# k = 2 of 3, one suspension leaves n = 2 = k (rounds still finalise), two leave n = 1 < k (rounds fail)
+MAX_FAULTS = 2
 ZERO32 = b"\x00" * 32
 
 # Steps of the whole test (at about 50 ms a step on the shared 2-core machine); examples run in batches of
@@ -106,9 +110,18 @@ class TaskModel:
     finals: dict[int, bytes] = field(default_factory=dict)  # round -> final result key
     final_inputs: dict[int, bytes] = field(default_factory=dict)  # round -> the model's fold when finalised
     faults: dict[str, int] = field(default_factory=dict)
+    suspended: set[str] = field(default_factory=set)  # aggregators at MAX_FAULTS faults: not counted in n
+    aggregator_count: int = 3  # AGGREGATOR_ROLE holders (suspended ones included)
+    round_n: int = 3  # the round's n: aggregators not suspended when it opened
+    committers: list[str] = field(default_factory=list)  # this round's committers, in commit order
 
     def __post_init__(self):
         self.open_round(1)
+
+    @property
+    def active(self) -> int:
+        """aggregatorCount: role holders not suspended."""
+        return self.aggregator_count - len(self.suspended)
 
     @property
     def over(self) -> bool:
@@ -117,7 +130,8 @@ class TaskModel:
     def open_round(self, r: int) -> None:
         self.round, self.phase = r, Phase.Open
         self.inputs_hash, self.count, self.samples = initial_inputs_hash(self.address, r), 0, 0
-        self.commits, self.votes, self.revealers = 0, {}, []
+        self.commits, self.votes, self.revealers, self.committers = 0, {}, [], []
+        self.round_n = self.active  # n is fixed when the round opens
 
     def fold_update(self, device: str, update: bytes, samples: int) -> None:
         assert self.last_round.get(device) != self.round, "the model would count a device twice"
@@ -131,8 +145,10 @@ class TaskModel:
 
 
 PICK = st.integers(0, 2**16 - 1)  # chooses among the options a rule computes from the model
-SAMPLES = st.integers(1, 5_000)
-COMMIT_KIND = st.sampled_from(["honest"] * 6 + ["dissent", "collude", "bad_inputs", "too_many_accepted", "low_epsilon"])
+SAMPLES = st.integers(1, MAX_SAMPLES)
+COMMIT_KIND = st.sampled_from(
+    ["honest"] * 7 + ["dissent", "collude", "bad_inputs", "too_many_accepted", "low_epsilon", "high_epsilon"]
+)
 CHURN_KINDS = ["approve", "approve", "remove", "leave", "outsider_removes", "remove_unknown"]
 # mostly short: a long sleep closes the open window (the round then fails), which must happen, but not every time
 SLEEP_FOR = st.sampled_from([15, 15, 15, 45, 45, 120, 320, 660])
@@ -178,6 +194,8 @@ class TaskMachine(RuleBasedStateMachine):
             aggregationDuration=AGGREGATION_DURATION,
             epsilonBudgetMicro=BUDGET,
             firstRoundEpsilonMicro=FIRST_EPSILON,
+            maxSamplesPerUpdate=MAX_SAMPLES,
+            maxAggregatorFaults=MAX_FAULTS,
         )
         cls.task.grantRole(RELAYER_ROLE, cls.relayer, {"from": cls.admin})
         cls.stats = stats
@@ -326,6 +344,14 @@ class TaskMachine(RuleBasedStateMachine):
         increment = max(1, bound - (self.model.round % 3) * bound // 4)
         return max(FIRST_EPSILON, self.ledger["agreed"], spent + increment)
 
+    def epsilon_bounds(self) -> tuple[int, int]:
+        """The epsilon a result of the running round may carry: above the last agreed one (and at least the first
+        round's), at most the spent one plus the increment bound, one millionth of rounding per round since the
+        last agreed one, and never above the budget."""
+        spent, increment, agreed = self.ledger["spent"], self.ledger["increment"], self.ledger["agreed"]
+        low = max(FIRST_EPSILON, agreed + 1)
+        return low, min(BUDGET, spent + increment + 1 + (spent - agreed) // increment)
+
     def result_for(self, aggregator, kind: str) -> Result:
         m = self.model
         result = Result(
@@ -346,7 +372,9 @@ class TaskMachine(RuleBasedStateMachine):
         if kind == "too_many_accepted":
             return result.but(accepted=m.count + 1)
         if kind == "low_epsilon":
-            return result.but(epsilon=max(FIRST_EPSILON, self.ledger["agreed"]) - 1)
+            return result.but(epsilon=self.epsilon_bounds()[0] - 1)
+        if kind == "high_epsilon":
+            return result.but(epsilon=self.epsilon_bounds()[1] + 1)
         return result
 
     def commit(self, aggregator, round_: int, result: Result, value: bytes):
@@ -360,6 +388,8 @@ class TaskMachine(RuleBasedStateMachine):
             error = "WrongRound"
         elif value == ZERO32:
             error = "EmptyDigest"
+        elif str(aggregator) in m.suspended:
+            error = "AggregatorIsSuspended"
         elif previous and previous.round == round_:
             error = "AlreadyCommitted"
         else:
@@ -367,9 +397,18 @@ class TaskMachine(RuleBasedStateMachine):
         if error:
             return self.refused(error, self.task.commitResult, round_, value, {"from": aggregator})
         tx = self.done(self.task.commitResult(round_, value, {"from": aggregator}), "commit")
+        # its previous commitment, to a finalised round, never revealed: a withheld reveal, a fault now; a fault
+        # that suspends it leaves the commitment unmade
+        withheld = previous is not None and not previous.revealed and previous.round in m.finals
+        if self.expect_faults(tx, [str(aggregator)] if withheld else []):
+            assert "ResultCommitted" not in tx.events
+            self.stats.count("commit_suspended")
+            return
+        assert "ResultCommitted" in tx.events
         m.commitments[str(aggregator)] = Commitment(round_, result)
         m.commits += 1
-        if m.commits >= len(self.aggregators):  # every aggregator committed: the reveal window opens
+        m.committers.append(str(aggregator))
+        if m.commits >= m.round_n:  # the round's n committed: the reveal window opens
             assert int(tx.events["RevealOpened"]["commits"]) == m.commits
             m.phase = Phase.Revealing
         else:
@@ -381,6 +420,8 @@ class TaskMachine(RuleBasedStateMachine):
         c = m.commitments.get(str(aggregator))
         if aggregator not in self.aggregators:
             return "AccessControlUnauthorizedAccount"
+        if str(aggregator) in m.suspended:
+            return "AggregatorIsSuspended"
         if c is None or c.round != round_:
             return "NoCommitment"
         if c.revealed:
@@ -394,8 +435,11 @@ class TaskMachine(RuleBasedStateMachine):
                 return "InputsMismatch"
             if result.accepted > m.count:
                 return "TooManyAccepted"
-            if result.epsilon < max(FIRST_EPSILON, self.ledger["agreed"]):
+            low, high = self.epsilon_bounds()
+            if result.epsilon < low:
                 return "EpsilonTooLow"
+            if result.epsilon > high:
+                return "EpsilonTooHigh"
             return "window"
         if round_ in m.finals:
             return "late"
@@ -426,12 +470,26 @@ class TaskMachine(RuleBasedStateMachine):
         m.finals[m.round], m.final_inputs[m.round] = key, m.inputs_hash
         self.end_round(tx)
 
-    def expect_faults(self, tx, aggregators: list[str]):
+    def expect_faults(self, tx, aggregators: list[str]) -> bool:
+        """The transaction faulted exactly these aggregators, in this order, and suspended those that reached
+        MAX_FAULTS (n shrinks from the next round). Returns whether it suspended any."""
+        m = self.model
         faulted = [str(e["aggregator"]) for e in tx.events["AggregatorFault"]] if "AggregatorFault" in tx.events else []
         assert faulted == aggregators, (faulted, aggregators)
+        suspended = []
         for a in aggregators:
-            self.model.faults[a] = self.model.faults.get(a, 0) + 1
-            assert self.task.aggregatorInfo(a)[2] == self.model.faults[a]
+            m.faults[a] = m.faults.get(a, 0) + 1
+            if m.faults[a] >= MAX_FAULTS and a not in m.suspended:
+                m.suspended.add(a)
+                suspended.append(a)
+            info = self.task.aggregatorInfo(a)
+            assert (int(info[2]), bool(info[4])) == (m.faults[a], a in m.suspended)
+        # brownie's EventDict has no .get()
+        events = tx.events["AggregatorSuspended"] if "AggregatorSuspended" in tx.events else []  # noqa: SIM401
+        assert [str(e["aggregator"]) for e in events] == suspended, (events, suspended)
+        if suspended:
+            self.stats.count("suspended")
+        return bool(suspended)
 
     def end_round(self, tx):
         """After a final result or a failed round: the task finishes (all rounds done, or the DP budget could be
@@ -468,6 +526,9 @@ class TaskMachine(RuleBasedStateMachine):
             return
         tx = self.done(self.task.closeAggregationWindow(round_, {"from": sender}), "round_failed")
         assert "AggregationFailed" in tx.events
+        # a closed reveal window faults every committer that did not reveal (refused reveals included)
+        withheld = [a for a in m.committers if not m.commitments[a].revealed] if m.phase == Phase.Revealing else []
+        self.expect_faults(tx, withheld)
         m.failed_rounds += 1
         self.end_round(tx)
 
@@ -490,7 +551,9 @@ class TaskMachine(RuleBasedStateMachine):
         (Hypothesis disables random rules per example, so one rule that always advances keeps examples going.)"""
         m = self.model
         if m.phase == Phase.Open:
-            late = [a for a in self.unrevealed() if m.commitments[str(a)].round in m.finals]
+            late = [
+                a for a in self.unrevealed() if m.commitments[str(a)].round in m.finals and str(a) not in m.suspended
+            ]
             fresh = self.fresh_devices()
             if late and pick % 4 == 3:
                 aggregator = late[pick % len(late)]
@@ -502,7 +565,11 @@ class TaskMachine(RuleBasedStateMachine):
                 entries = 1 + pick % 3
                 self.batch(self.relayer, m.round, entries, entries * samples)
         elif m.phase == Phase.Aggregating:
-            waiting = [a for a in self.aggregators if m.commitments.get(str(a), Commitment(0, None)).round != m.round]
+            waiting = [
+                a
+                for a in self.aggregators
+                if m.commitments.get(str(a), Commitment(0, None)).round != m.round and str(a) not in m.suspended
+            ]
             aggregator = (waiting or self.aggregators)[pick % len(waiting or self.aggregators)]
             result = self.result_for(aggregator, kind)
             self.commit(aggregator, m.round, result, result.commitment(self.task, aggregator))
@@ -575,10 +642,16 @@ class TaskMachine(RuleBasedStateMachine):
             outside = [d for d in self.devices if str(d) not in m.approved] + [self.outsider, self.admin]
             self.submit(outside[pick % len(outside)], m.round, digest(self.fresh()), samples)
         elif kind == "submit_bad_values":
-            update, n = [(ZERO32, samples), (digest(self.fresh()), 0), (digest("x"), MAX_SAMPLES + 1)][pick % 3]
+            options = [(ZERO32, samples), (digest(self.fresh()), 0), (digest(self.fresh()), MAX_SAMPLES + 1)]
+            update, n = options[pick % 3]
             self.submit(device, m.round, update, n)
         elif kind == "batch_invalid":
-            sender, entries, total = [(device, 1, samples), (self.relayer, 0, 0), (self.relayer, 2, 1)][pick % 3]
+            sender, entries, total = [
+                (device, 1, samples),
+                (self.relayer, 0, 0),
+                (self.relayer, 2, 1),
+                (self.relayer, 2, 2 * MAX_SAMPLES + 1),  # over the sample cap of two entries
+            ][pick % 4]
             self.batch(sender, m.round + (1 if pick % 5 == 4 else 0), entries, total)
         elif kind == "commit_invalid":
             result = self.result_for(aggregator, "honest")
@@ -606,15 +679,25 @@ class TaskMachine(RuleBasedStateMachine):
         elif kind == "churn":
             self.churn(pick, CHURN_KINDS[(pick // 7) % len(CHURN_KINDS)])
         elif kind == "admin_misuse":
-            if pick % 8 == 7:  # the admin cancels: the task is over (rarely: it ends the example's progress)
-                if m.over:
-                    return self.refused("TaskOver", self.task.cancel, {"from": self.admin})
-                self.done(self.task.cancel({"from": self.admin}), "cancel")
-                m.phase = Phase.Cancelled
-            elif pick % 2:
-                self.refused("AccessControlUnauthorizedAccount", self.task.cancel, {"from": self.outsider})
-            else:
-                self.refused("WrongPhase", self.task.start, {"from": self.admin})
+            self.admin_misuse(pick)
+
+    def admin_misuse(self, pick):
+        """Admin steps: a cancel (rarely, as it ends the example's progress; not on pick's boundary values, which
+        hypothesis favours), a fourth aggregator (it would make k = 2 a minority of n: refused while the task runs,
+        and after), a cancel by an outsider, a second start."""
+        m = self.model
+        if pick % 32 == 5:
+            if m.over:
+                return self.refused("TaskOver", self.task.cancel, {"from": self.admin})
+            self.done(self.task.cancel({"from": self.admin}), "cancel")
+            m.phase = Phase.Cancelled
+        elif pick % 3 == 0 and m.active + 1 >= 2 * THRESHOLD:
+            args = (AGGREGATOR_ROLE, self.outsider, {"from": self.admin})
+            self.refused("ThresholdOutOfRange", self.task.grantRole, *args)
+        elif pick % 2:
+            self.refused("AccessControlUnauthorizedAccount", self.task.cancel, {"from": self.outsider})
+        else:
+            self.refused("WrongPhase", self.task.start, {"from": self.admin})
 
     # ------------------------------------------------------------ invariants (one method: one read of each view)
 
@@ -637,7 +720,8 @@ class TaskMachine(RuleBasedStateMachine):
         # the inputs hash is the fold of the round's submissions, recomputed here
         assert (v["inputsHash"], v["updates"], v["totalSamples"]) == (m.inputs_hash, m.count, m.samples)
         if m.phase in (Phase.Aggregating, Phase.Revealing):
-            assert self.agg[0] == m.commits
+            # commits, and the round's n (fixed when it opened, whatever was suspended since)
+            assert (self.agg[0], self.agg[3]) == (m.commits, m.round_n)
 
     def check_forward(self, before):
         after = self.view
@@ -679,10 +763,15 @@ def test_task_state_machine(accounts, federated_task):
     brownie.chain.snapshot()
     # hypothesis decides how long each example runs (some end after a few steps), so the step budget is ours:
     # batches of examples until TARGET_STEPS steps ran
-    for _ in range(4):
-        run_state_machine_as_test(TaskMachine, settings=settings(**SETTINGS))
+    max_examples = SETTINGS["max_examples"]
+    for _ in range(6):
+        run_state_machine_as_test(TaskMachine, settings=settings(**{**SETTINGS, "max_examples": max_examples}))
         if stats.steps >= TARGET_STEPS:
             break
+        # the next batch sized for the steps still missing (plus a margin: a batch starts with tiny examples),
+        # so that the test does not run a whole batch past TARGET_STEPS
+        missing, per_example = TARGET_STEPS - stats.steps, stats.steps / stats.examples
+        max_examples = min(SETTINGS["max_examples"], 5 + int(1.5 * missing / per_example))
     print("\n" + stats.report())
     # the machine reached every part of the lifecycle (late reveals and finished tasks are rarer: in the report)
     for outcome in ("submit", "batch", "commit", "reveal_window", "close_round", "round_failed"):
