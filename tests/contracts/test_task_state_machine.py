@@ -5,11 +5,15 @@ brownie.test.stateful._BrownieStateMachine object expected"; this is the same lo
 
 Every rule predicts, from a small model of the task (`TaskModel`), whether its transaction succeeds and with which
 effect, or which check refuses it. Valid and hostile actions are mixed: submitting twice, to the wrong round, from
-an unapproved or removed device, empty or zero-sample updates; batches from a non-relayer; commitments out of
-phase or twice; reveals that do not open their commitment, with a wrong inputs hash, too many accepted updates or
-an epsilon below the ledger's minimum; closing a round or a window early; cancelling without the role; time
-travel (chain.sleep). After every step the invariants compare the chain with the model and check what the
-contract promises:
+an unapproved or removed device, empty, zero-sample or over-the-cap (maxSamplesPerUpdate) updates; batches from a
+non-relayer, empty or with a sample total out of range; commitments out of phase, twice or by a suspended
+aggregator; reveals that do not open their commitment, with a wrong inputs hash, too many accepted updates or an
+epsilon outside the ledger's bounds (EpsilonTooLow, EpsilonTooHigh), by a suspended aggregator; closing a round or
+a window early; cancelling without the role; a fourth aggregator (n >= 2k: ThresholdOutOfRange); time travel
+(chain.sleep). Dissenting and withheld reveals are faults (at a final result, when a reveal window closes, at the
+withholder's next commitment); at MAX_FAULTS an aggregator is suspended and the next round's n shrinks: the model
+predicts every AggregatorFault and AggregatorSuspended event, in order. After every step the invariants compare
+the chain with the model (also the round's n in aggregationState) and check what the contract promises:
 
 - at most one final result per round (one AggregateCommitted per round, finalResultKey never changes);
 - the round's inputs hash is the fold (initialInputsHash, then every accepted submission in chain order)
@@ -20,8 +24,9 @@ contract promises:
 - phases only move forward: (round, phase) never goes back, Finished and Cancelled are final;
 - a reverted step changes nothing the invariants read.
 
-The model is deliberately small: the contract's rules it mirrors are the checks' order (`*_error` methods) and the
-round lifecycle; the DP ledger's arithmetic is not mirrored, its outcome is checked against its own view.
+The model is deliberately small: the contract's rules it mirrors are the checks' order (`*_error` methods), the
+round lifecycle, faults and suspensions, and the bounds a reveal's epsilon must lie in (read from the ledger's
+view); the ledger's own arithmetic is not mirrored, its outcome is checked against its view.
 """
 
 from dataclasses import dataclass, field
