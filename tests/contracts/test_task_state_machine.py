@@ -5,11 +5,15 @@ brownie.test.stateful._BrownieStateMachine object expected"; this is the same lo
 
 Every rule predicts, from a small model of the task (`TaskModel`), whether its transaction succeeds and with which
 effect, or which check refuses it. Valid and hostile actions are mixed: submitting twice, to the wrong round, from
-an unapproved or removed device, empty or zero-sample updates; batches from a non-relayer; commitments out of
-phase or twice; reveals that do not open their commitment, with a wrong inputs hash, too many accepted updates or
-an epsilon below the ledger's minimum; closing a round or a window early; cancelling without the role; time
-travel (chain.sleep). After every step the invariants compare the chain with the model and check what the
-contract promises:
+an unapproved or removed device, empty, zero-sample or over-the-cap (maxSamplesPerUpdate) updates; batches from a
+non-relayer, empty or with a sample total out of range; commitments out of phase, twice or by a suspended
+aggregator; reveals that do not open their commitment, with a wrong inputs hash, too many accepted updates or an
+epsilon outside the ledger's bounds (EpsilonTooLow, EpsilonTooHigh), by a suspended aggregator; closing a round or
+a window early; cancelling without the role; a fourth aggregator (n >= 2k: ThresholdOutOfRange); time travel
+(chain.sleep). Dissenting and withheld reveals are faults (at a final result, when a reveal window closes, at the
+withholder's next commitment); at MAX_FAULTS an aggregator is suspended and the next round's n shrinks: the model
+predicts every AggregatorFault and AggregatorSuspended event, in order. After every step the invariants compare
+the chain with the model (also the round's n in aggregationState) and check what the contract promises:
 
 - at most one final result per round (one AggregateCommitted per round, finalResultKey never changes);
 - the round's inputs hash is the fold (initialInputsHash, then every accepted submission in chain order)
@@ -20,8 +24,9 @@ contract promises:
 - phases only move forward: (round, phase) never goes back, Finished and Cancelled are final;
 - a reverted step changes nothing the invariants read.
 
-The model is deliberately small: the contract's rules it mirrors are the checks' order (`*_error` methods) and the
-round lifecycle; the DP ledger's arithmetic is not mirrored, its outcome is checked against its own view.
+The model is deliberately small: the contract's rules it mirrors are the checks' order (`*_error` methods), the
+round lifecycle, faults and suspensions, and the bounds a reveal's epsilon must lie in (read from the ledger's
+view); the ledger's own arithmetic is not mirrored, its outcome is checked against its view.
 """
 
 from dataclasses import dataclass, field
@@ -51,15 +56,22 @@ THRESHOLD = 2  # k of the three aggregators
 BUDGET = 3_000_000  # epsilon 3.0, in millionths
 FIRST_EPSILON = 1_000_000
 RELAYER_ROLE = keccak(text="RELAYER_ROLE")
-MAX_SAMPLES = 2**32 - 1
+AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
+MAX_SAMPLES = 5_000  # maxSamplesPerUpdate: valid updates carry 1..MAX_SAMPLES samples, hostile ones one more
+# maxAggregatorFaults: low, so that examples reach suspensions (a withheld or dissenting reveal is a fault); with
+# k = 2 of 3, one suspension leaves n = 2 = k (rounds still finalise), two leave n = 1 < k (rounds fail)
+MAX_FAULTS = 2
 ZERO32 = b"\x00" * 32
 
-# Steps of the whole test (at about 50 ms a step on the shared 2-core machine); examples run in batches of
-# max_examples until this many steps ran, since hypothesis ends some examples after a few steps.
+# Steps of the whole test (at about 60 ms a step on the shared 2-core machine). Hypothesis decides how many
+# examples run and how long each is, so the step budget is ours: examples that start once TARGET_STEPS steps ran
+# do nothing (they cost hypothesis's own overhead only), and batches repeat while fewer steps ran.
 TARGET_STEPS = 2_000
 SETTINGS = {
-    "max_examples": 50,
-    "stateful_step_count": 60,
+    "max_examples": 150,
+    # long examples: a round takes some 30 steps (valid steps are a quarter of them), and faults, suspensions and
+    # finished tasks need several rounds of one example
+    "stateful_step_count": 150,
     "deadline": None,
     "verbosity": Verbosity.normal,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -106,9 +118,18 @@ class TaskModel:
     finals: dict[int, bytes] = field(default_factory=dict)  # round -> final result key
     final_inputs: dict[int, bytes] = field(default_factory=dict)  # round -> the model's fold when finalised
     faults: dict[str, int] = field(default_factory=dict)
+    suspended: set[str] = field(default_factory=set)  # aggregators at MAX_FAULTS faults: not counted in n
+    aggregator_count: int = 3  # AGGREGATOR_ROLE holders (suspended ones included)
+    round_n: int = 3  # the round's n: aggregators not suspended when it opened
+    committers: list[str] = field(default_factory=list)  # this round's committers, in commit order
 
     def __post_init__(self):
         self.open_round(1)
+
+    @property
+    def active(self) -> int:
+        """aggregatorCount: role holders not suspended."""
+        return self.aggregator_count - len(self.suspended)
 
     @property
     def over(self) -> bool:
@@ -117,7 +138,8 @@ class TaskModel:
     def open_round(self, r: int) -> None:
         self.round, self.phase = r, Phase.Open
         self.inputs_hash, self.count, self.samples = initial_inputs_hash(self.address, r), 0, 0
-        self.commits, self.votes, self.revealers = 0, {}, []
+        self.commits, self.votes, self.revealers, self.committers = 0, {}, [], []
+        self.round_n = self.active  # n is fixed when the round opens
 
     def fold_update(self, device: str, update: bytes, samples: int) -> None:
         assert self.last_round.get(device) != self.round, "the model would count a device twice"
@@ -131,8 +153,10 @@ class TaskModel:
 
 
 PICK = st.integers(0, 2**16 - 1)  # chooses among the options a rule computes from the model
-SAMPLES = st.integers(1, 5_000)
-COMMIT_KIND = st.sampled_from(["honest"] * 6 + ["dissent", "collude", "bad_inputs", "too_many_accepted", "low_epsilon"])
+SAMPLES = st.integers(1, MAX_SAMPLES)
+COMMIT_KIND = st.sampled_from(
+    ["honest"] * 7 + ["dissent", "collude", "bad_inputs", "too_many_accepted", "low_epsilon", "high_epsilon"]
+)
 CHURN_KINDS = ["approve", "approve", "remove", "leave", "outsider_removes", "remove_unknown"]
 # mostly short: a long sleep closes the open window (the round then fails), which must happen, but not every time
 SLEEP_FOR = st.sampled_from([15, 15, 15, 45, 45, 120, 320, 660])
@@ -178,15 +202,20 @@ class TaskMachine(RuleBasedStateMachine):
             aggregationDuration=AGGREGATION_DURATION,
             epsilonBudgetMicro=BUDGET,
             firstRoundEpsilonMicro=FIRST_EPSILON,
+            maxSamplesPerUpdate=MAX_SAMPLES,
+            maxAggregatorFaults=MAX_FAULTS,
         )
         cls.task.grantRole(RELAYER_ROLE, cls.relayer, {"from": cls.admin})
         cls.stats = stats
 
     def __init__(self):
         super().__init__()
+        self.model = TaskModel(str(self.task.address), {str(d) for d in self.devices[:4]})
+        self.idle = self.stats.steps >= TARGET_STEPS  # the test has its steps: this example does nothing
+        if self.idle:
+            return
         brownie.chain.revert()
         self.stats.examples += 1
-        self.model = TaskModel(str(self.task.address), {str(d) for d in self.devices[:4]})
         self.reverted = False  # the step's transaction reverted (as predicted)
         self.nonce = 0  # makes digests and salts unique within an example
         self.final_events: dict[int, int] = {}  # round -> AggregateCommitted events seen
@@ -326,6 +355,14 @@ class TaskMachine(RuleBasedStateMachine):
         increment = max(1, bound - (self.model.round % 3) * bound // 4)
         return max(FIRST_EPSILON, self.ledger["agreed"], spent + increment)
 
+    def epsilon_bounds(self) -> tuple[int, int]:
+        """The epsilon a result of the running round may carry: above the last agreed one (and at least the first
+        round's), at most the spent one plus the increment bound, one millionth of rounding per round since the
+        last agreed one, and never above the budget."""
+        spent, increment, agreed = self.ledger["spent"], self.ledger["increment"], self.ledger["agreed"]
+        low = max(FIRST_EPSILON, agreed + 1)
+        return low, min(BUDGET, spent + increment + 1 + (spent - agreed) // increment)
+
     def result_for(self, aggregator, kind: str) -> Result:
         m = self.model
         result = Result(
@@ -346,7 +383,9 @@ class TaskMachine(RuleBasedStateMachine):
         if kind == "too_many_accepted":
             return result.but(accepted=m.count + 1)
         if kind == "low_epsilon":
-            return result.but(epsilon=max(FIRST_EPSILON, self.ledger["agreed"]) - 1)
+            return result.but(epsilon=self.epsilon_bounds()[0] - 1)
+        if kind == "high_epsilon":
+            return result.but(epsilon=self.epsilon_bounds()[1] + 1)
         return result
 
     def commit(self, aggregator, round_: int, result: Result, value: bytes):
@@ -360,6 +399,8 @@ class TaskMachine(RuleBasedStateMachine):
             error = "WrongRound"
         elif value == ZERO32:
             error = "EmptyDigest"
+        elif str(aggregator) in m.suspended:
+            error = "AggregatorIsSuspended"
         elif previous and previous.round == round_:
             error = "AlreadyCommitted"
         else:
@@ -367,9 +408,18 @@ class TaskMachine(RuleBasedStateMachine):
         if error:
             return self.refused(error, self.task.commitResult, round_, value, {"from": aggregator})
         tx = self.done(self.task.commitResult(round_, value, {"from": aggregator}), "commit")
+        # its previous commitment, to a finalised round, never revealed: a withheld reveal, a fault now; a fault
+        # that suspends it leaves the commitment unmade
+        withheld = previous is not None and not previous.revealed and previous.round in m.finals
+        if self.expect_faults(tx, [str(aggregator)] if withheld else []):
+            assert "ResultCommitted" not in tx.events
+            self.stats.count("commit_suspended")
+            return
+        assert "ResultCommitted" in tx.events
         m.commitments[str(aggregator)] = Commitment(round_, result)
         m.commits += 1
-        if m.commits >= len(self.aggregators):  # every aggregator committed: the reveal window opens
+        m.committers.append(str(aggregator))
+        if m.commits >= m.round_n:  # the round's n committed: the reveal window opens
             assert int(tx.events["RevealOpened"]["commits"]) == m.commits
             m.phase = Phase.Revealing
         else:
@@ -381,6 +431,8 @@ class TaskMachine(RuleBasedStateMachine):
         c = m.commitments.get(str(aggregator))
         if aggregator not in self.aggregators:
             return "AccessControlUnauthorizedAccount"
+        if str(aggregator) in m.suspended:
+            return "AggregatorIsSuspended"
         if c is None or c.round != round_:
             return "NoCommitment"
         if c.revealed:
@@ -394,12 +446,20 @@ class TaskMachine(RuleBasedStateMachine):
                 return "InputsMismatch"
             if result.accepted > m.count:
                 return "TooManyAccepted"
-            if result.epsilon < max(FIRST_EPSILON, self.ledger["agreed"]):
+            low, high = self.epsilon_bounds()
+            if result.epsilon < low:
                 return "EpsilonTooLow"
+            if result.epsilon > high:
+                return "EpsilonTooHigh"
             return "window"
         if round_ in m.finals:
             return "late"
         return "WrongPhase" if round_ == m.round else "RevealWindowClosed"
+
+    def commitment_of(self, aggregator) -> Commitment:
+        """The aggregator's latest commitment, or a stand-in for the current round (no commitment)."""
+        m = self.model
+        return m.commitments.get(str(aggregator)) or Commitment(m.round, self.result_for(aggregator, "honest"))
 
     def reveal(self, aggregator, round_: int, result: Result):
         m = self.model
@@ -426,12 +486,26 @@ class TaskMachine(RuleBasedStateMachine):
         m.finals[m.round], m.final_inputs[m.round] = key, m.inputs_hash
         self.end_round(tx)
 
-    def expect_faults(self, tx, aggregators: list[str]):
+    def expect_faults(self, tx, aggregators: list[str]) -> bool:
+        """The transaction faulted exactly these aggregators, in this order, and suspended those that reached
+        MAX_FAULTS (n shrinks from the next round). Returns whether it suspended any."""
+        m = self.model
         faulted = [str(e["aggregator"]) for e in tx.events["AggregatorFault"]] if "AggregatorFault" in tx.events else []
         assert faulted == aggregators, (faulted, aggregators)
+        suspended = []
         for a in aggregators:
-            self.model.faults[a] = self.model.faults.get(a, 0) + 1
-            assert self.task.aggregatorInfo(a)[2] == self.model.faults[a]
+            m.faults[a] = m.faults.get(a, 0) + 1
+            if m.faults[a] >= MAX_FAULTS and a not in m.suspended:
+                m.suspended.add(a)
+                suspended.append(a)
+            info = self.task.aggregatorInfo(a)
+            assert (int(info[2]), bool(info[4])) == (m.faults[a], a in m.suspended)
+        # brownie's EventDict has no .get()
+        events = tx.events["AggregatorSuspended"] if "AggregatorSuspended" in tx.events else []  # noqa: SIM401
+        assert [str(e["aggregator"]) for e in events] == suspended, (events, suspended)
+        if suspended:
+            self.stats.count("suspended")
+        return bool(suspended)
 
     def end_round(self, tx):
         """After a final result or a failed round: the task finishes (all rounds done, or the DP budget could be
@@ -468,6 +542,9 @@ class TaskMachine(RuleBasedStateMachine):
             return
         tx = self.done(self.task.closeAggregationWindow(round_, {"from": sender}), "round_failed")
         assert "AggregationFailed" in tx.events
+        # a closed reveal window faults every committer that did not reveal (refused reveals included)
+        withheld = [a for a in m.committers if not m.commitments[a].revealed] if m.phase == Phase.Revealing else []
+        self.expect_faults(tx, withheld)
         m.failed_rounds += 1
         self.end_round(tx)
 
@@ -488,9 +565,13 @@ class TaskMachine(RuleBasedStateMachine):
         that has not committed (Aggregating: honest, or dissenting, colluding, or one whose reveal will be refused),
         a reveal (Revealing). While a round is open, an aggregator sometimes reveals late for a finalised round.
         (Hypothesis disables random rules per example, so one rule that always advances keeps examples going.)"""
+        if self.idle:
+            return
         m = self.model
         if m.phase == Phase.Open:
-            late = [a for a in self.unrevealed() if m.commitments[str(a)].round in m.finals]
+            late = [
+                a for a in self.unrevealed() if m.commitments[str(a)].round in m.finals and str(a) not in m.suspended
+            ]
             fresh = self.fresh_devices()
             if late and pick % 4 == 3:
                 aggregator = late[pick % len(late)]
@@ -502,14 +583,25 @@ class TaskMachine(RuleBasedStateMachine):
                 entries = 1 + pick % 3
                 self.batch(self.relayer, m.round, entries, entries * samples)
         elif m.phase == Phase.Aggregating:
-            waiting = [a for a in self.aggregators if m.commitments.get(str(a), Commitment(0, None)).round != m.round]
+            waiting = [
+                a
+                for a in self.aggregators
+                if m.commitments.get(str(a), Commitment(0, None)).round != m.round and str(a) not in m.suspended
+            ]
             aggregator = (waiting or self.aggregators)[pick % len(waiting or self.aggregators)]
             result = self.result_for(aggregator, kind)
             self.commit(aggregator, m.round, result, result.commitment(self.task, aggregator))
         else:
             candidates = self.unrevealed() or self.aggregators
+            # mostly a reveal that votes (a refused one stays withheld and is tried again, by the hostile rule too)
+            # (t = 0: the choice ignores the deadline; `reveal` predicts with the chain's time)
+            votes = [
+                a for a in candidates if self.reveal_outcome(a, m.round, self.commitment_of(a).result, 0) == "window"
+            ]
+            if votes and pick % 4:
+                candidates = votes
             aggregator = candidates[pick % len(candidates)]
-            c = m.commitments.get(str(aggregator)) or Commitment(m.round, self.result_for(aggregator, "honest"))
+            c = self.commitment_of(aggregator)
             self.reveal(aggregator, c.round, c.result)
 
     @precondition(lambda self: not self.model.over)
@@ -517,6 +609,8 @@ class TaskMachine(RuleBasedStateMachine):
     def rule_close(self, pick):
         """Anyone closes the open round (deadline passed: aggregation or extension) or the aggregation window
         (reveal window opens, or the round fails); before the deadline it is refused (closing early)."""
+        if self.idle:
+            return
         sender = self.devices[pick % len(self.devices)]
         if self.model.phase == Phase.Open:
             self.close_round(self.model.round, sender)
@@ -551,6 +645,8 @@ class TaskMachine(RuleBasedStateMachine):
     @rule(seconds=SLEEP_FOR)
     def rule_sleep(self, seconds):
         """Time travel: deadlines pass, windows close (the next actions predict with the new time)."""
+        if self.idle:
+            return
         brownie.chain.sleep(seconds)
         self.stats.steps += 1
         self.stats.count("sleep")
@@ -562,6 +658,8 @@ class TaskMachine(RuleBasedStateMachine):
         """Invalid actions, each predicted to revert with its error (the actions above decide which check fails
         first, so a kind that happens to be valid in this state is simply performed); and devices joining and
         leaving (a removed device that rejoins must still not submit twice to a round)."""
+        if self.idle:
+            return
         m = self.model
         device = self.devices[pick % len(self.devices)]
         aggregator = self.aggregators[pick % len(self.aggregators)]
@@ -575,10 +673,16 @@ class TaskMachine(RuleBasedStateMachine):
             outside = [d for d in self.devices if str(d) not in m.approved] + [self.outsider, self.admin]
             self.submit(outside[pick % len(outside)], m.round, digest(self.fresh()), samples)
         elif kind == "submit_bad_values":
-            update, n = [(ZERO32, samples), (digest(self.fresh()), 0), (digest("x"), MAX_SAMPLES + 1)][pick % 3]
+            options = [(ZERO32, samples), (digest(self.fresh()), 0), (digest(self.fresh()), MAX_SAMPLES + 1)]
+            update, n = options[pick % 3]
             self.submit(device, m.round, update, n)
         elif kind == "batch_invalid":
-            sender, entries, total = [(device, 1, samples), (self.relayer, 0, 0), (self.relayer, 2, 1)][pick % 3]
+            sender, entries, total = [
+                (device, 1, samples),
+                (self.relayer, 0, 0),
+                (self.relayer, 2, 1),
+                (self.relayer, 2, 2 * MAX_SAMPLES + 1),  # over the sample cap of two entries
+            ][pick % 4]
             self.batch(sender, m.round + (1 if pick % 5 == 4 else 0), entries, total)
         elif kind == "commit_invalid":
             result = self.result_for(aggregator, "honest")
@@ -606,20 +710,32 @@ class TaskMachine(RuleBasedStateMachine):
         elif kind == "churn":
             self.churn(pick, CHURN_KINDS[(pick // 7) % len(CHURN_KINDS)])
         elif kind == "admin_misuse":
-            if pick % 8 == 7:  # the admin cancels: the task is over (rarely: it ends the example's progress)
-                if m.over:
-                    return self.refused("TaskOver", self.task.cancel, {"from": self.admin})
-                self.done(self.task.cancel({"from": self.admin}), "cancel")
-                m.phase = Phase.Cancelled
-            elif pick % 2:
-                self.refused("AccessControlUnauthorizedAccount", self.task.cancel, {"from": self.outsider})
-            else:
-                self.refused("WrongPhase", self.task.start, {"from": self.admin})
+            self.admin_misuse(pick)
+
+    def admin_misuse(self, pick):
+        """Admin steps: a cancel (rarely, as it ends the example's progress; not on pick's boundary values, which
+        hypothesis favours), a fourth aggregator (it would make k = 2 a minority of n: refused while the task runs,
+        and after), a cancel by an outsider, a second start."""
+        m = self.model
+        if pick % 32 == 5:
+            if m.over:
+                return self.refused("TaskOver", self.task.cancel, {"from": self.admin})
+            self.done(self.task.cancel({"from": self.admin}), "cancel")
+            m.phase = Phase.Cancelled
+        elif pick % 3 == 0 and m.active + 1 >= 2 * THRESHOLD:
+            args = (AGGREGATOR_ROLE, self.outsider, {"from": self.admin})
+            self.refused("ThresholdOutOfRange", self.task.grantRole, *args)
+        elif pick % 2:
+            self.refused("AccessControlUnauthorizedAccount", self.task.cancel, {"from": self.outsider})
+        else:
+            self.refused("WrongPhase", self.task.start, {"from": self.admin})
 
     # ------------------------------------------------------------ invariants (one method: one read of each view)
 
     @invariant()
     def chain_matches_model(self):
+        if self.idle:
+            return
         previous = (self.view, self.ledger, self.agg)
         self.view, self.ledger, self.agg = self.observe()
         if self.reverted:  # a refused transaction changed nothing
@@ -637,7 +753,8 @@ class TaskMachine(RuleBasedStateMachine):
         # the inputs hash is the fold of the round's submissions, recomputed here
         assert (v["inputsHash"], v["updates"], v["totalSamples"]) == (m.inputs_hash, m.count, m.samples)
         if m.phase in (Phase.Aggregating, Phase.Revealing):
-            assert self.agg[0] == m.commits
+            # commits, and the round's n (fixed when it opened, whatever was suspended since)
+            assert (self.agg[0], self.agg[3]) == (m.commits, m.round_n)
 
     def check_forward(self, before):
         after = self.view
@@ -677,8 +794,7 @@ def test_task_state_machine(accounts, federated_task):
     stats = StepStats("FederatedTask")
     TaskMachine.configure(accounts, federated_task, stats)
     brownie.chain.snapshot()
-    # hypothesis decides how long each example runs (some end after a few steps), so the step budget is ours:
-    # batches of examples until TARGET_STEPS steps ran
+    # batches of examples until TARGET_STEPS steps ran (the examples after that do nothing)
     for _ in range(4):
         run_state_machine_as_test(TaskMachine, settings=settings(**SETTINGS))
         if stats.steps >= TARGET_STEPS:
