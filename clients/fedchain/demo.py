@@ -322,9 +322,13 @@ def run_demo(
             _wait_ready(ready_dir, len(processes), processes, min(READY_TIMEOUT, options.timeout))
         follow_from = w3.eth.block_number + 1
         startup_seconds = time.perf_counter() - started
+        # Round 1's clock starts here: _follow sees its RoundOpened only after loading the test set.
+        round1_opened_at = time.perf_counter()
         admin_task.start()
         console.print(f"every device is ready after {startup_seconds:.1f}s: round 1 is open")
-        rows, faults = _follow(options, w3, ipfs, deployed.address, processes, console, live, follow_from)
+        rows, faults = _follow(
+            options, w3, ipfs, deployed.address, processes, console, live, follow_from, round1_opened_at
+        )
         pool_restarts = faults.pop("pool_restarts", 0)
         for proc in processes:  # they exit on TaskFinished; give them a moment
             try:
@@ -510,6 +514,7 @@ def _follow(
     console: Console,
     live: bool,
     from_block: int = 0,
+    round1_opened_at: float | None = None,
 ) -> tuple[dict[int, RoundRow], dict[str, int]]:
     """Watch the task's events until it finishes, evaluating each finalised model independently.
 
@@ -548,7 +553,8 @@ def _follow(
                 now = time.perf_counter()
                 r = event.args.get("round")
                 if event.name == "RoundOpened":
-                    rows[r] = RoundRow(round=r, opened_at=now)
+                    opened = round1_opened_at if r == 1 and round1_opened_at is not None else now
+                    rows[r] = RoundRow(round=r, opened_at=opened)
                 elif event.name == "AggregatorFault":
                     faults[event.args["aggregator"]] += 1
                 elif r in rows and event.name in ROUND_TX_EVENTS:
