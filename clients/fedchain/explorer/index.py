@@ -920,10 +920,16 @@ class Indexer:
                 (block, tx_hash, timestamp, args["commits"], args["reveals"], task, r),
             )
             c.execute("UPDATE tasks SET failed_rounds = failed_rounds + 1 WHERE address = ?", (task,))
+            # No commitment at all: a secure round short of minUpdates at its deadline, or no aggregator committed.
+            reason = (
+                "the aggregators did not agree"
+                if int(args["commits"]) > 0
+                else "the round failed before any result was committed (too few updates, or no aggregator answered)"
+            )
             c.execute(
-                "UPDATE updates SET status = 'not-aggregated', reason = 'the aggregators did not agree' "
-                "WHERE task = ? AND round = ? AND status = 'pending'",
-                (task, r),
+                "UPDATE updates SET status = 'not-aggregated', reason = ? WHERE task = ? AND round = ? "
+                "AND status = 'pending'",
+                (reason, task, r),
             )
         elif name == "AggregateCommitted":
             report_cid = _cid(args["reportDigest"])

@@ -102,7 +102,9 @@ def test_a_round_without_agreement_fails_and_the_next_retries_it(tmp_path: Path,
     assert rounds[3]["global_model_cid"] == agreement.model_cids[1]  # the retry starts from the same model
     rows = _aggregators(ix, 2)
     assert set(rows) == {HONEST_1, LIAR} and all(r["agrees"] is None and not r["fault"] for r in rows.values())
-    assert {u["status"] for u in _rows(ix, "SELECT status FROM updates WHERE round = 2")} == {"not-aggregated"}
+    assert {(u["status"], u["reason"]) for u in _rows(ix, "SELECT status, reason FROM updates WHERE round = 2")} == {
+        ("not-aggregated", "the aggregators did not agree")  # two commitments were made: they disagreed
+    }
     task = _rows(ix, "SELECT * FROM tasks")[0]
     assert task["phase"] == "finished" and task["failed_rounds"] == 1 and task["current_round"] == 4
     assert task["final_model_cid"] == agreement.model_cids[4]
