@@ -19,9 +19,11 @@ from fedchain.storage.cid import cid_to_digest, compute_cid, verify
 from fedchain.storage.codec import DEFAULT_MAX_BYTES, decode_weights, encode_weights
 from fedchain.storage.errors import ContentMismatch, ContentTooLarge, IpfsUnavailable, StorageError
 
-# A node that is still starting refuses connections for a moment: retry those, never anything else.
+# A node that is still starting refuses connections for a moment: retry those...
 _CONNECT_RETRIES = 4
 _BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+# ... and a connection the node dropped mid-request (killed and restarted by the devnet's supervisor).
+_RESET_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class IpfsClient:
@@ -97,6 +99,8 @@ class IpfsClient:
 
         def read(response: httpx.Response) -> None:
             nonlocal received
+            chunks.clear()  # a retried request (the node dropped the first mid-way) starts over
+            received = 0
             declared = response.headers.get("X-Content-Length") or response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_size:
                 raise ContentTooLarge(f"expected at most {max_size} bytes for {cid}, daemon announces {declared}")
@@ -175,7 +179,10 @@ class IpfsClient:
                         _raise_for_daemon_error(response, path)
                     stream(response)
                     return response
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, *_RESET_ERRORS) as exc:
+                # A reset mid-request (the service restarted under a supervisor) is sent again: every Kubo call
+                # used here is idempotent (content-addressed adds, reads, pins), and a streaming callback starts
+                # over on each response (see `cat`).
                 if attempt == _CONNECT_RETRIES:
                     raise IpfsUnavailable(
                         f"cannot reach the IPFS RPC API at {self.api_url} after {attempt + 1} attempts: {exc}"

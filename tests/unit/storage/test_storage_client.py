@@ -131,6 +131,34 @@ def test_retries_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(attempts) == 3
 
 
+def test_a_reset_mid_request_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The devnet's supervisor restarted the node under a call: an add (content-addressed) is simply sent again,
+    # and a read cut off after part of its answer starts over (nothing of the first attempt is kept).
+    monkeypatch.setattr(kubo_rpc, "_BACKOFF_S", (0.0,))
+    attempts: list[str] = []
+    data = b"weights" * 1000
+
+    class CutOff(httpx.SyncByteStream):
+        def __iter__(self):
+            yield data[:100]
+            raise httpx.ReadError("connection reset")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        if request.url.path.endswith("/add"):
+            if attempts.count(request.url.path) == 1:
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+            return httpx.Response(200, text=json.dumps({"Hash": compute_cid(data)}))
+        if attempts.count(request.url.path) == 1:
+            return httpx.Response(200, stream=CutOff())
+        return httpx.Response(200, content=data)
+
+    with client_for(handler) as client:
+        assert client.add(data) == compute_cid(data)
+        assert client.cat(compute_cid(data)) == data
+    assert attempts == ["/api/v0/add", "/api/v0/add", "/api/v0/cat", "/api/v0/cat"]
+
+
 def test_unreachable_daemon_is_ipfs_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kubo_rpc, "_BACKOFF_S", (0.0,))
     with socket.socket() as sock:  # a port nobody listens on
