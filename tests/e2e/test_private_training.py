@@ -55,10 +55,13 @@ def spawn_devices(cli: Cli, task: str, count: int, dropping: set[int] = frozense
 
 
 def test_secure_aggregation_with_dp_and_a_dropout(cli: Cli) -> None:
-    rounds, devices = 3, 5
+    # ε = 16 over 3 rounds (z = 0.65) keeps the accuracy check far from chance: in the simulator with this split
+    # (4 survivors, distributed noise) 150 seeds gave mean 0.898, min 0.804. At ε = 8 (z = 1.16) 5% of seeds fell
+    # under 0.7, which failed CI once; DP noise is seeded from os.urandom, so a run cannot be seeded.
+    rounds, devices, epsilon = 3, 5, 16
     deployed = cli.deploy(
         *("--rounds", str(rounds), "--devices", str(devices), "--max-updates", "4", "--round-duration", "45"),
-        *("--secure-aggregation", "--dp-epsilon", "8", "--aggregation-duration", "45"),
+        *("--secure-aggregation", "--dp-epsilon", str(epsilon), "--aggregation-duration", "45"),
     )
     task = deployed["task"]
     aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
@@ -72,7 +75,7 @@ def test_secure_aggregation_with_dp_and_a_dropout(cli: Cli) -> None:
     assert sorted(finals) == list(range(1, rounds + 1))
     dropped = devnet_account(2 + 4).address
     spent = client.epsilon_spent_micro()
-    assert 0 < spent <= 8_000_000
+    assert 0 < spent <= epsilon * 1_000_000
     assert client.round_epsilon_micro(rounds) == spent
     with IpfsClient(cli.state.ipfs_api) as ipfs:
         for r in range(1, rounds + 1):
