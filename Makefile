@@ -59,8 +59,8 @@ demo: compile
 
 bench: compile
 	@mkdir -p reports
-	$(PY) -m fedchain.bench --out reports/bench.json
-	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
+	$(PY) -m fedchain.bench.rounds --out reports/bench.json
+	$(PY) -m fedchain.bench.explorer --out reports/explorer.json
 	$(VENV)/bin/fedchain bench aggregation --out reports/aggregation.json
 	$(VENV)/bin/fedchain bench attacks --out-dir reports
 	$(VENV)/bin/fedchain bench privacy --out reports/privacy.json
@@ -118,7 +118,7 @@ bench-attacks: setup
 # Explorer page/API latency on a chain with 100 rounds x 20 devices (no training): reports/explorer.json.
 bench-explorer: compile
 	@mkdir -p reports
-	$(PY) -m fedchain.explorer.bench --out reports/explorer.json
+	$(PY) -m fedchain.bench.explorer --out reports/explorer.json
 
 explorer: compile
 	$(VENV)/bin/fedchain explorer

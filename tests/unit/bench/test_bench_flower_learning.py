@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedchain.bench_flower_app import (
+from fedchain.bench.flower_app import (
     FlowerTask,
     device_data,
     evaluate_global,
@@ -128,7 +128,7 @@ def test_reference_is_deterministic_and_learns() -> None:
 
 def test_flower_strategy_aggregate_fit_is_fedchains() -> None:
     common = pytest.importorskip("flwr.common", reason="flwr is an optional extra (make flower-venv)")
-    from fedchain.bench_flower_app import make_strategy
+    from fedchain.bench.flower_app import make_strategy
 
     task = _task()
     names = weight_names(task)
@@ -158,7 +158,7 @@ def test_flower_strategy_aggregate_fit_is_fedchains() -> None:
 
 
 def _flower_python() -> str | None:
-    from fedchain.bench_flower import find_flower_python
+    from fedchain.bench.flower import find_flower_python
 
     return find_flower_python()
 
@@ -172,7 +172,7 @@ def test_flower_simulation_matches_fedchain_learning(tmp_path: Path, monkeypatch
     task = _task(num_cpus=2, scratch=str(tmp_path / "scratch"))
     expected = simulate_reference(task)
     if importlib.util.find_spec("flwr") is not None:
-        from fedchain.bench_flower_app import LOOPBACK_ENV, run_flower
+        from fedchain.bench.flower_app import LOOPBACK_ENV, run_flower
 
         for key, value in LOOPBACK_ENV.items():  # restored after the test
             monkeypatch.setenv(key, value)
@@ -182,7 +182,7 @@ def test_flower_simulation_matches_fedchain_learning(tmp_path: Path, monkeypatch
         python = _flower_python()
         if python is None:
             pytest.skip("flwr[simulation]==1.41.0 is an optional extra: `make flower-venv` (or FEDCHAIN_FLOWER_PYTHON)")
-        from fedchain.bench_flower import run_flower_side
+        from fedchain.bench.flower import run_flower_side
 
         result = run_flower_side(task, python, tmp_path / "flower", timeout=300)
     assert result.get("error") is None, result.get("error")

@@ -10,23 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.bench_flower import (
-    GB,
-    MarkerWatcher,
-    TreeMemorySampler,
+from fedchain.bench.flower import parse_counts, run_flower_side
+from fedchain.bench.flower_app import FlowerTask
+from fedchain.bench.flower_report import (
     build_row,
     compare_accuracies,
     format_table,
     later_rounds,
-    parse_counts,
     percentile,
     ratio,
-    run_flower_side,
-    run_measured,
     side_figures,
     targets_for,
 )
-from fedchain.bench_flower_app import FlowerTask
+from fedchain.bench.process_meter import GB, MarkerWatcher, TreeMemorySampler, run_measured
 from fedchain.learning.spec import default_task_spec
 
 
@@ -181,7 +177,7 @@ def test_flower_side_without_flower_is_an_error_entry(tmp_path: Path) -> None:
 
 
 def test_run_with_both_sides_skipped_still_gives_the_reference(tmp_path: Path) -> None:
-    from fedchain.bench_flower import run
+    from fedchain.bench.flower import run
 
     addresses = ["0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "0x90F79bf6EB2c4f870365E785982E1f101E93b906"]
     report = run(
@@ -200,7 +196,7 @@ def test_run_with_both_sides_skipped_still_gives_the_reference(tmp_path: Path) -
 
 
 def test_demo_task_mirrors_the_demos_defaults() -> None:
-    from fedchain.bench_flower import demo_task, device_addresses
+    from fedchain.bench.flower import demo_task, device_addresses
     from fedchain.demo import DemoOptions
 
     task = demo_task(3, 2, addresses=["0xa", "0xb", "0xc"], num_cpus=1)

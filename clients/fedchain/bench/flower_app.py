@@ -6,8 +6,8 @@ from `build_model(spec.model, seed=spec.seed)`; the server's `aggregate_fit` is 
 the updates sorted by device address (what the aggregator does), and every round's global model is evaluated on the
 test split as the demo does. So the accuracies after each round must equal the demo's bit for bit.
 
-This module runs where Flower is installed: `python -m fedchain.bench_flower_app --task task.json --out result.json`
-(the driver, `fedchain.bench_flower`, starts it, usually from a separate virtual environment since
+This module runs where Flower is installed: `python -m fedchain.bench.flower_app --task task.json --out result.json`
+(the driver, `fedchain.bench.flower`, starts it, usually from a separate virtual environment since
 flwr[simulation]==1.41.0 pins ray 2.55.1). It needs only fedchain.learning (torch, numpy, scikit-learn) and flwr;
 flwr is imported lazily, so the pure parts below import without it. Everything stays on loopback: see LOOPBACK_ENV.
 """
@@ -398,7 +398,7 @@ def _version(package: str) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", type=Path, required=True, help="FlowerTask as JSON (from fedchain.bench_flower)")
+    parser.add_argument("--task", type=Path, required=True, help="FlowerTask as JSON (from fedchain.bench.flower)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the result JSON")
     parser.add_argument("--launched-at", type=float, default=None, help="time.time() when this process was started")
     parser.add_argument("--reference", action="store_true", help="also simulate the rounds without Flower")

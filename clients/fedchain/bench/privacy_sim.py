@@ -1,9 +1,9 @@
 """In-process federated runs with client-level differential privacy and bespoke (personalised) models.
 
-    python -m fedchain.learning.privacy_sim epsilon [--seeds 3] [--noise distributed] [--dropout 0.1]
-    python -m fedchain.learning.privacy_sim personal [--seeds 3]
+    python -m fedchain.bench.privacy_sim epsilon [--seeds 3] [--noise distributed] [--dropout 0.1]
+    python -m fedchain.bench.privacy_sim personal [--seeds 3]
 
-Like `fedchain.learning.aggregation.bench.simulate`, with the same data, partition, model and local training, but
+Like `fedchain.bench.simulation.simulate`, with the same data, partition, model and local training, but
 aggregated with DP-FedAvg (`fedchain.privacy.dp`): uniform weights, every device's delta clipped to `clip_norm`,
 Gaussian noise of std noise_multiplier·clip_norm on the sum (central, or shared among the devices: `noise=
 "distributed"`), divided by the expected number of contributors. Each round every device is sampled with
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedchain.learning.aggregation.bench import partition
+from fedchain.bench.simulation import partition
 from fedchain.learning.aggregation.fedavg import fedavg
 from fedchain.learning.data import Dataset, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
@@ -59,7 +59,7 @@ NOISE_MODES = ("central", "distributed")
 def device_parts(
     train: Dataset, devices: int, alpha: float | None, seed: int, min_size: int | None = None
 ) -> list[Dataset]:
-    """`aggregation.bench.partition`'s split; when its default smallest part cannot be had (50 skewed devices on
+    """`bench.simulation.partition`'s split; when its default smallest part cannot be had (50 skewed devices on
     426 samples), the floor is halved as `device_partition` does, so splits it can make are unchanged."""
     return list(_device_parts(train, devices, alpha, seed, min_size))
 
@@ -294,7 +294,7 @@ def accuracy_vs_epsilon(
     uniform weights), so the rows differ only in the noise. `kwargs` go to `simulate_private`, whose defaults are
     the settings found for the default task (100 devices, Dirichlet(1.0), 15 rounds, clip 0.5, 5 local epochs).
 
-    Measured with these defaults (seeds 0-2, δ = 1e-5, central noise; `python -m fedchain.learning.privacy_sim
+    Measured with these defaults (seeds 0-2, δ = 1e-5, central noise; `python -m fedchain.bench.privacy_sim
     epsilon`, about 130 s of CPU on one core): ε = ∞ 0.949, ε = 8 0.949 (z = 2.47), ε = 4 0.946 (z = 4.49),
     ε = 1 0.923 (z = 15.7, min 0.902); plain sample-weighted FedAvg without clipping 0.951. With distributed noise
     and 10% dropout: 0.951, 0.949, 0.939, 0.928. Fewer devices cost more: 50 devices (Dirichlet 0.5, 30 rounds,

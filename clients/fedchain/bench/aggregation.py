@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedchain.learning.aggregation.bench import bench_robust
+from fedchain.bench.simulation import bench_robust
 from fedchain.learning.aggregation.fedavg import StreamingFedAvg
 
 TARGET_SECONDS = 2.0

@@ -1,7 +1,7 @@
 """Measurements: aggregation time per strategy, and accuracy under attack in an in-process federated simulation.
 
-    python -m fedchain.learning.aggregation.bench robust [--updates 100] [--params 1000000]
-    python -m fedchain.learning.aggregation.bench attacks [--seeds 3] [--rounds 10] [--alpha 0.5 | --alpha 0]
+    python -m fedchain.bench.simulation robust [--updates 100] [--params 1000000]
+    python -m fedchain.bench.simulation attacks [--seeds 3] [--rounds 10] [--alpha 0.5 | --alpha 0]
 
 Neither is run by the tests (timings depend on the machine; the attack table takes a minute or so).
 """

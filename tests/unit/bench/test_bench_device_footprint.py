@@ -1,4 +1,5 @@
-"""`fedchain bench device` (fedchain.device_footprint): its child measures a device start, its summary takes medians."""
+"""`fedchain bench device` (fedchain.bench.device_footprint): its child measures a device start, its summary
+takes medians."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from fedchain import device_footprint as fp
+from fedchain.bench import device_footprint as fp
 
 
 def _run(ready: float, uss: float, round1: float) -> dict:
@@ -35,7 +36,7 @@ def test_summary_takes_medians_and_checks_targets() -> None:
 
 
 def test_module_imports_no_role() -> None:
-    code = "import json, sys, fedchain.device_footprint\nprint(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, fedchain.bench.device_footprint\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     roles = [m for m in loaded if m == "fedchain.device" or m.startswith(("fedchain.device.", "fedchain.learning"))]

@@ -1,4 +1,4 @@
-"""`fedchain bench attacks` (fedchain.learning.attack_bench): the quick configuration end to end, the report's
+"""`fedchain bench attacks` (fedchain.bench.attacks): the quick configuration end to end, the report's
 structure and markdown, the goal evaluation on hand-made tables, attacker selection and the default specs."""
 
 from __future__ import annotations
@@ -11,24 +11,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedchain.learning import attack_bench
-from fedchain.learning.aggregation.bench import partition
-from fedchain.learning.aggregation.registry import StrategySpec
-from fedchain.learning.attack_bench import (
+from fedchain.bench import attacks
+from fedchain.bench.attacks import (
     AttackBenchConfig,
     attacker_count,
     attacker_indices,
     default_strategies,
     evaluate_goal,
-    fraction_key,
-    markdown_table,
     run_attack_bench,
-    write_reports,
 )
+from fedchain.bench.attacks_report import fraction_key, markdown_table, write_reports
+from fedchain.bench.simulation import partition
+from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.data import device_partition, load_dataset
 from fedchain.learning.spec import default_task_spec
 
-PLAIN = attack_bench.PLAIN_GOAL_STRATEGIES
+PLAIN = attacks.PLAIN_GOAL_STRATEGIES
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +195,7 @@ def test_default_strategies() -> None:
     assert specs["trimmed-mean"] == StrategySpec("trimmed-mean", {"beta": 0.3})
     assert specs["bulyan"] == StrategySpec("bulyan", {"f": 4})  # n >= 4f + 3
     assert specs["fedavg"] == StrategySpec("fedavg") and specs["median"] == StrategySpec("median")
-    root = attack_bench.ROOT_SAMPLES
+    root = attacks.ROOT_SAMPLES
     assert specs["multi-krum+root"] == StrategySpec("multi-krum", {"f": 6, "root_samples": root})
     assert specs["trimmed-mean+root"] == StrategySpec("trimmed-mean", {"beta": 0.3, "root_samples": root})
     assert specs["bulyan+root"] == StrategySpec("bulyan", {"f": 4, "root_samples": root})
@@ -234,7 +232,7 @@ def test_partition_matches_device_partition() -> None:
 def test_jobs_cover_every_cell_and_pickle() -> None:
     # Worker processes get jobs by pickling; every job is seeded on its own, so workers cannot change results.
     config = AttackBenchConfig.quick()
-    jobs = attack_bench._jobs(config)
+    jobs = attacks._jobs(config)
     assert len(jobs) == 9 * 2 * 3  # 6 rules + 3 behind the root filter, 2 seeds, 3 cells
     assert {(j.attack, j.fraction) for j in jobs} == {("none", 0.0), ("sign-flip-x10", 0.3), ("constant", 0.3)}
     assert all(j.malicious == attacker_indices(10, j.fraction, j.seed) for j in jobs if j.attack != "none")
@@ -249,16 +247,16 @@ def test_main_options(monkeypatch: pytest.MonkeyPatch, quick: dict[str, Any], tm
         seen.append(config)
         return quick
 
-    monkeypatch.setattr(attack_bench, "run_attack_bench", fake)
-    attack_bench.main(["--json", "--out-dir", str(tmp_path), "--seeds", "4", "--rounds", "7", "--devices", "30"])
+    monkeypatch.setattr(attacks, "run_attack_bench", fake)
+    attacks.main(["--json", "--out-dir", str(tmp_path), "--seeds", "4", "--rounds", "7", "--devices", "30"])
     config = seen[-1]
     assert config.seeds == (0, 1, 2, 3) and config.rounds == 7 and config.devices == 30
     assert config.strategies is not None and config.strategies["multi-krum"].params["f"] == 9
     out = capsys.readouterr().out
     assert json.loads(out)["goal"] == quick["goal"]
     assert (tmp_path / "attacks.json").exists() and (tmp_path / "attacks.md").exists()
-    attack_bench.main(["--quick", "--out-dir", str(tmp_path), "--alpha", "0"])
+    attacks.main(["--quick", "--out-dir", str(tmp_path), "--alpha", "0"])
     assert seen[-1].devices == 10 and seen[-1].alpha is None and seen[-1].rounds == 5
     assert capsys.readouterr().out.startswith("# Accuracy under attack")
     with pytest.raises(SystemExit):
-        attack_bench.main(["--rounds", "0", "--out-dir", str(tmp_path)])
+        attacks.main(["--rounds", "0", "--out-dir", str(tmp_path)])

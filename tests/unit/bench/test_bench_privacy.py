@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedchain.learning.privacy_bench import _finite, secagg_cost
+from fedchain.bench.privacy import _finite, secagg_cost
 
 
 def test_secagg_cost_small_round() -> None:

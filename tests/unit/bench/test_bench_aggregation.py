@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedchain.learning.aggregation.speed_bench import fedavg_peak_bytes, run
+from fedchain.bench.aggregation import fedavg_peak_bytes, run
 
 
 def test_fedavg_peak_memory_is_one_model_not_n_updates() -> None:

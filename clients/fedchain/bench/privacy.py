@@ -1,6 +1,6 @@
 """`fedchain bench privacy`: what privacy costs, written to reports/privacy.json.
 
-    python -m fedchain.learning.privacy_bench [--out reports/privacy.json] [--quick] [--seeds 3]
+    python -m fedchain.bench.privacy [--out reports/privacy.json] [--quick] [--seeds 3]
 
 1. Secure aggregation against plain uploads at 10, 50 and 100 devices, for the task's model and for a 100k-parameter
    model: per-device seconds (setup blob, masking) and bytes uploaded (setup + masked update + unmasking shares
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from fedchain.bench.privacy_sim import accuracy_vs_epsilon, personalisation_table, simulate_private
 from fedchain.learning.model import build_model, get_weights
-from fedchain.learning.privacy_sim import accuracy_vs_epsilon, personalisation_table, simulate_private
 from fedchain.learning.spec import default_task_spec
 from fedchain.privacy.accountant import noise_multiplier_for_chain
 from fedchain.privacy.protocol import account_secret, encryption_key_of, round_context

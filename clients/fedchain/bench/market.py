@@ -1,6 +1,6 @@
 """`fedchain bench market`: what a consortium of worker machines buys, written to reports/market.json.
 
-    python -m fedchain.market.bench [--out reports/market.json] [--workers 2 4] [--quick]
+    python -m fedchain.bench.market [--out reports/market.json] [--workers 2 4] [--quick]
 
 For each worker count, a whole market run with honest workers (`market-demo`: devnet, job posted, one process per
 worker, a coordinator) against training the same plan in one process: wall time of the job, the speed-up over the
