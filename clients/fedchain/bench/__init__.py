@@ -1,4 +1,5 @@
-"""Benchmarks and experiment harnesses: they measure the library, the library never imports them.
+"""Benchmarks and experiment harnesses: they measure the parts, no part imports them (only the demo, for the
+non-private reference accuracy of a private run, simulates with `simulation`).
 
 Each module is run by `fedchain bench <name>` (or `python -m fedchain.bench.<module>`) and writes reports/*.json:
 rounds (gas and seconds per round), explorer, aggregation (robust-rule speed), attacks (+ attacks_report),

@@ -38,7 +38,7 @@ def test_a_copied_or_replayed_masked_update_names_its_submitter() -> None:
 
 
 def test_cli_default_is_the_measured_bound() -> None:
-    from fedchain.cli import aggregator
+    from fedchain.cli.roles import aggregator
 
     default = inspect.signature(aggregator).parameters["max_update_distance"].default
     assert default == DEFAULT_MAX_RELATIVE_DISTANCE

@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from fedchain import cli
+from fedchain.cli.task import deploy
 from fedchain.deploy import DEFAULT_MAX_AGGREGATOR_FAULTS, DEFAULT_MAX_SAMPLES_PER_UPDATE, TaskPlan, create_task
 
 AGGREGATORS = tuple(f"0x{i:040x}" for i in range(1, 5))
@@ -33,7 +33,7 @@ def test_defaults_are_majority_and_shared_with_the_cli() -> None:
     for n in range(1, 8):
         k = TaskPlan(aggregators=AGGREGATORS[: min(n, 4)]).threshold()
         assert len(AGGREGATORS[: min(n, 4)]) / 2 < k <= len(AGGREGATORS[: min(n, 4)])
-    defaults = {name: p.default for name, p in inspect.signature(cli.deploy).parameters.items()}
+    defaults = {name: p.default for name, p in inspect.signature(deploy).parameters.items()}
     assert defaults["max_samples_per_update"] == DEFAULT_MAX_SAMPLES_PER_UPDATE
     assert defaults["max_aggregator_faults"] == DEFAULT_MAX_AGGREGATOR_FAULTS
     assert TaskPlan().max_samples_per_update == DEFAULT_MAX_SAMPLES_PER_UPDATE

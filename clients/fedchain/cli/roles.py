@@ -1,0 +1,259 @@
+"""The participants of a task: `fedchain device` (one device), `fedchain pool` (many virtual devices in one process)
+and `fedchain aggregator`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from fedchain.cli.common import (
+    console,
+    endpoints,
+    exit_on_sigterm,
+    launch_target,
+    setup_logging,
+    signing_account,
+    touch,
+)
+from fedchain.cli.options import (
+    DEVNET_STATE_FILE,
+    AccountIndex,
+    DataSeed,
+    IpfsApi,
+    KeyEnv,
+    Keystore,
+    LaunchFile,
+    MaxRounds,
+    Online,
+    OptionalTask,
+    ReadyFile,
+    RpcUrl,
+    StateFile,
+    Verbose,
+)
+
+
+def device(
+    task: OptionalTask = None,
+    partition: Annotated[str, typer.Option(help="This device's share of the demo dataset, I/N (0-based).")] = "0/1",
+    non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for a label-skewed partition.")] = None,
+    data_seed: DataSeed = 0,
+    online: Online = True,
+    max_rounds: MaxRounds = None,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluation only: act as a Byzantine device (sign-flip, sign-flip-x10, scale, gaussian, constant, "
+            "label-flip)."
+        ),
+    ] = None,
+    drop_after_setup: Annotated[
+        bool,
+        typer.Option(
+            "--drop-after-setup",
+            help="Evaluation only: drop out of every secure-aggregation round right after publishing the setup.",
+        ),
+    ] = False,
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = DEVNET_STATE_FILE,
+    ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run one device: register, wait for rounds, train locally, upload the update, submit its digest.
+
+    A private task (its description says so) has the device register an encryption key, then either mask its update
+    for secure aggregation or seal it to the aggregators' keys."""
+    import torch
+
+    from fedchain.device.runner import DeviceRunner, DeviceSettings
+    from fedchain.learning.attacks import check_attack
+    from fedchain.learning.data import parse_partition
+
+    setup_logging(verbose)
+    exit_on_sigterm()
+    torch.set_num_threads(1)  # one process per device; many share the machine's cores
+    try:
+        index, parts = parse_partition(partition)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if attack is not None:
+        try:
+            check_attack(attack)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--attack") from None
+    task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
+    rpc, api = endpoints(state_file, rpc_url, ipfs_api)
+    settings = DeviceSettings(
+        task,
+        rpc,
+        api,
+        index,
+        parts,
+        non_iid,
+        data_seed,
+        online,
+        attack=attack,
+        drop_after_setup=drop_after_setup,
+    )
+    runner = DeviceRunner(settings, signing_account(account, key_env, keystore, default_index=None))
+    try:
+        runner.run(max_rounds=max_rounds, on_ready=lambda: touch(ready_file))
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device").info("stopped")
+    except (PermissionError, TimeoutError) as exc:  # removed from the task, or never approved
+        console.print(f"[red]device stopped[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def pool(
+    accounts: Annotated[
+        str,
+        typer.Option(help="Devnet account indices of the pool's devices, START:END (END excluded), e.g. 2:502."),
+    ],
+    task: OptionalTask = None,
+    first_partition: Annotated[
+        int, typer.Option(help="Partition index of the pool's first device; the others follow in order.")
+    ] = 0,
+    num_partitions: Annotated[int, typer.Option(help="Partitions of the dataset (devices in the whole task).")] = 1,
+    non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for label-skewed partitions.")] = None,
+    data_seed: DataSeed = 0,
+    online: Online = True,
+    max_rounds: MaxRounds = None,
+    relayer_account: Annotated[
+        int | None,
+        typer.Option(
+            help="Devnet account holding RELAYER_ROLE: devices sign their updates (EIP-712) and each round's go on "
+            "chain as one batch. Without it every device sends its own submitUpdate."
+        ),
+    ] = None,
+    omit_from_batch: Annotated[
+        int, typer.Option(help="Evaluation only: the relayer leaves this many signed updates out of each batch.")
+    ] = 0,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run the devices as pool actors on the Ray cluster at this address.")
+    ] = None,
+    ray_local: Annotated[
+        int | None, typer.Option(help="Run the devices as pool actors on a local Ray (loopback) with N CPUs.")
+    ] = None,
+    pools: Annotated[
+        int, typer.Option(help="With Ray: pool actors (relayers: --relayer-account and the accounts after it).")
+    ] = 1,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = DEVNET_STATE_FILE,
+    ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run many virtual devices in this process: each its own key, nonce, partition and model, sharing one chain
+    connection, one event subscription and one IPFS client. Same training as `fedchain device` per device."""
+    from dataclasses import replace
+
+    import torch
+
+    from fedchain.chain.accounts import devnet_accounts
+    from fedchain.device.pool import DevicePool
+    from fedchain.device.runner import DeviceSettings
+
+    setup_logging(verbose)
+    exit_on_sigterm()
+    torch.set_num_threads(1)  # pools run one per core
+    try:
+        start, end = (int(x) for x in accounts.split(":"))
+    except ValueError:
+        raise typer.BadParameter("--accounts must look like START:END, e.g. 2:502", param_hint="--accounts") from None
+    if not 0 <= start < end:
+        raise typer.BadParameter("--accounts START:END needs 0 <= START < END", param_hint="--accounts")
+    if not 0 <= first_partition <= num_partitions - (end - start):
+        raise typer.BadParameter(
+            f"{end - start} devices from partition {first_partition} do not fit in {num_partitions} partitions",
+            param_hint="--first-partition",
+        )
+    task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
+    rpc, api = endpoints(state_file, rpc_url, ipfs_api)
+    settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
+    members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
+    try:
+        if ray_address is not None or ray_local is not None:
+            from fedchain.device.ray_pool import run_on_ray, split_accounts
+
+            relayers = [relayer_account + p for p in range(pools)] if relayer_account is not None else None
+            shares = split_accounts(start, end, pools, relayers)
+            shares = [replace(s, first_partition=first_partition + s.first_partition) for s in shares]
+            run_on_ray(
+                settings,
+                shares,
+                address=ray_address,
+                local_cpus=ray_local,
+                max_rounds=max_rounds,
+                on_ready=lambda: touch(ready_file),
+            )
+            return
+        relayer = devnet_accounts([relayer_account])[0] if relayer_account is not None else None
+        pool_ = DevicePool(settings, members, relayer=relayer, omit_from_batch=omit_from_batch)
+        pool_.run(max_rounds=max_rounds, on_ready=lambda: touch(ready_file))
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device.pool").info("stopped")
+    except (PermissionError, TimeoutError, ValueError) as exc:
+        console.print(f"[red]pool stopped[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def aggregator(
+    task: OptionalTask = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate each aggregate on the task's held-out set.")] = True,
+    lie: Annotated[
+        bool, typer.Option("--lie", help="Evaluation only: a dishonest aggregator that reveals corrupted models.")
+    ] = False,
+    max_update_distance: Annotated[
+        float,
+        typer.Option(
+            help="Leave out an update farther (L2) from the round's global model than this many times the model's "
+            "norm (at least 1); 0 turns the bound off. Every aggregator of a task must use the same value.",
+        ),
+    ] = 5.0,  # fedchain.learning.aggregation.bound.DEFAULT_MAX_RELATIVE_DISTANCE (not imported: it loads torch)
+    account: AccountIndex = None,
+    key_env: KeyEnv = None,
+    keystore: Keystore = None,
+    rpc_url: RpcUrl = None,
+    ipfs_api: IpfsApi = None,
+    state_file: StateFile = DEVNET_STATE_FILE,
+    ready_file: ReadyFile = None,
+    launch_file: LaunchFile = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run the aggregator: react to round events, aggregate verified updates, commit the new global model."""
+    import torch
+
+    from fedchain.aggregator.worker import AggregatorSettings, AggregatorWorker
+
+    setup_logging(verbose)
+    exit_on_sigterm()
+    torch.set_num_threads(1)
+    task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
+    rpc, api = endpoints(state_file, rpc_url, ipfs_api)
+    try:
+        worker = AggregatorWorker(
+            AggregatorSettings(task, rpc, api, evaluate=evaluate, lie=lie, max_update_distance=max_update_distance),
+            signing_account(account, key_env, keystore, default_index=1),
+        )
+    except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks
+        console.print(f"[red]aggregator cannot serve this task[/]: {exc}")
+        raise typer.Exit(2) from None
+    touch(ready_file)
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.aggregator").info("stopped")
+    except PermissionError as exc:  # suspended for its faults: a clear message, not a traceback
+        from fedchain.aggregator import SUSPENDED_EXIT_CODE
+
+        console.print(f"[red]aggregator stopped[/]: {exc}")
+        raise typer.Exit(SUSPENDED_EXIT_CODE) from None
