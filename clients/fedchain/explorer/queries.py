@@ -25,29 +25,16 @@ from fedchain.explorer.chains import chain_info, explorer_link
 from fedchain.explorer.index import (
     AGGREGATOR_ROLE,
     DEFAULT_ADMIN_ROLE,
-    STRATEGY_NAMES,
     TASK_CONTRACT,
     SyncStatus,
     connect_db,
 )
 from fedchain.explorer.rpc import JsonRpc, NodeUnavailable, RpcError
 from fedchain.explorer.search import Query, SearchError, parse_query
+from fedchain.explorer.strategies import STRATEGIES, STRATEGY_NAMES
 from fedchain.storage import IpfsClient, StorageError, cid_to_digest, digest_to_cid
 from fedchain.storage.codec import decode_weights, read_metadata
 
-# Display names of the on-chain strategy ids (index.STRATEGY_NAMES has the canonical names).
-STRATEGIES = {
-    0: "FedAvg",
-    1: "FedAvgM",
-    2: "FedAdam",
-    3: "FedYogi",
-    4: "FedProx",
-    5: "Median",
-    6: "Trimmed mean",
-    7: "Krum",
-    8: "Multi-Krum",
-    9: "Bulyan",
-}
 AGREEMENT_NOTE = (
     "Aggregators agree by commit-reveal: each commits a hash of its result, then reveals it; the round's result is "
     "final once k reveals agree on the model and the number of accepted updates. A revealed result that disagrees "
