@@ -350,124 +350,106 @@ class Indexer:
         full: bool,
         end: int,
     ) -> list[Change]:
-        changes: list[Change] = []
+        """One step in one transaction: blocks, transactions and logs as served, the logs projected into the task
+        tables, the cursor moved past `end`. Returns the new blocks (newest first), then what the events changed."""
         c = self.conn
         with transaction(c):
             c.executemany(
-                "INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        hex_int(b["number"]),
-                        b["hash"],
-                        b["parentHash"],
-                        hex_int(b["timestamp"]),
-                        len(b["transactions"]),
-                        hex_int(b["gasUsed"]),
-                        hex_int(b["gasLimit"]),
-                        opt_hex_int(b.get("baseFeePerGas")),
-                        checksum(b.get("miner")),
-                        1 if full or (b["transactions"] and isinstance(b["transactions"][0], dict)) else 0,
-                    )
-                    for b in blocks
-                ],
+                "INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?)", [_block_row(b, full) for b in blocks]
             )
-            known_tasks = {r[0] for r in c.execute("SELECT address FROM tasks")}
-            # New tasks first: a creation's TaskConfigured log makes its contract a task from that block on.
-            creations: dict[str, str] = {}
-            for tx, receipt in tx_items:
-                created = checksum(receipt.get("contractAddress"))
-                if created:
-                    creations[tx["hash"]] = created
-            for lg in logs:
-                address = to_checksum_address(lg["address"])
-                if (
-                    lg["topics"]
-                    and lg["topics"][0] == self.codec.event_topic("TaskConfigured")
-                    and creations.get(lg["transactionHash"]) == address
-                ):
-                    known_tasks.add(address)
-            tx_rows = []
-            for tx, receipt in tx_items:
-                to = checksum(tx.get("to"))
-                created = creations.get(tx["hash"])
-                task = to if to in known_tasks else (created if created in known_tasks else None)
-                fn_name = None
-                if task is not None and to is not None:
-                    call = self.codec.decode_call(tx["input"])
-                    fn_name = call.name if call else None
-                elif task is not None:
-                    fn_name = "constructor"
-                status = opt_hex_int(receipt.get("status"))
-                revert = None
-                if status == 0 and task is not None and to is not None:
-                    revert = self._revert_reason(tx, hex_int(tx["blockNumber"]))
-                tx_rows.append(
-                    (
-                        tx["hash"],
-                        hex_int(tx["blockNumber"]),
-                        hex_int(tx["transactionIndex"]),
-                        to_checksum_address(tx["from"]),
-                        to,
-                        created,
-                        str(hex_int(tx.get("value"))),
-                        hex_int(tx["nonce"]),
-                        hex_int(tx["gas"]),
-                        opt_hex_int(receipt.get("gasUsed")),
-                        opt_hex_int(receipt.get("effectiveGasPrice") or tx.get("gasPrice")),
-                        status,
-                        tx["input"],
-                        task,
-                        fn_name,
-                        revert,
-                    )
-                )
+            creations = {tx["hash"]: created for tx, r in tx_items if (created := checksum(r.get("contractAddress")))}
+            known_tasks = self._known_tasks(c, logs, creations)
+            tx_rows = [self._tx_row(tx, receipt, creations.get(tx["hash"]), known_tasks) for tx, receipt in tx_items]
             c.executemany("INSERT OR REPLACE INTO txs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", tx_rows)
             tx_info = {row[0]: (row[5], row[3]) for row in tx_rows}  # hash -> (created, from)
-            for lg in sorted(logs, key=lambda x: (hex_int(x["blockNumber"]), hex_int(x["logIndex"]))):
-                address = to_checksum_address(lg["address"])
-                decoded = self.codec.decode_log(lg["topics"], lg["data"]) if address in known_tasks else None
-                args = decoded.args if decoded else None
-                c.execute(
-                    "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        hex_int(lg["blockNumber"]),
-                        hex_int(lg["logIndex"]),
-                        lg["transactionHash"],
-                        address,
-                        json.dumps(lg["topics"]),
-                        lg["data"],
-                        decoded.name if decoded else None,
-                        json.dumps(args) if args is not None else None,
-                    ),
-                )
-                if decoded is not None:
-                    created, sender = tx_info.get(lg["transactionHash"], (None, None))
-                    row = {
-                        "block_number": hex_int(lg["blockNumber"]),
-                        "log_index": hex_int(lg["logIndex"]),
-                        "tx_hash": lg["transactionHash"],
-                        "address": address,
-                        "name": decoded.name,
-                    }
-                    change = apply_event(c, row, args, created, sender)
-                    if change is not None:
-                        changes.append(change)
+            changes = self._store_logs(c, logs, known_tasks, tx_info)
             set_next_block(c, end + 1)
-        for b in blocks:
-            changes.insert(
-                0,
-                Change(
-                    "block",
-                    {
-                        "number": hex_int(b["number"]),
-                        "hash": b["hash"],
-                        "timestamp": hex_int(b["timestamp"]),
-                        "tx_count": len(b["transactions"]),
-                        "gas_used": hex_int(b["gasUsed"]),
-                        "base_fee": opt_hex_int(b.get("baseFeePerGas")),
-                    },
+        return [_block_change(b) for b in reversed(blocks)] + changes
+
+    def _known_tasks(self, c: sqlite3.Connection, logs: list[dict[str, Any]], creations: dict[str, str]) -> set[str]:
+        """The indexed tasks and the new ones: a creation's TaskConfigured log makes its contract a task from that
+        block on."""
+        known = {r[0] for r in c.execute("SELECT address FROM tasks")}
+        configured = self.codec.event_topic("TaskConfigured")
+        for lg in logs:
+            address = to_checksum_address(lg["address"])
+            if lg["topics"] and lg["topics"][0] == configured and creations.get(lg["transactionHash"]) == address:
+                known.add(address)
+        return known
+
+    def _tx_row(
+        self, tx: dict[str, Any], receipt: dict[str, Any], created: str | None, known_tasks: set[str]
+    ) -> tuple[Any, ...]:
+        """A txs row; a call to a task is decoded, and a failed one gets the reason it reverted."""
+        to = checksum(tx.get("to"))
+        task = to if to in known_tasks else (created if created in known_tasks else None)
+        fn_name = None
+        if task is not None and to is not None:
+            call = self.codec.decode_call(tx["input"])
+            fn_name = call.name if call else None
+        elif task is not None:
+            fn_name = "constructor"
+        status = opt_hex_int(receipt.get("status"))
+        revert = None
+        if status == 0 and task is not None and to is not None:
+            revert = self._revert_reason(tx, hex_int(tx["blockNumber"]))
+        return (
+            tx["hash"],
+            hex_int(tx["blockNumber"]),
+            hex_int(tx["transactionIndex"]),
+            to_checksum_address(tx["from"]),
+            to,
+            created,
+            str(hex_int(tx.get("value"))),
+            hex_int(tx["nonce"]),
+            hex_int(tx["gas"]),
+            opt_hex_int(receipt.get("gasUsed")),
+            opt_hex_int(receipt.get("effectiveGasPrice") or tx.get("gasPrice")),
+            status,
+            tx["input"],
+            task,
+            fn_name,
+            revert,
+        )
+
+    def _store_logs(
+        self,
+        c: sqlite3.Connection,
+        logs: list[dict[str, Any]],
+        known_tasks: set[str],
+        tx_info: dict[str, tuple[str | None, str]],
+    ) -> list[Change]:
+        """Store the logs in chain order, decoding those of tasks and projecting them (projection.py)."""
+        changes: list[Change] = []
+        for lg in sorted(logs, key=lambda x: (hex_int(x["blockNumber"]), hex_int(x["logIndex"]))):
+            address = to_checksum_address(lg["address"])
+            decoded = self.codec.decode_log(lg["topics"], lg["data"]) if address in known_tasks else None
+            args = decoded.args if decoded else None
+            c.execute(
+                "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    hex_int(lg["blockNumber"]),
+                    hex_int(lg["logIndex"]),
+                    lg["transactionHash"],
+                    address,
+                    json.dumps(lg["topics"]),
+                    lg["data"],
+                    decoded.name if decoded else None,
+                    json.dumps(args) if args is not None else None,
                 ),
             )
+            if decoded is not None:
+                created, sender = tx_info.get(lg["transactionHash"], (None, None))
+                row = {
+                    "block_number": hex_int(lg["blockNumber"]),
+                    "log_index": hex_int(lg["logIndex"]),
+                    "tx_hash": lg["transactionHash"],
+                    "address": address,
+                    "name": decoded.name,
+                }
+                change = apply_event(c, row, args, created, sender)
+                if change is not None:
+                    changes.append(change)
         return changes
 
     def _revert_reason(self, tx: dict[str, Any], block: int) -> str | None:
@@ -539,3 +521,33 @@ class Indexer:
         landed = fetch_due_reports(self.conn, self.ipfs, limit)
         self._notify(landed)
         return len(landed)
+
+
+def _block_row(b: dict[str, Any], full: bool) -> tuple[Any, ...]:
+    """A blocks row; `full` when the block came with its transactions (a header alone is not)."""
+    return (
+        hex_int(b["number"]),
+        b["hash"],
+        b["parentHash"],
+        hex_int(b["timestamp"]),
+        len(b["transactions"]),
+        hex_int(b["gasUsed"]),
+        hex_int(b["gasLimit"]),
+        opt_hex_int(b.get("baseFeePerGas")),
+        checksum(b.get("miner")),
+        1 if full or (b["transactions"] and isinstance(b["transactions"][0], dict)) else 0,
+    )
+
+
+def _block_change(b: dict[str, Any]) -> Change:
+    return Change(
+        "block",
+        {
+            "number": hex_int(b["number"]),
+            "hash": b["hash"],
+            "timestamp": hex_int(b["timestamp"]),
+            "tx_count": len(b["transactions"]),
+            "gas_used": hex_int(b["gasUsed"]),
+            "base_fee": opt_hex_int(b.get("baseFeePerGas")),
+        },
+    )
