@@ -1,7 +1,8 @@
-"""Decoding calls and logs of the project's contracts from raw JSON-RPC data (hex strings), with eth_abi only.
+"""Decoding calls and logs of the project's contracts from raw JSON-RPC data (hex strings), with web3.py's ABI
+machinery: `get_event_data` for logs, web3's codec and return normalizers for calls and constructors.
 
-Pure functions over an ABI: no node, no web3 formatters. Values come back JSON-ready: bytes as 0x-hex, addresses
-checksummed, integers as int, tuples as dicts of their component names.
+Pure functions over an ABI: no node. Values come back JSON-ready: bytes as 0x-hex, addresses checksummed, integers
+as int, tuples as dicts of their component names.
 """
 
 from __future__ import annotations
@@ -9,8 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_abi.codec import ABICodec
+from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector, to_checksum_address
+from web3._utils.abi import build_strict_registry, map_abi_data
+from web3._utils.events import get_event_data
+from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
+
+_CODEC = ABICodec(build_strict_registry())
+# get_event_data copies these from the log into its answer; a raw log from a receipt or eth_getLogs has them, a
+# log read back from the index does not need them.
+_LOG_FIELDS = ("logIndex", "transactionIndex", "transactionHash", "address", "blockHash", "blockNumber")
 
 
 def abi_type(param: dict[str, Any]) -> str:
@@ -27,10 +36,10 @@ def _jsonable(param: dict[str, Any], value: Any) -> Any:
         inner = {**param, "type": kind[: kind.rindex("[")]}
         return [_jsonable(inner, v) for v in value]
     if kind == "tuple":
-        return {
-            c["name"] or str(i): _jsonable(c, v)
-            for i, (c, v) in enumerate(zip(param["components"], value, strict=True))
-        }
+        components = param["components"]
+        if isinstance(value, dict):  # web3's named tree of an event's tuple
+            value = [value[c["name"]] for c in components]
+        return {c["name"] or str(i): _jsonable(c, v) for i, (c, v) in enumerate(zip(components, value, strict=True))}
     if kind == "address":
         return to_checksum_address(value)
     if isinstance(value, bytes | bytearray):
@@ -72,11 +81,9 @@ class AbiCodec:
         for entry in abi:
             kind = entry.get("type")
             if kind == "function":
-                signature = f"{entry['name']}({','.join(abi_type(i) for i in entry.get('inputs', []))})"
-                self._functions[function_signature_to_4byte_selector(signature)] = entry
+                self._functions[function_abi_to_4byte_selector(entry)] = entry  # type: ignore[arg-type]
             elif kind == "event" and not entry.get("anonymous"):
-                signature = f"{entry['name']}({','.join(abi_type(i) for i in entry.get('inputs', []))})"
-                self._events[keccak(text=signature)] = entry
+                self._events[event_abi_to_log_topic(entry)] = entry  # type: ignore[arg-type]
             elif kind == "constructor":
                 self._constructor = entry
 
@@ -103,53 +110,51 @@ class AbiCodec:
         entry = self._functions.get(raw[:4])
         if entry is None:
             return None
-        return self._decode_params(entry, raw[4:])
+        return _decode_params(entry, raw[4:])
 
     def decode_constructor(self, data: str | bytes, bytecode: str | bytes) -> DecodedCall | None:
         """Constructor arguments of a creation transaction whose input starts with `bytecode`."""
         raw, code = _hex_bytes(data), _hex_bytes(bytecode)
         if self._constructor is None or not code or not raw.startswith(code):
             return None
-        decoded = self._decode_params({**self._constructor, "name": "constructor"}, raw[len(code) :])
-        return decoded
-
-    def _decode_params(self, entry: dict[str, Any], payload: bytes) -> DecodedCall | None:
-        inputs = entry.get("inputs", [])
-        try:
-            values = abi_decode([abi_type(i) for i in inputs], payload)
-        except Exception:  # malformed input: the caller shows it raw
-            return None
-        args = {(p["name"] or f"arg{i}"): _jsonable(p, v) for i, (p, v) in enumerate(zip(inputs, values, strict=True))}
-        types = {(p["name"] or f"arg{i}"): abi_type(p) for i, p in enumerate(inputs)}
-        return DecodedCall(entry["name"], args, types)
+        return _decode_params({**self._constructor, "name": "constructor"}, raw[len(code) :])
 
     def decode_log(self, topics: list[str], data: str) -> DecodedLog | None:
         """A log's event and arguments; None for an unknown topic or malformed data."""
         if not topics:
             return None
-        entry = self._events.get(_hex_bytes(topics[0]))
+        topic_bytes = [_hex_bytes(t) for t in topics]
+        entry = self._events.get(topic_bytes[0])
         if entry is None:
             return None
         inputs = entry.get("inputs", [])
-        indexed = [p for p in inputs if p.get("indexed")]
-        plain = [p for p in inputs if not p.get("indexed")]
-        if len(topics) - 1 != len(indexed):
-            return None
+        log_entry = {**dict.fromkeys(_LOG_FIELDS), "topics": topic_bytes, "data": _hex_bytes(data)}
         try:
-            plain_values = abi_decode([abi_type(p) for p in plain], _hex_bytes(data))
-            indexed_values = [
-                abi_decode([abi_type(p)], _hex_bytes(t))[0] if _is_static(p) else "0x" + _hex_bytes(t).hex()
-                for p, t in zip(indexed, topics[1:], strict=True)
-            ]
-        except Exception:
+            decoded = get_event_data(_CODEC, entry, log_entry)  # type: ignore[arg-type]
+        except Exception:  # a topic count or data that does not fit the event: the caller shows the log raw
             return None
-        by_name: dict[str, Any] = {}
-        for p, v in zip(indexed, indexed_values, strict=True):
-            by_name[p["name"]] = v if isinstance(v, str) and not _is_static(p) else _jsonable(p, v)
-        for p, v in zip(plain, plain_values, strict=True):
-            by_name[p["name"]] = _jsonable(p, v)
-        args = {p["name"]: by_name[p["name"]] for p in inputs}  # declaration order
+        # Indexed dynamic values (string, bytes, arrays, tuples) are only their keccak hash in the topic: web3
+        # decodes them as bytes32, shown as hex.
+        args = {p["name"]: _event_value(p, decoded["args"][p["name"]]) for p in inputs}  # declaration order
         return DecodedLog(entry["name"], args, {p["name"]: abi_type(p) for p in inputs})
+
+
+def _event_value(param: dict[str, Any], value: Any) -> Any:
+    if param.get("indexed") and not _is_static(param):
+        return "0x" + bytes(value).hex()
+    return _jsonable(param, value)
+
+
+def _decode_params(entry: dict[str, Any], payload: bytes) -> DecodedCall | None:
+    inputs = entry.get("inputs", [])
+    types = [abi_type(i) for i in inputs]
+    try:
+        values = map_abi_data(BASE_RETURN_NORMALIZERS, types, _CODEC.decode(types, payload))
+    except Exception:  # malformed input: the caller shows it raw
+        return None
+    args = {(p["name"] or f"arg{i}"): _jsonable(p, v) for i, (p, v) in enumerate(zip(inputs, values, strict=True))}
+    names = [p["name"] or f"arg{i}" for i, p in enumerate(inputs)]
+    return DecodedCall(entry["name"], args, dict(zip(names, types, strict=True)))
 
 
 def _is_static(param: dict[str, Any]) -> bool:

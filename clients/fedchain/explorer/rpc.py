@@ -1,19 +1,22 @@
-"""A small JSON-RPC client for the indexer: raw results (hex strings), batches, retries on lost requests.
+"""The indexer's JSON-RPC client on web3.py's HTTP provider: raw results (hex strings), batches, retries on lost
+requests.
 
-Every method the explorer calls is a read, so a request lost on the way (Ganache 7 drops one now and then) is simply
-sent again. Batches fall back to one request per call on nodes that refuse JSON-RPC batches.
+web3's provider does the transport and the JSON-RPC framing; no middleware or result formatters run, so results
+stay the node's own hex strings. Every method the explorer calls is a read, so a request lost on the way (Ganache 7
+drops one now and then) is simply sent again, on our schedule rather than web3's (which retries only an allowlist of
+methods and never on a 5xx). Batches fall back to one request per call on nodes that refuse JSON-RPC batches.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
+import requests
+from web3 import HTTPProvider
 
 log = logging.getLogger("fedchain.explorer.rpc")
 
@@ -34,6 +37,10 @@ class NodeUnavailable(RpcError):
     """The node cannot be reached."""
 
 
+class _Retry(Exception):
+    """A lost or garbled answer: send the request again."""
+
+
 def is_loopback_url(url: str) -> bool:
     host = urlparse(url).hostname or ""
     return host == "localhost" or host.startswith("127.") or host == "::1"
@@ -46,34 +53,37 @@ class JsonRpc:
         self.url = url
         if timeout is None:
             timeout = 10.0 if is_loopback_url(url) else 30.0
-        self._http = httpx.Client(timeout=timeout, headers={"Content-Type": "application/json"})
-        self._ids = itertools.count(1)
+        self._session = requests.Session()
+        self._provider = HTTPProvider(
+            url,
+            request_kwargs={"timeout": timeout, "headers": {"Content-Type": "application/json"}},
+            session=self._session,
+            exception_retry_configuration=None,  # retried below, every method alike
+        )
         self.batch_size = batch_size
         self._batch_ok: bool | None = None
 
     def close(self) -> None:
-        self._http.close()
+        self._session.close()
 
-    def _post(self, payload: Any) -> Any:
+    def _send(self, request: Callable[[], Any]) -> Any:
+        """The decoded JSON answer of `request`, retried while the node is unreachable or answers garbage."""
         for attempt in range(_RETRIES + 1):
             try:
-                response = self._http.post(self.url, json=payload)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise httpx.TransportError(f"HTTP {response.status_code}")
-                return response.json()
-            except (httpx.TransportError, ValueError) as exc:
+                return _answer(request)
+            except (_Retry, requests.RequestException, ValueError) as exc:
                 if attempt == _RETRIES:
                     raise NodeUnavailable(f"cannot reach the Ethereum node at {self.url}: {exc}") from exc
                 time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
         raise AssertionError("unreachable")
 
     def call(self, method: str, *params: Any) -> Any:
-        body = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)})
+        body = self._send(lambda: self._provider.make_request(method, list(params)))  # type: ignore[arg-type]
         if not isinstance(body, dict):
             raise RpcError(f"unexpected answer to {method}: {str(body)[:200]}")
         if body.get("error"):
             err = body["error"]
-            raise RpcError(f"{method}: {err.get('message', err)}", err.get("code"), _error_data(err))
+            raise RpcError(f"{method}: {_message(err)}", _code(err), _error_data(err))
         return body.get("result")
 
     def try_call(self, method: str, *params: Any) -> Any:
@@ -96,29 +106,43 @@ class JsonRpc:
         if not calls:
             return []
         if self._batch_ok is not False and len(calls) > 1:
-            first = next(self._ids)
-            payload = [
-                {"jsonrpc": "2.0", "id": first + i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls)
-            ]
-            for _ in range(len(calls) - 1):
-                next(self._ids)
-            body = self._post(payload)
+            requests_ = [(m, list(p)) for m, p in calls]
+            # web3 numbers the requests in order and sorts the answers by id: answer i belongs to call i.
+            body = self._send(lambda: self._provider.make_batch_request(requests_))  # type: ignore[arg-type]
             if isinstance(body, list) and len(body) == len(calls):
                 self._batch_ok = True
-                by_id = {item.get("id"): item for item in body if isinstance(item, dict)}
                 out = []
-                for i, (method, _) in enumerate(calls):
-                    item = by_id.get(first + i)
-                    if item is None:
+                for (method, _), item in zip(calls, body, strict=True):
+                    if not isinstance(item, dict) or item.get("id") is None:
                         raise RpcError(f"batch answer lacks the result of {method}")
                     if item.get("error"):
                         err = item["error"]
-                        raise RpcError(f"{method}: {err.get('message', err)}", err.get("code"), _error_data(err))
+                        raise RpcError(f"{method}: {_message(err)}", _code(err), _error_data(err))
                     out.append(item.get("result"))
                 return out
             log.info("the node at %s does not answer JSON-RPC batches; sending calls one by one", self.url)
             self._batch_ok = False
         return [self.call(m, *p) for m, p in calls]
+
+
+def _answer(request: Callable[[], Any]) -> Any:
+    """Run one provider request. A 5xx or 429 is lost (retried); another HTTP error status still carries a
+    JSON-RPC answer on most nodes, which is returned as it is (and retried when it is not JSON)."""
+    try:
+        return request()
+    except requests.HTTPError as exc:
+        response = exc.response
+        if response is None or response.status_code >= 500 or response.status_code == 429:
+            raise _Retry(f"HTTP {response.status_code if response is not None else '?'}") from exc
+        return response.json()
+
+
+def _message(err: Any) -> Any:
+    return err.get("message", err) if isinstance(err, dict) else err
+
+
+def _code(err: Any) -> int | None:
+    return err.get("code") if isinstance(err, dict) else None
 
 
 def _error_data(err: Any) -> Any:

@@ -27,9 +27,10 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 
 from fedchain.explorer.app import ExplorerRuntime, create_app
-from fedchain.explorer.index import STRATEGY_NAMES, Follower, Indexer
+from fedchain.explorer.index import Follower, Indexer
 from fedchain.explorer.live import LiveFeed
 from fedchain.explorer.queries import Explorer, Settings
+from fedchain.explorer.strategies import STRATEGY_NAMES
 from fedchain.explorer.terminal import rounds_table
 
 
