@@ -40,7 +40,7 @@ from fedchain.learning.units import (
     result_digest,
     train_single_process,
 )
-from fedchain.market.env import WORKER_ENV
+from fedchain.protocol.worker_env import WORKER_ENV
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 
 ETHER = 10**18

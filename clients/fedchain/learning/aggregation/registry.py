@@ -27,6 +27,7 @@ from fedchain.learning.aggregation.krum import Krum, MultiKrum
 from fedchain.learning.aggregation.median import Median
 from fedchain.learning.aggregation.reference import ReferenceFilter, ReferenceTrainer
 from fedchain.learning.aggregation.trimmed_mean import TrimmedMean
+from fedchain.protocol.canonical_json import canonical_json, reject_duplicate_keys
 
 STRATEGY_IDS: Final[Mapping[str, int]] = {
     "fedavg": 0,
@@ -72,14 +73,6 @@ def strategy_name(sid: int) -> str:
         if value == sid:
             return name
     raise ValueError(f"unknown strategy id {sid!r}; known: {sorted(STRATEGY_IDS.values())}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ValueError(f"duplicate key(s) {dupes}")
-    return dict(pairs)
 
 
 @dataclass(frozen=True)
@@ -129,13 +122,12 @@ class StrategySpec:
 
     def to_json(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, UTF-8, floats in shortest round-trip form."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes) -> StrategySpec:
         try:
-            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"strategy spec is not valid UTF-8 JSON: {exc}") from None
         return cls.from_dict(parsed)
