@@ -11,8 +11,6 @@ from typing import Any, ClassVar
 from fedchain.protocol.canonical_json import canonical_json, reject_duplicate_keys
 
 SPEC_VERSION = 1
-# Rules that need only the sum of the updates, so they run on securely aggregated (masked) updates.
-SECURE_AGGREGATION_STRATEGIES = frozenset({"fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox"})
 MODEL_KINDS = ("mlp", "cnn1d")
 
 
@@ -308,6 +306,8 @@ class TaskSpec:
                     "cannot run; with differential privacy on, devices clip their own updates (dp_clip_norm)"
                 )
             # Masked updates reveal only their sum: only rules that need nothing but the sum can run on them.
+            from fedchain.learning.aggregation.registry import SECURE_AGGREGATION_STRATEGIES  # see _strategy_dict
+
             if name not in SECURE_AGGREGATION_STRATEGIES:
                 raise ValueError(
                     f"TaskSpec: secure aggregation reveals only the sum of the updates, which {name!r} cannot "
