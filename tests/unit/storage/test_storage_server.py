@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,8 @@ import httpx
 import pytest
 
 from fedchain.storage import StorageError, compute_cid
-from fedchain.storage.node import KuboRpcServer, loopback_config
+from fedchain.storage.kubo_config import loopback_config
+from fedchain.storage.kubo_server import KuboRpcServer
 
 
 class FakeNode:
@@ -50,12 +50,8 @@ class FakeNode:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[KuboRpcServer]:
-    srv = KuboRpcServer(FakeNode(tmp_path), port=0, max_upload=4096)  # type: ignore[arg-type]
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with KuboRpcServer(FakeNode(tmp_path), port=0, max_upload=4096) as srv:  # type: ignore[arg-type]
+        yield srv
 
 
 def post(server: KuboRpcServer, path: str, **kwargs: Any) -> httpx.Response:
