@@ -331,7 +331,10 @@ class KuboRpcServer:
             raise StorageError(f"expected a loopback host for the RPC API, got {host!r} (pass allow_remote=True)")
         self.node = node
         self.app = KuboRpcApp(node, max_upload)
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+        # a response written in two parts (headers, body) waits ~40 ms for the client's delayed ACK (Nagle).
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host.strip("[]"), port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,13 @@ def test_loopback_config_edits() -> None:
     assert "/ip4/128.0.0.0/ipcidr/1" in cfg["Swarm"]["AddrFilters"]
     assert not any(f.startswith("/ip4/127.") for f in cfg["Swarm"]["AddrFilters"])
     assert cfg["Identity"] == {"PeerID": "QmKeep"} and default["Bootstrap"]  # input left untouched
+
+
+def test_small_responses_are_not_held_back_by_nagle(server: KuboRpcServer) -> None:
+    """Without TCP_NODELAY on the accepted sockets every keep-alive request waits ~40 ms for a delayed ACK."""
+    with httpx.Client(base_url=server.api_url, timeout=5) as client:
+        client.post("/api/v0/id")
+        started = time.perf_counter()
+        for _ in range(20):
+            assert client.post("/api/v0/id").status_code == 200
+        assert time.perf_counter() - started < 0.5  # ~2 ms each when not delayed; 20 x 40 ms when delayed
