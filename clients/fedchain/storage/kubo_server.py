@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -248,7 +249,10 @@ class KuboRpcApp:
             "X-Content-Length": str(size),
             "X-Stream-Output": "1",
         }
-        return StreamingResponse(_read_then_delete(tmp), headers=headers)
+        # Deleted by the stream when it ends, and after the response in any case (a client gone before the stream
+        # started never runs the generator's cleanup).
+        cleanup = BackgroundTask(tmp.unlink, missing_ok=True)
+        return StreamingResponse(_read_then_delete(tmp), headers=headers, background=cleanup)
 
     async def _pin_add(self, exchange: _Exchange) -> Response:
         await exchange.drain_small_body()
