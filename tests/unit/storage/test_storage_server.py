@@ -73,6 +73,7 @@ def test_add_then_cat(server: KuboRpcServer) -> None:
     assert result["Hash"] == compute_cid(data) and result["Name"] == "w.bin" and int(result["Size"]) > len(data)
     cat = post(server, "/api/v0/cat", params={"arg": result["Hash"]})
     assert cat.content == data and cat.headers["X-Content-Length"] == str(len(data))
+    assert list(server.node.tmp_dir.iterdir()) == []  # scratch files of add and cat are gone
 
 
 def test_keep_alive_connection_survives_errors(server: KuboRpcServer) -> None:
