@@ -24,7 +24,8 @@ from fedchain.launch import LaunchTarget, write_launch
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.attacks import check_attack
 from fedchain.learning.spec import PrivacySpec, TaskSpec, default_task_spec
-from fedchain.privacy.accountant import epsilon_after, micro_to_epsilon, noise_multiplier_for_chain
+from fedchain.privacy.accountant import epsilon_after, noise_multiplier_for_chain
+from fedchain.protocol.epsilon import micro_to_epsilon
 
 # torch, web3 and the deployment code are imported where they are used: the demo starts its device and aggregator
 # processes before paying for those imports (see run_demo).

@@ -20,11 +20,12 @@ from fedchain.chain import TaskClient
 from fedchain.chain.privacy import round_setups, round_unmask_shares, secagg_participants
 from fedchain.learning.spec import PrivacySpec
 from fedchain.learning.types import Weights
-from fedchain.privacy.accountant import epsilon_after, epsilon_to_micro
+from fedchain.privacy.accountant import epsilon_after
 from fedchain.privacy.dp import DistributedNoise
 from fedchain.privacy.protocol import address_bytes, encryption_key_of, mean_weights, round_context, seal_context
 from fedchain.privacy.sealed import open_sealed
 from fedchain.privacy.secagg import MaskedUpdate, NotEnoughShares, Reveal, SecAggError, unmask_sum
+from fedchain.protocol.epsilon import epsilon_to_micro
 from fedchain.storage import IpfsClient, digest_to_cid
 
 log = logging.getLogger("fedchain.aggregator.secure")

@@ -22,6 +22,7 @@ from eth_utils import to_canonical_address, to_checksum_address
 
 from fedchain.chain.merkle import batch_leaf, merkle_proof, merkle_root
 from fedchain.chain.signing import recover_update_signer
+from fedchain.protocol.canonical_json import canonical_json
 
 BATCH_FORMAT = "fedchain-update-batch/1"
 
@@ -137,7 +138,7 @@ class UpdateBatch:
             "round": self.round,
             "task": self.task,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return canonical_json(doc, ascii_only=True, allow_nan=True)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> UpdateBatch:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import requests
 from web3 import HTTPProvider, Web3
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 
 from fedchain.chain.errors import ChainUnavailable
+from fedchain.protocol.loopback import is_loopback_url
 
 # Ganache 7 (its last release) now and then drops a request: the client either waits for its timeout or sees
 # "Remote end closed connection without response" (seen in about one round in ten with 5 device processes). Every
@@ -44,7 +44,7 @@ class LoggingHTTPProvider(HTTPProvider):
 
 def connect(rpc_url: str, timeout: float = 30.0, wait: float = 0.0) -> Web3:
     """A Web3 over HTTP; waits up to `wait` seconds for the node to answer (it may be starting)."""
-    if _is_loopback(rpc_url):
+    if is_loopback_url(rpc_url):
         timeout = min(timeout, LOOPBACK_TIMEOUT)
     provider = LoggingHTTPProvider(
         rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=RETRY_ALL_METHODS
@@ -59,8 +59,3 @@ def connect(rpc_url: str, timeout: float = 30.0, wait: float = 0.0) -> Web3:
             if time.monotonic() >= deadline:
                 raise ChainUnavailable(f"cannot reach the Ethereum node at {rpc_url}: {exc}") from exc
             time.sleep(0.2)
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host == "localhost" or host.startswith("127.")

@@ -20,7 +20,11 @@ import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+from fedchain.protocol.retry import Backoff
+
 log = logging.getLogger("fedchain.chain.notify")
+# Waits between reconnection attempts: 0.2 s doubling up to 5 s.
+RECONNECT_BACKOFF = Backoff.exponential(0.2, cap=5.0)
 
 # websockets' sync client: web3.py already depends on it.
 try:  # pragma: no cover - exercised by the e2e tests
@@ -101,12 +105,12 @@ class EventNotifier:
         self.close()
 
     def _run(self) -> None:
-        backoff = 0.2
+        failures = 0  # reconnection attempts since the last subscription that worked
         warned = False
         while not self._stop.is_set():
             try:
                 self._subscribe_and_listen()
-                backoff = 0.2
+                failures = 0
             except Exception as exc:  # connection refused, closed, or a node without eth_subscribe
                 if self._stop.is_set():
                     return
@@ -118,9 +122,9 @@ class EventNotifier:
                 self._socket = None
             # Wake the waiter: what happened while the socket was down is found by its next poll.
             self._flag.set()
-            if self._stop.wait(backoff):
+            if self._stop.wait(RECONNECT_BACKOFF.delay(failures)):
                 return
-            backoff = min(backoff * 2, 5.0)
+            failures += 1
 
     def _subscribe_and_listen(self) -> None:
         assert self._ws_url is not None and ws_connect is not None

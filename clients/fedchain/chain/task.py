@@ -20,8 +20,8 @@ from fedchain.chain.rawtx import selector, word
 from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult, call_batch
 
 # One conversion of epsilon to the contract's millionths for the whole package, re-exported for the chain API.
-from fedchain.privacy.epsilon import MICRO as MICRO
-from fedchain.privacy.epsilon import epsilon_to_micro as epsilon_to_micro
+from fedchain.protocol.epsilon import MICRO as MICRO
+from fedchain.protocol.epsilon import epsilon_to_micro as epsilon_to_micro
 
 CONTRACT_NAME = "FederatedTask"
 # The contract's absolute cap on one update's sample count (FederatedTask.MAX_SAMPLES_PER_UPDATE).

@@ -57,8 +57,8 @@ def worker(
     verbose: Verbose = False,
 ) -> None:
     """Lend this machine to the compute market: stake, claim units, compute them reproducibly, get paid."""
-    # Before torch or numpy is imported: single-threaded, pinned kernels (see fedchain.learning.units).
-    from fedchain.market.env import apply_worker_env
+    # Before torch or numpy is imported: single-threaded, pinned kernels (see fedchain.protocol.worker_env).
+    from fedchain.protocol.worker_env import apply_worker_env
 
     apply_worker_env()
     from fedchain.market.worker import MarketWorker, WorkerSettings
@@ -104,7 +104,7 @@ def coordinator(
     verbose: Verbose = False,
 ) -> None:
     """Coordinate a market job: merge each stage's accepted results and commit the stage's checkpoint."""
-    from fedchain.market.env import apply_worker_env
+    from fedchain.protocol.worker_env import apply_worker_env
 
     apply_worker_env()
     from fedchain.chain import ContractRevert

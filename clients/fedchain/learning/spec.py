@@ -8,9 +8,9 @@ from collections.abc import Set
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from fedchain.protocol.canonical_json import canonical_json, reject_duplicate_keys
+
 SPEC_VERSION = 1
-# Rules that need only the sum of the updates, so they run on securely aggregated (masked) updates.
-SECURE_AGGREGATION_STRATEGIES = frozenset({"fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox"})
 MODEL_KINDS = ("mlp", "cnn1d")
 
 
@@ -24,15 +24,6 @@ def _check_keys(cls_name: str, data: Any, allowed: Set[str], required: Set[str] 
     if missing:
         raise ValueError(f"{cls_name}: missing field(s) {missing}")
     return data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of duplicate keys; a description that says two things must be refused instead.
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ValueError(f"duplicate key(s) {dupes}")
-    return dict(pairs)
 
 
 def _int(owner: str, name: str, value: Any, minimum: int | None = None) -> int:
@@ -302,7 +293,7 @@ class TaskSpec:
         except ValueError as exc:
             raise ValueError(f"TaskSpec.strategy: {exc}") from None
         # Kept as canonical JSON text so the frozen spec stays hashable (it is an lru_cache key).
-        object.__setattr__(self, "strategy", json.dumps(strategy, sort_keys=True, separators=(",", ":")))
+        object.__setattr__(self, "strategy", canonical_json(strategy, ascii_only=True, allow_nan=True).decode())
         if not isinstance(self.privacy, PrivacySpec):
             raise ValueError(f"TaskSpec.privacy must be a PrivacySpec, got {type(self.privacy).__name__}")
         if self.privacy.secure_aggregation:
@@ -315,6 +306,8 @@ class TaskSpec:
                     "cannot run; with differential privacy on, devices clip their own updates (dp_clip_norm)"
                 )
             # Masked updates reveal only their sum: only rules that need nothing but the sum can run on them.
+            from fedchain.learning.aggregation.registry import SECURE_AGGREGATION_STRATEGIES  # see _strategy_dict
+
             if name not in SECURE_AGGREGATION_STRATEGIES:
                 raise ValueError(
                     f"TaskSpec: secure aggregation reveals only the sum of the updates, which {name!r} cannot "
@@ -355,14 +348,13 @@ class TaskSpec:
 
     def to_json(self) -> bytes:
         """Canonical JSON (sorted keys, no whitespace, UTF-8): equal specs give equal bytes, hence equal CIDs."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes) -> TaskSpec:
         """Parse a task description; ValueError if it is not valid UTF-8 JSON of a known version."""
         try:
-            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"task spec is not valid UTF-8 JSON: {exc}") from None
         except TypeError as exc:

@@ -40,7 +40,8 @@ from fedchain.learning.units import (
     result_digest,
     train_single_process,
 )
-from fedchain.market.env import WORKER_ENV
+from fedchain.protocol.canonical_json import canonical_json
+from fedchain.protocol.worker_env import WORKER_ENV
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 
 ETHER = 10**18
@@ -184,7 +185,7 @@ def _publish_job(ipfs: IpfsClient, plan: JobPlan, coordinator: str, options: Mar
     plan_cid = ipfs.add(plan.to_json())
     spec_cid = ipfs.add(plan.task.to_json())
     manifest = {"dataset": plan.task.dataset.to_dict(), "data_digest": plan.data_digest}
-    data_cid = ipfs.add(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
+    data_cid = ipfs.add(canonical_json(manifest, ascii_only=True, allow_nan=True))
     initial_cid = ipfs.put_weights(initial_checkpoint(plan))
     return JobParams(
         model_spec_digest=cid_to_digest(spec_cid),

@@ -16,7 +16,7 @@ from typing import Any
 
 from fedchain.learning.types import Weights
 from fedchain.learning.units import JobPlan, run_unit
-from fedchain.market.env import WORKER_ENV
+from fedchain.protocol.worker_env import WORKER_ENV
 from fedchain.ray_env import RAY_LOOPBACK_ENV
 
 

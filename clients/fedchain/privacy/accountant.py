@@ -10,8 +10,8 @@ Choosing δ: it should be well below 1/population (δ is the chance the guarante
 simulations use δ = 1e-5, which is below 1/N² for populations up to N = 316; `default_delta(N)` gives
 min(1e-5, 1/N²) for larger ones.
 
-On the chain ε is a uint64 in millionths, rounded up (`epsilon_to_micro`), so the recorded spend never
-under-counts; 2**64 - 1 stands for ε = ∞ (no guarantee).
+On the chain ε is a uint64 in millionths, rounded up (`fedchain.protocol.epsilon.epsilon_to_micro`), so the
+recorded spend never under-counts; 2**64 - 1 stands for ε = ∞ (no guarantee).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ OPACUS_DEFAULT_ALPHAS: tuple[float, ...] = (*(1 + x / 10.0 for x in range(1, 100
 ORDERS: tuple[float, ...] = (*OPACUS_DEFAULT_ALPHAS, 80.0, 96.0, 128.0, 256.0, 512.0)
 # noise_multiplier_for's default tolerance: the ε it achieves lies in [target - tolerance, target].
 EPSILON_TOLERANCE = 0.01
-# The single epsilon-to-millionths conversion (the chain binding and the deployer use it too).
-from fedchain.privacy.epsilon import EPSILON_INFINITE_MICRO, MICRO, UINT64_MAX, epsilon_to_micro  # noqa: E402
 
 
 def _check(noise_multiplier: float, sample_rate: float, delta: float) -> None:
@@ -185,15 +183,6 @@ def noise_multiplier_for(
     return hi
 
 
-def micro_to_epsilon(micro: int) -> float:
-    """Inverse of `epsilon_to_micro` (up to its rounding): millionths to ε; 2**64 - 1 is ∞."""
-    if isinstance(micro, bool) or not isinstance(micro, int | np.integer) or not 0 <= micro <= UINT64_MAX:
-        raise ValueError(f"micro must be an integer in [0, 2**64 - 1], got {micro!r}")
-    if micro == EPSILON_INFINITE_MICRO:
-        return math.inf
-    return int(micro) / MICRO
-
-
 def chain_admits(epsilons: Sequence[float], budget: float) -> bool:
     """Whether the task contract's budget rule lets every round of the ε curve `epsilons` (ε after rounds 1..R)
     open: round 1 when ε₁ <= budget, round r + 1 when εᵣ + (εᵣ - εᵣ₋₁) <= budget. RDP composition makes ε concave
@@ -224,15 +213,12 @@ def noise_multiplier_for_chain(
 
 
 __all__ = [
-    "EPSILON_INFINITE_MICRO",
     "EPSILON_TOLERANCE",
     "ORDERS",
     "chain_admits",
     "default_delta",
     "epsilon_after",
     "epsilon_curve",
-    "epsilon_to_micro",
-    "micro_to_epsilon",
     "noise_multiplier_for",
     "noise_multiplier_for_chain",
     "rounds_within_budget",

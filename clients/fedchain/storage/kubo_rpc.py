@@ -7,7 +7,6 @@ It speaks the same subset to a real Kubo daemon and to fedchain's embedded node.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -15,15 +14,22 @@ from typing import Any
 import httpx
 import numpy as np
 
+from fedchain.protocol.retry import Backoff, retry_call
 from fedchain.storage.cid import cid_to_digest, compute_cid, verify
 from fedchain.storage.codec import DEFAULT_MAX_BYTES, decode_weights, encode_weights
 from fedchain.storage.errors import ContentMismatch, ContentTooLarge, IpfsUnavailable, StorageError
 
-# A node that is still starting refuses connections for a moment: retry those...
+# A node that is still starting refuses connections for a moment: retry those, and a connection the node dropped
+# mid-request (killed and restarted by the devnet's supervisor).
 _CONNECT_RETRIES = 4
-_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
-# ... and a connection the node dropped mid-request (killed and restarted by the devnet's supervisor).
-_RESET_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_BACKOFF = Backoff((0.2, 0.5, 1.0, 2.0))
+_RETRIED_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
 
 
 class IpfsClient:
@@ -167,32 +173,32 @@ class IpfsClient:
         stream: Any = None,
     ) -> httpx.Response:
         """POST with retries on connection failure; maps transport and daemon errors to StorageError."""
-        for attempt in range(_CONNECT_RETRIES + 1):
-            try:
-                if stream is None:
-                    response = self._http.post(path, params=params, files=files)
+
+        def once() -> httpx.Response:
+            if stream is None:
+                response = self._http.post(path, params=params, files=files)
+                _raise_for_daemon_error(response, path)
+                return response
+            with self._http.stream("POST", path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
                     _raise_for_daemon_error(response, path)
-                    return response
-                with self._http.stream("POST", path, params=params) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        _raise_for_daemon_error(response, path)
-                    stream(response)
-                    return response
-            except (httpx.ConnectError, httpx.ConnectTimeout, *_RESET_ERRORS) as exc:
-                # A reset mid-request (the service restarted under a supervisor) is sent again: every Kubo call
-                # used here is idempotent (content-addressed adds, reads, pins), and a streaming callback starts
-                # over on each response (see `cat`).
-                if attempt == _CONNECT_RETRIES:
-                    raise IpfsUnavailable(
-                        f"cannot reach the IPFS RPC API at {self.api_url} after {attempt + 1} attempts: {exc}"
-                    ) from exc
-                time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-            except httpx.TimeoutException as exc:
-                raise StorageError(f"IPFS RPC {path} at {self.api_url} timed out: {exc}") from exc
-            except httpx.TransportError as exc:
-                raise IpfsUnavailable(f"IPFS RPC {path} at {self.api_url} failed: {exc}") from exc
-        raise AssertionError("unreachable")  # the loop either returns or raises
+                stream(response)
+                return response
+
+        try:
+            # A reset mid-request (the service restarted under a supervisor) is sent again: every Kubo call used
+            # here is idempotent (content-addressed adds, reads, pins), and a streaming callback starts over on
+            # each response (see `cat`).
+            return retry_call(once, retries=_CONNECT_RETRIES, backoff=_BACKOFF, retry_on=_RETRIED_ERRORS)
+        except _RETRIED_ERRORS as exc:
+            raise IpfsUnavailable(
+                f"cannot reach the IPFS RPC API at {self.api_url} after {_CONNECT_RETRIES + 1} attempts: {exc}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise StorageError(f"IPFS RPC {path} at {self.api_url} timed out: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise IpfsUnavailable(f"IPFS RPC {path} at {self.api_url} failed: {exc}") from exc
 
 
 def _flag(value: bool) -> str:

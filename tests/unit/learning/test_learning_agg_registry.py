@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
@@ -17,7 +19,17 @@ from fedchain.learning.aggregation import (
     strategy_id,
     strategy_name,
 )
-from fedchain.learning.aggregation.registry import STRATEGIES
+from fedchain.learning.aggregation.base import Strategy
+from fedchain.learning.aggregation.registry import (
+    SECURE_AGGREGATION_STRATEGIES,
+    STATEFUL_STRATEGIES,
+    STRATEGIES,
+    STRATEGY_CLASSES,
+    STRATEGY_LABELS,
+    STRATEGY_NAMES,
+    WEIGHTED_MEAN_STRATEGIES,
+    _ids,
+)
 
 
 def test_ids_are_stable() -> None:
@@ -40,6 +52,51 @@ def test_ids_are_stable() -> None:
         strategy_id("fedsgd")
     with pytest.raises(ValueError):
         strategy_name(10)
+
+
+def test_tables_derive_from_the_classes() -> None:
+    assert {cls.strategy_id: cls.name for cls in STRATEGY_CLASSES} == STRATEGY_NAMES
+    assert {v: k for k, v in STRATEGY_IDS.items()} == STRATEGY_NAMES
+    assert STRATEGY_LABELS == {
+        0: "FedAvg",
+        1: "FedAvgM",
+        2: "FedAdam",
+        3: "FedYogi",
+        4: "FedProx",
+        5: "Median",
+        6: "Trimmed mean",
+        7: "Krum",
+        8: "Multi-Krum",
+        9: "Bulyan",
+    }
+    for cls in STRATEGY_CLASSES:
+        constructor, defaults = STRATEGIES[cls.name]
+        assert constructor is cls and defaults is cls.defaults
+        assert build_strategy(StrategySpec(cls.name)).params() == dict(cls.defaults)  # the constructor's defaults
+    assert {"fedavgm", "fedadam", "fedyogi"} == STATEFUL_STRATEGIES
+    assert {"fedavg", "fedprox"} == WEIGHTED_MEAN_STRATEGIES
+    assert {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox"} == SECURE_AGGREGATION_STRATEGIES
+
+
+def test_duplicate_or_missing_ids_are_refused() -> None:
+    class Twin(Strategy):
+        name = "twin"
+        strategy_id = 0
+
+    class Wrapper(Strategy):
+        name = "wrapper"
+
+    with pytest.raises(ValueError, match="unique"):
+        _ids((*STRATEGY_CLASSES, Twin))
+    with pytest.raises(ValueError, match="unique"):
+        _ids((Wrapper,))
+
+
+def test_registry_imports_without_torch() -> None:
+    """The explorer reads STRATEGY_NAMES and STRATEGY_LABELS from the registry: importing it must not load torch."""
+    code = "import sys; import fedchain.learning.aggregation.registry; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_every_strategy_builds_with_defaults_and_round_trips() -> None:

@@ -13,19 +13,19 @@ import pytest
 import torch
 from torch.nn import functional
 
-from fedchain.learning import units
+from fedchain.learning import exact_cnn, units
 from fedchain.learning.model import build_model, get_weights, set_weights
 from fedchain.learning.spec import ModelSpec
 from fedchain.learning.units import (
     JobPlan,
     check_deterministic_runtime,
     default_ecg_task,
-    deterministic_env,
     initial_checkpoint,
     merge_stage,
     result_digest,
     run_unit,
 )
+from fedchain.protocol.worker_env import WORKER_ENV
 from fedchain.storage.codec import encode_weights
 
 REPO = Path(__file__).resolve().parents[3]
@@ -57,11 +57,11 @@ def test_unit_repeats_bit_identically_in_process(plan: JobPlan) -> None:
 
 
 def test_unit_bit_identical_across_processes(plan: JobPlan) -> None:
-    """Two fresh interpreters: one with deterministic_env(), one emulating an older CPU for numpy and OpenBLAS
+    """Two fresh interpreters: one with WORKER_ENV, one emulating an older CPU for numpy and OpenBLAS
     (baseline SIMD kernels, Prescott BLAS kernels) and torch unpinned. Both agree with this process."""
     expected = run_unit(plan, initial_checkpoint(plan), 1, 2)
-    base = {k: v for k, v in os.environ.items() if k not in deterministic_env()}
-    pinned = {**base, **deterministic_env()}
+    base = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+    pinned = {**base, **WORKER_ENV}
     older = {**base, "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Prescott"}
     procs = [
         subprocess.Popen(
@@ -82,7 +82,7 @@ def test_unit_bit_identical_across_processes(plan: JobPlan) -> None:
     want = [result_digest(expected).hex(), hashlib.sha256(encode_weights(expected)).hexdigest(), "True"]
     assert outputs[0][:3] == want
     assert outputs[1][:3] == want
-    assert outputs[0][3] == "DEFAULT"  # deterministic_env pins torch's kernels at start-up
+    assert outputs[0][3] == "DEFAULT"  # WORKER_ENV pins torch's kernels at start-up
 
 
 def test_units_differ_by_stage_index_and_seed(plan: JobPlan) -> None:
@@ -138,7 +138,7 @@ def test_canary_and_runtime_report() -> None:
     assert report.canary_digest == units.CANARY_DIGEST
     assert report.torch_capability == str(torch.backends.cpu.get_cpu_capability())
     assert report.torch_pinned == (report.torch_capability == "DEFAULT")
-    assert deterministic_env()["ATEN_CPU_CAPABILITY"] == "default"
+    assert WORKER_ENV["ATEN_CPU_CAPABILITY"] == "default"
 
 
 @pytest.mark.parametrize(
@@ -154,10 +154,10 @@ def test_engine_matches_torch_autograd(spec: ModelSpec) -> None:
     params = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((9, spec.input_dim)), rng.integers(0, spec.num_classes, 9)
-    engine = units._Engine(spec)
+    engine = exact_cnn.Engine(spec)
     logits, tape = engine.forward(params, x)
     onehot = (y[:, None] == np.arange(spec.num_classes)).astype(np.float64)
-    grads = engine.backward(params, tape, (units._softmax(logits) - onehot) / len(y))
+    grads = engine.backward(params, tape, (exact_cnn.softmax(logits) - onehot) / len(y))
     torch_logits = model(torch.from_numpy(x))
     functional.cross_entropy(torch_logits, torch.from_numpy(y)).backward()
     np.testing.assert_allclose(logits, torch_logits.detach().numpy(), rtol=0, atol=1e-12)
@@ -189,14 +189,14 @@ def test_unit_matches_torch_sgd_closely(plan: JobPlan) -> None:
 
 def test_exp_matches_libm() -> None:
     z = np.concatenate([np.linspace(-700.0, 0.0, 20001), -np.logspace(-300, 2, 500)])
-    got = units._exp_nonpositive(z)
+    got = exact_cnn._exp_nonpositive(z)
     np.testing.assert_allclose(got, np.exp(z), rtol=4e-16, atol=0)
-    assert units._exp_nonpositive(np.array([0.0]))[0] == 1.0
+    assert exact_cnn._exp_nonpositive(np.array([0.0]))[0] == 1.0
 
 
 def test_dot_order_depends_only_on_shapes() -> None:
     rng = np.random.default_rng(1)
-    for k in (3, units.SEQUENTIAL_SUM_MAX, units.SEQUENTIAL_SUM_MAX + 37):
+    for k in (3, exact_cnn.SEQUENTIAL_SUM_MAX, exact_cnn.SEQUENTIAL_SUM_MAX + 37):
         a, b = rng.standard_normal((5, k)), rng.standard_normal((k, 4))
-        np.testing.assert_allclose(units._dot(a, b), a @ b, rtol=1e-12, atol=1e-12)
-        assert units._dot(a, b).tobytes() == units._dot(a.copy(order="F"), b.copy(order="F")).tobytes()
+        np.testing.assert_allclose(exact_cnn._dot(a, b), a @ b, rtol=1e-12, atol=1e-12)
+        assert exact_cnn._dot(a, b).tobytes() == exact_cnn._dot(a.copy(order="F"), b.copy(order="F")).tobytes()

@@ -11,16 +11,14 @@ import pytest
 from opacus.accountants import RDPAccountant
 
 from fedchain.privacy.accountant import (
-    EPSILON_INFINITE_MICRO,
     EPSILON_TOLERANCE,
     default_delta,
     epsilon_after,
     epsilon_curve,
-    epsilon_to_micro,
-    micro_to_epsilon,
     noise_multiplier_for,
     rounds_within_budget,
 )
+from fedchain.protocol.epsilon import EPSILON_INFINITE_MICRO, epsilon_to_micro, micro_to_epsilon
 
 DELTA = 1e-5
 

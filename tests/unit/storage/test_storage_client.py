@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fedchain.storage.kubo_rpc as kubo_rpc
+from fedchain.protocol.retry import Backoff
 from fedchain.storage import (
     ContentMismatch,
     ContentTooLarge,
@@ -117,7 +118,7 @@ def test_pin_ls_and_pin_add() -> None:
 
 
 def test_retries_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kubo_rpc, "_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(kubo_rpc, "_BACKOFF", Backoff((0.0,)))
     attempts: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -134,7 +135,7 @@ def test_retries_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_reset_mid_request_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
     # The devnet's supervisor restarted the node under a call: an add (content-addressed) is simply sent again,
     # and a read cut off after part of its answer starts over (nothing of the first attempt is kept).
-    monkeypatch.setattr(kubo_rpc, "_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(kubo_rpc, "_BACKOFF", Backoff((0.0,)))
     attempts: list[str] = []
     data = b"weights" * 1000
 
@@ -160,7 +161,7 @@ def test_a_reset_mid_request_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_unreachable_daemon_is_ipfs_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kubo_rpc, "_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(kubo_rpc, "_BACKOFF", Backoff((0.0,)))
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

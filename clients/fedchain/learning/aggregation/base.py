@@ -243,6 +243,19 @@ class Strategy(ABC):
     """An aggregation rule. Subclasses implement `_aggregate` over validated updates sorted by device address."""
 
     name: ClassVar[str]
+    # The facts about a rule, read by the registry (fedchain.learning.aggregation.registry), the aggregator and the
+    # explorer. The on-chain id (uint16 in the task config) is stable forever: a task created with id 7 must mean
+    # Krum to every future client. None for wrappers (clipping, reference filter) that are not strategies of their own.
+    strategy_id: ClassVar[int | None] = None
+    label: ClassVar[str] = ""  # display name ("Trimmed mean")
+    # Every parameter with its default; a default's type (int or float) is the parameter's type.
+    defaults: ClassVar[Mapping[str, float | int]] = {}
+    # Capabilities. stateful: carries ServerState (momentum, moments) from round to round. weighted_mean: the result
+    # is exactly the sample-weighted mean of the updates, so it can be computed streaming. secure_aggregation: needs
+    # nothing but the sum of the updates, so it runs on what secure aggregation reveals.
+    stateful: ClassVar[bool] = False
+    weighted_mean: ClassVar[bool] = False
+    secure_aggregation: ClassVar[bool] = False
 
     def aggregate(
         self, global_weights: Weights, updates: Sequence[Update], state: ServerState | None = None

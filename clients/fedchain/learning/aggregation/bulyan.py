@@ -11,7 +11,8 @@ to the window of smaller values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -76,6 +77,9 @@ class Bulyan(Strategy):
     """Bulyan over Krum (El Mhamdi et al. 2018); `f` Byzantine updates tolerated, n >= 4f + 3."""
 
     name = "bulyan"
+    strategy_id = 9
+    label = "Bulyan"
+    defaults: ClassVar[Mapping[str, float | int]] = {"f": 1}
 
     def __init__(self, f: int = 1) -> None:
         self.f = integer("bulyan", "f", f, 0)

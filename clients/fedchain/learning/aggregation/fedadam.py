@@ -10,6 +10,9 @@ State slots "m" and "v" (float64), carried explicitly between rounds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
 from fedchain.learning.aggregation.base import (
@@ -67,6 +70,11 @@ class FedAdam(AdaptiveServer):
     """Adam on the server (Reddi et al. 2020); defaults as Flower's FedAdam."""
 
     name = "fedadam"
+    strategy_id = 2
+    label = "FedAdam"
+    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9}
+    stateful = True
+    secure_aggregation = True
 
     def __init__(self, eta: float = 0.1, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-9) -> None:
         super().__init__(eta, beta1, beta2, tau)

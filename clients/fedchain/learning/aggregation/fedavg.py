@@ -6,6 +6,7 @@ The sample-weighted mean of the devices' weights, streamed so memory stays one m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,6 +80,11 @@ class FedAvg(Strategy):
     """
 
     name = "fedavg"
+    strategy_id = 0
+    label = "FedAvg"
+    defaults: ClassVar[Mapping[str, float | int]] = {}
+    weighted_mean = True
+    secure_aggregation = True
 
     def _aggregate(self, global_weights: Weights, updates: tuple[Update, ...], state: ServerState) -> AggregateResult:
         aggregator = StreamingFedAvg(shapes_of(global_weights))

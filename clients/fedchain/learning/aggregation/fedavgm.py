@@ -9,6 +9,9 @@ momentum = 0 and server_lr = 1 give FedAvg (up to float rounding). The momentum 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
 from fedchain.learning.aggregation.base import (
@@ -28,6 +31,11 @@ class FedAvgM(Strategy):
     """Server momentum: `server_lr` > 0, `momentum` in [0, 1)."""
 
     name = "fedavgm"
+    strategy_id = 1
+    label = "FedAvgM"
+    defaults: ClassVar[Mapping[str, float | int]] = {"server_lr": 1.0, "momentum": 0.9}
+    stateful = True
+    secure_aggregation = True
 
     def __init__(self, server_lr: float = 1.0, momentum: float = 0.9) -> None:
         self.server_lr = number("fedavgm", "server_lr", server_lr, 0.0)

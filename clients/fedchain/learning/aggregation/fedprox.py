@@ -8,6 +8,9 @@ proximal coefficient to use; aggregators running it produce the same bits as Fed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from fedchain.learning.aggregation.base import number
 from fedchain.learning.aggregation.fedavg import FedAvg
 
@@ -16,6 +19,11 @@ class FedProx(FedAvg):
     """FedAvg aggregation; `mu` (>= 0) is the devices' proximal coefficient."""
 
     name = "fedprox"
+    strategy_id = 4
+    label = "FedProx"
+    defaults: ClassVar[Mapping[str, float | int]] = {"mu": 0.01}
+    weighted_mean = True
+    secure_aggregation = True
 
     def __init__(self, mu: float = 0.01) -> None:
         self.mu = number("fedprox", "mu", mu, 0.0)

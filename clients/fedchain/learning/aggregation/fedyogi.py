@@ -6,6 +6,9 @@ step from collapsing (Zaheer et al. 2018, "Adaptive Methods for Nonconvex Optimi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
 from fedchain.learning.aggregation.fedadam import AdaptiveServer
@@ -15,6 +18,11 @@ class FedYogi(AdaptiveServer):
     """Yogi on the server (Reddi et al. 2020); defaults as Flower's FedYogi."""
 
     name = "fedyogi"
+    strategy_id = 3
+    label = "FedYogi"
+    defaults: ClassVar[Mapping[str, float | int]] = {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+    stateful = True
+    secure_aggregation = True
 
     def __init__(self, eta: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
         super().__init__(eta, beta1, beta2, tau)

@@ -21,8 +21,9 @@ identical bounds, and exempt from the check, so duplicates alone never force the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -234,6 +235,9 @@ class Krum(Strategy):
     """Krum: the single update closest to its n - f - 2 neighbours; needs n >= 2f + 3."""
 
     name = "krum"
+    strategy_id = 7
+    label = "Krum"
+    defaults: ClassVar[Mapping[str, float | int]] = {"f": 1}
 
     def __init__(self, f: int = 1) -> None:
         self.f = integer("krum", "f", f, 0)
@@ -258,6 +262,9 @@ class MultiKrum(Strategy):
     """Multi-Krum: unweighted mean of the m lowest-scoring updates; m = 0 means n - f (n known per round)."""
 
     name = "multi-krum"
+    strategy_id = 8
+    label = "Multi-Krum"
+    defaults: ClassVar[Mapping[str, float | int]] = {"f": 1, "m": 0}
 
     def __init__(self, f: int = 1, m: int = 0) -> None:
         self.f = integer("multi-krum", "f", f, 0)

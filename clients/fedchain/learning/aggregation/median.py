@@ -6,6 +6,9 @@ Unweighted: sample counts are self-reported, and weighting by them would let one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import numpy as np
 
 from fedchain.learning.aggregation.base import AggregateResult, ServerState, Strategy, Update, coordinatewise, devices
@@ -30,6 +33,9 @@ class Median(Strategy):
     """Coordinate-wise median (Yin et al. 2018)."""
 
     name = "median"
+    strategy_id = 5
+    label = "Median"
+    defaults: ClassVar[Mapping[str, float | int]] = {}
 
     def params(self) -> dict[str, float | int]:
         return {}

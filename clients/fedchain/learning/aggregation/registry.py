@@ -1,6 +1,10 @@
-"""Strategy ids (uint16, in the task config on chain) and parameters as canonical JSON.
+"""Strategy ids (uint16, in the task config on chain), names, labels and capabilities, and parameters as canonical
+JSON.
 
-Ids are stable forever: a task created with id 7 must mean Krum to every future client. fedavg is 0.
+The facts live on the strategy classes (`Strategy.strategy_id`, `name`, `label`, `defaults`, the capability flags);
+this module only derives tables from them. Ids are stable forever: a task created with id 7 must mean Krum to every
+future client. fedavg is 0. Importing this module loads numpy, never torch: the explorer reads STRATEGY_NAMES and
+STRATEGY_LABELS from here.
 Every parameter has a default; the canonical form fills defaults in, so equal strategies give equal bytes.
 Clipping is not a strategy of its own: the optional parameter `clip_norm` (> 0) wraps any strategy in NormClipping.
 Nor is reference filtering: the optional parameter `root_samples` (>= 1) puts a ReferenceFilter in front (outermost),
@@ -27,33 +31,47 @@ from fedchain.learning.aggregation.krum import Krum, MultiKrum
 from fedchain.learning.aggregation.median import Median
 from fedchain.learning.aggregation.reference import ReferenceFilter, ReferenceTrainer
 from fedchain.learning.aggregation.trimmed_mean import TrimmedMean
+from fedchain.protocol.canonical_json import canonical_json, reject_duplicate_keys
 
-STRATEGY_IDS: Final[Mapping[str, int]] = {
-    "fedavg": 0,
-    "fedavgm": 1,
-    "fedadam": 2,
-    "fedyogi": 3,
-    "fedprox": 4,
-    "median": 5,
-    "trimmed-mean": 6,
-    "krum": 7,
-    "multi-krum": 8,
-    "bulyan": 9,
-}
+# Every strategy a task can name, in id order. Each class carries its own facts (id, name, label, parameters,
+# capabilities: see `Strategy`); the tables below are derived from them.
+STRATEGY_CLASSES: Final[tuple[type[Strategy], ...]] = (
+    FedAvg,
+    FedAvgM,
+    FedAdam,
+    FedYogi,
+    FedProx,
+    Median,
+    TrimmedMean,
+    Krum,
+    MultiKrum,
+    Bulyan,
+)
 
+
+def _ids(classes: tuple[type[Strategy], ...]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for cls in classes:
+        if cls.strategy_id is None or cls.name in ids or cls.strategy_id in ids.values():
+            raise ValueError(
+                f"{cls.__name__}: expected a unique strategy name and id, got {cls.name}/{cls.strategy_id}"
+            )
+        ids[cls.name] = cls.strategy_id
+    return ids
+
+
+# name -> on-chain id; id -> canonical name; id -> display label.
+STRATEGY_IDS: Final[Mapping[str, int]] = _ids(STRATEGY_CLASSES)
+STRATEGY_NAMES: Final[Mapping[int, str]] = {sid: name for name, sid in STRATEGY_IDS.items()}
+STRATEGY_LABELS: Final[Mapping[int, str]] = {STRATEGY_IDS[cls.name]: cls.label for cls in STRATEGY_CLASSES}
 # name -> (constructor, defaults). A default's type (int or float) is the parameter's type.
 STRATEGIES: Final[Mapping[str, tuple[Callable[..., Strategy], Mapping[str, float | int]]]] = {
-    "fedavg": (FedAvg, {}),
-    "fedavgm": (FedAvgM, {"server_lr": 1.0, "momentum": 0.9}),
-    "fedadam": (FedAdam, {"eta": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9}),
-    "fedyogi": (FedYogi, {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}),
-    "fedprox": (FedProx, {"mu": 0.01}),
-    "median": (Median, {}),
-    "trimmed-mean": (TrimmedMean, {"beta": 0.1}),
-    "krum": (Krum, {"f": 1}),
-    "multi-krum": (MultiKrum, {"f": 1, "m": 0}),
-    "bulyan": (Bulyan, {"f": 1}),
+    cls.name: (cls, cls.defaults) for cls in STRATEGY_CLASSES
 }
+# Names by capability (see `Strategy`).
+STATEFUL_STRATEGIES: Final = frozenset(cls.name for cls in STRATEGY_CLASSES if cls.stateful)
+WEIGHTED_MEAN_STRATEGIES: Final = frozenset(cls.name for cls in STRATEGY_CLASSES if cls.weighted_mean)
+SECURE_AGGREGATION_STRATEGIES: Final = frozenset(cls.name for cls in STRATEGY_CLASSES if cls.secure_aggregation)
 CLIP_PARAM: Final = "clip_norm"
 ROOT_PARAM: Final = "root_samples"
 OPTIONAL_PARAMS: Final = (CLIP_PARAM, ROOT_PARAM)
@@ -68,18 +86,9 @@ def strategy_id(name: str) -> int:
 
 def strategy_name(sid: int) -> str:
     """The strategy name of an on-chain id; ValueError for an unknown id."""
-    for name, value in STRATEGY_IDS.items():
-        if value == sid:
-            return name
+    if sid in STRATEGY_NAMES:
+        return STRATEGY_NAMES[sid]
     raise ValueError(f"unknown strategy id {sid!r}; known: {sorted(STRATEGY_IDS.values())}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ValueError(f"duplicate key(s) {dupes}")
-    return dict(pairs)
 
 
 @dataclass(frozen=True)
@@ -129,13 +138,12 @@ class StrategySpec:
 
     def to_json(self) -> bytes:
         """Canonical JSON: sorted keys, no whitespace, UTF-8, floats in shortest round-trip form."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes) -> StrategySpec:
         try:
-            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+            parsed = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"strategy spec is not valid UTF-8 JSON: {exc}") from None
         return cls.from_dict(parsed)
@@ -167,8 +175,14 @@ __all__ = [
     "CLIP_PARAM",
     "OPTIONAL_PARAMS",
     "ROOT_PARAM",
+    "SECURE_AGGREGATION_STRATEGIES",
+    "STATEFUL_STRATEGIES",
     "STRATEGIES",
+    "STRATEGY_CLASSES",
     "STRATEGY_IDS",
+    "STRATEGY_LABELS",
+    "STRATEGY_NAMES",
+    "WEIGHTED_MEAN_STRATEGIES",
     "StrategySpec",
     "build_strategy",
     "strategy_id",

@@ -7,7 +7,9 @@ beta is read as the decimal it is written as (0.3 means 3/10, so 10 updates trim
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +47,9 @@ class TrimmedMean(Strategy):
     """Coordinate-wise trimmed mean; `beta` in [0, 0.5) is the fraction trimmed from each side."""
 
     name = "trimmed-mean"
+    strategy_id = 6
+    label = "Trimmed mean"
+    defaults: ClassVar[Mapping[str, float | int]] = {"beta": 0.1}
 
     def __init__(self, beta: float = 0.1) -> None:
         self.beta = number("trimmed-mean", "beta", beta, 0.0, 0.5)

@@ -1,4 +1,4 @@
-"""The one epsilon-to-millionths conversion: the chain binding, the deployer and the accountant share it."""
+"""The one epsilon-to-millionths conversion: the chain binding, the deployer and the aggregators share it."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 
 import fedchain.chain.task as chain_task
-from fedchain.privacy import accountant
-from fedchain.privacy.epsilon import EPSILON_INFINITE_MICRO, MICRO, epsilon_to_micro
+from fedchain.protocol.epsilon import EPSILON_INFINITE_MICRO, MICRO, epsilon_to_micro
 
 
 def test_one_function_everywhere() -> None:
     assert chain_task.epsilon_to_micro is epsilon_to_micro
-    assert accountant.epsilon_to_micro is epsilon_to_micro
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """Epsilon in the task contract's units: a uint64 count of millionths. The one conversion every part uses (the
-deployer's budget and first-round epsilon, the aggregators' per-round epsilon, the accountant), so the on-chain
-checks see one rounding. Pure (no numpy, no chain)."""
+deployer's budget and first-round epsilon, the aggregators' per-round epsilon, the demo's report), so the on-chain
+checks see one rounding. Standard library only."""
 
 from __future__ import annotations
 
 import math
+import operator
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 MICRO = 10**6
@@ -29,4 +30,18 @@ def epsilon_to_micro(epsilon: float, *, round_up: bool = True) -> int:
     return min(micro, EPSILON_INFINITE_MICRO)
 
 
-__all__ = ["EPSILON_INFINITE_MICRO", "MICRO", "UINT64_MAX", "epsilon_to_micro"]
+def micro_to_epsilon(micro: int) -> float:
+    """Inverse of `epsilon_to_micro` (up to its rounding): millionths to ε; 2**64 - 1 is ∞. Any integer type
+    (numpy's too, through `__index__`), not bool."""
+    try:
+        value = operator.index(micro)
+    except TypeError:
+        value = None
+    if isinstance(micro, bool) or value is None or not 0 <= value <= UINT64_MAX:
+        raise ValueError(f"micro must be an integer in [0, 2**64 - 1], got {micro!r}")
+    if value == EPSILON_INFINITE_MICRO:
+        return math.inf
+    return value / MICRO
+
+
+__all__ = ["EPSILON_INFINITE_MICRO", "MICRO", "UINT64_MAX", "epsilon_to_micro", "micro_to_epsilon"]
