@@ -6,7 +6,6 @@ It binds 127.0.0.1 by default and refuses any address outside 127.0.0.0/8 (and :
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +22,9 @@ from fedchain.explorer import api, live, pages
 from fedchain.explorer.index import Follower, Indexer
 from fedchain.explorer.live import LiveFeed
 from fedchain.explorer.queries import BadInput, Explorer, NotFound, Settings
-from fedchain.explorer.rpc import JsonRpc, is_loopback_url
+from fedchain.explorer.rpc import JsonRpc
 from fedchain.explorer.search import SearchError
+from fedchain.protocol.loopback import check_loopback_host, is_loopback_url
 from fedchain.storage import IpfsClient
 
 log = logging.getLogger("fedchain.explorer")
@@ -42,18 +42,6 @@ class ExplorerConfig:
     confirmations: int | None = None
     watch_tasks: list[str] = field(default_factory=list)
     poll_interval: float | None = None
-
-
-def check_loopback_host(host: str) -> None:
-    """The explorer serves loopback only: refuse to bind anything else."""
-    if host == "localhost":
-        return
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"--host must be a loopback IP address (127.0.0.1, ::1), got {host!r}") from None
-    if not ip.is_loopback:
-        raise ValueError(f"the explorer binds loopback addresses only (127.0.0.0/8, ::1), not {host}")
 
 
 def default_index_path(rpc_url: str) -> Path:

@@ -10,18 +10,19 @@ methods and never on a 5xx). Batches fall back to one request per call on nodes 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import requests
 from web3 import HTTPProvider
 
+from fedchain.protocol.loopback import is_loopback_url
+from fedchain.protocol.retry import Backoff, retry_call
+
 log = logging.getLogger("fedchain.explorer.rpc")
 
 _RETRIES = 5
-_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+_BACKOFF = Backoff((0.1, 0.2, 0.5, 1.0, 2.0))
 
 
 class RpcError(Exception):
@@ -41,9 +42,8 @@ class _Retry(Exception):
     """A lost or garbled answer: send the request again."""
 
 
-def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
+# A lost connection, a garbled answer: sent again.
+_RETRIED = (_Retry, requests.RequestException, ValueError)
 
 
 class JsonRpc:
@@ -68,14 +68,10 @@ class JsonRpc:
 
     def _send(self, request: Callable[[], Any]) -> Any:
         """The decoded JSON answer of `request`, retried while the node is unreachable or answers garbage."""
-        for attempt in range(_RETRIES + 1):
-            try:
-                return _answer(request)
-            except (_Retry, requests.RequestException, ValueError) as exc:
-                if attempt == _RETRIES:
-                    raise NodeUnavailable(f"cannot reach the Ethereum node at {self.url}: {exc}") from exc
-                time.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
-        raise AssertionError("unreachable")
+        try:
+            return retry_call(lambda: _answer(request), retries=_RETRIES, backoff=_BACKOFF, retry_on=_RETRIED)
+        except _RETRIED as exc:
+            raise NodeUnavailable(f"cannot reach the Ethereum node at {self.url}: {exc}") from exc
 
     def call(self, method: str, *params: Any) -> Any:
         body = self._send(lambda: self._provider.make_request(method, list(params)))  # type: ignore[arg-type]

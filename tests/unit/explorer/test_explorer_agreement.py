@@ -30,7 +30,6 @@ from fedchain.explorer.app import ExplorerRuntime, create_app
 from fedchain.explorer.index import Follower, Indexer
 from fedchain.explorer.live import LiveFeed
 from fedchain.explorer.queries import Explorer, Settings
-from fedchain.explorer.strategies import STRATEGY_NAMES
 from fedchain.explorer.terminal import rounds_table
 
 
@@ -158,12 +157,6 @@ def test_a_reorg_over_a_reveal_rolls_the_agreement_back(tmp_path: Path, where: s
     ix.sync()
     ix.fetch_reports()
     assert dump(ix.conn) == dump(_indexed(tmp_path / "original.sqlite", s).conn)
-
-
-def test_strategy_names_match_the_registry() -> None:
-    from fedchain.learning.aggregation.registry import STRATEGY_IDS
-
-    assert {v: k for k, v in STRATEGY_IDS.items()} == STRATEGY_NAMES
 
 
 @pytest.fixture

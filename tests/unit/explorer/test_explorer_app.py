@@ -9,10 +9,11 @@ import pytest
 from explorer_fakes import DEVICE_B, TASK, Scenario
 from fastapi.testclient import TestClient
 
-from fedchain.explorer.app import ExplorerRuntime, check_loopback_host, create_app
+from fedchain.explorer.app import ExplorerRuntime, create_app
 from fedchain.explorer.index import Follower, Indexer
 from fedchain.explorer.live import LiveFeed
 from fedchain.explorer.queries import Explorer, Settings
+from fedchain.protocol.loopback import check_loopback_host
 
 
 @pytest.fixture

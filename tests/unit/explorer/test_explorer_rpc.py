@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from fedchain.explorer import rpc
-from fedchain.explorer.rpc import JsonRpc, NodeUnavailable, RpcError, is_loopback_url
+from fedchain.explorer.rpc import JsonRpc, NodeUnavailable, RpcError
+from fedchain.protocol.loopback import is_loopback_url
 
 Answer = tuple[int, bytes]
 
@@ -77,7 +78,7 @@ def node() -> Iterator[tuple[Node, str]]:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rpc, "_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(rpc, "_BACKOFF", rpc.Backoff((0.0,)))
 
 
 def test_call_returns_the_raw_result(node: tuple[Node, str]) -> None:

@@ -17,7 +17,7 @@ from eth_utils import to_checksum_address
 
 from fedchain.explorer.index.records import Change, ContentSource
 from fedchain.explorer.index.schema import transaction
-from fedchain.explorer.strategies import STRATEGY_NAMES
+from fedchain.learning.aggregation.registry import STRATEGY_NAMES
 
 MAX_REPORT_BYTES = 4 << 20
 REPORT_RETRY_S = (1.0, 2.0, 5.0, 15.0, 60.0)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fedchain.explorer.queries.agreement import AGREEMENT_NOTE
 from fedchain.explorer.queries.base import Reader, fmt_time
-from fedchain.explorer.strategies import STRATEGIES, STRATEGY_NAMES
+from fedchain.learning.aggregation.registry import STRATEGY_LABELS, STRATEGY_NAMES
 
 METRICS_NOTE = (
     "Accuracy and loss are the aggregator's own evaluation of each round's model on the task's held-out set, "
@@ -75,7 +75,7 @@ class TaskPages:
                 "max_updates": t["max_updates"],
                 "round_duration": t["round_duration"],
                 "strategy_id": t["strategy_id"],
-                "strategy": STRATEGIES.get(t["strategy_id"], f"strategy {t['strategy_id']}"),
+                "strategy": STRATEGY_LABELS.get(t["strategy_id"], f"strategy {t['strategy_id']}"),
                 "strategy_name": STRATEGY_NAMES.get(t["strategy_id"]),
                 # The parameters are off chain: from the latest aggregation report that states them.
                 "strategy_params": json.loads(params["strategy_params"]) if params else None,
