@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -185,16 +184,6 @@ class AggregatorPrivacy:
             return 0
         epsilon = epsilon_after(round_index, self.privacy.dp_noise_multiplier, 1.0, self.privacy.dp_delta)
         return epsilon_to_micro(epsilon)
-
-    def report_fields(self, unmasked: UnmaskedRound) -> dict[str, Any]:
-        return {
-            "secure_aggregation": {
-                "participants": unmasked.participants,
-                "survivors": list(unmasked.survivors),
-                "dropped": list(unmasked.dropped),
-                "unmask_shares": unmasked.shares,
-            }
-        }
 
 
 __all__ = [
