@@ -23,7 +23,8 @@ from fedchain.privacy.accountant import epsilon_after, epsilon_to_micro
 from fedchain.privacy.dp import DistributedNoise
 from fedchain.privacy.protocol import address_bytes, encryption_key_of, mean_weights, round_context, seal_context
 from fedchain.privacy.sealed import open_sealed
-from fedchain.privacy.secagg import MaskedUpdate, NotEnoughShares, Reveal, SecAggError, unmask_sum
+from fedchain.privacy.secagg import unmask_sum
+from fedchain.privacy.secagg_messages import MaskedUpdate, NotEnoughShares, Reveal, SecAggError
 from fedchain.storage import IpfsClient, digest_to_cid
 
 log = logging.getLogger("fedchain.aggregator.secure")
