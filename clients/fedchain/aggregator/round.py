@@ -19,8 +19,8 @@ from fedchain.aggregator.secure import RoundUnrecoverable, UnmaskedRound
 from fedchain.learning.aggregation import ServerState, Strategy, StreamingFedAvg, Update
 from fedchain.learning.aggregation.base import prepare as prepare_updates
 from fedchain.learning.aggregation.bound import UpdateBound
-from fedchain.learning.weights import InvalidWeights, check_weights
 from fedchain.learning.types import Weights
+from fedchain.learning.weights import InvalidWeights, check_weights
 from fedchain.storage import StorageError, digest_to_cid, read_metadata
 from fedchain.storage.binding import UpdateBinding, check_binding
 from fedchain.storage.codec import decode_weights
