@@ -11,8 +11,8 @@ numbers, and the DP noise is calibrated to the unweighted mean).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -24,7 +24,8 @@ from fedchain.privacy.accountant import epsilon_after
 from fedchain.privacy.dp import DistributedNoise
 from fedchain.privacy.protocol import address_bytes, encryption_key_of, mean_weights, round_context, seal_context
 from fedchain.privacy.sealed import open_sealed
-from fedchain.privacy.secagg import MaskedUpdate, NotEnoughShares, Reveal, SecAggError, unmask_sum
+from fedchain.privacy.secagg import RoundContext, unmask_sum
+from fedchain.privacy.secagg_messages import MaskedUpdate, NotEnoughShares, Reveal, SecAggError
 from fedchain.protocol.epsilon import epsilon_to_micro
 from fedchain.storage import IpfsClient, digest_to_cid
 
@@ -88,6 +89,66 @@ def masked_binding_culprits(
     return culprits
 
 
+def unmask_round(
+    ctx: RoundContext,
+    setups: Mapping[bytes, bytes],
+    masked: Mapping[str, bytes],
+    reveals: Mapping[str, bytes],
+    privacy: PrivacySpec,
+    global_weights: Weights,
+) -> UnmaskedRound:
+    """A securely aggregated round's mean from its published bytes: the frozen set's setups ({address: blob}), the
+    masked updates ({submitter: file}, as the chain recorded the submissions) and the survivors' unmasking shares
+    ({device: file}). Pure: what `AggregatorPrivacy.unmask` fetched from chain and IPFS goes in.
+
+    Raises RoundUnrecoverable (with the culprits) for a malformed or bound-elsewhere masked update or inputs that
+    cannot be unmasked, SharesNotYetAvailable while some secret has fewer than t shares. Under differential privacy
+    a round with fewer survivors than the noise needs keeps the previous model (`global_weights`), with a note.
+    """
+    round_index = ctx.round_id
+    updates: dict[str, MaskedUpdate] = {}
+    for device, blob in sorted(masked.items(), key=lambda kv: kv[0].lower()):
+        try:
+            updates[device] = MaskedUpdate.from_bytes(blob)
+        except ValueError as exc:
+            raise RoundUnrecoverable(
+                f"round {round_index}: masked update of {device} is malformed: {exc}",
+                {device: ("masked-update-malformed", str(exc)[:300])},
+            ) from exc
+    culprits = masked_binding_culprits(updates, ctx.task, round_index)
+    if culprits:
+        raise RoundUnrecoverable(
+            f"round {round_index}: masked updates bound to other submissions, from {sorted(culprits)}", culprits
+        )
+    parsed: list[Reveal] = []
+    for device, blob in sorted(reveals.items(), key=lambda kv: kv[0].lower()):
+        try:
+            parsed.append(Reveal.from_bytes(blob))
+        except ValueError as exc:
+            log.warning("round %d: unmasking shares of %s are malformed, ignored: %s", round_index, device, exc)
+    try:
+        result = unmask_sum(ctx, setups, list(updates.values()), parsed)
+    except NotEnoughShares as exc:
+        raise SharesNotYetAvailable(f"round {round_index}: {exc}") from exc
+    except (SecAggError, ValueError) as exc:
+        raise RoundUnrecoverable(f"round {round_index}: cannot unmask: {exc}") from exc
+    survivors = tuple(_hex(a) for a in result.survivors)
+    dropped = tuple(_hex(a) for a in result.dropped)
+    participants = len(ctx.participants)
+    if privacy.differential_privacy:
+        noise = DistributedNoise(
+            privacy.dp_noise_multiplier, privacy.dp_clip_norm, participants, privacy.min_survivors_for(participants)
+        )
+        if not noise.covers(len(survivors)):
+            note = (
+                f"only {len(survivors)} of {participants} devices survived; their noise does not reach the "
+                f"{noise.min_survivors} the privacy guarantee needs: the round keeps the previous model"
+            )
+            return UnmaskedRound(global_weights, survivors, dropped, participants, len(reveals), note)
+    weights = mean_weights(global_weights, result.total, len(survivors))
+    return UnmaskedRound(weights, survivors, dropped, participants, len(reveals))
+
+
 class AggregatorPrivacy:
     """Private inputs of one task, seen by one aggregator."""
 
@@ -132,49 +193,9 @@ class AggregatorPrivacy:
             # The chain counted `frozen` setups: some of their events are not visible from our node yet.
             raise SharesNotYetAvailable(f"round {round_index}: {len(on_chain)} of the {frozen} setups are visible")
         setups = {address_bytes(a): self._cat(d) for a, d in on_chain.items()}
-        masked: dict[str, MaskedUpdate] = {}
-        for device, digest in sorted(updates.items(), key=lambda kv: kv[0].lower()):
-            try:
-                masked[device] = MaskedUpdate.from_bytes(self._cat(digest))
-            except ValueError as exc:
-                raise RoundUnrecoverable(
-                    f"round {round_index}: masked update of {device} is malformed: {exc}",
-                    {device: ("masked-update-malformed", str(exc)[:300])},
-                ) from exc
-        culprits = masked_binding_culprits(masked, ctx.task, round_index)
-        if culprits:
-            raise RoundUnrecoverable(
-                f"round {round_index}: masked updates bound to other submissions, from {sorted(culprits)}", culprits
-            )
-        reveals: list[Reveal] = []
-        for device, digest in sorted(shares.items(), key=lambda kv: kv[0].lower()):
-            try:
-                reveals.append(Reveal.from_bytes(self._cat(digest)))
-            except ValueError as exc:
-                log.warning("round %d: unmasking shares of %s are malformed, ignored: %s", round_index, device, exc)
-        try:
-            result = unmask_sum(ctx, setups, list(masked.values()), reveals)
-        except NotEnoughShares as exc:
-            raise SharesNotYetAvailable(f"round {round_index}: {exc}") from exc
-        except (SecAggError, ValueError) as exc:
-            raise RoundUnrecoverable(f"round {round_index}: cannot unmask: {exc}") from exc
-        survivors = tuple(_hex(a) for a in result.survivors)
-        dropped = tuple(_hex(a) for a in result.dropped)
-        if self.privacy.differential_privacy:
-            noise = DistributedNoise(
-                self.privacy.dp_noise_multiplier,
-                self.privacy.dp_clip_norm,
-                len(participants),
-                self.privacy.min_survivors_for(len(participants)),
-            )
-            if not noise.covers(len(survivors)):
-                note = (
-                    f"only {len(survivors)} of {len(participants)} devices survived; their noise does not reach the "
-                    f"{noise.min_survivors} the privacy guarantee needs: the round keeps the previous model"
-                )
-                return UnmaskedRound(global_weights, survivors, dropped, len(participants), len(shares), note)
-        weights = mean_weights(global_weights, result.total, len(survivors))
-        return UnmaskedRound(weights, survivors, dropped, len(participants), len(shares))
+        masked = {device: self._cat(digest) for device, digest in sorted(updates.items(), key=lambda kv: kv[0].lower())}
+        reveals = {device: self._cat(digest) for device, digest in sorted(shares.items(), key=lambda kv: kv[0].lower())}
+        return unmask_round(ctx, setups, masked, reveals, self.privacy, global_weights)
 
     def epsilon_micro(self, round_index: int) -> int:
         """ε spent once round `round_index` is published, in millionths (rounded up); 0 without DP.
@@ -187,16 +208,6 @@ class AggregatorPrivacy:
         epsilon = epsilon_after(round_index, self.privacy.dp_noise_multiplier, 1.0, self.privacy.dp_delta)
         return epsilon_to_micro(epsilon)
 
-    def report_fields(self, unmasked: UnmaskedRound) -> dict[str, Any]:
-        return {
-            "secure_aggregation": {
-                "participants": unmasked.participants,
-                "survivors": list(unmasked.survivors),
-                "dropped": list(unmasked.dropped),
-                "unmask_shares": unmasked.shares,
-            }
-        }
-
 
 __all__ = [
     "REASON_BINDING_MISMATCH",
@@ -205,4 +216,5 @@ __all__ = [
     "SharesNotYetAvailable",
     "UnmaskedRound",
     "masked_binding_culprits",
+    "unmask_round",
 ]

@@ -13,47 +13,53 @@ restarted, it recomputes the same result and commits and reveals it once.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from fedchain.aggregator.agreement import PreparedResult, commit_salt
-from fedchain.aggregator.batches import BatchRecord, screen_round_batches
-from fedchain.aggregator.screening import REASON_DUPLICATE_DIGEST, duplicate_digests
-from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable
-from fedchain.chain import (
-    BatchSubmission,
-    ContractRevert,
-    EventFollower,
-    Phase,
-    RoundInfo,
-    TaskClient,
-    connect,
-    inputs_hash,
+from fedchain.aggregator.agreement import (
+    Action,
+    AgreementView,
+    PreparedResult,
+    agreement_step,
+    commit_salt,
+    late_reveal_round,
 )
+from fedchain.aggregator.hooks import AFTER_COMMIT, BEFORE_COMMIT, AggregatorHooks
+from fedchain.aggregator.inputs import InputsNotYetVisible, Prefetch, SubmissionReader
+from fedchain.aggregator.round import (
+    UPDATE_ERRORS,
+    AggregationReport,
+    DecodedUpdate,
+    RoundLimits,
+    RoundResult,
+    Submission,
+    aggregate_round,
+    aggregate_unmasked,
+    decode_update,
+    rejection_of,
+)
+from fedchain.aggregator.screening import REASON_DUPLICATE_DIGEST, duplicate_digests
+from fedchain.aggregator.secure import AggregatorPrivacy, RoundUnrecoverable, SharesNotYetAvailable, UnmaskedRound
+from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
 from fedchain.chain.notify import EventNotifier
-from fedchain.learning.aggregation import ServerState, StreamingFedAvg, Update, build_strategy
-from fedchain.learning.aggregation.base import prepare as prepare_updates
+from fedchain.chain.task import AggregatorInfo
+from fedchain.learning.aggregation import ServerState, build_strategy
 from fedchain.learning.aggregation.bound import DEFAULT_MAX_RELATIVE_DISTANCE, UpdateBound
-from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS
-from fedchain.learning.attacks import gaussian_noise
+from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS, STATEFUL_STRATEGIES, WEIGHTED_MEAN_STRATEGIES
 from fedchain.learning.data import load_dataset
-from fedchain.learning.model import InvalidWeights, build_model, check_weights, set_weights, weight_shapes
+from fedchain.learning.model import build_model, set_weights, weight_shapes
 from fedchain.learning.root import root_reference_trainer
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.train import evaluate
 from fedchain.learning.types import Weights
-from fedchain.storage import IpfsClient, IpfsUnavailable, StorageError, cid_to_digest, digest_to_cid, read_metadata
-from fedchain.storage.binding import DEVICE_KEY, UpdateBinding, check_binding
-from fedchain.storage.codec import decode_weights
+from fedchain.storage import IpfsClient, IpfsUnavailable, cid_to_digest, digest_to_cid
+from fedchain.storage.binding import UpdateBinding
 
 log = logging.getLogger("fedchain.aggregator")
 
@@ -85,36 +91,6 @@ def _raise_if_suspended(exc: ContractRevert, address: str) -> None:
         ) from exc
 
 
-# Strategies whose aggregate is exactly the sample-weighted mean: computed streaming, in memory for one model.
-STREAMING = {"fedavg", "fedprox"}
-# Strategies that carry server state (momentum, moments) from round to round.
-STATEFUL = {"fedavgm", "fedadam", "fedyogi"}
-
-
-# Fault injection for the restart tests: "before-commit:ROUND" or "after-commit:ROUND" makes the process die there,
-# as a power cut would. Unset in normal operation.
-CRASH_ENV = "FEDCHAIN_AGGREGATOR_CRASH"
-
-
-def _crash_point(point: str, round_index: int) -> None:
-    if os.environ.get(CRASH_ENV) == f"{point}:{round_index}":
-        log.error("fault injection: dying %s of round %d", point, round_index)
-        logging.shutdown()
-        os._exit(86)
-
-
-# The stand-in "device" of the one update a stateful strategy sees under secure aggregation: the survivors' mean.
-MASKED_SUM_DEVICE = "0x" + "00" * 20
-
-
-def _lower(addresses: tuple[str, ...]) -> set[str]:
-    return {a.lower() for a in addresses}
-
-
-class InputsNotYetVisible(RuntimeError):
-    """The node's logs do not yet add up to the chain's inputs hash (a lagging node); retry shortly."""
-
-
 @dataclass(frozen=True)
 class AggregatorSettings:
     task_address: str
@@ -129,52 +105,10 @@ class AggregatorSettings:
     fetch_threads: int = 8
     state_recheck: float = 5.0
     close_expired_rounds: bool = True
-    # Evaluation only: a dishonest aggregator, which reveals a corrupted model (see `lying_model`).
-    lie: bool = False
     # An update farther from the round's global model than this many times the model's norm is left out
     # ("update-too-large"; see fedchain.learning.aggregation.bound for the measured default); 0 turns it off.
     # Every aggregator of a task must use the same value, or their results differ and the round fails.
     max_update_distance: float = DEFAULT_MAX_RELATIVE_DISTANCE
-
-
-@dataclass(frozen=True)
-class Submission:
-    device: str
-    digest: bytes
-    num_samples: int
-    block_number: int
-    tx_hash: str
-    # Position in the round's chain order: (block, log index, 0 for a direct submission or 1 + the entry's place in
-    # its relayed batch). Decides which of two submissions of one digest counts.
-    order: tuple[int, int, int] = (0, 0, 0)
-
-    @property
-    def cid(self) -> str:
-        return digest_to_cid(self.digest)
-
-
-@dataclass
-class AggregationReport:
-    """What went into a round's aggregate and why; published on IPFS, its digest committed on chain."""
-
-    task: str
-    round: int
-    strategy: str
-    inputs_hash: str
-    previous_model_cid: str
-    strategy_params: dict[str, float | int] = field(default_factory=dict)
-    model_cid: str = ""
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    # Server state of stateful strategies (momentum, Adam moments) for the next round, as safetensors on IPFS.
-    server_state_cid: str = ""
-    note: str = ""
-    # Private tasks: who took part in secure aggregation, and the ε spent once this round is published.
-    privacy: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -192,17 +126,19 @@ class CommitOutcome:
     finalised: bool = False
 
 
-def lying_model(honest: Weights, round_index: int) -> Weights:
-    """What the dishonest aggregator of the tests and demo reveals: the honest aggregate plus seeded noise."""
-    return gaussian_noise(honest, sigma=0.05, seed=round_index)
-
-
 class AggregatorWorker:
-    """Aggregates every round of one task as the contract's events announce them, and takes part in agreement."""
+    """Aggregates every round of one task as the contract's events announce them, and takes part in agreement.
 
-    def __init__(self, settings: AggregatorSettings, account: LocalAccount) -> None:
+    The I/O shell: it reads the chain's state and the round's inputs, asks `agreement_step` what to do and
+    `aggregate_round` / `aggregate_unmasked` for the new model, and sends the transactions and files that follow.
+    """
+
+    def __init__(
+        self, settings: AggregatorSettings, account: LocalAccount, hooks: AggregatorHooks | None = None
+    ) -> None:
         self.settings = settings
         self.account = account
+        self.hooks = hooks if hooks is not None else AggregatorHooks()
         self.w3 = connect(settings.rpc_url, wait=30)
         self.task = TaskClient.for_account(self.w3, settings.task_address, account)
         if not self.task.is_aggregator(account.address):
@@ -210,7 +146,6 @@ class AggregatorWorker:
         self.ipfs = IpfsClient(settings.ipfs_api)
         config = self.task.config()
         self.threshold = config.aggregator_threshold
-        self.max_samples_per_update = config.max_samples_per_update
         self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
         self.strategy_spec = self.spec.strategy_spec()
         if self.strategy_spec.id != config.strategy_id:
@@ -222,8 +157,10 @@ class AggregatorWorker:
         reference = root_reference_trainer(self.spec) if self.strategy_spec.root_samples else None
         self.strategy = build_strategy(self.strategy_spec, reference=reference)
         self.strategy_name = self.strategy_spec.name
-        self.streaming = self.strategy_name in STREAMING and not (set(OPTIONAL_PARAMS) & set(self.strategy_spec.params))
-        self.stateful = self.strategy_name in STATEFUL
+        self.streaming = self.strategy_name in WEIGHTED_MEAN_STRATEGIES and not (
+            set(OPTIONAL_PARAMS) & set(self.strategy_spec.params)
+        )
+        self.stateful = self.strategy_name in STATEFUL_STRATEGIES
         privacy = self.spec.privacy
         self.private = (
             AggregatorPrivacy(self.task, self.ipfs, account, privacy)
@@ -234,22 +171,26 @@ class AggregatorWorker:
             self.private.ensure_key()  # devices seal their updates to the keys on chain
         self.shapes = weight_shapes(self.spec.model)
         self.chain_id = int(self.w3.eth.chain_id)
-        self.bound = UpdateBound(settings.max_update_distance)
+        self.limits = RoundLimits(self.shapes, UpdateBound(settings.max_update_distance))
         self.eval_data = load_dataset(self.spec.dataset)[1] if settings.evaluate else None
         self.follower = EventFollower(self.w3, self.task.address, self.task.abi, from_block=self.w3.eth.block_number)
         self.notifier = EventNotifier(
             settings.rpc_url, [self.task.address], poll_interval=settings.poll_interval, push=settings.push
         )
         self._history = EventFollower(self.w3, self.task.address, self.task.abi)
+        self.inputs = SubmissionReader(
+            self._history,
+            self.task.address,
+            self.chain_id,
+            self.ipfs,
+            config.max_samples_per_update,
+            settings.max_update_bytes,
+        )
         self._next_close_attempt = 0.0
         self._prepared: dict[int, PreparedResult] = {}
         self._commit_gas: dict[int, int] = {}
         self._started: dict[int, float] = {}
         self._unrevealable: set[int] = set()
-        # Per round: the report records of relayed-batch entries (or whole batches) left out, from submissions().
-        self._batch_rejected: dict[int, list[dict[str, Any]]] = {}
-        if settings.lie:
-            log.warning("aggregator %s is DISHONEST (evaluation mode): it reveals corrupted models", self.address)
 
     @property
     def address(self) -> str:
@@ -263,7 +204,8 @@ class AggregatorWorker:
             if state.phase in (Phase.FINISHED, Phase.CANCELLED):
                 # The last round may have been finalised by others before our reveal: reveal it still, so that a
                 # disagreeing result is recorded and an agreeing one is on the record too.
-                outcome = self._reveal_late(state)
+                info = self.task.aggregator_info(self.address)
+                outcome = self._reveal_late(self._view(state, info), info)
                 if outcome is not None:
                     revealed += 1
                     if on_commit is not None:
@@ -282,18 +224,56 @@ class AggregatorWorker:
     def step(self, state: RoundInfo) -> CommitOutcome | None:
         """Do what the round's state asks for: aggregate and commit, reveal, or close an expired window."""
         try:
-            late = self._reveal_late(state)
+            info = self.task.aggregator_info(self.address)
+            view = self._view(state, info)
+            late = self._reveal_late(view, info)
             if late is not None:
                 return late
-            if state.phase in (Phase.AGGREGATING, Phase.REVEALING):
-                return self._agree(state)
+            return self._act(state, view, info)
         except InputsNotYetVisible as exc:
             log.warning("%s", exc)
             return None
         except IpfsUnavailable as exc:
             log.warning("IPFS unavailable, will retry: %s", exc)
             return None
-        if state.phase == Phase.OPEN and self._close_due(state):
+
+    def _view(self, state: RoundInfo, info: AggregatorInfo) -> AgreementView:
+        """The agreement machine's input: the round's state and ours, read from chain (and the wall clock)."""
+        committed = info.committed_round == state.round
+        return AgreementView(
+            round=state.round,
+            phase=state.phase,
+            committed_round=info.committed_round,
+            revealed=info.revealed,
+            alone=state.phase == Phase.AGGREGATING and not committed and self._alone(),
+            close_due=self._close_due(state),
+            unrevealable=frozenset(self._unrevealable),
+            prepared=frozenset(self._prepared),
+        )
+
+    def _act(self, state: RoundInfo, view: AgreementView, info: AggregatorInfo) -> CommitOutcome | None:
+        action = agreement_step(view)
+        if action in (Action.SUBMIT, Action.COMMIT):
+            try:
+                if action is Action.SUBMIT:
+                    return self._submit_result(state)
+                self._commit(state)
+                return None
+            except InputsNotYetVisible as exc:
+                # Not ready (for example too few unmasking shares yet): a window that expires meanwhile is closed
+                # below, failing the round, which then runs again with the previous model.
+                log.warning("%s", exc)
+                action = agreement_step(replace(view, inputs_ready=False, close_due=self._close_due(state)))
+        if action is Action.REVEAL:
+            return self._reveal(state.round, info.commitment, state)
+        if action is Action.CLOSE_WINDOW:
+            self._next_close_attempt = time.monotonic() + self.settings.state_recheck
+            try:
+                self.task.close_aggregation_window(state.round)
+                log.info("round %d: %s window expired; closed it", state.round, state.phase.name.lower())
+            except ContractRevert as exc:
+                log.info("round %d: window close not needed (%s)", state.round, exc.error)
+        elif action is Action.CLOSE_ROUND:
             self._next_close_attempt = time.monotonic() + self.settings.state_recheck
             try:
                 self.task.close_round(state.round)
@@ -303,34 +283,6 @@ class AggregatorWorker:
                 log.info("round %d: close not needed (%s)", state.round, exc.error)
         return None
 
-    def _agree(self, state: RoundInfo) -> CommitOutcome | None:
-        info = self.task.aggregator_info(self.address)
-        committed = info.committed_round == state.round
-        if state.phase == Phase.AGGREGATING and not committed and self._alone():
-            try:
-                return self._submit_result(state)
-            except InputsNotYetVisible as exc:
-                log.warning("%s", exc)
-        elif state.phase == Phase.AGGREGATING and not committed:
-            try:
-                self._commit(state)
-                return None
-            except InputsNotYetVisible as exc:
-                # Not ready (for example too few unmasking shares yet): a window that expires meanwhile is closed
-                # below, failing the round, which then runs again with the previous model.
-                log.warning("%s", exc)
-        if state.phase == Phase.REVEALING and committed and not info.revealed and state.round not in self._unrevealable:
-            return self._reveal(state.round, info.commitment, state)
-        if self._close_due(state):
-            # The window passed without every aggregator committing, or without k agreeing reveals.
-            self._next_close_attempt = time.monotonic() + self.settings.state_recheck
-            try:
-                self.task.close_aggregation_window(state.round)
-                log.info("round %d: %s window expired; closed it", state.round, state.phase.name.lower())
-            except ContractRevert as exc:
-                log.info("round %d: window close not needed (%s)", state.round, exc.error)
-        return None
-
     def _alone(self) -> bool:
         """One aggregator and threshold 1: the round finalises in one transaction, without commit and reveal (the
         round's n, fixed when it opened, is read each round: the admin may grant or revoke the role meanwhile)."""
@@ -338,9 +290,7 @@ class AggregatorWorker:
 
     def _submit_result(self, state: RoundInfo) -> CommitOutcome | None:
         prepared = self.prepare(state)
-        _crash_point("before-commit", state.round)
-        if self.settings.lie:
-            log.warning("round %d: submitting a corrupted model (evaluation mode)", state.round)
+        self.hooks.at(BEFORE_COMMIT, state.round)
         try:
             tx = self.task.submit_result(
                 state.round,
@@ -356,7 +306,7 @@ class AggregatorWorker:
                 log.info("round %d: not submitting (%s)", state.round, exc.error)
                 return None
             raise
-        _crash_point("after-commit", state.round)
+        self.hooks.at(AFTER_COMMIT, state.round)
         seconds = time.perf_counter() - self._started.get(state.round, time.perf_counter())
         log.info(
             "round %d: submitted %s from %d updates (%d rejected), gas %d, %.2fs; final (sole aggregator)",
@@ -381,7 +331,7 @@ class AggregatorWorker:
 
     def _commit(self, state: RoundInfo) -> None:
         prepared = self.prepare(state)
-        _crash_point("before-commit", state.round)
+        self.hooks.at(BEFORE_COMMIT, state.round)
         # Checks-effects: re-read the phase right before committing; the contract is the final guard.
         current = self.task.current_round()
         if current.phase != Phase.AGGREGATING or current.round != state.round:
@@ -397,7 +347,7 @@ class AggregatorWorker:
             raise
         self._commit_gas[state.round] = tx.gas_used
         log.info("round %d: committed to our result (gas %d)", state.round, tx.gas_used)
-        _crash_point("after-commit", state.round)
+        self.hooks.at(AFTER_COMMIT, state.round)
 
     def _reveal(self, round_index: int, commitment: bytes, state: RoundInfo | None) -> CommitOutcome | None:
         prepared = self._prepared.get(round_index)
@@ -450,13 +400,10 @@ class AggregatorWorker:
             finalised,
         )
 
-    def _reveal_late(self, state: RoundInfo) -> CommitOutcome | None:
+    def _reveal_late(self, view: AgreementView, info: AggregatorInfo) -> CommitOutcome | None:
         """Reveal a committed result of an earlier round that others finalised before our reveal."""
-        info = self.task.aggregator_info(self.address)
-        r = info.committed_round
-        if r == 0 or info.revealed or r in self._unrevealable or r not in self._prepared:
-            return None
-        if r == state.round and state.phase in (Phase.AGGREGATING, Phase.REVEALING):
+        r = late_reveal_round(view)
+        if r is None:
             return None
         if self.task.final_result_key(r) == b"\x00" * 32:
             return None  # the round failed: its reveals are closed
@@ -481,119 +428,24 @@ class AggregatorWorker:
                 return
             self.notifier.wait(deadline - time.monotonic())
 
-    def submissions(self, state: RoundInfo) -> list[Submission]:
-        """The round's submissions, checked against the chain's running inputs hash: the direct ones in chain
-        order, then the accepted entries of relayed batches (see `_batch_submissions`)."""
-        opened = next(self._history.history("RoundOpened", round=state.round), None)
-        from_block = opened.block_number if opened is not None else 0
-        direct = list(self._history.history("UpdateSubmitted", from_block=from_block, round=state.round))
-        batched = list(self._history.history("UpdateBatchSubmitted", from_block=from_block, round=state.round))
-        items: list[tuple[str, bytes, int] | BatchSubmission] = []
-        for e in sorted(direct + batched, key=lambda e: (e.block_number, e.log_index)):
-            if e.name == "UpdateSubmitted":
-                items.append((e.args["device"], bytes(e.args["updateDigest"]), e.args["numSamples"]))
-            else:
-                items.append(
-                    BatchSubmission(
-                        e.args["relayer"],
-                        bytes(e.args["entriesRoot"]),
-                        bytes(e.args["batchDigest"]),
-                        e.args["entries"],
-                        e.args["totalSamples"],
-                    )
-                )
-        claimed = len(direct) + sum(e.args["entries"] for e in batched)
-        expected = inputs_hash(self.task.address, state.round, items)
-        if expected != state.inputs_hash or claimed != state.updates:
-            raise InputsNotYetVisible(
-                f"round {state.round}: {len(direct)} submission and {len(batched)} batch events do not match the "
-                f"chain's inputs hash ({state.updates} updates); retrying"
-            )
-        subs = [
-            Submission(
-                e.args["device"],
-                bytes(e.args["updateDigest"]),
-                e.args["numSamples"],
-                e.block_number,
-                e.tx_hash,
-                (e.block_number, e.log_index, 0),
-            )
-            for e in direct
-        ]
-        self._batch_rejected[state.round] = []
-        if batched:
-            subs += self._batch_submissions(state, batched, [s.device for s in subs])
-        return subs
-
-    def _batch_submissions(self, state: RoundInfo, events: list[Any], direct_devices: list[str]) -> list[Submission]:
-        """The accepted entries of the round's relayed batches. Device approval is read at the block that closed
-        the round, so every aggregator screens the entries alike; what is left out goes to the report."""
-        closed = next(self._history.history("RoundReadyForAggregation", round=state.round), None)
-        if closed is None:
-            raise InputsNotYetVisible(f"round {state.round}: the event that closed the round is not visible yet")
-        records = [
-            BatchRecord(
-                relayer=e.args["relayer"],
-                batch_digest=bytes(e.args["batchDigest"]),
-                entries_root=bytes(e.args["entriesRoot"]),
-                entries=e.args["entries"],
-                total_samples=e.args["totalSamples"],
-                block_number=e.block_number,
-                tx_hash=e.tx_hash,
-                batch_cid=digest_to_cid(bytes(e.args["batchDigest"])),
-                log_index=e.log_index,
-            )
-            for e in events
-        ]
-
-        def read(record: BatchRecord) -> bytes | None:
-            try:
-                return self.ipfs.cat(record.batch_cid, max_size=self.settings.max_update_bytes)
-            except IpfsUnavailable:
-                raise  # our IPFS node is down: not the relayer's fault, retry the whole round later
-            except StorageError as exc:
-                log.warning("round %d: batch %s unavailable: %s", state.round, record.batch_cid, exc)
-                return None
-
-        approved = self._approved_devices(closed.block_number)
-
-        def is_approved(device: str) -> bool:
-            return device.lower() in approved
-
-        accepted, rejected = screen_round_batches(
-            self.task.address,
-            self.w3.eth.chain_id,
-            state.round,
-            records,
-            read,
-            is_approved,
-            direct_devices,
-            digest_to_cid,
-            self.max_samples_per_update,
-        )
-        self._batch_rejected[state.round] = rejected
-        if rejected:
-            log.warning("round %d: %d batch entries or batches left out", state.round, len(rejected))
-        return [
-            Submission(
-                a.entry.device,
-                a.entry.update_digest,
-                a.entry.num_samples,
-                a.batch.block_number,
-                a.batch.tx_hash,
-                (a.batch.block_number, a.batch.log_index, 1 + a.position),
-            )
-            for a in accepted
-        ]
-
     def prepare(self, state: RoundInfo) -> PreparedResult:
         """Fetch, verify and aggregate the round's updates; publish the model and report. Cached per round."""
         if state.round in self._prepared:
             return self._prepared[state.round]
         self._started.setdefault(state.round, time.perf_counter())
-        subs = self.submissions(state)
+        inputs = self.inputs.read(state)
         previous_cid = digest_to_cid(state.global_model_digest)
         global_weights = self.ipfs.get_weights(previous_cid)
+        previous_state_cid = self.inputs.previous_state_cid(state.round) if self.stateful else ""
+        server_state = self.inputs.server_state(previous_state_cid)
+        if self.private is not None and self.spec.privacy.secure_aggregation:
+            result = self._aggregate_masked(state, inputs.accepted, global_weights, server_state, inputs.batch_rejected)
+        else:
+            result = self._aggregate(state, inputs.accepted, global_weights, server_state, inputs.batch_rejected)
+        weights = self.hooks.published_model(result.weights, state.round)
+        model_cid = previous_cid
+        if weights is not global_weights:
+            model_cid = self.ipfs.put_weights(weights, self._metadata("global-model", state.round))
         report = AggregationReport(
             task=self.task.address,
             round=state.round,
@@ -601,22 +453,13 @@ class AggregatorWorker:
             strategy_params=dict(self.strategy_spec.params),
             inputs_hash="0x" + state.inputs_hash.hex(),
             previous_model_cid=previous_cid,
+            model_cid=model_cid,
+            accepted=result.accepted,
+            rejected=result.rejected,
+            server_state_cid=self._state_cid(result, previous_state_cid, state.round),
+            note=result.note,
+            privacy=result.privacy,
         )
-        report.rejected.extend(self._batch_rejected.pop(state.round, []))
-        previous_state_cid = self._previous_state_cid(state.round) if self.stateful else ""
-        weights, new_state_cid = self._aggregate(state, subs, global_weights, report, previous_state_cid)
-        model_cid = previous_cid
-        if weights is None:
-            # Nothing usable: the round keeps the previous model (and server state), and the report says why.
-            weights, new_state_cid = global_weights, previous_state_cid
-            report.rejected.extend({**e, "reason": "round-not-aggregated"} for e in report.accepted)
-            report.accepted = []
-        if self.settings.lie:
-            weights = lying_model(weights, state.round)
-        if weights is not global_weights:
-            model_cid = self.ipfs.put_weights(weights, self._metadata("global-model", state.round))
-        report.model_cid = model_cid
-        report.server_state_cid = new_state_cid
         if self.eval_data is not None:
             report.metrics = self._evaluate(weights)
         report_cid = self.ipfs.add(report.to_json())
@@ -640,212 +483,97 @@ class AggregatorWorker:
         self._prepared[state.round] = prepared
         return prepared
 
+    def _state_cid(self, result: RoundResult, previous_state_cid: str, round_index: int) -> str:
+        """The server state the report points the next round to: the previous one when the round kept the model."""
+        if not result.aggregated:
+            return previous_state_cid
+        if result.server_state is None or result.server_state.empty:
+            return ""
+        return self.ipfs.put_weights(result.server_state.to_tensors(), self._metadata("server-state", round_index))
+
     def _aggregate(
         self,
         state: RoundInfo,
         subs: list[Submission],
         global_weights: Weights,
-        report: AggregationReport,
-        previous_state_cid: str,
-    ) -> tuple[Weights | None, str]:
-        """The new weights (None if the round cannot be aggregated) and the new server state's CID."""
-        if self.private is not None and self.spec.privacy.secure_aggregation:
-            return self._aggregate_masked(state, subs, global_weights, report, previous_state_cid)
-        fedavg = StreamingFedAvg(self.shapes) if self.streaming else None
-        updates: list[Update] = []
-        entries: dict[str, dict[str, Any]] = {}
-        # A fixed order (by device address) makes every reduction, and so the CID, reproducible; the bytes are
-        # fetched ahead on a few threads, in that order.
+        server_state: ServerState,
+        batch_rejected: list[dict[str, Any]],
+    ) -> RoundResult:
+        """Plain (or sealed) updates, aggregated in a fixed order (by device address): every reduction, and so the
+        CID, is reproducible. The bytes are fetched ahead on a few threads, in that order."""
         ordered = sorted(subs, key=lambda s: s.device.lower())
         # A digest counts once per round: the other submissions of a digest are left out before anything is fetched.
-        duplicates = duplicate_digests(ordered, lambda digest, devices: self._bound_device(state, digest, devices))
+        opener = self._open_update if self.private is not None and self.spec.privacy.seal_updates else None
+        duplicates = duplicate_digests(
+            ordered, lambda digest, devices: self.inputs.bound_device(state.round, digest, devices, opener)
+        )
+        rejected = list(batch_rejected)
         for index, why in sorted(duplicates.items()):
             sub = ordered[index]
-            report.rejected.append({**self._entry(sub), "reason": REASON_DUPLICATE_DIGEST, "detail": why})
+            rejected.append({**sub.entry(), "reason": REASON_DUPLICATE_DIGEST, "detail": why})
             log.warning("round %d: left out the update of %s: %s", state.round, sub.device, why)
         ordered = [sub for index, sub in enumerate(ordered) if index not in duplicates]
-        limit = self.bound.limit(global_weights)  # the global model's norm, once per round
-        fetched = self._prefetch(ordered)
+        fetched = Prefetch(self.ipfs, ordered, self.settings.max_update_bytes, self.settings.fetch_threads)
         try:
-            for sub in ordered:
-                entry = self._entry(sub)
-                try:
-                    blob = fetched.result(sub)
-                    if self.private is not None and self.spec.privacy.seal_updates:
-                        blob = self.private.open_update(blob, state.round, sub.device)  # SealedError: rejected
-                    # Who and what the file was made for, before its content: a copied or replayed digest is refused
-                    # for what it is (binding-missing / binding-mismatch) however well-formed its weights are.
-                    meta = read_metadata(blob, max_bytes=self.settings.max_update_bytes)
-                    check_binding(meta, self._expected_binding(state.round, sub.device))
-                    weights = decode_weights(blob, max_bytes=self.settings.max_update_bytes)
-                    check_weights(weights, self.shapes)  # names, shapes, float32, finite
-                    self.bound.check(global_weights, weights, limit)  # UpdateTooLarge: update-too-large
-                    if fedavg is not None:
-                        fedavg.add(weights, sub.num_samples)
-                    else:
-                        update = Update(sub.device, weights, sub.num_samples)
-                        prepare_updates(global_weights, [update])  # validates shapes, dtypes and finiteness
-                        updates.append(update)
-                except IpfsUnavailable:
-                    raise  # our IPFS node is down: not the device's fault, retry the whole round later
-                except (StorageError, InvalidWeights, ValueError) as exc:
-                    reason = getattr(exc, "reason", None) or type(exc).__name__
-                    report.rejected.append({**entry, "reason": reason, "detail": str(exc)[:300]})
-                    log.warning("round %d: rejected update of %s: %s", state.round, sub.device, exc)
-                    continue
-                if "fedchain.train_seconds" in meta:
-                    entry["train_seconds"] = float(meta["fedchain.train_seconds"])
-                entries[sub.device] = entry
+            result = aggregate_round(
+                global_weights,
+                self._decoded(state.round, ordered, fetched),
+                None if self.streaming else self.strategy,
+                server_state,
+                self.limits,
+                rejected,
+                self.strategy_name,
+            )
         finally:
             fetched.close()
-        report.accepted = list(entries.values())
+        for entry in result.rejected[len(rejected) :]:
+            log.warning("round %d: rejected update of %s: %s", state.round, entry["device"], entry["reason"])
+        if result.note:
+            log.warning("round %d: %s", state.round, result.note)
+        return result
 
-        if fedavg is not None:
-            if fedavg.count == 0:
-                return None, ""
-            mean = fedavg.result()
-            if not all(np.isfinite(w).all() for w in mean.values()):
-                report.note = "the aggregate is not finite (overflow): the round keeps the previous model"
-                return None, ""
-            return mean, ""
-        if not updates:
-            return None, previous_state_cid
-        server_state = self._load_state(previous_state_cid)
-        try:
-            result = self.strategy.aggregate(global_weights, updates, server_state)
-        except ValueError as exc:  # e.g. fewer updates than the strategy's Byzantine bound needs
-            report.note = f"{self.strategy_name} refused the round's {len(updates)} updates: {exc}"
-            log.warning("round %d: %s", state.round, report.note)
-            return None, previous_state_cid
-        if not all(np.isfinite(w).all() for w in result.weights.values()):
-            report.note = "the aggregate is not finite (overflow): the round keeps the previous model"
-            return None, previous_state_cid
-        clipped = set(result.clipped)
-        report.accepted = [{**entries[d], **({"clipped": True} if d in clipped else {})} for d in result.accepted]
-        report.rejected.extend(
-            {**entries[d], "reason": "excluded-by-strategy", "detail": str(why)[:300]}
-            for d, why in sorted(result.excluded.items(), key=lambda kv: kv[0].lower())
-        )
-        state_cid = ""
-        if not result.state.empty:
-            state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
-        return result.weights, state_cid
+    def _decoded(self, round_index: int, ordered: list[Submission], fetched: Prefetch) -> Iterator[DecodedUpdate]:
+        """The round's updates as `aggregate_round` reads them, one at a time: fetched, opened if sealed, decoded."""
+        for sub in ordered:
+            try:
+                blob = fetched.result(sub)
+                if self.private is not None and self.spec.privacy.seal_updates:
+                    blob = self.private.open_update(blob, round_index, sub.device)  # SealedError: rejected
+            except IpfsUnavailable:
+                raise  # our IPFS node is down: not the device's fault, retry the whole round later
+            except UPDATE_ERRORS as exc:
+                yield DecodedUpdate(sub, rejection=rejection_of(exc))
+                continue
+            expected = UpdateBinding(self.chain_id, self.task.address, round_index, sub.device)
+            yield decode_update(sub, blob, expected, self.settings.max_update_bytes)
 
     def _aggregate_masked(
         self,
         state: RoundInfo,
         subs: list[Submission],
         global_weights: Weights,
-        report: AggregationReport,
-        previous_state_cid: str,
-    ) -> tuple[Weights | None, str]:
+        server_state: ServerState,
+        batch_rejected: list[dict[str, Any]],
+    ) -> RoundResult:
         """Secure aggregation: unmask the sum of the survivors' deltas; the strategy sees only their mean."""
         assert self.private is not None
-        entries = {
-            sub.device: {"device": sub.device, "cid": sub.cid, "num_samples": sub.num_samples, "tx_hash": sub.tx_hash}
-            for sub in subs
-        }
+        unmasked: UnmaskedRound | RoundUnrecoverable
         try:
             unmasked = self.private.unmask(state.round, {s.device: s.digest for s in subs}, global_weights)
         except SharesNotYetAvailable as exc:
             raise InputsNotYetVisible(str(exc)) from exc
         except RoundUnrecoverable as exc:
-            report.note = str(exc)
-            report.rejected = [
-                {**e, "reason": exc.culprits[d][0], "detail": exc.culprits[d][1][:300]}
-                if d in exc.culprits
-                else {**e, "reason": "secure-aggregation-failed"}
-                for d, e in entries.items()
-            ]
             log.warning("round %d: %s", state.round, exc)
-            return None, previous_state_cid
-        report.privacy = self.private.report_fields(unmasked)
-        survivors = _lower(unmasked.survivors)
-        report.accepted = [entries[d] for d in sorted(entries, key=str.lower) if d.lower() in survivors]
-        if unmasked.note:
-            report.note = unmasked.note
-            return None, previous_state_cid
-        mean = unmasked.weights
-        if self.streaming:
-            return mean, ""
-        # FedAvgM/FedAdam/FedYogi: their server step on the mean delta, as if it were one update.
-        server_state = self._load_state(previous_state_cid)
-        result = self.strategy.aggregate(global_weights, [Update(MASKED_SUM_DEVICE, mean, 1)], server_state)
-        state_cid = ""
-        if not result.state.empty:
-            state_cid = self.ipfs.put_weights(result.state.to_tensors(), self._metadata("server-state", state.round))
-        return result.weights, state_cid
+            unmasked = exc
+        strategy = None if self.streaming else self.strategy
+        return aggregate_unmasked(global_weights, subs, unmasked, strategy, server_state, batch_rejected)
 
-    def _entry(self, sub: Submission) -> dict[str, Any]:
-        """A submission as the round's report lists it."""
-        return {"device": sub.device, "cid": sub.cid, "num_samples": sub.num_samples, "tx_hash": sub.tx_hash}
-
-    def _expected_binding(self, round_index: int, device: str) -> UpdateBinding:
-        """What an update submitted by `device` in this round must be bound to."""
-        return UpdateBinding(self.chain_id, self.task.address, round_index, device)
-
-    def _bound_device(self, state: RoundInfo, digest: bytes, submitters: list[str]) -> str | None:
-        """The device named in the binding of the file behind `digest` (a digest submitted more than once this
-        round), or None if the file cannot be read or names none. A sealed file opens only for the device it was
-        sealed for, so each submitter is tried."""
-        try:
-            blob = self.ipfs.cat(digest_to_cid(digest), max_size=self.settings.max_update_bytes)
-        except IpfsUnavailable:
-            raise
-        except StorageError:
-            return None
-        plaintexts = [blob]
-        if self.private is not None and self.spec.privacy.seal_updates:
-            plaintexts = []
-            for device in submitters:
-                try:
-                    plaintexts.append(self.private.open_update(blob, state.round, device))
-                except ValueError:  # SealedError: not sealed for this submitter
-                    continue
-        for plain in plaintexts:
-            try:
-                return read_metadata(plain, max_bytes=self.settings.max_update_bytes).get(DEVICE_KEY)
-            except StorageError:
-                continue
-        return None
-
-    def _approved_devices(self, block: int) -> set[str]:
-        """Devices approved at `block` (lower-cased), replayed from the approval and removal events up to it: two
-        log queries for the whole round instead of one call per batch entry."""
-        changes = [
-            *self._history.history("DeviceApproved", to_block=block),
-            *self._history.history("DeviceRemoved", to_block=block),
-        ]
-        approved: set[str] = set()
-        for event in sorted(changes, key=lambda e: (e.block_number, e.log_index)):
-            device = str(event.args["device"]).lower()
-            if event.name == "DeviceApproved":
-                approved.add(device)
-            else:
-                approved.discard(device)
-        return approved
-
-    def _prefetch(self, subs: list[Submission]) -> _Prefetch:
-        return _Prefetch(self.ipfs, subs, self.settings.max_update_bytes, self.settings.fetch_threads)
+    def _open_update(self, blob: bytes, round_index: int, device: str) -> bytes:
+        assert self.private is not None
+        return self.private.open_update(blob, round_index, device)
 
     def _metadata(self, kind: str, round_index: int) -> dict[str, str]:
         return {"fedchain.kind": kind, "fedchain.round": str(round_index), "fedchain.task": self.task.address}
-
-    def _previous_state_cid(self, round_index: int) -> str:
-        """The server state the last finalised round's report points to ("" before the first)."""
-        last = None
-        for event in self._history.history("AggregateCommitted"):
-            if event.args["round"] < round_index:
-                last = event
-        if last is None:
-            return ""
-        report = json.loads(self.ipfs.cat(digest_to_cid(bytes(last.args["reportDigest"])), max_size=16 << 20))
-        return str(report.get("server_state_cid", ""))
-
-    def _load_state(self, cid: str) -> ServerState:
-        if not cid:
-            return ServerState()
-        return ServerState.from_tensors(self.ipfs.get_weights(cid, max_size=self.settings.max_update_bytes * 4))
 
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, float]:
         assert self.eval_data is not None
@@ -853,32 +581,3 @@ class AggregatorWorker:
         set_weights(model, weights)
         result = evaluate(model, self.eval_data)
         return {"accuracy": round(result.accuracy, 6), "loss": round(result.loss, 6)}
-
-
-class _Prefetch:
-    """Fetches the round's updates on a few threads, at most `threads` ahead of the one being aggregated, so
-    memory stays bounded by a few updates however many there are. `result` raises what the fetch raised."""
-
-    def __init__(self, ipfs: IpfsClient, subs: list[Submission], max_bytes: int, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="fedchain-fetch")
-        self._ipfs = ipfs
-        self._max = max_bytes
-        self._queue = list(subs)
-        self._window = max(1, threads) * 2
-        self._futures: dict[int, Future[bytes]] = {}
-        self._next = 0
-        self._fill()
-
-    def _fill(self) -> None:
-        while self._next < len(self._queue) and len(self._futures) < self._window:
-            sub = self._queue[self._next]
-            self._futures[id(sub)] = self._pool.submit(self._ipfs.cat, sub.cid, self._max)
-            self._next += 1
-
-    def result(self, sub: Submission) -> bytes:
-        future = self._futures.pop(id(sub))
-        self._fill()
-        return future.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

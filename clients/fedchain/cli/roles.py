@@ -4,6 +4,7 @@ and `fedchain aggregator`."""
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -232,6 +233,7 @@ def aggregator(
     """Run the aggregator: react to round events, aggregate verified updates, commit the new global model."""
     import torch
 
+    from fedchain.aggregator.hooks import CRASH_ENV, evaluation_hooks
     from fedchain.aggregator.worker import AggregatorSettings, AggregatorWorker
 
     setup_logging(verbose)
@@ -241,8 +243,9 @@ def aggregator(
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
     try:
         worker = AggregatorWorker(
-            AggregatorSettings(task, rpc, api, evaluate=evaluate, lie=lie, max_update_distance=max_update_distance),
+            AggregatorSettings(task, rpc, api, evaluate=evaluate, max_update_distance=max_update_distance),
             signing_account(account, key_env, keystore, default_index=1),
+            hooks=evaluation_hooks(lie=lie, crash=os.environ.get(CRASH_ENV, "")),
         )
     except (PermissionError, ValueError) as exc:  # no AGGREGATOR_ROLE, or a strategy this build lacks
         console.print(f"[red]aggregator cannot serve this task[/]: {exc}")

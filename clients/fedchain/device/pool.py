@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,6 +56,26 @@ class PoolRound:
     upload_seconds: float
     submit_seconds: float
     gas_used: int
+
+
+def due_devices(
+    addresses: Sequence[str], last_round: Mapping[str, int], removed: Collection[str], round_index: int
+) -> list[str]:
+    """The devices (in pool order) still to submit to round `round_index`: not removed, and whose last submitted
+    round is another one."""
+    return [a for a in addresses if a not in removed and last_round.get(a, 0) != round_index]
+
+
+def recorded_entries(task_address: str, batches: Iterable[tuple[UpdateBatch, bytes]]) -> set[tuple[str, bytes, int]]:
+    """(device, digest, samples) of every entry of the batches the chain recorded, given as (batch file, the
+    Merkle root in its event): a file for another task, or that does not hash to its recorded root, counts for
+    nothing (a relayer cannot claim entries its transaction did not commit to)."""
+    found: set[tuple[str, bytes, int]] = set()
+    for batch, root in batches:
+        if batch.task.lower() != task_address.lower() or batch.root() != root:
+            continue
+        found.update((e.device, e.update_digest, e.num_samples) for e in batch.entries)
+    return found
 
 
 class DevicePool:
@@ -152,11 +172,8 @@ class DevicePool:
 
     def due(self, state: RoundInfo) -> list[DeviceRunner]:
         """The pool's devices that have not yet submitted to the open round."""
-        return [
-            d
-            for d in self.devices
-            if d.address not in self._removed and self._last_round.get(d.address, 0) != state.round
-        ]
+        due = set(due_devices([d.address for d in self.devices], self._last_round, self._removed, state.round))
+        return [d for d in self.devices if d.address in due]
 
     def run_round(self, state: RoundInfo) -> PoolRound | None:
         """Train every due device, upload their updates and send their transactions; wait for the receipts."""
@@ -305,8 +322,7 @@ class DevicePool:
     def _recorded_entries(self, round_index: int) -> set[tuple[str, bytes, int]]:
         """(device, digest, samples) of every entry of the round's batches as the chain recorded them: each batch
         file is fetched by the digest in its event and must hash to the recorded Merkle root."""
-        task = self.context.task
-        found: set[tuple[str, bytes, int]] = set()
+        recorded: list[tuple[UpdateBatch, bytes]] = []
         opened = next(self.follower.history("RoundOpened", round=round_index), None)
         start = opened.block_number if opened is not None else 0
         for event in self.follower.history("UpdateBatchSubmitted", from_block=start, round=round_index):
@@ -315,10 +331,8 @@ class DevicePool:
             except (StorageError, ValueError) as exc:
                 log.warning("round %d: batch %s unreadable: %s", round_index, event.tx_hash, exc)
                 continue
-            if batch.task.lower() != task.address.lower() or batch.root() != bytes(event.args["entriesRoot"]):
-                continue
-            found.update((e.device, e.update_digest, e.num_samples) for e in batch.entries)
-        return found
+            recorded.append((batch, bytes(event.args["entriesRoot"])))
+        return recorded_entries(self.context.task.address, recorded)
 
     def _moved_on(self, round_index: int, device: DeviceRunner, exc: ContractRevert) -> None:
         """A reverted submission: the round moved on, the device was removed, or something unexpected (raised)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +92,44 @@ class PrivateSubmission:
     detail: dict[str, float | int]
 
 
+def private_delta(
+    privacy: PrivacySpec, global_weights: Weights, trained: Weights, participants: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The delta a device contributes to a secure-aggregation round (flat float64, in the model's tensor order):
+    trained minus global, clipped and noised with its share of the round's noise (drawn from `rng`) under
+    differential privacy."""
+    if privacy.differential_privacy:
+        noise = DistributedNoise(
+            privacy.dp_noise_multiplier, privacy.dp_clip_norm, participants, privacy.min_survivors_for(participants)
+        )
+        noisy, norm = noise.privatize(global_weights, trained, rng)
+        log.debug("delta norm %.4f clipped to %.4f", norm, privacy.dp_clip_norm)
+        return delta_vector(global_weights, noisy)
+    delta = {name: np.subtract(trained[name], global_weights[name], dtype=np.float64) for name in global_weights}
+    return delta_vector(global_weights, delta)
+
+
+def survivors_and_dropped(setups: Collection[str], submitted: Iterable[str]) -> tuple[list[str], list[str]]:
+    """A closed round's survivors (devices of the frozen setup set whose masked update the chain recorded) and
+    dropouts (the rest of the set), each sorted by address: what a device reveals shares for. Both come from the
+    chain, never from an aggregator."""
+    survivors = set(submitted)
+    return (
+        sorted(survivors & set(setups), key=str.lower),
+        sorted(set(setups) - survivors, key=str.lower),
+    )
+
+
+def sealed_update(
+    weights: Weights, metadata: Mapping[str, str], recipients: Mapping[bytes, bytes], context: bytes
+) -> bytes:
+    """An update file encrypted to every aggregator key in `recipients` ({address: public key}) for `context`
+    (task, round, device); PrivacyUnavailable when no aggregator registered a key."""
+    if not recipients:
+        raise PrivacyUnavailable("no aggregator of this task has registered an encryption key: cannot seal")
+    return seal(encode_weights(weights, metadata), recipients, context)
+
+
 class DevicePrivacy:
     """Private submission for one device of one task; keeps per-round SecAgg state between the round's steps."""
 
@@ -142,11 +180,7 @@ class DevicePrivacy:
     def sealed_blob(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> bytes:
         """The update encrypted to the aggregators' keys."""
         recipients = {address_bytes(a): k for a, k in aggregator_keys(self.task).items()}
-        if not recipients:
-            raise PrivacyUnavailable("no aggregator of this task has registered an encryption key: cannot seal")
-        return seal(
-            encode_weights(weights, metadata), recipients, seal_context(self.task.address, round_index, self.address)
-        )
+        return sealed_update(weights, metadata, recipients, seal_context(self.task.address, round_index, self.address))
 
     def sealed_upload(self, round_index: int, weights: Weights, metadata: Mapping[str, str]) -> str:
         """Encrypt the update to the aggregators' keys and upload it; its CID."""
@@ -156,19 +190,8 @@ class DevicePrivacy:
 
     def privatize(self, global_weights: Weights, trained: Weights, participants: int) -> np.ndarray:
         """The delta the device contributes (flat float64): clipped and noised under differential privacy."""
-        if self.privacy.differential_privacy:
-            noise = DistributedNoise(
-                self.privacy.dp_noise_multiplier,
-                self.privacy.dp_clip_norm,
-                participants,
-                self.privacy.min_survivors_for(participants),
-            )
-            # Fresh OS randomness: nobody, not even a restarted device, can reproduce and subtract the noise.
-            noisy, norm = noise.privatize(global_weights, trained, noise_rng(None))
-            log.debug("delta norm %.4f clipped to %.4f", norm, self.privacy.dp_clip_norm)
-            return delta_vector(global_weights, noisy)
-        delta = {name: np.subtract(trained[name], global_weights[name], dtype=np.float64) for name in global_weights}
-        return delta_vector(global_weights, delta)
+        # Fresh OS randomness: nobody, not even a restarted device, can reproduce and subtract the noise.
+        return private_delta(self.privacy, global_weights, trained, participants, noise_rng(None))
 
     def secagg_setup(self, state: RoundInfo) -> int | None:
         """Step 1, as soon as the round opens (before training: the setup must land in the round's setup window).
@@ -313,13 +336,13 @@ class DevicePrivacy:
             if state.round != r or state.phase not in (Phase.AGGREGATING, Phase.REVEALING):
                 current.revealed = True  # aggregated, failed or over: the shares are no longer needed
                 continue
-            survivors = set(round_updates(self.task, r))
-            dropped = set(current.setups) - survivors
+            submitted = round_updates(self.task, r)
+            survivors, dropped = survivors_and_dropped(current.setups, submitted)
             try:
                 reveal = current.device.reveal(
                     {address_bytes(a): b for a, b in current.setups.items()},
-                    [address_bytes(a) for a in sorted(survivors & set(current.setups), key=str.lower)],
-                    [address_bytes(a) for a in sorted(dropped, key=str.lower)],
+                    [address_bytes(a) for a in survivors],
+                    [address_bytes(a) for a in dropped],
                 )
             except ValueError as exc:
                 # Fewer survivors than the threshold (or inconsistent sets): revealing could expose a peer, so the
@@ -331,7 +354,10 @@ class DevicePrivacy:
             try:
                 gas += self.task.submit_unmask_shares(r, cid_to_digest(cid)).gas_used
                 log.info(
-                    "round %d: revealed unmasking shares (%d survivors, %d dropped)", r, len(survivors), len(dropped)
+                    "round %d: revealed unmasking shares (%d survivors, %d dropped)",
+                    r,
+                    len(set(submitted)),
+                    len(dropped),
                 )
             except ContractRevert as exc:
                 log.info("round %d: unmasking shares refused (%s)", r, exc.error)
@@ -341,4 +367,12 @@ class DevicePrivacy:
         return gas
 
 
-__all__ = ["DROPPED_OUT", "DevicePrivacy", "PrivacyUnavailable", "PrivateSubmission"]
+__all__ = [
+    "DROPPED_OUT",
+    "DevicePrivacy",
+    "PrivacyUnavailable",
+    "PrivateSubmission",
+    "private_delta",
+    "sealed_update",
+    "survivors_and_dropped",
+]

@@ -137,6 +137,52 @@ class TrainedUpdate:
     fetch_seconds: float
 
 
+@dataclass(frozen=True)
+class LocalTraining:
+    """One round of local training: the model to submit, its training loss and the seconds training took."""
+
+    weights: Weights
+    loss: float
+    train_seconds: float
+
+
+def train_for_round(
+    model: torch.nn.Module,
+    global_weights: Weights,
+    data: Dataset,
+    spec: TaskSpec,
+    round_index: int,
+    address: str,
+    proximal_mu: float = 0.0,
+    attack: str | None = None,
+) -> LocalTraining:
+    """Train `model` from the round's global model on `data`, seeded by (task seed, round, device): the same bits
+    in any process, in a pool or alone. A device running an `attack` (evaluation only) returns its poisoned model."""
+    set_weights(model, global_weights)
+    seed = round_seed(spec.seed, round_index, address)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    result = train_local(model, data, spec.train, seed=seed, proximal_mu=proximal_mu, global_weights=global_weights)
+    train_seconds = time.perf_counter() - started
+    trained = get_weights(model)
+    if attack is not None:
+        trained = poison_model(attack, global_weights, trained, seed=seed)
+    return LocalTraining(trained, result.loss, train_seconds)
+
+
+def update_metadata(binding: UpdateBinding, num_samples: int, train_seconds: float, loss: float) -> dict[str, str]:
+    """The update file's metadata. The binding makes the file (and so its digest) count only for this device's
+    submission in this round of this task on this chain: aggregators refuse it from anyone else, in any other round
+    (storage.binding)."""
+    return {
+        "fedchain.kind": "update",
+        **binding.metadata(),
+        "fedchain.num_samples": str(num_samples),
+        "fedchain.train_seconds": f"{train_seconds:.6f}",
+        "fedchain.train_loss": f"{loss:.6f}",
+    }
+
+
 class DeviceRunner:
     """Runs one device until the task finishes (or `max_rounds` rounds were trained).
 
@@ -289,30 +335,15 @@ class DeviceRunner:
         round_index = state.round
         t0 = time.perf_counter()
         weights = self.context.global_weights(digest_to_cid(state.global_model_digest))
-        set_weights(self.model, weights)
         data = self.data_for_round(round_index)
-        seed = round_seed(self.spec.seed, round_index, self.address)
-        torch.manual_seed(seed)
         started = time.perf_counter()
-        result = train_local(
-            self.model, data, self.spec.train, seed=seed, proximal_mu=self.proximal_mu, global_weights=weights
+        local = train_for_round(
+            self.model, weights, data, self.spec, round_index, self.address, self.proximal_mu, self.settings.attack
         )
-        train_seconds = time.perf_counter() - started
-        trained = get_weights(self.model)
-        if self.settings.attack is not None:
-            trained = poison_model(self.settings.attack, weights, trained, seed=seed)
-        # The binding makes the file (and so its digest) count only for this device's submission in this round of
-        # this task on this chain: aggregators refuse it from anyone else, in any other round (storage.binding).
         binding = UpdateBinding(self.context.chain_id, self.task.address, round_index, self.address)
-        metadata = {
-            "fedchain.kind": "update",
-            **binding.metadata(),
-            "fedchain.num_samples": str(len(data)),
-            "fedchain.train_seconds": f"{train_seconds:.6f}",
-            "fedchain.train_loss": f"{result.loss:.6f}",
-        }
+        metadata = update_metadata(binding, len(data), local.train_seconds, local.loss)
         return TrainedUpdate(
-            round_index, trained, weights, metadata, len(data), result.loss, train_seconds, started - t0
+            round_index, local.weights, weights, metadata, len(data), local.loss, local.train_seconds, started - t0
         )
 
     def encode(self, update: TrainedUpdate) -> bytes:

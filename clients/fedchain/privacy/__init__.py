@@ -22,46 +22,50 @@ if TYPE_CHECKING:
     from fedchain.privacy.keys import EncryptionKey, RoundKeys, derive_encryption_key, derive_round_keys
     from fedchain.privacy.sealed import SealedError, open_sealed, seal
     from fedchain.privacy.secagg import (
-        MalformedMessage,
-        MaskedUpdate,
-        NotEnoughShares,
-        ReconstructionError,
-        Reveal,
-        RevealConflict,
         RoundContext,
         SecAggDevice,
-        SecAggError,
         Setups,
-        ShareDecryptionError,
-        ShareSetup,
         UnmaskResult,
         default_threshold,
         load_setups,
         prg,
         unmask_sum,
     )
+    from fedchain.privacy.secagg_messages import (
+        MalformedMessage,
+        MaskedUpdate,
+        NotEnoughShares,
+        ReconstructionError,
+        Reveal,
+        RevealConflict,
+        SecAggError,
+        ShareDecryptionError,
+        ShareSetup,
+    )
 
 _SOURCES = {
     "fedchain.privacy.keys": ("EncryptionKey", "RoundKeys", "derive_encryption_key", "derive_round_keys"),
     "fedchain.privacy.sealed": ("SealedError", "open_sealed", "seal"),
     "fedchain.privacy.secagg": (
+        "RoundContext",
+        "SecAggDevice",
+        "Setups",
+        "UnmaskResult",
+        "default_threshold",
+        "load_setups",
+        "prg",
+        "unmask_sum",
+    ),
+    "fedchain.privacy.secagg_messages": (
         "MalformedMessage",
         "MaskedUpdate",
         "NotEnoughShares",
         "ReconstructionError",
         "Reveal",
         "RevealConflict",
-        "RoundContext",
-        "SecAggDevice",
         "SecAggError",
-        "Setups",
         "ShareDecryptionError",
         "ShareSetup",
-        "UnmaskResult",
-        "default_threshold",
-        "load_setups",
-        "prg",
-        "unmask_sum",
     ),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _SOURCES)

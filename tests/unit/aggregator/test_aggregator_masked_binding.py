@@ -10,7 +10,7 @@ import numpy as np
 from fedchain.aggregator.secure import REASON_BINDING_MISMATCH, masked_binding_culprits
 from fedchain.learning.aggregation.bound import DEFAULT_MAX_RELATIVE_DISTANCE
 from fedchain.privacy.protocol import address_bytes
-from fedchain.privacy.secagg import MaskedUpdate
+from fedchain.privacy.secagg_messages import MaskedUpdate
 
 TASK = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 A, B = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedchain.aggregator.agreement import commit_salt
-from fedchain.aggregator.worker import lying_model
+from fedchain.aggregator.hooks import lying_model
 from fedchain.chain import devnet_account
 from fedchain.demo import DemoOptions, robust_defaults
 from fedchain.learning.aggregation.registry import StrategySpec

@@ -19,7 +19,7 @@ from fedchain.privacy import (
     derive_round_keys,
     unmask_sum,
 )
-from fedchain.privacy.secagg import SHARE_CIPHERTEXT_BYTES, SHARES_VERSION
+from fedchain.privacy.secagg_messages import SHARE_CIPHERTEXT_BYTES, SHARES_VERSION
 
 HEADER = 4 + 1 + 20 + 8 + 20
 SETUP_HEAD = HEADER + 2 + 32 + 32 + 2  # threshold, mask public key, commitment, count
