@@ -145,6 +145,7 @@ contract BufferedTask is AccessControl {
         uint32 count;
         BufferStatus status;
         uint32 version; // Published: the version it produced; Aggregating: the version it builds on
+        uint16 attempt; // Published: the attempt whose result was published
     }
 
     /// @dev Two slots per ring position: the entry's metadata and its update digest.
@@ -538,7 +539,12 @@ contract BufferedTask is AccessControl {
         if (last == buffer && record.committedAttempt == state.attempt) {
             revert AlreadyCommitted(msg.sender, buffer, state.attempt);
         }
-        if (!record.revealed && last != 0 && finalResultKey[last] != 0) {
+        // (only a commitment to the published attempt: one to an earlier, failed attempt was faulted, if withheld,
+        // when that attempt's reveal window closed)
+        if (
+            !record.revealed && last != 0 && finalResultKey[last] != 0
+                && _buffers[last].attempt == record.committedAttempt
+        ) {
             if (_recordFault(last, msg.sender, record, bytes32(0), _publishedDigest(last))) return;
         }
 
@@ -558,8 +564,9 @@ contract BufferedTask is AccessControl {
     }
 
     /// @notice Reveal the committed result. In the reveal window the reveal votes for its result key; the first
-    ///         key with aggregatorThreshold votes publishes the next version. Reveals for an already published
-    ///         buffer are still accepted, so a dissenting aggregator cannot avoid its fault by revealing late.
+    ///         key with aggregatorThreshold votes publishes the next version. Reveals of commitments to the
+    ///         attempt that published a buffer are still accepted afterwards, so a dissenting aggregator cannot avoid
+    ///         its fault by revealing late.
     /// @param buffer The buffer the commitment was made for.
     /// @param inputsHash The buffer's inputs hash the aggregator used (must equal the chain's in the window).
     /// @param modelDigest Digest of the new global model's CIDv0.
@@ -570,7 +577,8 @@ contract BufferedTask is AccessControl {
     /// @dev Reverts: AccessControlUnauthorizedAccount, EmptyDigest, AggregatorIsSuspended, NoCommitment,
     ///      AlreadyRevealed, CommitmentMismatch; in the window RevealWindowClosed (deadline passed), InputsMismatch,
     ///      TooManyAccepted; WrongPhase(Revealing) for the pending buffer outside its reveal window;
-    ///      RevealWindowClosed for an attempt that failed.
+    ///      RevealWindowClosed for an attempt that failed (its withheld reveal was faulted when its window closed),
+    ///      even if a later attempt published the buffer.
     function revealResult(
         uint32 buffer,
         bytes20 inputsHash,
@@ -857,7 +865,7 @@ contract BufferedTask is AccessControl {
             return;
         }
         bytes32 finalKey = finalResultKey[buffer];
-        if (finalKey != bytes32(0)) {
+        if (finalKey != bytes32(0) && _buffers[buffer].attempt == attempt) {
             // late reveal for a published buffer: accepted so that a dissent still records its fault
             record.revealed = true;
             emit ResultRevealed(buffer, msg.sender, result.modelDigest, result.reportDigest, result.acceptedUpdates);
@@ -906,7 +914,8 @@ contract BufferedTask is AccessControl {
             inputsHash: filling.inputsHash,
             count: filling.count,
             status: BufferStatus.Full,
-            version: 0
+            version: 0,
+            attempt: 0
         });
         emit BufferFull(buffer, filling.inputsHash);
         if (_agg.phase == AggPhase.None) _next(filling);
@@ -977,6 +986,7 @@ contract BufferedTask is AccessControl {
         versionDigest[version] = modelDigest;
         _buffers[buffer].status = BufferStatus.Published;
         _buffers[buffer].version = version;
+        _buffers[buffer].attempt = state.attempt;
         filling.version = version;
         _filling.version = version;
         emit VersionPublished(

@@ -218,6 +218,33 @@ def test_withheld_reveals_are_faults(pending, aggs):
     assert [faults(pending, x) for x in aggs] == [0, 1, 1]
 
 
+def test_a_failed_attempts_withheld_reveal_is_faulted_once(pending, aggs, devs):
+    """c commits in attempt 1 and withholds its reveal (a fault when the window closes); attempt 2 publishes the
+    buffer without c. Its old commitment is neither faulted again at its next commitment nor revealable late."""
+    a, b, c = aggs
+    first = make_result(pending, 1)
+    for account in aggs:
+        commit(pending, account, first)
+    reveal(pending, a, first)
+    chain.sleep(AGGREGATION_DURATION + 1)
+    tx = pending.closeAggregationWindow(1, {"from": a})  # only one reveal: attempt 1 fails
+    assert [e["aggregator"] for e in tx.events["AggregatorFault"]] == [b.address, c.address]
+    second = make_result(pending, 1)
+    assert second.attempt == 2
+    commit(pending, a, second)
+    commit(pending, b, second)
+    chain.sleep(AGGREGATION_DURATION + 1)
+    pending.closeAggregationWindow(1, {"from": a})  # k commitments: reveal window
+    reveal(pending, a, second)
+    assert "VersionPublished" in reveal(pending, b, second).events
+    with buffered_reverts("RevealWindowClosed", 1):
+        reveal(pending, c, first)
+    fill(pending, devs[:BUFFER_SIZE], 1, "b2")
+    tx = commit(pending, c, make_result(pending, 2))
+    assert "AggregatorFault" not in tx.events
+    assert [faults(pending, x) for x in aggs] == [0, 1, 1]
+
+
 def test_commit_window_with_k_commitments_opens_reveal(pending, aggs):
     result = make_result(pending, 1)
     commit(pending, aggs[0], result)

@@ -76,7 +76,7 @@ class Model:
     commits: int = 0
     commitments: dict[str, Commitment] = field(default_factory=dict)
     votes: dict[bytes, int] = field(default_factory=dict)
-    published: dict[int, bytes] = field(default_factory=dict)  # buffer -> final key
+    published: dict[int, int] = field(default_factory=dict)  # buffer -> the attempt that published it
 
     def __post_init__(self):
         self.inputs_hash = initial_inputs_hash(self.address, 1)
@@ -270,7 +270,7 @@ class BufferedMachine(RuleBasedStateMachine):
             error = "RevealWindowClosed"
         elif in_window and r.inputs_hash != m.buffers[c.buffer]["hash"]:
             error = "InputsMismatch"
-        elif in_window or c.buffer in m.published:
+        elif in_window or m.published.get(c.buffer) == c.attempt:
             error = None
         elif current:
             error = "WrongPhase"
@@ -290,7 +290,7 @@ class BufferedMachine(RuleBasedStateMachine):
             return
         assert tx.events["VersionPublished"]["version"] == m.version + 1
         self.stats.count("published")
-        m.published[c.buffer] = key
+        m.published[c.buffer] = c.attempt
         m.buffers[c.buffer]["status"] = BufferStatus.Published
         m.version += 1
         if m.version >= NUM_VERSIONS:
