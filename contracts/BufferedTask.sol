@@ -46,10 +46,11 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///      commitments; the first result key `keccak256(abi.encode(inputsHash, modelDigest, acceptedUpdates))` with k
 ///      reveals is final: the next version is published (VersionPublished). Faults as in FederatedTask: a reveal
 ///      whose key differs from the final one (before or after finalisation), a reveal withheld until the reveal
-///      window closed, and a commitment to a published buffer never revealed (recorded at the aggregator's next
-///      commitment); at maxAggregatorFaults faults an aggregator is suspended until the admin revokes and grants
-///      its role again. n is fixed for an attempt when it opens; start() requires n / 2 < k <= n and a grant
-///      while running may not make n >= 2k.
+///      window closed, and a commitment to the attempt that published a buffer never revealed (recorded at the
+///      aggregator's next commitment; a withheld reveal of a failed attempt is faulted once, when its window closes,
+///      and can no longer be revealed); at maxAggregatorFaults faults an aggregator is suspended until the admin
+///      revokes and grants its role again. n is fixed for an attempt when it opens; start() requires
+///      n / 2 < k <= n and a grant while running may not make n >= 2k.
 ///
 ///      Deadlines (the task never hangs): an attempt whose commit window passes with fewer than k commitments, or
 ///      whose reveal window passes without k agreeing reveals, fails (AggregationFailed) when anyone calls
