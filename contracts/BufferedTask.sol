@@ -843,7 +843,9 @@ contract BufferedTask is AccessControl {
     function _reveal(uint32 buffer, Result memory result, bytes32 salt) private {
         AggregatorRecord storage record = _aggregators[msg.sender];
         if (record.suspended) revert AggregatorIsSuspended(msg.sender);
-        if (record.committedBuffer != buffer || record.commitment == bytes32(0)) revert NoCommitment(msg.sender, buffer);
+        if (record.committedBuffer != buffer || record.commitment == bytes32(0)) {
+            revert NoCommitment(msg.sender, buffer);
+        }
         if (record.revealed) revert AlreadyRevealed(msg.sender, buffer);
         uint16 attempt = record.committedAttempt;
         bytes32 expected = resultCommitment(
