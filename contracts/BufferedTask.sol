@@ -57,8 +57,10 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 ///      `closeAggregationWindow`. The buffer is then aggregated again in a fresh attempt, up to
 ///      maxAggregationAttempts attempts; after the last one it is discarded (BufferDiscarded): the version is
 ///      unchanged, its devices may submit again into later buffers, and a full waiting buffer goes to aggregation.
-///      A filling buffer has no deadline: it waits for K updates from whichever devices are awake (each device
-///      counts once per buffer, so a task needs at least K approved devices to progress).
+///      A filling buffer waits for K updates from whichever devices are awake (each device counts once per
+///      buffer). So that sleeping devices cannot stall a task either, a task may set `bufferDuration`: once a
+///      buffer has been filling that long with at least `minBufferSize` updates, anyone may close it early
+///      (`closeBuffer`) if no other buffer is pending; it is then aggregated like a full one.
 ///
 ///      Storage and gas: a submission reads and writes the filling buffer's slot (its inputs hash, number, count
 ///      and the current version), the device's record and two entry slots, and reads the task status. Entry slots
@@ -118,6 +120,8 @@ contract BufferedTask is AccessControl {
         uint32 aggregationDuration; // seconds of the commit window, and again of the reveal window
         uint16 maxAggregationAttempts; // attempts per buffer before it is discarded (>= 1)
         uint16 maxAggregatorFaults; // faults that suspend an aggregator (>= 1)
+        uint32 bufferDuration; // seconds after which a buffer may be closed early (0 = never)
+        uint32 minBufferSize; // updates an early-closed buffer needs: 1..bufferSize when bufferDuration > 0
     }
 
     /// @dev One slot, what a submission reads and writes: the filling buffer and the current version.
@@ -203,6 +207,8 @@ contract BufferedTask is AccessControl {
     uint32 public immutable aggregationDuration;
     uint16 public immutable maxAggregationAttempts;
     uint16 public immutable maxAggregatorFaults;
+    uint32 public immutable bufferDuration;
+    uint32 public immutable minBufferSize;
 
     Filling private _filling;
     AggState private _agg;
@@ -220,6 +226,8 @@ contract BufferedTask is AccessControl {
     uint32 public aggregatorCount;
     /// @notice Buffers discarded after maxAggregationAttempts failed attempts.
     uint32 public discardedBuffers;
+    /// @notice When the filling buffer opened (its early close is possible from fillingOpenedAt + bufferDuration).
+    uint64 public fillingOpenedAt;
 
     mapping(address aggregator => AggregatorRecord) private _aggregators;
     mapping(uint32 buffer => mapping(uint16 attempt => mapping(bytes32 key => uint32 votes))) private _votes;
@@ -258,6 +266,12 @@ contract BufferedTask is AccessControl {
     error RevealWindowClosed(uint32 buffer);
     /// @notice The buffer's entries are no longer in the ring (see UpdateBuffered events), or it has none there.
     error EntryNotAvailable(uint32 buffer, uint32 position);
+    /// @notice The task does not close buffers early (bufferDuration is 0).
+    error EarlyCloseDisabled();
+    /// @notice A buffer is pending: the filling one can go to aggregation only after it.
+    error BufferPending(uint32 pendingBuffer);
+    /// @notice An early close needs at least minBufferSize updates.
+    error TooFewUpdates(uint32 count, uint32 minimum);
 
     /// @notice The task's configuration, emitted once at deployment.
     event TaskConfigured(
@@ -293,7 +307,8 @@ contract BufferedTask is AccessControl {
         uint32 staleness,
         uint32 position
     );
-    /// @notice The buffer reached bufferSize updates; `inputsHash` binds its ordered entries.
+    /// @notice The buffer reached bufferSize updates (or was closed early with fewer, see closeBuffer); `inputsHash`
+    ///         binds its ordered entries.
     event BufferFull(uint32 indexed buffer, bytes20 inputsHash);
     /// @notice An aggregation attempt of the buffer opened its commit window until `deadline`; its result builds on
     ///         `version` and will be version + 1; `aggregators` is its n.
@@ -351,6 +366,11 @@ contract BufferedTask is AccessControl {
         if (config.aggregationDuration == 0) revert InvalidConfig("aggregationDuration is 0");
         if (config.maxAggregationAttempts == 0) revert InvalidConfig("maxAggregationAttempts is 0");
         if (config.maxAggregatorFaults == 0) revert InvalidConfig("maxAggregatorFaults is 0");
+        if (
+            config.bufferDuration != 0 && (config.minBufferSize == 0 || config.minBufferSize > config.bufferSize)
+        ) {
+            revert InvalidConfig("minBufferSize");
+        }
         if (admin == address(0)) revert InvalidConfig("admin is zero");
 
         modelSpecDigest = config.modelSpecDigest;
@@ -366,6 +386,8 @@ contract BufferedTask is AccessControl {
         aggregationDuration = config.aggregationDuration;
         maxAggregationAttempts = config.maxAggregationAttempts;
         maxAggregatorFaults = config.maxAggregatorFaults;
+        bufferDuration = config.bufferDuration;
+        minBufferSize = config.minBufferSize;
         versionDigest[0] = config.initialModelDigest;
         // Placeholders in every ring slot (overwritten by submissions): a device then never pays 20k for a fresh
         // slot. The placeholder device is address(1): never a real entry (views check positions against counts).
@@ -452,6 +474,7 @@ contract BufferedTask is AccessControl {
         }
         _agg.status = Status.Running;
         _filling = Filling({inputsHash: initialInputsHash(1), buffer: 1, count: 0, version: 0});
+        fillingOpenedAt = uint64(block.timestamp);
         emit TaskStarted(initialModelDigest, n);
         emit BufferOpened(1, 0);
     }
@@ -515,6 +538,28 @@ contract BufferedTask is AccessControl {
         _filling = filling;
         emit UpdateBuffered(filling.buffer, msg.sender, updateDigest, samples, baseVersion, staleness, position);
         if (filling.count == k) _bufferFull(filling);
+    }
+
+    /// @notice Close the filling buffer early, with fewer than bufferSize updates, so that sleeping devices do not
+    ///         stall the task: allowed once it has been filling for bufferDuration seconds with at least
+    ///         minBufferSize updates, while no other buffer is pending. It goes to aggregation at once (BufferFull,
+    ///         AggregationOpened) and the next buffer opens. Anyone may call it.
+    /// @param buffer The filling buffer.
+    /// @dev Reverts: TaskNotRunning, EarlyCloseDisabled, WrongBuffer, BufferPending (a buffer is being
+    ///      aggregated: the filling one waits for it, full or not), TooFewUpdates, DeadlineNotReached.
+    function closeBuffer(uint32 buffer) external {
+        Status status = _agg.status;
+        if (status != Status.Running) revert TaskNotRunning(status);
+        if (bufferDuration == 0) revert EarlyCloseDisabled();
+        Filling memory filling = _filling;
+        if (buffer != filling.buffer) revert WrongBuffer(filling.buffer, buffer);
+        if (_agg.phase != AggPhase.None) revert BufferPending(_agg.buffer);
+        if (filling.count < minBufferSize) revert TooFewUpdates(filling.count, minBufferSize);
+        uint64 deadline = fillingOpenedAt + bufferDuration;
+        if (block.timestamp < deadline) revert DeadlineNotReached(deadline, uint64(block.timestamp));
+
+        _recordFull(filling);
+        _aggregateFilling(filling);
     }
 
     // ---------------------------------------------------------------- aggregation (commit-reveal)
@@ -912,6 +957,12 @@ contract BufferedTask is AccessControl {
 
     /// @dev The filling buffer reached K: record it as full; aggregate it now if no buffer is pending.
     function _bufferFull(Filling memory filling) private {
+        _recordFull(filling);
+        if (_agg.phase == AggPhase.None) _aggregateFilling(filling);
+    }
+
+    /// @dev Records the filling buffer as closed (BufferFull): its entries and inputs hash are final.
+    function _recordFull(Filling memory filling) private {
         uint32 buffer = filling.buffer;
         _buffers[buffer] = BufferRecord({
             inputsHash: filling.inputsHash,
@@ -921,7 +972,6 @@ contract BufferedTask is AccessControl {
             attempt: 0
         });
         emit BufferFull(buffer, filling.inputsHash);
-        if (_agg.phase == AggPhase.None) _next(filling);
     }
 
     /// @dev No buffer is pending any more (published or discarded, or none was): if the filling buffer is full it
@@ -932,6 +982,11 @@ contract BufferedTask is AccessControl {
             _agg.buffer = 0;
             return;
         }
+        _aggregateFilling(filling);
+    }
+
+    /// @dev The closed filling buffer goes to aggregation (first attempt) and the next buffer opens.
+    function _aggregateFilling(Filling memory filling) private {
         uint32 buffer = filling.buffer;
         _openAggregation(buffer, 1, filling.version);
         _filling = Filling({
@@ -940,6 +995,7 @@ contract BufferedTask is AccessControl {
             count: 0,
             version: filling.version
         });
+        fillingOpenedAt = uint64(block.timestamp);
         emit BufferOpened(buffer + 1, filling.version);
     }
 

@@ -105,6 +105,8 @@ def make_config(**overrides) -> tuple:
         "aggregationDuration": AGGREGATION_DURATION,
         "maxAggregationAttempts": MAX_ATTEMPTS,
         "maxAggregatorFaults": 100,
+        "bufferDuration": 0,  # no early close (test_buffered_early_close.py sets one)
+        "minBufferSize": 0,
     }
     unknown = set(overrides) - set(config)
     assert not unknown, f"unknown config fields {unknown}"

@@ -34,6 +34,7 @@ FEDBUFF_EXPONENT_MICRO = 500_000  # FedBuff's polynomial weighting, a = 0.5: w(s
 # a reveal window faults every committer that did not reveal (about 10k each, up to 32).
 GAS_LIMITS = {
     "submitUpdate": 180_000,
+    "closeBuffer": 200_000,
     "commitResult": 210_000,
     "revealResult": 400_000,
     "closeAggregationWindow": 500_000,
@@ -80,6 +81,10 @@ class BufferedConfig:
     aggregation_duration: int = 60
     max_aggregation_attempts: int = 2
     max_aggregator_faults: int = 3
+    # Seconds after which a buffer with at least min_buffer_size updates may be closed early (0 = never), so that
+    # sleeping devices cannot stall the task.
+    buffer_duration: int = 0
+    min_buffer_size: int = 0
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -96,6 +101,8 @@ class BufferedConfig:
             self.aggregation_duration,
             self.max_aggregation_attempts,
             self.max_aggregator_faults,
+            self.buffer_duration,
+            self.min_buffer_size,
         )
 
 
@@ -277,6 +284,8 @@ class BufferedTaskClient:
             aggregation_duration=f.aggregationDuration().call(),
             max_aggregation_attempts=f.maxAggregationAttempts().call(),
             max_aggregator_faults=f.maxAggregatorFaults().call(),
+            buffer_duration=f.bufferDuration().call(),
+            min_buffer_size=f.minBufferSize().call(),
         )
 
     def current_version(self) -> int:
@@ -335,6 +344,14 @@ class BufferedTaskClient:
         """Buffer this device's update trained from `base_version` (ContractRevert TooStale, UnknownVersion,
         BuffersFull, ... when refused: the update stays with the device, which may submit again later)."""
         return self._tx(self.contract.functions.submitUpdate(base_version, update_digest, num_samples))
+
+    def close_buffer(self, buffer: int) -> TxResult:
+        """Close the filling buffer early (bufferDuration passed, at least minBufferSize updates, none pending).
+        Depends on block.timestamp: no preflight at the latest, possibly older, block's time."""
+        if self.sender is None:
+            raise RuntimeError("this BufferedTaskClient is read-only: create it with an account to send transactions")
+        fn = self.contract.functions.closeBuffer(buffer)
+        return self.sender.transact(fn, gas_limit=GAS_LIMITS["closeBuffer"], preflight=False)
 
     def commit_result(self, buffer: int, commitment: bytes) -> TxResult:
         return self._tx(self.contract.functions.commitResult(buffer, commitment))
