@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from brownie import accounts as brownie_accounts
+from brownie import chain as brownie_chain
 from buffered_helpers import (
     aggregation,
     buffered_container,
@@ -105,3 +106,16 @@ def test_deployment_gas(accounts, gas_log, k):
     admin = accounts[0]
     task = buffered_container().deploy(make_config(bufferSize=k), admin, {"from": admin})
     gas_log[f"deploy K={k}"].append(task.tx.gas_used)
+
+
+def test_close_buffer_gas(accounts, gas_log):
+    """An early close (bufferDuration passed): records the buffer, opens its aggregation and the next buffer."""
+    admin, agg = accounts[0], accounts[1]
+    devices = [accounts[2], accounts[3]]
+    task = deploy_buffered(admin, [agg], devices, bufferDuration=60, minBufferSize=1)
+    for i, device in enumerate(devices):
+        task.submitUpdate(0, digest(f"e{i}"), 100, {"from": device})
+    brownie_chain.sleep(61)
+    tx = task.closeBuffer(1, {"from": admin})
+    assert "AggregationOpened" in tx.events
+    gas_log["closeBuffer (early close)"].append(tx.gas_used)

@@ -29,9 +29,9 @@ WEIGHTING_CONSTANT = 0
 WEIGHTING_POLYNOMIAL = 1
 FEDBUFF_EXPONENT_MICRO = 500_000  # FedBuff's polynomial weighting, a = 0.5: w(s) = 1 / sqrt(1 + s)
 # About twice the measured figures (tests/contracts/test_buffered_gas.py, reports/gas-buffered.json): submitUpdate
-# 50.8k, 87.9k when it closes the buffer (records it, opens its aggregation and the next buffer); commitResult
-# 46k-103k (103k for an aggregator's first commitment); revealResult 77k-114k, 105k-110k when it publishes; closing
-# a reveal window faults every committer that did not reveal (about 10k each, up to 32).
+# 50.9k, 88k-91k when it closes the buffer (records it, opens its aggregation and the next buffer); closeBuffer 69.5k;
+# commitResult 46k-103k (103k for an aggregator's first commitment); revealResult 77k-114k, 106k-110k when it
+# publishes; closing a reveal window faults every committer that did not reveal (about 10k each, up to 32).
 GAS_LIMITS = {
     "submitUpdate": 180_000,
     "closeBuffer": 200_000,
