@@ -10,6 +10,7 @@ from brownie import web3 as brownie_web3
 from eth_account import Account
 from web3 import Web3
 
+from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.buffered import (
     AggPhase,
     BufferedConfig,
@@ -95,3 +96,12 @@ def test_staleness_weights():
     fresh = BufferEntry("0x" + "11" * 20, d("a"), 100, 3, 0)
     stale = BufferEntry("0x" + "22" * 20, d("b"), 100, 0, 3)
     assert entry_weights([fresh, stale], 1, 500_000) == pytest.approx([2 / 3, 1 / 3], rel=1e-15)
+
+
+def test_config_tuple_follows_the_abi_struct_order():
+    """BufferedConfig.as_tuple feeds the constructor positionally: its order must be the struct's."""
+    abi = load_artifact("BufferedTask").abi
+    constructor = next(e for e in abi if e.get("type") == "constructor")
+    names = [c["name"] for c in constructor["inputs"][0]["components"]]
+    snake = ["".join("_" + ch.lower() if ch.isupper() else ch for ch in name) for name in names]
+    assert snake == list(BufferedConfig.__dataclass_fields__)
