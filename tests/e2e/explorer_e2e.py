@@ -13,8 +13,8 @@ from pathlib import Path
 
 from e2e_helpers import Cli, start_explorer, wait_explorer_synced, wait_for_phase
 
+from fedchain.app.devnet import Devnet, DevnetState, terminate
 from fedchain.chain import Phase, TaskClient, connect, devnet_account
-from fedchain.devnet import Devnet, DevnetState, terminate
 from fedchain.storage import IpfsClient, cid_to_digest
 
 EXPLORER_ROUNDS = 3
