@@ -19,6 +19,8 @@ SHARED_SCOPES = ("session", "package", "module", "class")
 TESTS = Path(__file__).resolve().parent
 
 
+# First: xdist's own hook reads the groups to suffix each test's id with `@group`, which is what its scheduler sees.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     parent: dict[str, str] = {}
 
