@@ -57,6 +57,17 @@ def device(
             help="Evaluation only: drop out of every secure-aggregation round right after publishing the setup.",
         ),
     ] = False,
+    stream_buffer: Annotated[
+        int,
+        typer.Option(
+            help="Wearable tasks: replay this device's recordings into a buffer of the newest N windows and train "
+            "on what it holds (0: train on the whole partition)."
+        ),
+    ] = 0,
+    stream_speed: Annotated[float, typer.Option(help="Replay speed of --stream-buffer, x real time.")] = 1.0,
+    sensor_fault_rate: Annotated[
+        float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
+    ] = 0.0,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -102,6 +113,9 @@ def device(
         online,
         attack=attack,
         drop_after_setup=drop_after_setup,
+        stream_buffer=stream_buffer,
+        stream_speed=stream_speed,
+        sensor_fault_rate=sensor_fault_rate,
     )
     runner = DeviceRunner(settings, signing_account(account, key_env, keystore, default_index=None))
     try:

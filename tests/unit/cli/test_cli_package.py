@@ -28,6 +28,7 @@ COMMANDS = [
     "rounds",
     "report",
     "demo",
+    "datasets",
     "worker",
     "coordinator",
     "market-demo",
