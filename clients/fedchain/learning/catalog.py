@@ -6,7 +6,8 @@ from typing import Any
 
 from fedchain.learning import ecg
 from fedchain.learning.data import LOADERS
-from fedchain.learning.wearables import TASKS, describe
+from fedchain.learning.spec import TaskSpec, default_task_spec
+from fedchain.learning.wearables import TASKS, describe, wearable_task_spec
 
 # The tables and simulations of fedchain.learning.data.LOADERS (wearable tasks describe themselves).
 TABLES: dict[str, dict[str, Any]] = {
@@ -51,4 +52,19 @@ def dataset_catalog() -> list[dict[str, Any]]:
     return entries
 
 
-__all__ = ["TABLES", "dataset_catalog"]
+def task_spec_for(name: str) -> TaskSpec:
+    """The task description a demo or deployment uses for dataset `name`: the default task for breast_cancer
+    (its description, and so every CID that follows from it, unchanged), the compute market's for ecg, and each
+    wearable task's own (its 1-D CNN and training settings)."""
+    if name == "breast_cancer":
+        return default_task_spec()
+    if name == "ecg":
+        from fedchain.learning.units import default_ecg_task  # the market's task module: only when asked for
+
+        return default_ecg_task()
+    if name in TASKS:
+        return wearable_task_spec(name)
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted([*LOADERS, *TASKS])}")
+
+
+__all__ = ["TABLES", "dataset_catalog", "task_spec_for"]
