@@ -126,3 +126,29 @@ def test_check_window_refuses_wrong_length_rate_channels_and_nan() -> None:
         with pytest.raises(WindowRejected, match=reason) as info:
             check_window(samples, rate, FORMAT)
         assert info.value.reason == reason
+
+
+def test_the_exact_engine_reads_multichannel_rows_as_torch_does() -> None:
+    import torch
+
+    from fedchain.learning.exact_cnn import Engine
+    from fedchain.learning.model import get_weights
+
+    spec = TASKS["basic_motions"].model_spec()
+    model = build_model(spec, seed=3)
+    x = np.random.default_rng(0).standard_normal((4, spec.input_dim))
+    params = {k: v.astype(np.float64) for k, v in get_weights(model).items()}
+    logits, _ = Engine(spec).forward(params, x)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x.astype(np.float32))).numpy()
+    assert np.allclose(logits, expected, atol=1e-4)
+
+
+def test_task_spec_for_keeps_the_default_task_and_names_every_dataset() -> None:
+    from fedchain.learning.catalog import task_spec_for
+
+    assert task_spec_for("breast_cancer").to_json() == default_task_spec().to_json()
+    assert task_spec_for("ecg").dataset.name == "ecg"
+    assert task_spec_for("mitdb_rate").model.num_classes == 3
+    with pytest.raises(ValueError, match="unknown dataset"):
+        task_spec_for("nope")
