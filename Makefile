@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput flower-venv explorer lint slither clean distclean
+.PHONY: setup compile test test-contracts-parallel test-python-parallel test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput flower-venv explorer lint slither clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -40,10 +40,27 @@ build/contracts/FederatedTask.json: $(wildcard contracts/*.sol) brownie-config.y
 	brownie compile
 	@touch $@
 
+# `make test` runs every test, the explorer's browser tests included (tools/browser/chromium.sh installs Chromium or
+# stops saying how; FEDCHAIN_REQUIRE_BROWSER turns a missing browser into a failure, never a skip). The contract tests
+# and the Python tests are independent and run side by side, each printed when it ends. Brownie spreads the contract
+# test files over BROWNIE_WORKERS processes, one Anvil each (ports 8545, 8546, ...); pytest-xdist runs the Python
+# tests on PYTEST_WORKERS processes (an end-to-end test mostly waits on chains and processes; tests that share a
+# module- or session-scoped fixture stay on one worker: tests/conftest.py). Each end-to-end test's devnet takes free
+# ports of its own.
+BROWNIE_WORKERS ?= 2
+PYTEST_WORKERS ?= 4
+
 test: compile
+	@bash tools/browser/chromium.sh
 	$(VENV)/bin/ruff check clients tests scripts
-	brownie test tests/contracts
-	$(PYTEST) tests/unit tests/e2e
+	$(VENV)/bin/lint-imports --no-cache
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-contracts-parallel test-python-parallel
+
+test-contracts-parallel: compile
+	brownie test tests/contracts -n $(BROWNIE_WORKERS)
+
+test-python-parallel: compile
+	FEDCHAIN_REQUIRE_BROWSER=1 $(PYTEST) tests/unit tests/e2e -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-contracts: compile
 	brownie test tests/contracts --gas
@@ -126,6 +143,7 @@ explorer: compile
 lint: setup slither
 	$(VENV)/bin/ruff check clients tests scripts
 	$(VENV)/bin/ruff format --check clients tests scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 # Static analysis of the contracts: slither in its own venv (its pins clash with brownie's), fed a standard-JSON
 # input (the solcjs shim refuses slither's --combined-json), every High/Medium result either triaged with a reason

@@ -8,9 +8,9 @@ import os
 
 from brownie import FederatedTask, accounts, network
 
+from fedchain.app.deploy import default_min_updates
+from fedchain.app.devnet import DevnetState
 from fedchain.chain.task import AGGREGATOR_ROLE
-from fedchain.deploy import default_min_updates
-from fedchain.devnet import DevnetState
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import default_task_spec
 from fedchain.storage import IpfsClient, cid_to_digest

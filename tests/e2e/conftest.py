@@ -9,7 +9,7 @@ import pytest
 from e2e_helpers import Cli
 from explorer_e2e import ExplorerRun, explorer_scenario
 
-from fedchain.devnet import Devnet
+from fedchain.app.devnet import Devnet
 
 
 def _devnet(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:

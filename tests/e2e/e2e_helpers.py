@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedchain.app.devnet import DevnetState, terminate
 from fedchain.chain import EventFollower, Phase, TaskClient, connect
-from fedchain.devnet import DevnetState, terminate
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights
 from fedchain.learning.spec import TaskSpec
@@ -113,7 +113,7 @@ def start_explorer(state: DevnetState, logs: Path, index: Path) -> tuple[subproc
     """`fedchain explorer` against a devnet on a free port, as its own process; returns it once it answers."""
     import httpx
 
-    from fedchain.devnet import free_port
+    from fedchain.app.devnet import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from e2e_helpers import Cli, start_explorer, wait_explorer_synced, wait_for_phase
 
+from fedchain.app.devnet import Devnet, DevnetState, terminate
 from fedchain.chain import Phase, TaskClient, connect, devnet_account
-from fedchain.devnet import Devnet, DevnetState, terminate
 from fedchain.storage import IpfsClient, cid_to_digest
 
 EXPLORER_ROUNDS = 3
@@ -141,10 +141,11 @@ def explorer_scenario(workdir: Path) -> Iterator[ExplorerRun]:
 
 
 def chromium_path() -> str | None:
-    """Debian's Chromium (installed by .ci/run); in CI its absence is a failure, elsewhere a skip."""
+    """Debian's Chromium (`make test` installs it, or stops saying how: tools/browser/chromium.sh); under `make test`
+    (FEDCHAIN_REQUIRE_BROWSER) or in CI its absence is a failure, elsewhere a skip."""
     path = "/usr/bin/chromium"
     if os.path.exists(path):
         return path
-    if os.environ.get("CI"):
-        raise AssertionError(f"{path} is missing: .ci/run installs it with apt-get install chromium")
+    if os.environ.get("CI") or os.environ.get("FEDCHAIN_REQUIRE_BROWSER"):
+        raise AssertionError(f"{path} is missing: install it with apt-get install chromium (tools/browser/chromium.sh)")
     return None

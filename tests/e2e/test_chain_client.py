@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
+from fedchain.app.devnet import Devnet
 from fedchain.chain import ContractRevert, Phase, TaskClient, TaskConfig, connect, deploy_task, devnet_account
 from fedchain.chain.inputs import inputs_hash
 from fedchain.chain.task import result_commitment
-from fedchain.devnet import Devnet
 
 pytestmark = pytest.mark.e2e
 

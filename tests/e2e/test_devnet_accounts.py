@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from fedchain.app.devnet import ACCOUNT_BALANCE_WEI, NODE_ACCOUNTS, Devnet, fund_accounts
 from fedchain.chain import connect
 from fedchain.chain.accounts import devnet_addresses
-from fedchain.devnet import ACCOUNT_BALANCE_WEI, NODE_ACCOUNTS, Devnet, fund_accounts
 
 pytestmark = pytest.mark.e2e
 

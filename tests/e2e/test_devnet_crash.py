@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from e2e_helpers import Cli, committed_rounds, report_of
 
+from fedchain.app.devnet import SERVICES_FILE, Devnet, DevnetState, free_port, terminate
+from fedchain.app.devnet.restart import RestartPolicy
 from fedchain.chain import Phase, TaskClient, connect
 from fedchain.chain.notify import EventNotifier
-from fedchain.devnet import SERVICES_FILE, Devnet, DevnetState, free_port, terminate
-from fedchain.devnet_restart import RestartPolicy
 from fedchain.storage import IpfsClient, compute_cid, digest_to_cid
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,9 @@ import pytest
 from e2e_helpers import Cli, start_explorer, wait_explorer_synced
 from explorer_e2e import AGGREGATORS, BAD_DEVICE, EXPLORER_ROUNDS, HONEST_DEVICES, THRESHOLD, ExplorerRun
 
+from fedchain.app.devnet import Devnet, free_port, terminate
 from fedchain.chain import EventFollower, TaskClient, connect, devnet_account
 from fedchain.chain.events import ChainEvent
-from fedchain.devnet import Devnet, free_port, terminate
 from fedchain.storage import IpfsClient, digest_to_cid
 
 pytestmark = pytest.mark.e2e

@@ -22,11 +22,11 @@ import psutil
 import pytest
 from e2e_helpers import Cli
 
+from fedchain.app.devnet import Devnet
 from fedchain.chain import EventFollower, TaskClient, connect
 from fedchain.chain.accounts import devnet_account, devnet_accounts
 from fedchain.chain.notify import EventNotifier
 from fedchain.chain.tx import send_raw_batch, wait_receipts
-from fedchain.devnet import Devnet
 
 pytestmark = pytest.mark.e2e
 

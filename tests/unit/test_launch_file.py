@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.launch import LaunchTarget, read_launch, wait_for_launch, write_launch
+from fedchain.app.launch import LaunchTarget, read_launch, wait_for_launch, write_launch
 
 
 def test_round_trip_and_no_temporary_left(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ import pytest
 
 from fedchain._lazy import lazy_exports
 
-PACKAGES = ["fedchain.chain", "fedchain.learning", "fedchain.privacy", "fedchain.storage"]
+PACKAGES = [
+    "fedchain.app.demo",
+    "fedchain.app.devnet",
+    "fedchain.chain",
+    "fedchain.learning",
+    "fedchain.privacy",
+    "fedchain.storage",
+]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -55,7 +62,7 @@ def test_unknown_names_and_clashes() -> None:
     ("module", "heavy"),
     [
         # The demo launches its device and aggregator processes before it imports torch and web3 (start-up overlap).
-        ("fedchain.demo", ("torch", "web3", "opacus")),
+        ("fedchain.app.demo.run", ("torch", "web3", "opacus")),
         # Strategies and weight checks are numpy only; the aggregator's screening and the CLI's options use them.
         ("fedchain.learning.aggregation.registry", ("torch", "opacus")),
         ("fedchain.privacy.accountant", ("torch", "opacus")),

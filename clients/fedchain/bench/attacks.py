@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from fedchain.bench.attacks_report import fraction_key, markdown_table, write_reports
-from fedchain.bench.simulation import ATTACKS, simulate
 from fedchain.learning.aggregation.registry import ROOT_PARAM, StrategySpec, build_strategy
 from fedchain.learning.root import root_reference_trainer
+from fedchain.learning.simulation import ATTACKS, simulate
 from fedchain.learning.spec import default_task_spec
 
 DEFAULT_ATTACKS = ("sign-flip", "sign-flip-x10", "scale", "gaussian", "constant", "label-flip")

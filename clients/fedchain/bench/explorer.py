@@ -32,9 +32,9 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from rich.console import Console
 
+from fedchain.app.devnet import Devnet, free_port, terminate
 from fedchain.chain import TaskConfig, connect, deploy_task, devnet_account, inputs_hash
 from fedchain.chain.task import result_commitment
-from fedchain.devnet import Devnet, free_port, terminate
 from fedchain.explorer.index import Indexer
 from fedchain.explorer.rpc import JsonRpc
 from fedchain.storage import IpfsClient, cid_to_digest, encode_weights

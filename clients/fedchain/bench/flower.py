@@ -51,8 +51,8 @@ ROUND1_OPEN_MARKER = "round 1 is open"
 
 def device_addresses(count: int) -> list[str]:
     """The devnet accounts `fedchain demo` gives devices 0..count-1 (accounts FIRST_DEVICE_INDEX onwards)."""
+    from fedchain.app.demo import FIRST_DEVICE_INDEX
     from fedchain.chain import accounts
-    from fedchain.demo import FIRST_DEVICE_INDEX
 
     return accounts.devnet_addresses(FIRST_DEVICE_INDEX + count)[FIRST_DEVICE_INDEX:]
 
@@ -65,7 +65,7 @@ def demo_task(
     scratch: Path = Path(".fedchain/bench-flower"),
 ) -> FlowerTask:
     """The task `fedchain demo --devices N --rounds R` trains, with its defaults (spec, data split, stream)."""
-    from fedchain.demo import DemoOptions
+    from fedchain.app.demo import DemoOptions
     from fedchain.device.runner import DeviceSettings
 
     options = DemoOptions(devices=devices, rounds=rounds)

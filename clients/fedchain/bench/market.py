@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fedchain.app.market_demo import MarketDemoOptions, run_market_demo
 from fedchain.learning.units import evaluate_plan_model, train_single_process
-from fedchain.market.demo import MarketDemoOptions, run_market_demo
 
 
 def single_process(options: MarketDemoOptions) -> dict[str, Any]:

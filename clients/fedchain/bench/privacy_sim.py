@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedchain.bench.simulation import partition
 from fedchain.learning.aggregation.fedavg import fedavg
 from fedchain.learning.data import Dataset, load_dataset
 from fedchain.learning.model import build_model, get_weights, set_weights
@@ -46,6 +45,7 @@ from fedchain.learning.personalize import (
     split_local,
     split_weights,
 )
+from fedchain.learning.simulation import partition
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.learning.train import evaluate, round_seed, train_local
 from fedchain.learning.types import Weights

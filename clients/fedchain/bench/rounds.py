@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fedchain.demo import DemoOptions, run_demo
+from fedchain.app.demo import DemoOptions, run_demo
 
 
 def bench_run(devices: int, chain: str, rounds: int, workdir: Path, console: Console) -> dict[str, Any]:

@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedchain.app.deploy import TaskPlan, create_task
+from fedchain.app.devnet import Devnet
 from fedchain.chain import TaskClient, connect
 from fedchain.chain.accounts import devnet_accounts
 from fedchain.chain.batch import SignedUpdate, make_batch
 from fedchain.chain.signing import sign_update
 from fedchain.chain.task import GAS_LIMITS, encode_submit_update
 from fedchain.chain.tx import read_nonces, send_raw_batch, wait_receipts
-from fedchain.deploy import TaskPlan, create_task
-from fedchain.devnet import Devnet
 from fedchain.storage import IpfsClient, cid_to_digest
 
 ADMIN, RELAYER, FIRST_DEVICE = 0, 1, 2

@@ -61,7 +61,7 @@ def endpoints(state_file: Path, rpc_url: str | None, ipfs_api: str | None) -> tu
     """The chain's JSON-RPC URL and the Kubo RPC API: as given, else from the devnet's state file."""
     if rpc_url and ipfs_api:
         return rpc_url, ipfs_api
-    from fedchain.devnet import DevnetState
+    from fedchain.app.devnet import DevnetState
 
     try:
         state = DevnetState.load(state_file)
@@ -92,7 +92,7 @@ def launch_target(
         if task is None:
             raise typer.BadParameter("give the task contract address (or --launch-file)", param_hint="--task")
         return task, rpc_url, ipfs_api
-    from fedchain.launch import wait_for_launch
+    from fedchain.app.launch import wait_for_launch
 
     try:
         target = wait_for_launch(launch_file, timeout=LAUNCH_TIMEOUT)

@@ -100,7 +100,7 @@ def demo(
     With --attackers, Byzantine devices join; with --aggregators 3 --lying-aggregators 1, a dishonest aggregator
     takes part in the agreement and is recorded on chain as faulty.
     """
-    from fedchain.demo import DemoOptions, run_demo
+    from fedchain.app.demo import DemoOptions, run_demo
 
     exit_on_sigterm()
 

@@ -148,7 +148,7 @@ def market_demo(
 ) -> None:
     """A training job on the compute market: staked workers compute replicated units (cheaters are slashed), a
     coordinator merges each stage; the final model is compared with the same plan trained in one process."""
-    from fedchain.market.demo import MarketDemoOptions, run_market_demo
+    from fedchain.app.market_demo import MarketDemoOptions, run_market_demo
 
     exit_on_sigterm()
     options = MarketDemoOptions(

@@ -41,7 +41,7 @@ def devnet(
 ) -> None:
     """Start a local chain (Ganache or Anvil) and the IPFS service, kept on disk and restarted if they die; write
     the state file; run until Ctrl-C."""
-    from fedchain.devnet import Devnet
+    from fedchain.app.devnet import Devnet
 
     setup_logging(False)
     exit_on_sigterm()

@@ -54,10 +54,10 @@ def deploy(
     aggregation_duration: Annotated[int, typer.Option(help="Seconds of the commit and of the reveal window.")] = 60,
     max_samples_per_update: Annotated[
         int, typer.Option(help="Largest sample count (FedAvg weight) one update may claim; the contract refuses more.")
-    ] = 100_000,  # fedchain.deploy.DEFAULT_MAX_SAMPLES_PER_UPDATE (not imported: the CLI loads torch lazily)
+    ] = 100_000,  # fedchain.app.deploy.DEFAULT_MAX_SAMPLES_PER_UPDATE (not imported: the CLI loads torch lazily)
     max_aggregator_faults: Annotated[
         int, typer.Option(help="Dissenting or withheld reveals after which an aggregator is suspended.")
-    ] = 3,  # fedchain.deploy.DEFAULT_MAX_AGGREGATOR_FAULTS
+    ] = 3,  # fedchain.app.deploy.DEFAULT_MAX_AGGREGATOR_FAULTS
     no_start: Annotated[bool, typer.Option("--no-start", help="Deploy without opening round 1.")] = False,
     secure_aggregation: Annotated[
         bool,
@@ -83,9 +83,9 @@ def deploy(
     as_json: AsJson = False,
 ) -> None:
     """Deploy a training task (description and initial model on IPFS), approve participants, open round 1."""
+    from fedchain.app.deploy import TaskPlan, create_task, default_min_updates
     from fedchain.chain import connect
     from fedchain.chain.accounts import devnet_addresses
-    from fedchain.deploy import TaskPlan, create_task, default_min_updates
     from fedchain.storage import IpfsClient
 
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
@@ -192,8 +192,8 @@ def start(
     state_file: StateFile = DEVNET_STATE_FILE,
 ) -> None:
     """Open round 1 of a task deployed with --no-start or --secure-aggregation (the admin's call)."""
+    from fedchain.app.deploy import wait_for_encryption_keys
     from fedchain.chain import EventFollower, TaskClient, connect
-    from fedchain.deploy import wait_for_encryption_keys
 
     rpc, _ = endpoints(state_file, rpc_url, ipfs_api)
     client = TaskClient.for_account(

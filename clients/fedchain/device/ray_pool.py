@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedchain.device.runner import DeviceSettings
-from fedchain.ray_env import init_ray
+from fedchain.learning.ray_env import init_ray
 
 log = logging.getLogger("fedchain.device.ray")
 

@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from fedchain.learning.ray_env import RAY_LOOPBACK_ENV
 from fedchain.learning.types import Weights
 from fedchain.learning.units import JobPlan, run_unit
 from fedchain.protocol.worker_env import WORKER_ENV
-from fedchain.ray_env import RAY_LOOPBACK_ENV
 
 
 def _run_unit_task(plan_json: bytes, checkpoint: Weights, stage: int, index: int) -> Weights:

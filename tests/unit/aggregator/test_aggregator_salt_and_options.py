@@ -7,8 +7,8 @@ import pytest
 
 from fedchain.aggregator.agreement import commit_salt
 from fedchain.aggregator.hooks import lying_model
+from fedchain.app.demo import DemoOptions, robust_defaults
 from fedchain.chain import devnet_account
-from fedchain.demo import DemoOptions, robust_defaults
 from fedchain.learning.aggregation.registry import StrategySpec
 
 TASK = "0x" + "ab" * 20

@@ -21,9 +21,9 @@ from fedchain.bench.attacks import (
     run_attack_bench,
 )
 from fedchain.bench.attacks_report import fraction_key, markdown_table, write_reports
-from fedchain.bench.simulation import partition
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.data import device_partition, load_dataset
+from fedchain.learning.simulation import partition
 from fedchain.learning.spec import default_task_spec
 
 PLAIN = attacks.PLAIN_GOAL_STRATEGIES

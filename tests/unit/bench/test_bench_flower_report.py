@@ -196,8 +196,8 @@ def test_run_with_both_sides_skipped_still_gives_the_reference(tmp_path: Path) -
 
 
 def test_demo_task_mirrors_the_demos_defaults() -> None:
+    from fedchain.app.demo import DemoOptions
     from fedchain.bench.flower import demo_task, device_addresses
-    from fedchain.demo import DemoOptions
 
     task = demo_task(3, 2, addresses=["0xa", "0xb", "0xc"], num_cpus=1)
     options = DemoOptions(devices=3, rounds=2)

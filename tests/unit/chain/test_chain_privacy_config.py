@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from fedchain.app.deploy import TaskPlan
 from fedchain.chain import TaskConfig, epsilon_to_micro
-from fedchain.deploy import TaskPlan
 
 
 @pytest.mark.parametrize(

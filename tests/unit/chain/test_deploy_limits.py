@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
+from fedchain.app.deploy import DEFAULT_MAX_AGGREGATOR_FAULTS, DEFAULT_MAX_SAMPLES_PER_UPDATE, TaskPlan, create_task
 from fedchain.cli.task import deploy
-from fedchain.deploy import DEFAULT_MAX_AGGREGATOR_FAULTS, DEFAULT_MAX_SAMPLES_PER_UPDATE, TaskPlan, create_task
 
 AGGREGATORS = tuple(f"0x{i:040x}" for i in range(1, 5))
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fedchain.devnet import free_port
-from fedchain.devnet_proxy import HoldingProxy
+from fedchain.app.devnet import free_port
+from fedchain.app.devnet.proxy import HoldingProxy
 
 
 class _Echo(BaseHTTPRequestHandler):

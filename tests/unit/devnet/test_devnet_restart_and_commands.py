@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.devnet import chain_command, ipfs_command
-from fedchain.devnet_anvil import AnvilStore, is_write, raw_tx_hash, writes_of
-from fedchain.devnet_restart import RestartBudget, RestartPolicy
+from fedchain.app.devnet import chain_command, ipfs_command
+from fedchain.app.devnet.anvil import AnvilStore, is_write, raw_tx_hash, writes_of
+from fedchain.app.devnet.restart import RestartBudget, RestartPolicy
 
 
 def test_backoff_doubles_from_the_base_delay_up_to_the_cap() -> None:
@@ -122,16 +122,16 @@ def test_a_snapshot_interrupted_before_its_rename_leaves_the_previous_pair(tmp_p
 
 
 def test_a_leftover_is_recognised_by_its_arguments_even_behind_an_npm_shim() -> None:
-    from fedchain.devnet import _same_program
+    from fedchain.app.devnet.processes import same_program
 
     recorded = ["/repo/node_modules/.bin/ganache", "--server.port=8545", "--database.dbPath=/d"]
-    assert _same_program(["node", *recorded], recorded)  # what /proc shows for a `#!/usr/bin/env node` script
-    assert _same_program(list(recorded), recorded)
-    assert not _same_program(
+    assert same_program(["node", *recorded], recorded)  # what /proc shows for a `#!/usr/bin/env node` script
+    assert same_program(list(recorded), recorded)
+    assert not same_program(
         ["node", "/repo/node_modules/.bin/ganache", "--server.port=9999", "--database.dbPath=/d"], recorded
     )
-    assert not _same_program(["python", "other.py", "--server.port=8545", "--database.dbPath=/d"], recorded)
-    assert not _same_program(None, recorded)
+    assert not same_program(["python", "other.py", "--server.port=8545", "--database.dbPath=/d"], recorded)
+    assert not same_program(None, recorded)
 
 
 def test_chain_commands_use_the_devnet_mnemonic_by_default() -> None:
@@ -148,6 +148,6 @@ def test_the_devnet_module_loads_without_web3_so_a_restarted_devnet_listens_at_o
     import sys
 
     heavy = "('web3', 'eth_account', 'eth_utils')"
-    code = f"import sys, fedchain.devnet; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = f"import sys, fedchain.app.devnet.network; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedchain.app.market_demo import MarketDemoOptions
 from fedchain.learning.units import result_digest
-from fedchain.market.demo import MarketDemoOptions
 from fedchain.market.worker import cheat_result
 
 A = "0x" + "11" * 20

@@ -5,7 +5,7 @@ give up after a few seconds. The devnet's own process therefore listens on the p
 service on a private port. While the service is down (`up` cleared by the supervisor) requests wait; a request
 whose connection broke is sent again once the service is back, which is safe because every call clients make
 through these doors is idempotent (JSON-RPC reads and signed transactions; Kubo add/cat/pin by content). Writes
-that must not be repeated are the subclass's business (see devnet_anvil.ChainProxy). WebSocket upgrades
+that must not be repeated are the subclass's business (see anvil.ChainProxy). WebSocket upgrades
 (eth_subscribe) are tunnelled as raw bytes.
 """
 

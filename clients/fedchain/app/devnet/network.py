@@ -1,184 +1,40 @@
-"""A local development network: Ganache or Anvil plus the embedded IPFS service, as child processes.
-
-The state file (JSON) tells every other command where the chain and IPFS are and which accounts are funded.
-It holds the devnet's well-known mnemonic, never a real key.
-"""
+"""A local development network: Ganache or Anvil plus the embedded IPFS service, as supervised child processes
+(their command lines in commands.py, the state file in state.py, process handling in processes.py)."""
 
 from __future__ import annotations
 
 import fcntl
-import http.client
-import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fedchain.devnet_anvil import AnvilStore, ChainProxy, replay, rpc, take_snapshot
-from fedchain.devnet_proxy import HoldingProxy
-from fedchain.devnet_restart import RestartBudget, RestartPolicy
+from fedchain.app.devnet.anvil import AnvilStore, ChainProxy, replay, rpc, take_snapshot
+from fedchain.app.devnet.commands import NODE_ACCOUNTS, chain_command, fund_accounts, ipfs_command
+from fedchain.app.devnet.processes import (
+    atomic_write_json,
+    cmdline,
+    free_port,
+    read_json,
+    require_free_port,
+    same_program,
+    spawn,
+    stop_pid,
+    terminate,
+    wait_rpc,
+)
+from fedchain.app.devnet.proxy import HoldingProxy
+from fedchain.app.devnet.restart import RestartBudget, RestartPolicy
+from fedchain.app.devnet.state import CHAIN_IDS, DevnetState
 
-log = logging.getLogger("fedchain.devnet")
+log = logging.getLogger("fedchain.app.devnet")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHAIN_IDS = {"ganache": 1337, "anvil": 31337}
-DEFAULT_HOME = Path(os.environ.get("FEDCHAIN_HOME", ".fedchain"))
-DEFAULT_STATE_FILE = DEFAULT_HOME / "devnet.json"
 SERVICES = ("chain", "ipfs")
 SERVICES_FILE = "services.json"  # which processes serve a devnet, for the next one if this one is killed
 SNAPSHOT_INTERVAL_S = 2.0  # Anvil snapshot period (at least); the journal covers the writes in between
-
-
-@dataclass
-class DevnetState:
-    """Where the devnet's services listen, and its funded accounts (addresses only)."""
-
-    chain: str
-    rpc_url: str
-    chain_id: int
-    ipfs_api: str
-    accounts: list[str]
-    mnemonic: str = field(default_factory=lambda: _devnet_mnemonic())
-    pids: dict[str, int] = field(default_factory=dict)
-    workdir: str = ""
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path = DEFAULT_STATE_FILE) -> DevnetState:
-        try:
-            return cls(**json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"no devnet state file at {path}: start one with `fedchain devnet`, or pass --rpc-url/--ipfs-api"
-            ) from None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def node_bin(name: str) -> str:
-    """An npm-installed executable: the repo's node_modules/.bin first, then PATH."""
-    local = REPO_ROOT / "node_modules" / ".bin" / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found in {local.parent} or on PATH: run `make setup` (npm ci)")
-    return found
-
-
-# The chain derives at most this many accounts from the mnemonic itself (Anvil takes ~8 ms per account, 8 s for the
-# 1,000 devices of a large demo); the others are funded afterwards with one batched balance call (`fund_accounts`).
-NODE_ACCOUNTS = 10
-# What Anvil and Ganache give each of their own accounts: 10,000 ETH.
-ACCOUNT_BALANCE_WEI = 10_000 * 10**18
-SET_BALANCE = {"anvil": "anvil_setBalance", "ganache": "evm_setAccountBalance"}
-
-
-def fund_accounts(kind: str, port: int, addresses: list[str], wei: int = ACCOUNT_BALANCE_WEI, chunk: int = 500) -> int:
-    """Give every account in `addresses` without ether `wei`, in JSON-RPC batches; returns how many were funded.
-    Idempotent: a resumed chain's accounts keep what they have."""
-    funded = 0
-    for start in range(0, len(addresses), chunk):
-        part = addresses[start : start + chunk]
-        balances = _rpc_batch(port, [("eth_getBalance", [a, "latest"]) for a in part])
-        empty = [a for a, balance in zip(part, balances, strict=True) if int(str(balance), 16) == 0]
-        if empty:
-            _rpc_batch(port, [(SET_BALANCE[kind], [a, hex(wei)]) for a in empty])
-            funded += len(empty)
-    return funded
-
-
-def _rpc_batch(port: int, calls: list[tuple[str, list[Any]]], timeout: float = 60.0) -> list[Any]:
-    body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", "/", body, {"Content-Type": "application/json"})
-        replies = json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
-    if not isinstance(replies, list):
-        raise RuntimeError(f"the chain refused a batch of {calls[0][0]}: {replies}")
-    by_id = {r.get("id"): r for r in replies}
-    errors = [r["error"] for r in replies if "error" in r]
-    if errors:
-        raise RuntimeError(f"{calls[0][0]}: {errors[0]}")
-    return [by_id[i]["result"] for i in range(len(calls))]
-
-
-def chain_command(
-    kind: str,
-    port: int,
-    num_accounts: int,
-    mnemonic: str | None = None,
-    *,
-    db_path: Path | None = None,
-    load_state: Path | None = None,
-) -> list[str]:
-    """The command line that starts a local chain on 127.0.0.1 with the first `num_accounts` (at most NODE_ACCOUNTS)
-    funded accounts; `Devnet.start` funds the rest.
-
-    `db_path` (Ganache): keep the chain in this LevelDB folder, written block by block, so a restarted Ganache
-    resumes it. `load_state` (Anvil): start from this `anvil_dumpState` snapshot (see devnet_anvil).
-    """
-    mnemonic = mnemonic or _devnet_mnemonic()
-    if kind == "ganache":
-        if load_state is not None:
-            raise ValueError("Ganache keeps its chain with db_path, not load_state")
-        return [
-            node_bin("ganache"),
-            "--server.host=127.0.0.1",
-            f"--server.port={port}",
-            f"--wallet.mnemonic={mnemonic}",
-            f"--wallet.totalAccounts={min(num_accounts, NODE_ACCOUNTS)}",
-            f"--chain.chainId={CHAIN_IDS['ganache']}",
-            "--chain.hardfork=shanghai",
-            "--miner.blockGasLimit=30000000",
-            "--logging.quiet",
-            *([f"--database.dbPath={db_path}"] if db_path is not None else []),
-        ]
-    if kind == "anvil":
-        if db_path is not None:
-            raise ValueError("Anvil keeps its chain with load_state snapshots, not db_path")
-        return [
-            node_bin("anvil"),
-            "--host=127.0.0.1",
-            f"--port={port}",
-            f"--mnemonic={mnemonic}",
-            f"--accounts={min(num_accounts, NODE_ACCOUNTS)}",
-            f"--chain-id={CHAIN_IDS['anvil']}",
-            "--gas-limit=30000000",
-            "--silent",
-            *([f"--load-state={load_state}"] if load_state is not None else []),
-        ]
-    raise ValueError(f"unknown chain {kind!r}: choose ganache or anvil")
-
-
-def ipfs_command(repo: Path, port: int, ready_file: Path) -> list[str]:
-    """The command line of the IPFS service (embedded Kubo with its RPC API on 127.0.0.1:port)."""
-    return [
-        sys.executable,
-        "-m",
-        "fedchain.storage.node",
-        *("--repo", str(repo), "--port", str(port), "--ready-file", str(ready_file)),
-    ]
 
 
 class Devnet:
@@ -188,8 +44,8 @@ class Devnet:
     With `persist`, the chain lives on disk under `workdir/<chain>-state` and survives any crash, including
     `kill -9` of the chain or of the process running this devnet: a devnet started again on the same `workdir`
     resumes the same chain (same blocks, tasks and accounts) on the same ports. Ganache keeps it in LevelDB
-    (`--database.dbPath`), Anvil in snapshots and a journal of writes (see devnet_anvil). The chain and the IPFS
-    service then run on private ports behind proxies (devnet_proxy) that hold clients' requests while a service
+    (`--database.dbPath`), Anvil in snapshots and a journal of writes (see anvil.py). The chain and the IPFS
+    service then run on private ports behind proxies (proxy.py) that hold clients' requests while a service
     restarts, and resend the ones it dropped, rather than refusing them (clients give up after a few seconds of
     refused connections); they listen before anything slow starts. Without
     `persist` the chain is in memory only: it is not restarted (an empty chain in its place would mislead every
@@ -219,7 +75,7 @@ class Devnet:
         self.state_file = state_file
         self.snapshot_interval = snapshot_interval
         self.num_accounts = num_accounts
-        previous = {} if fresh else _read_json(self.workdir / SERVICES_FILE)
+        previous = {} if fresh else read_json(self.workdir / SERVICES_FILE)
         # A resumed chain must come back where its clients look for it: reuse the previous run's ports.
         self.rpc_port = rpc_port or previous.get("rpc_port") or free_port()
         self.ipfs_port = ipfs_port if ipfs_port is not None else previous.get("ipfs_port") or free_port()
@@ -255,7 +111,7 @@ class Devnet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self._claim_workdir()
-        leftovers = _read_json(self.workdir / SERVICES_FILE)
+        leftovers = read_json(self.workdir / SERVICES_FILE)
         try:
             if self.fresh:
                 self._stop_leftovers(leftovers, ("chain", "ipfs"))
@@ -313,25 +169,25 @@ class Devnet:
     def _start_chain(self, timeout: float) -> None:
         log_path = self.logs / f"{self.chain}.log"
         if self.proxy is None or self.chain_port is None:  # in memory, on the RPC port itself
-            proc = self.processes["chain"] = _spawn(
-                chain_command(self.chain, _require_free_port(self.rpc_port), self.num_accounts), log_path
+            proc = self.processes["chain"] = spawn(
+                chain_command(self.chain, require_free_port(self.rpc_port), self.num_accounts), log_path
             )
-            _wait_rpc(self.rpc_port, proc, timeout, log_path)
+            wait_rpc(self.rpc_port, proc, timeout, log_path)
             return
         self.proxy.up.clear()
         if self.store is None:  # Ganache: its LevelDB folder is the chain
             db = self.chain_dir / "ganache-db"
             db.mkdir(parents=True, exist_ok=True)
-            cmd = chain_command(self.chain, _require_free_port(self.chain_port), self.num_accounts, db_path=db)
-            proc = self.processes["chain"] = _spawn(cmd, log_path)
-            _wait_rpc(self.chain_port, proc, timeout, log_path)
+            cmd = chain_command(self.chain, require_free_port(self.chain_port), self.num_accounts, db_path=db)
+            proc = self.processes["chain"] = spawn(cmd, log_path)
+            wait_rpc(self.chain_port, proc, timeout, log_path)
             self.proxy.up.set()
             return
         with self.store.lock:  # clients' writes wait until the journal is replayed
             snapshot = self.store.snapshot()
-            cmd = chain_command(self.chain, _require_free_port(self.chain_port), self.num_accounts, load_state=snapshot)
-            proc = self.processes["chain"] = _spawn(cmd, log_path)
-            _wait_rpc(self.chain_port, proc, timeout, log_path)
+            cmd = chain_command(self.chain, require_free_port(self.chain_port), self.num_accounts, load_state=snapshot)
+            proc = self.processes["chain"] = spawn(cmd, log_path)
+            wait_rpc(self.chain_port, proc, timeout, log_path)
             replayed = replay(self.store, self.chain_port)
             if replayed or snapshot is None:
                 take_snapshot(self.store, self.chain_port, settle_s=10.0)
@@ -349,8 +205,8 @@ class Devnet:
         if self.ipfs_proxy is not None:
             self.ipfs_proxy.up.clear()
         port = self.ipfs_private_port if self.ipfs_private_port is not None else self.ipfs_port
-        proc = self.processes["ipfs"] = _spawn(
-            ipfs_command(self.ipfs_repo, _require_free_port(port), ready_file), log_path
+        proc = self.processes["ipfs"] = spawn(
+            ipfs_command(self.ipfs_repo, require_free_port(port), ready_file), log_path
         )
         deadline = time.monotonic() + timeout
         while not ready_file.exists():
@@ -445,7 +301,7 @@ class Devnet:
                 if p.poll() is None
             },
         }
-        _atomic_write_json(self.workdir / SERVICES_FILE, services)
+        atomic_write_json(self.workdir / SERVICES_FILE, services)
         if self.state is not None:
             self.state.pids = {name: p.pid for name, p in self.processes.items()}
             if self.state_file is not None:
@@ -460,7 +316,7 @@ class Devnet:
             if entry is None:
                 continue
             pid = int(entry["pid"])
-            if not _same_program(_cmdline(pid), entry["cmdline"]):
+            if not same_program(cmdline(pid), entry["cmdline"]):
                 continue  # gone, or the pid now belongs to another program
             log.warning("devnet: the %s process (pid %d) of a previous devnet is still running: stopping it", name, pid)
             port = services.get("chain_port")
@@ -471,7 +327,7 @@ class Devnet:
                         take_snapshot(self.store, int(port), settle_s=10.0)
                 except Exception as exc:
                     log.error("devnet: could not save the running Anvil's chain (%s); resuming from disk", exc)
-            _stop_pid(pid)
+            stop_pid(pid)
 
     def _claim_workdir(self) -> None:
         """One devnet per folder: a second one would take the first one's children for leftovers and stop them.
@@ -524,109 +380,3 @@ class Devnet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _devnet_mnemonic() -> str:
-    from fedchain.chain.accounts import DEVNET_MNEMONIC  # imported late: eth_account takes a second
-
-    return DEVNET_MNEMONIC
-
-
-def _wait_rpc(port: int, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"chain exited with code {proc.returncode}: see {log_path}")
-        try:
-            rpc(port, "eth_chainId", timeout=2)
-            return
-        except (OSError, RuntimeError, ValueError):
-            if time.monotonic() > deadline:
-                terminate(proc)
-                raise TimeoutError(f"chain not answering on port {port} after {timeout:.0f}s: see {log_path}") from None
-            time.sleep(0.1)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
-
-
-def _same_program(running: list[str] | None, recorded: list[str]) -> bool:
-    """Whether a live process's command line is the one we started: the same arguments, and the same program
-    (an npm shim such as ganache shows up as `node .../ganache ...`)."""
-    if not running or not recorded:
-        return False
-    args = recorded[1:]
-    if running[len(running) - len(args) :] != args:
-        return False
-    program = Path(recorded[0]).name
-    return any(Path(a).name == program for a in running[: len(running) - len(args)])
-
-
-def _require_free_port(port: int, timeout: float = 5.0) -> int:
-    """`port`, once free; fails clearly when something else listens on a port we must serve (rather than talk to
-    a stranger)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program") from None
-        time.sleep(0.1)
-
-
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM a process that is not our child, then SIGKILL if it does not exit in time."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _cmdline(pid) is None:
-                return
-            time.sleep(0.05)
-
-
-def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as log:
-        # A new session so that Ctrl-C in a terminal reaches only us; we stop children ourselves.
-        return subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass

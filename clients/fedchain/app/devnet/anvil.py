@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedchain.devnet_proxy import UPSTREAM_WAIT_S, HoldingProxy, ProxyHandler
+from fedchain.app.devnet.proxy import UPSTREAM_WAIT_S, HoldingProxy, ProxyHandler
 
-log = logging.getLogger("fedchain.devnet")
+log = logging.getLogger("fedchain.app.devnet")
 
 _SNAPSHOT = re.compile(r"^state-(\d+)\.json$")
 _JOURNAL = re.compile(r"^journal-(\d+)\.jsonl$")
@@ -195,7 +195,7 @@ def replay(store: AnvilStore, port: int) -> int:
 
 
 class ChainProxy(HoldingProxy):
-    """The chain's front door on the devnet's RPC port (see devnet_proxy); with a `store` (Anvil), every write is
+    """The chain's front door on the devnet's RPC port (see proxy.py); with a `store` (Anvil), every write is
     journaled before it is forwarded."""
 
     def __init__(self, port: int, upstream_port: int, store: AnvilStore | None) -> None:

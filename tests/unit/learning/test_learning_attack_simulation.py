@@ -1,6 +1,6 @@
 """Robust aggregation under attack in a quick in-process federated run (10 devices, 3 attackers, 10 rounds).
 
-The full table (every strategy x every attack, more seeds) is `python -m fedchain.bench.simulation
+The full table (every strategy x every attack, more seeds) is `python -m fedchain.learning.simulation
 attacks`. On this task (breast cancer, binary, Dirichlet(0.5) label skew) a plain sign flip (factor 1) of a
 label-skewed device's update looks like an honest update from a device skewed the other way, and no rule here
 resists it; the tests use the boosted sign flip (x10) and constant updates, which the robust rules do resist, and
@@ -14,8 +14,8 @@ import functools
 import numpy as np
 import pytest
 
-from fedchain.bench.simulation import simulate
 from fedchain.learning.aggregation import StrategySpec, build_strategy
+from fedchain.learning.simulation import simulate
 
 SEEDS = (0, 1, 2)
 SPECS = {

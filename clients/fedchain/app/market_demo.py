@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from web3 import Web3
 
+from fedchain.app.devnet import Devnet, terminate
 from fedchain.chain import (
     ChainEvent,
     EventFollower,
@@ -31,7 +32,6 @@ from fedchain.chain import (
     deploy_market,
     devnet_account,
 )
-from fedchain.devnet import Devnet, terminate
 from fedchain.learning.units import (
     JobPlan,
     default_plan,
