@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedchain.bench.simulation import simulate
 from fedchain.learning.aggregation.registry import StrategySpec, build_strategy
 from fedchain.learning.data import load_dataset
 from fedchain.learning.drift import simulate_drift
 from fedchain.learning.model import build_model
+from fedchain.learning.simulation import simulate
 from fedchain.learning.train import evaluate, round_seed, train_local
 from fedchain.learning.wearables import TASKS, wearable_split, wearable_task_spec
 

@@ -32,6 +32,8 @@ from fedchain.cli.options import (
     ReadyFile,
     RpcUrl,
     StateFile,
+    StreamBuffer,
+    StreamSpeed,
     Verbose,
 )
 
@@ -57,14 +59,8 @@ def device(
             help="Evaluation only: drop out of every secure-aggregation round right after publishing the setup.",
         ),
     ] = False,
-    stream_buffer: Annotated[
-        int,
-        typer.Option(
-            help="Wearable tasks: replay this device's recordings into a buffer of the newest N windows and train "
-            "on what it holds (0: train on the whole partition)."
-        ),
-    ] = 0,
-    stream_speed: Annotated[float, typer.Option(help="Replay speed of --stream-buffer, x real time.")] = 1.0,
+    stream_buffer: StreamBuffer = 0,
+    stream_speed: StreamSpeed = 1.0,
     sensor_fault_rate: Annotated[
         float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
     ] = 0.0,

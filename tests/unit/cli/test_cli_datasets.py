@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from fedchain.cli import app
@@ -34,3 +35,15 @@ def test_datasets_table_names_every_task() -> None:
     assert result.exit_code == 0, result.output
     for name in [*LOADERS, *TASKS]:
         assert name[:6] in result.output  # rich folds long cells: the start of each name is on one line
+
+
+def test_demo_refuses_an_unknown_dataset_and_streaming_virtual_devices() -> None:
+    from fedchain.app.demo import DemoOptions
+
+    result = CliRunner().invoke(app, ["demo", "--dataset", "nope"])
+    assert result.exit_code == 2 and "unknown dataset" in result.output
+    DemoOptions(devices=2, stream_buffer=40).check()
+    with pytest.raises(ValueError, match="--no-virtual"):
+        DemoOptions(devices=2, stream_buffer=40, virtual=True).check()
+    with pytest.raises(ValueError, match="stream-speed"):
+        DemoOptions(devices=2, stream_buffer=40, stream_speed=0).check()
