@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from fedchain.cli import bench, demo, market, roles, services, task, views
+from fedchain.cli import bench, datasets, demo, market, roles, services, task, views
 
 app = typer.Typer(
     help="fedchain: federated learning for medical IoT devices, coordinated by Ethereum contracts, weights on IPFS.",
@@ -26,6 +26,7 @@ app.command()(views.status)
 app.command()(views.rounds)
 app.command()(views.report)
 app.command()(demo.demo)
+app.command()(datasets.datasets)
 app.command()(market.worker)
 app.command()(market.coordinator)
 app.command("market-demo")(market.market_demo)

@@ -14,11 +14,14 @@ import typer
 from fedchain.cli.common import console, exit_on_sigterm, parse_strategy
 from fedchain.cli.options import (
     Chain,
+    DatasetName,
     DpClipNorm,
     JsonSummary,
     Rounds,
     StrategyName,
     StrategyParams,
+    StreamBuffer,
+    StreamSpeed,
     Threshold,
     Timeout,
     Workdir,
@@ -31,6 +34,9 @@ def demo(
         typer.Option(help="Number of device processes (default 5, or 10 with --attackers or --secure-aggregation)."),
     ] = None,
     rounds: Rounds = 10,
+    dataset: DatasetName = "breast_cancer",
+    stream_buffer: StreamBuffer = 0,
+    stream_speed: StreamSpeed = 1.0,
     chain: Chain = "ganache",
     non_iid: Annotated[float | None, typer.Option(help="Dirichlet α for label-skewed device data.")] = None,
     online: Annotated[bool, typer.Option(help="Device data arrives as a stream.")] = True,
@@ -101,6 +107,7 @@ def demo(
     takes part in the agreement and is recorded on chain as faulty.
     """
     from fedchain.app.demo import DemoOptions, run_demo
+    from fedchain.learning.catalog import task_spec_for
 
     exit_on_sigterm()
 
@@ -117,9 +124,16 @@ def demo(
         except KeyboardInterrupt:
             pass
 
+    try:
+        spec = task_spec_for(dataset)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dataset") from None
     options = DemoOptions(
         devices=devices if devices is not None else (10 if attackers > 0 or secure_aggregation else 5),
         rounds=rounds,
+        spec=spec,
+        stream_buffer=stream_buffer,
+        stream_speed=stream_speed,
         strategy=parse_strategy(strategy, strategy_param),
         aggregators=aggregators,
         threshold=threshold,

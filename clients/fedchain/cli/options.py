@@ -71,9 +71,25 @@ StrategyParams = Annotated[
 Threshold = Annotated[
     int | None, typer.Option(help="Agreeing aggregators that finalise a round (default: a strict majority).")
 ]
+DatasetName = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="The dataset the task trains on, with its model and training settings (`fedchain datasets` lists "
+        "them): breast_cancer (the default task), ecg, basic_motions, mitdb_rate.",
+    ),
+]
 DpClipNorm = Annotated[float, typer.Option(help="Differential privacy: each device's update norm bound.")]
 
 # A device's data and lifetime (device and pool).
+StreamBuffer = Annotated[
+    int,
+    typer.Option(
+        help="Wearable tasks: replay each device's recordings into a buffer of the newest N windows and train on "
+        "what it holds (0: train on the whole partition)."
+    ),
+]
+StreamSpeed = Annotated[float, typer.Option(help="Replay speed of --stream-buffer, x real time.")]
 DataSeed = Annotated[int, typer.Option(help="Seed of the data partition.")]
 Online = Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")]
 MaxRounds = Annotated[int | None, typer.Option(help="Leave after training this many rounds.")]

@@ -32,6 +32,8 @@ from fedchain.cli.options import (
     ReadyFile,
     RpcUrl,
     StateFile,
+    StreamBuffer,
+    StreamSpeed,
     Verbose,
 )
 
@@ -57,6 +59,11 @@ def device(
             help="Evaluation only: drop out of every secure-aggregation round right after publishing the setup.",
         ),
     ] = False,
+    stream_buffer: StreamBuffer = 0,
+    stream_speed: StreamSpeed = 1.0,
+    sensor_fault_rate: Annotated[
+        float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
+    ] = 0.0,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -102,6 +109,9 @@ def device(
         online,
         attack=attack,
         drop_after_setup=drop_after_setup,
+        stream_buffer=stream_buffer,
+        stream_speed=stream_speed,
+        sensor_fault_rate=sensor_fault_rate,
     )
     runner = DeviceRunner(settings, signing_account(account, key_env, keystore, default_index=None))
     try:

@@ -13,6 +13,7 @@ from fedchain.cli.options import (
     DEVNET_STATE_FILE,
     AccountIndex,
     AsJson,
+    DatasetName,
     DpClipNorm,
     IpfsApi,
     KeyEnv,
@@ -29,6 +30,7 @@ from fedchain.cli.options import (
 
 def deploy(
     rounds: Rounds = 10,
+    dataset: DatasetName = "breast_cancer",
     devices: Annotated[int, typer.Option(help="Approve devnet accounts 2..2+N-1 as devices.")] = 5,
     min_updates: Annotated[int | None, typer.Option(help="Updates needed once the deadline passes.")] = None,
     max_updates: Annotated[
@@ -99,7 +101,9 @@ def deploy(
         aggregator_list = [devnet_addresses(2)[1]]
     n = len(device_list) or devices
     try:
-        spec, first_epsilon = private_spec(rounds, secure_aggregation, seal_updates, dp_epsilon, dp_clip_norm, dp_delta)
+        spec, first_epsilon = private_spec(
+            rounds, secure_aggregation, seal_updates, dp_epsilon, dp_clip_norm, dp_delta, dataset=dataset
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plan = TaskPlan(
@@ -155,12 +159,20 @@ def deploy(
 
 
 def private_spec(
-    rounds: int, secure: bool, seal: bool, epsilon: float | None, clip: float, delta: float
+    rounds: int,
+    secure: bool,
+    seal: bool,
+    epsilon: float | None,
+    clip: float,
+    delta: float,
+    dataset: str = "breast_cancer",
 ) -> tuple[Any, float]:
-    """The default task description with the requested privacy, and the accountant's ε after one round."""
+    """The dataset's task description (the default task for breast_cancer) with the requested privacy, and the
+    accountant's ε after one round."""
     from dataclasses import replace
 
-    from fedchain.learning.spec import PrivacySpec, default_task_spec
+    from fedchain.learning.catalog import task_spec_for
+    from fedchain.learning.spec import PrivacySpec
     from fedchain.privacy.accountant import epsilon_after, noise_multiplier_for_chain
 
     if epsilon is not None and not secure:
@@ -174,7 +186,7 @@ def private_spec(
         dp_delta=delta,
     )
     first = epsilon_after(1, noise, 1.0, delta) if epsilon is not None else 0.0
-    return replace(default_task_spec(), privacy=privacy), first
+    return replace(task_spec_for(dataset), privacy=privacy), first
 
 
 def start(

@@ -26,6 +26,7 @@ from fedchain.storage.codec import encode_weights
 
 if TYPE_CHECKING:
     from fedchain.device.private import DevicePrivacy
+    from fedchain.device.sensor import DeviceSensor
 
 log = logging.getLogger("fedchain.device")
 
@@ -67,6 +68,12 @@ class DeviceSettings:
     # Evaluation only: drop out of every secure-aggregation round right after publishing the setup (the dropout
     # SecAgg recovers from by rebuilding the device's mask key from the survivors' shares).
     drop_after_setup: bool = False
+    # A streaming wearable (wearable tasks): its recordings replayed at stream_speed x real time into a buffer of
+    # the newest stream_buffer windows, which each round trains on (fedchain.device.sensor); 0 = off.
+    stream_buffer: int = 0
+    stream_speed: float = 1.0
+    # Evaluation only: the fraction of windows the sensor hands over with NaN samples (refused and logged).
+    sensor_fault_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,18 @@ class DeviceRunner:
             if settings.online
             else None
         )
+        self.sensor: DeviceSensor | None = None
+        if settings.stream_buffer > 0:
+            from fedchain.device.sensor import DeviceSensor  # streaming devices only
+
+            self.sensor = DeviceSensor(
+                self.spec,
+                self.local_data,
+                settings.stream_buffer,
+                settings.stream_speed,
+                settings.sensor_fault_rate,
+                seed=settings.data_seed + settings.partition_index,
+            )
         self.model = build_model(self.spec.model, seed=self.spec.seed)
         privacy = self.spec.privacy
         if privacy.secure_aggregation or privacy.seal_updates:
@@ -278,7 +297,10 @@ class DeviceRunner:
         log.info("device %s approved", self.address)
 
     def data_for_round(self, round_index: int) -> Dataset:
-        """Everything that has arrived on the device by this round (online), or its whole partition."""
+        """Everything that has arrived on the device by this round (online), or its whole partition; a streaming
+        device: what its buffer holds now."""
+        if self.sensor is not None:
+            return self.sensor.data_now()
         return self.stream.seen(round_index - 1) if self.stream is not None else self.local_data
 
     def run(

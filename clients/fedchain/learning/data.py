@@ -22,10 +22,12 @@ DIRICHLET_MAX_ATTEMPTS = 1000
 # eq=False: array fields make field-wise equality and hashing meaningless; identity semantics instead.
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Features `x` (float32, (n, d)) and integer labels `y` (int64, (n,))."""
+    """Features `x` (float32, (n, d)) and integer labels `y` (int64, (n,)); `groups` (int64, (n,)), when given,
+    names the recording each row was cut from, so partitions and splits keep a recording's windows together."""
 
     x: np.ndarray
     y: np.ndarray
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x, dtype=np.float32)
@@ -36,6 +38,11 @@ class Dataset:
             raise ValueError(f"Dataset.y must have shape ({x.shape[0]},), got {y.shape}")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
+        if self.groups is not None:
+            groups = np.asarray(self.groups, dtype=np.int64)
+            if groups.shape != y.shape:
+                raise ValueError(f"Dataset.groups must have shape {y.shape}, got {groups.shape}")
+            object.__setattr__(self, "groups", groups)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -45,7 +52,7 @@ class Dataset:
         idx = np.asarray(indices)
         # Casting a mask to int64 would silently select rows 0 and 1 instead.
         idx = np.flatnonzero(idx) if idx.dtype == np.bool_ else idx.astype(np.int64, copy=False)
-        return Dataset(self.x[idx], self.y[idx])
+        return Dataset(self.x[idx], self.y[idx], None if self.groups is None else self.groups[idx])
 
 
 def _sklearn_data_file(name: str) -> Path | None:
@@ -139,9 +146,18 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 
 @functools.lru_cache(maxsize=8)
 def load_dataset(spec: DatasetSpec) -> tuple[Dataset, Dataset]:
-    """Stratified, seeded train/test split, standardised with the train split's statistics only."""
+    """Stratified, seeded train/test split, standardised with the train split's statistics only.
+
+    A wearable task (fedchain.learning.wearables) is split by recording instead, never by window.
+    """
+    # Imported here: wearables builds on this module.
+    from fedchain.learning.wearables import TASKS, wearable_split
+
+    if spec.name in TASKS:
+        split = wearable_split(spec)
+        return split.train, split.test
     if spec.name not in LOADERS:
-        raise ValueError(f"unknown dataset {spec.name!r}; known datasets: {sorted(LOADERS)}")
+        raise ValueError(f"unknown dataset {spec.name!r}; known datasets: {sorted([*LOADERS, *TASKS])}")
     x, y = LOADERS[spec.name]()
     train_idx, test_idx = stratified_split(y, spec.test_fraction, spec.seed)
     x_train, x_test, y_train, y_test = x[train_idx], x[test_idx], y[train_idx], y[test_idx]
@@ -235,10 +251,22 @@ def overlapping_share(num_samples: int, index: int, size: int, seed: int) -> np.
     return np.sort(rng.choice(num_samples, size=size, replace=False))
 
 
+def recording_partition(groups: np.ndarray, num_parts: int, seed: int) -> list[np.ndarray]:
+    """Whole recordings per device (a seeded shuffle of the recordings, cut into `num_parts`): a device holds the
+    windows of its own recordings only, the natural non-IID split of sensor data."""
+    recordings = np.unique(groups)
+    if num_parts > len(recordings):
+        raise ValueError(f"cannot give {num_parts} devices a recording each: the training set has {len(recordings)}")
+    order = np.random.default_rng(seed).permutation(recordings)
+    return [np.flatnonzero(np.isin(groups, mine)) for mine in np.array_split(order, num_parts)]
+
+
 def device_partition(train: Dataset, index: int, num_parts: int, alpha: float | None, seed: int) -> Dataset:
     """Device `index`'s share of `train`: IID if `alpha` is None, else Dirichlet(alpha) label skew."""
     if not 0 <= index < num_parts:
         raise ValueError(f"partition index must be in 0..{num_parts - 1}, got {index}")
+    if alpha is None and train.groups is not None:
+        return train.subset(recording_partition(train.groups, num_parts, seed)[index])
     if alpha is None and num_parts > len(train) // MIN_DISJOINT_SAMPLES:
         # More devices than the table can give disjoint shares: each draws its own records (shares overlap).
         return train.subset(overlapping_share(len(train), index, OVERLAP_SAMPLES, seed))
@@ -303,5 +331,6 @@ __all__ = [
     "parse_partition",
     "partition_dirichlet",
     "partition_iid",
+    "recording_partition",
     "stratified_split",
 ]

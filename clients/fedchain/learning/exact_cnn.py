@@ -106,7 +106,7 @@ class Engine:
         """Logits for x (float64) and what backward needs."""
         tape: list[Any] = []
         if self.spec.kind == "cnn1d":
-            h = x[:, None, :]
+            h = x.reshape(x.shape[0], self.spec.channels, -1)
             for conv in self.convs:
                 cols, shape = _im2col(h, conv.kernel, conv.padding)
                 w = params[f"{conv.name}.weight"]

@@ -45,7 +45,7 @@ class MLP(nn.Module):
 def cnn1d_layers(spec: ModelSpec) -> list[tuple[int, int, int, int]]:
     """(in_channels, out_channels, kernel, padding) of each convolution of a "cnn1d" spec; stride is CNN1D_STRIDE."""
     layers: list[tuple[int, int, int, int]] = []
-    in_channels = 1
+    in_channels = spec.channels
     for i, out_channels in enumerate(spec.hidden):
         kernel = CNN1D_FIRST_KERNEL if i == 0 else CNN1D_KERNEL
         layers.append((in_channels, out_channels, kernel, kernel // 2))
@@ -68,9 +68,11 @@ class CNN1d(nn.Module):
         )
         self.output = nn.Linear(spec.hidden[-1], spec.num_classes)
         self.dropout = spec.dropout
+        self.channels = spec.channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1)
+        # A row is `channels` signals end to end (channel-major): (n, channels * length) -> (n, channels, length).
+        x = x.reshape(x.shape[0], self.channels, -1)
         for layer in self.conv:
             x = functional.relu(layer(x))
         x = x.mean(dim=2)

@@ -50,6 +50,8 @@ class ModelSpec:
 
     kind "cnn1d": a 1-D CNN over a signal of input_dim samples; `hidden` lists the channels of its convolutions
     (kernel 7 for the first, 5 after, stride 2, ReLU), then global average pooling and a linear layer to logits.
+    `channels` > 1 (cnn1d only): the input row is `channels` signals of input_dim / channels samples laid end to
+    end, channel-major (a wrist IMU's 3-D accelerometer and gyroscope: 6 channels).
     """
 
     kind: str = "mlp"
@@ -57,8 +59,9 @@ class ModelSpec:
     hidden: tuple[int, ...] = (32, 16)
     num_classes: int = 2
     dropout: float = 0.0
+    channels: int = 1
 
-    FIELDS: ClassVar[set[str]] = {"kind", "input_dim", "hidden", "num_classes", "dropout"}
+    FIELDS: ClassVar[set[str]] = {"kind", "input_dim", "hidden", "num_classes", "dropout", "channels"}
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -77,6 +80,11 @@ class ModelSpec:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {dropout}")
         object.__setattr__(self, "dropout", dropout)
+        _int("ModelSpec", "channels", self.channels, 1)
+        if self.channels > 1 and self.kind != "cnn1d":
+            raise ValueError("ModelSpec.channels > 1 needs kind 'cnn1d'")
+        if self.input_dim % self.channels:
+            raise ValueError(f"ModelSpec.input_dim {self.input_dim} is not a multiple of channels {self.channels}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +93,8 @@ class ModelSpec:
             "hidden": list(self.hidden),
             "num_classes": self.num_classes,
             "dropout": self.dropout,
+            # Omitted when 1, so descriptions (and their digests) of single-channel models stay as they were.
+            **({"channels": self.channels} if self.channels != 1 else {}),
         }
 
     @classmethod

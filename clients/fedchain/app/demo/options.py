@@ -32,6 +32,9 @@ class DemoOptions:
     chain: str = "ganache"
     non_iid: float | None = None
     online: bool = True
+    # Wearable tasks: devices replay their recordings into a buffer of this many windows (0: off), at this speed.
+    stream_buffer: int = 0
+    stream_speed: float = 1.0
     workdir: Path = Path(".fedchain/demo")
     timeout: float = 900.0
     round_duration: int = 60
@@ -129,6 +132,10 @@ class DemoOptions:
             )
         if self.dp_epsilon is not None and not self.dp_epsilon > 0:
             raise ValueError(f"--dp-epsilon must be > 0, got {self.dp_epsilon}")
+        if self.stream_buffer < 0 or not self.stream_speed > 0:
+            raise ValueError("--stream-buffer must be >= 0 and --stream-speed > 0")
+        if self.stream_buffer and self.use_virtual():
+            raise ValueError("--stream-buffer is for device processes: add --no-virtual")
         if self.use_virtual():
             if self.attacker_count() or self.secure_aggregation or self.dropout:
                 raise ValueError(

@@ -72,6 +72,8 @@ def launch_processes(
     data = ["--online" if options.online else "--no-online"]
     if options.non_iid is not None:
         data += ["--non-iid", str(options.non_iid)]
+    if options.stream_buffer:  # device processes only (DemoOptions.check refuses it with virtual devices)
+        data += ["--stream-buffer", str(options.stream_buffer), "--stream-speed", str(options.stream_speed)]
     if options.use_virtual():
         pools = options.pool_count()
         for p in range(pools):

@@ -1,0 +1,45 @@
+"""A wearable task on a real devnet: streaming devices (recordings replayed at 20x real time into a bounded buffer,
+a faulty sensor's NaN windows refused in the device's log) train the 6-channel 1-D CNN with an aggregator."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_helpers import Cli, committed_rounds, evaluate_cid, task_spec, wait_for_phase
+
+from fedchain.chain import Phase
+from fedchain.storage import IpfsClient, digest_to_cid
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 3
+DEVICES = 2
+
+
+def test_streaming_wearables_train_the_activity_task(cli: Cli) -> None:
+    deployed = cli.deploy(
+        "--dataset", "basic_motions", "--rounds", str(ROUNDS), "--devices", str(DEVICES), "--round-duration", "120"
+    )
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+    stream = ["--stream-buffer", "120", "--stream-speed", "20", "--sensor-fault-rate", "0.2", "--verbose"]
+    devices = [
+        cli.spawn(
+            f"device-{i}", "device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/{DEVICES}", *stream
+        )
+        for i in range(DEVICES)
+    ]
+    wait_for_phase(cli.state.rpc_url, task, {Phase.FINISHED}, timeout=300, procs=[aggregator, *devices])
+    for proc in [aggregator, *devices]:
+        assert proc.wait(timeout=60) == 0, f"{proc.args[3]} did not exit cleanly"
+    commits = committed_rounds(cli.state.rpc_url, task)
+    assert sorted(commits) == list(range(1, ROUNDS + 1))
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        spec = task_spec(cli.state.rpc_url, ipfs, task)
+        assert spec.dataset.name == "basic_motions" and spec.model.channels == 6
+        initial = evaluate_cid(ipfs, spec, deployed["initial_model_cid"])
+        (last,) = commits[ROUNDS]
+        final = evaluate_cid(ipfs, spec, digest_to_cid(bytes(last["modelDigest"])))
+    assert final > initial + 0.2, (initial, final)
+    for i in range(DEVICES):
+        log = cli.log_text(f"device-{i}")
+        assert "streaming" in log and "window refused (not_finite)" in log, log[-2000:]
