@@ -37,6 +37,7 @@ from fedchain.chain.buffered import (
     AggregationState,
     BufferedTaskClient,
     BufferEntry,
+    BufferStatus,
     Status,
     buffer_inputs_hash,
     result_commitment,
@@ -263,6 +264,8 @@ class BufferedAggregator:
         """The buffer's entries from its UpdateBuffered events in position order, checked against the chain's
         inputs hash; with that hash and the version the buffer builds on."""
         info = self.task.buffer_info(buffer)
+        # bufferInfo's version: the one an aggregating buffer builds on, the one a published buffer produced
+        version = info.version - 1 if info.status == BufferStatus.PUBLISHED else info.version
         events = sorted(self._history.history("UpdateBuffered", buffer=buffer), key=lambda e: e.args["position"])
         entries = [
             BufferEntry(
@@ -276,7 +279,7 @@ class BufferedAggregator:
         ]
         if len(entries) != info.count or buffer_inputs_hash(self.task.address, buffer, entries) != info.inputs_hash:
             raise InputsNotYetVisible(f"buffer {buffer}: its events do not match the chain's inputs hash yet")
-        return entries, info.inputs_hash, info.version
+        return entries, info.inputs_hash, version
 
     def prepare(self, buffer: int) -> BufferResult:
         """Fetch, check, rebase, weigh and aggregate the buffer's updates; publish model and report. Cached."""

@@ -2,9 +2,12 @@
 model and report out, and the agreement step of a buffered task (BufferedTask.sol).
 
 Each update is rebased onto the version the buffer builds on (fedchain.learning.staleness) and weighted by the
-task's staleness weighting: for weighted-mean strategies numSamples x w(staleness), normalised
-(chain.buffered.entry_weights), passed to `aggregate_round` as integer weights; weightless robust strategies get the
-delta scaled by w(staleness) instead. The staleness is the one the chain recorded, so every aggregator computes the
+task's staleness weighting. Weighted-mean strategies get FedBuff's step, current + sum_i n_i w(s_i) delta_i / sum_i n_i:
+the deltas' mean weighted by numSamples x w(staleness), normalised (chain.buffered.entry_weights, passed to
+`aggregate_round` as integer weights), scaled by the buffer's sample-weighted mean w(s), so that a buffer of stale
+updates moves the model less than a fresh one (without that scaling, measured: a run whose updates are all three
+versions behind oscillates between 66% and 95% accuracy). Weightless robust strategies get each delta scaled by its
+own w(staleness) instead. The staleness is the one the chain recorded, so every aggregator computes the
 same weights, the same bits and the same CID. No chain, no IPFS, no clock here: fedchain.aggregator.buffered does
 the I/O.
 """
@@ -30,7 +33,7 @@ class EntryWeight:
     staleness_weight: float  # w(staleness)
     share: float  # numSamples x w(s), normalised over the buffer (what a weighted mean gives it)
     integer_weight: int  # `share` out of WEIGHT_SCALE, or numSamples for a weightless strategy
-    delta_factor: float  # 1, or w(s) for a weightless strategy
+    delta_factor: float  # the buffer's sample-weighted mean w(s), or the entry's w(s) for a weightless strategy
 
 
 def buffer_weights(
@@ -40,7 +43,9 @@ def buffer_weights(
     stale = [staleness_weight(e.staleness, weighting_id, param_micro) for e in entries]
     shares = entry_weights(entries, weighting_id, param_micro)
     if weighs_samples(strategy):
-        return [EntryWeight(w, s, i, 1.0) for w, s, i in zip(stale, shares, integer_weights(shares), strict=True)]
+        # FedBuff's step: sum_i n_i w(s_i) delta_i / sum_i n_i = step x (the normalised weighted mean of the deltas)
+        step = sum(e.num_samples * w for e, w in zip(entries, stale, strict=True)) / sum(e.num_samples for e in entries)
+        return [EntryWeight(w, s, i, step) for w, s, i in zip(stale, shares, integer_weights(shares), strict=True)]
     return [EntryWeight(w, s, e.num_samples, w) for w, s, e in zip(stale, shares, entries, strict=True)]
 
 

@@ -4,8 +4,9 @@ A buffered update was trained from an older version (its base) than the one it i
 is its delta, update - base; the aggregator rebases it onto the current model, current + factor x (update - base),
 and hands the rebased models to the task's strategy, so every strategy sees models "of this version".
 
-- Weighted-mean strategies (FedAvg, FedProx): factor 1 and each update weighted by numSamples x w(staleness),
-  normalised (chain.buffered.entry_weights), passed as integer weights (`integer_weights`).
+- Weighted-mean strategies (FedAvg, FedProx): each update weighted by numSamples x w(staleness), normalised
+  (chain.buffered.entry_weights), passed as integer weights (`integer_weights`); the factor is the buffer's
+  sample-weighted mean w(staleness), so the new model is FedBuff's current + sum n_i w(s_i) delta_i / sum n_i.
 - Strategies that take no weights (median, trimmed mean, Krum, Multi-Krum, Bulyan, with or without norm clipping or
   the root reference filter): they cannot weigh, so the staleness enters as FedBuff's own scaling of the delta,
   factor = w(staleness); numSamples is not used by them (as in synchronous rounds).

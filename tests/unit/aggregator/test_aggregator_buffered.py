@@ -49,7 +49,8 @@ def test_weighted_mean_strategies_weigh_samples_times_staleness() -> None:
     shares = [r / sum(raw) for r in raw]
     assert [w.share for w in got] == pytest.approx(shares, rel=1e-12)
     assert [w.staleness_weight for w in got] == pytest.approx([1.0, 0.5, 1 / math.sqrt(2)], rel=1e-15)
-    assert [w.delta_factor for w in got] == [1.0, 1.0, 1.0]
+    step = (10 + 10 / math.sqrt(4) + 30 / math.sqrt(2)) / 50  # the buffer's sample-weighted mean w(s)
+    assert [w.delta_factor for w in got] == pytest.approx([step] * 3, rel=1e-12)
     assert sum(w.integer_weight for w in got) == pytest.approx(WEIGHT_SCALE, abs=3)
     # the stale update counts half of a fresh one with the same samples
     assert got[1].integer_weight == pytest.approx(got[0].integer_weight / 2, abs=1)
@@ -92,7 +93,7 @@ def test_buffer_aggregate_is_the_staleness_weighted_mean_of_deltas_and_reproduci
     bases = {5: weights(10.0), 2: weights(4.0)}
     updates = [weights(11.0), weights(6.0)]  # deltas +1 (fresh) and +2 (three versions old)
     result, ws = aggregate(FEDAVG, entries, updates, bases)
-    expected = 10.0 + (1.0 * 1.0 + 2.0 * 0.5) / 1.5  # shares 1 : 0.5
+    expected = 10.0 + (10 * 1.0 * 1.0 + 10 * 0.5 * 2.0) / 20  # FedBuff: sum n_i w(s_i) delta_i / sum n_i
     assert result.aggregated and all(np.allclose(v, expected, atol=1e-6) for v in result.weights.values())
     again, _ = aggregate(FEDAVG, entries, updates, bases)
     assert all(np.array_equal(result.weights[k], again.weights[k]) for k in SHAPES)
