@@ -119,3 +119,14 @@ def json_report(ipfs: IpfsClient, args: dict) -> dict:
     import json
 
     return json.loads(ipfs.cat(digest_to_cid(bytes(args["reportDigest"]))))
+
+
+def test_buffered_deploy_refuses_what_it_cannot_aggregate(cli: Cli) -> None:
+    """A stateful server optimiser and secure aggregation are refused before anything is deployed, saying why."""
+    with pytest.raises(AssertionError, match="server state"):
+        cli.deploy("--mode", "buffered", "--strategy", "fedadam")
+    with pytest.raises(AssertionError, match="secure aggregation"):
+        cli.deploy("--mode", "buffered", "--secure-aggregation")
+    deployed = cli.deploy("--mode", "buffered", "--strategy", "median", "--buffer-size", "4", "--max-staleness", "1")
+    config = BufferedTaskClient(connect(cli.state.rpc_url), deployed["task"]).config()
+    assert (config.buffer_size, config.max_staleness, config.weighting_id) == (4, 1, 1)
