@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 VERSIONS = 20
 K = 3
-MAX_STALENESS = 2
+MAX_STALENESS = 8
 DEVICES = 5
 SLOW = 5  # devnet account of the device five times slower than the others
 SLEEPER = 6  # devnet account of the device that sleeps after its first training
@@ -58,11 +58,11 @@ def test_buffered_run_with_slow_and_sleeping_devices(cli: Cli) -> None:
     devices = []
     for i in range(DEVICES):
         account = 2 + i
-        timing = ["--min-train-seconds", "1"]
+        timing = ["--min-train-seconds", "2"]
         if account == SLOW:
             timing += ["--speed-factor", "5"]
         if account == SLEEPER:
-            timing += ["--sleep-after", "1", "--sleep-seconds", "8"]
+            timing += ["--sleep-after", "1", "--sleep-seconds", "30"]
         devices.append(
             cli.spawn(
                 f"device-{account}",

@@ -1,7 +1,9 @@
 """One device of an asynchronous buffered task (FedBuff, contracts/BufferedTask.sol).
 
 No rounds to wait for: whenever it is ready the device fetches the latest published version, trains from it,
-uploads the update and submits it tagged with that version. The chain decides whether it still counts; a refusal is
+uploads the update and submits it tagged with that version. The update file is bound (storage.binding) to (chain,
+task, that base version, device): the `round` of the binding is the base version, which the aggregator checks
+against the entry the chain recorded. The chain decides whether it still counts; a refusal is
 a documented outcome, never a crash (`after_refusal`):
 
 - TooStale / UnknownVersion: the update lags too far behind (or names a version this node has not seen): dropped,
