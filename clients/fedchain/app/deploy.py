@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from fedchain.chain.buffered import FEDBUFF_EXPONENT_MICRO, WEIGHTING_POLYNOMIAL, BufferedConfig, deploy_buffered_task
 from fedchain.chain.task import MAX_SAMPLES_PER_UPDATE, TaskClient, TaskConfig, deploy_task, epsilon_to_micro
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
+from fedchain.learning.staleness import check_buffered_strategy
 from fedchain.storage import IpfsClient, cid_to_digest
 
 # Default cap on one update's sample count (its FedAvg weight, TaskConfig.maxSamplesPerUpdate): the largest bundled
@@ -196,3 +198,81 @@ def wait_for_encryption_keys(task: TaskClient, accounts: Sequence[str], timeout:
                 f"{len(missing)} device(s) registered no encryption key within {timeout:.0f}s: {missing}"
             )
         time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class BufferedPlan:
+    """What `create_buffered_task` deploys: an asynchronous buffered task (FedBuff, contracts/BufferedTask.sol)."""
+
+    spec: TaskSpec = field(default_factory=default_task_spec)
+    num_versions: int = 10
+    buffer_size: int = 3  # K: updates per aggregated buffer
+    max_staleness: int = 3  # versions an update's base may lag behind the latest when it is submitted
+    strategy: StrategySpec | str | None = None
+    devices: tuple[str, ...] = ()
+    aggregators: tuple[str, ...] = ()
+    aggregator_threshold: int | None = None
+    aggregation_duration: int = 60
+    max_aggregation_attempts: int = 2
+    # FedBuff's polynomial staleness weighting (1 + s)^(-a), a in millionths; or constant weights.
+    weighting_id: int = WEIGHTING_POLYNOMIAL
+    weighting_param_micro: int = FEDBUFF_EXPONENT_MICRO
+    # Seconds after which a buffer holding at least min_buffer_size updates may be closed early (0: never).
+    buffer_duration: int = 0
+    min_buffer_size: int = 0
+    max_samples_per_update: int = DEFAULT_MAX_SAMPLES_PER_UPDATE
+    max_aggregator_faults: int = DEFAULT_MAX_AGGREGATOR_FAULTS
+    start: bool = True
+
+    def task_spec(self) -> TaskSpec:
+        if self.strategy is None:
+            return self.spec
+        return dataclasses.replace(self.spec, strategy=self.strategy)
+
+    def threshold(self) -> int:
+        if self.aggregator_threshold is not None:
+            return self.aggregator_threshold
+        return default_threshold(max(1, len(self.aggregators)))
+
+
+def create_buffered_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: BufferedPlan) -> DeployedTask:
+    """Deploy a BufferedTask per `plan`; approve its devices and aggregators; start it (buffer 1 fills on version 0)
+    if `plan.start`. ValueError, before anything is sent, for what buffered tasks cannot do."""
+    spec = plan.task_spec()
+    privacy = spec.privacy
+    check_buffered_strategy(spec.strategy_spec(), privacy.secure_aggregation, privacy.seal_updates)
+    threshold = plan.threshold()
+    if plan.aggregators and not len(plan.aggregators) / 2 < threshold <= len(plan.aggregators):
+        raise ValueError(f"threshold {threshold} must be a strict majority of the {len(plan.aggregators)} aggregators")
+    spec_cid = ipfs.add(spec.to_json())
+    model = build_model(spec.model, seed=spec.seed)
+    initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.version": "0"})
+    config = BufferedConfig(
+        model_spec_digest=cid_to_digest(spec_cid),
+        initial_model_digest=cid_to_digest(initial_cid),
+        num_versions=plan.num_versions,
+        buffer_size=plan.buffer_size,
+        max_staleness=plan.max_staleness,
+        max_samples_per_update=plan.max_samples_per_update,
+        strategy_id=spec.strategy_spec().id,
+        weighting_id=plan.weighting_id,
+        weighting_param_micro=plan.weighting_param_micro,
+        aggregator_threshold=threshold,
+        aggregation_duration=plan.aggregation_duration,
+        max_aggregation_attempts=plan.max_aggregation_attempts,
+        max_aggregator_faults=plan.max_aggregator_faults,
+        buffer_duration=plan.buffer_duration,
+        min_buffer_size=plan.min_buffer_size,
+    )
+    task, deployed = deploy_buffered_task(w3, admin, config)  # the contract refuses a bad config (InvalidConfig)
+    gas: dict[str, int] = {"deploy": deployed.gas_used}
+    results: list[tuple[str, TxResult]] = []
+    for start in range(0, len(plan.devices), APPROVE_CHUNK):
+        results.append(("approveDevices", task.approve_devices(list(plan.devices[start : start + APPROVE_CHUNK]))))
+    for aggregator in plan.aggregators:
+        results.append(("grantRole", task.grant_aggregator(aggregator)))
+    if plan.start:
+        results.append(("start", task.start()))
+    for name, result in results:
+        gas[name] = gas.get(name, 0) + result.gas_used
+    return DeployedTask(task.address, spec_cid, initial_cid, gas, deployed.block_number)

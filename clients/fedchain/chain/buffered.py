@@ -136,6 +136,16 @@ class BufferInfo:
 
 
 @dataclass(frozen=True)
+class BufferedAggregatorInfo:
+    committed_buffer: int
+    committed_attempt: int
+    revealed: bool
+    faults: int
+    suspended: bool
+    commitment: bytes
+
+
+@dataclass(frozen=True)
 class BufferEntry:
     device: str
     update_digest: bytes
@@ -314,6 +324,21 @@ class BufferedTaskClient:
             device, update, samples, base, staleness = self.contract.functions.bufferEntry(buffer, position).call()
             entries.append(BufferEntry(Web3.to_checksum_address(device), bytes(update), samples, base, staleness))
         return entries
+
+    def aggregator_info(self, aggregator: str) -> BufferedAggregatorInfo:
+        buffer, attempt, revealed, faults, suspended, commitment = self.contract.functions.aggregatorInfo(
+            Web3.to_checksum_address(aggregator)
+        ).call()
+        return BufferedAggregatorInfo(buffer, attempt, revealed, faults, suspended, bytes(commitment))
+
+    def is_aggregator(self, account: str) -> bool:
+        return bool(self.contract.functions.hasRole(AGGREGATOR_ROLE, Web3.to_checksum_address(account)).call())
+
+    def device_approved(self, device: str) -> bool:
+        return bool(self.contract.functions.deviceInfo(Web3.to_checksum_address(device)).call()[0])
+
+    def filling_opened_at(self) -> int:
+        return int(self.contract.functions.fillingOpenedAt().call())
 
     def final_result_key(self, buffer: int) -> bytes:
         return bytes(self.contract.functions.finalResultKey(buffer).call())

@@ -68,6 +68,10 @@ StrategyParams = Annotated[
         "--strategy-param", help="A strategy parameter as NAME=VALUE (repeatable), e.g. f=2, beta=0.3, clip_norm=1."
     ),
 ]
+TaskMode = Annotated[
+    str,
+    typer.Option("--mode", help="sync: a FederatedTask (rounds); buffered: a BufferedTask (asynchronous, FedBuff)."),
+]
 Threshold = Annotated[
     int | None, typer.Option(help="Agreeing aggregators that finalise a round (default: a strict majority).")
 ]

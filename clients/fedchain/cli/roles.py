@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +35,7 @@ from fedchain.cli.options import (
     StateFile,
     StreamBuffer,
     StreamSpeed,
+    TaskMode,
     Verbose,
 )
 
@@ -64,6 +66,18 @@ def device(
     sensor_fault_rate: Annotated[
         float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
     ] = 0.0,
+    mode: TaskMode = "sync",
+    speed_factor: Annotated[
+        float, typer.Option(help="Buffered, simulation: each local training takes this many times as long.")
+    ] = 1.0,
+    min_train_seconds: Annotated[
+        float, typer.Option(help="Buffered, simulation: a local training takes at least this long (x speed).")
+    ] = 0.0,
+    sleep_after: Annotated[
+        int | None,
+        typer.Option(help="Buffered, simulation: after training this many updates, sleep before submitting."),
+    ] = None,
+    sleep_seconds: Annotated[float, typer.Option(help="Buffered, simulation: how long --sleep-after sleeps.")] = 0.0,
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -98,6 +112,20 @@ def device(
             raise typer.BadParameter(str(exc), param_hint="--attack") from None
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
+    if mode == "buffered":
+        if stream_buffer > 0:  # the buffered loop trains on its whole share; streaming is the synchronous loop's
+            raise typer.BadParameter("not available with --mode buffered yet", param_hint="--stream-buffer")
+        _buffered_device(
+            task,
+            rpc,
+            api,
+            (index, parts, non_iid, data_seed),
+            (speed_factor, min_train_seconds, sleep_after, sleep_seconds),
+            signing_account(account, key_env, keystore, default_index=None),
+            max_rounds,
+            ready_file,
+        )
+        return
     settings = DeviceSettings(
         task,
         rpc,
@@ -119,6 +147,38 @@ def device(
     except KeyboardInterrupt:
         logging.getLogger("fedchain.device").info("stopped")
     except (PermissionError, TimeoutError) as exc:  # removed from the task, or never approved
+        console.print(f"[red]device stopped[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _buffered_device(
+    task: str,
+    rpc: str,
+    api: str,
+    data: tuple[int, int, float | None, int],
+    timing: tuple[float, float, int | None, float],
+    account: Any,
+    max_updates: int | None,
+    ready_file: Path | None,
+) -> None:
+    """`fedchain device --mode buffered`: the asynchronous loop of fedchain.device.buffered."""
+    from fedchain.device.buffered import BufferedDeviceRunner, BufferedDeviceSettings
+
+    index, parts, non_iid, data_seed = data
+    speed, min_seconds, sleep_after, sleep_seconds = timing
+    if speed < 1:
+        raise typer.BadParameter("--speed-factor must be >= 1", param_hint="--speed-factor")
+    settings = BufferedDeviceSettings(
+        task, rpc, api, index, parts, non_iid, data_seed,
+        speed_factor=speed, min_train_seconds=min_seconds, sleep_after=sleep_after, sleep_seconds=sleep_seconds,
+    )  # fmt: skip
+    runner = BufferedDeviceRunner(settings, account)
+    touch(ready_file)
+    try:
+        runner.run(max_updates=max_updates)
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device").info("stopped")
+    except PermissionError as exc:
         console.print(f"[red]device stopped[/]: {exc}")
         raise typer.Exit(2) from None
 
@@ -230,6 +290,7 @@ def aggregator(
             "norm (at least 1); 0 turns the bound off. Every aggregator of a task must use the same value.",
         ),
     ] = 5.0,  # fedchain.learning.aggregation.bound.DEFAULT_MAX_RELATIVE_DISTANCE (not imported: it loads torch)
+    mode: TaskMode = "sync",
     account: AccountIndex = None,
     key_env: KeyEnv = None,
     keystore: Keystore = None,
@@ -251,6 +312,13 @@ def aggregator(
     torch.set_num_threads(1)
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
+    if mode == "buffered":
+        _buffered_aggregator(
+            AggregatorSettings(task, rpc, api, evaluate=evaluate, max_update_distance=max_update_distance),
+            signing_account(account, key_env, keystore, default_index=1),
+            ready_file,
+        )
+        return
     try:
         worker = AggregatorWorker(
             AggregatorSettings(task, rpc, api, evaluate=evaluate, max_update_distance=max_update_distance),
@@ -266,6 +334,27 @@ def aggregator(
     except KeyboardInterrupt:
         logging.getLogger("fedchain.aggregator").info("stopped")
     except PermissionError as exc:  # suspended for its faults: a clear message, not a traceback
+        from fedchain.aggregator import SUSPENDED_EXIT_CODE
+
+        console.print(f"[red]aggregator stopped[/]: {exc}")
+        raise typer.Exit(SUSPENDED_EXIT_CODE) from None
+
+
+def _buffered_aggregator(settings: Any, account: Any, ready_file: Path | None) -> None:
+    """`fedchain aggregator --mode buffered`: fedchain.aggregator.buffered."""
+    from fedchain.aggregator.buffered import BufferedAggregator
+
+    try:
+        worker = BufferedAggregator(settings, account)
+    except (PermissionError, ValueError) as exc:
+        console.print(f"[red]aggregator cannot serve this task[/]: {exc}")
+        raise typer.Exit(2) from None
+    touch(ready_file)
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.aggregator").info("stopped")
+    except PermissionError as exc:
         from fedchain.aggregator import SUSPENDED_EXIT_CODE
 
         console.print(f"[red]aggregator stopped[/]: {exc}")

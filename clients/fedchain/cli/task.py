@@ -31,6 +31,24 @@ from fedchain.cli.options import (
 def deploy(
     rounds: Rounds = 10,
     dataset: DatasetName = "breast_cancer",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="sync: rounds that wait for their devices (FederatedTask); buffered: asynchronous buffered versions "
+            "(BufferedTask, FedBuff), --rounds versions of --buffer-size updates each.",
+        ),
+    ] = "sync",
+    buffer_size: Annotated[int, typer.Option(help="Buffered: updates (K) aggregated into each version.")] = 3,
+    max_staleness: Annotated[
+        int, typer.Option(help="Buffered: versions an update's base may lag behind the latest when submitted.")
+    ] = 3,
+    staleness_weighting: Annotated[
+        str, typer.Option(help="Buffered: polynomial (FedBuff's 1/sqrt(1+s)) or constant.")
+    ] = "polynomial",
+    buffer_duration: Annotated[
+        int, typer.Option(help="Buffered: seconds after which a buffer with --min-buffer-size updates may close.")
+    ] = 0,
+    min_buffer_size: Annotated[int, typer.Option(help="Buffered: updates an early-closed buffer needs.")] = 0,
     devices: Annotated[int, typer.Option(help="Approve devnet accounts 2..2+N-1 as devices.")] = 5,
     min_updates: Annotated[int | None, typer.Option(help="Updates needed once the deadline passes.")] = None,
     max_updates: Annotated[
@@ -100,6 +118,32 @@ def deploy(
     if on_devnet and not aggregator_list:
         aggregator_list = [devnet_addresses(2)[1]]
     n = len(device_list) or devices
+    if mode not in ("sync", "buffered"):
+        raise typer.BadParameter("--mode must be sync or buffered", param_hint="--mode")
+    if mode == "buffered":
+        _deploy_buffered(
+            rpc,
+            api,
+            admin,
+            as_json,
+            rounds=rounds,
+            buffer_size=buffer_size,
+            max_staleness=max_staleness,
+            weighting=staleness_weighting,
+            buffer_duration=buffer_duration,
+            min_buffer_size=min_buffer_size,
+            strategy=parse_strategy(strategy, strategy_param),
+            threshold=threshold,
+            aggregation_duration=aggregation_duration,
+            max_samples_per_update=max_samples_per_update,
+            max_aggregator_faults=max_aggregator_faults,
+            devices=device_list,
+            aggregators=aggregator_list,
+            start=not no_start,
+            private=secure_aggregation or seal_updates,
+            dataset=dataset,
+        )
+        return
     try:
         spec, first_epsilon = private_spec(
             rounds, secure_aggregation, seal_updates, dp_epsilon, dp_clip_norm, dp_delta, dataset=dataset
@@ -156,6 +200,72 @@ def deploy(
                 "secure aggregation: start the devices, then open round 1 with "
                 f"`fedchain start --task {deployed.address} --wait-for-keys`"
             )
+
+
+def _deploy_buffered(rpc: str, api: str, admin: Any, as_json: bool, **options: Any) -> None:
+    """`fedchain deploy --mode buffered`: an asynchronous buffered task (fedchain.app.deploy.create_buffered_task)."""
+    from fedchain.app.deploy import BufferedPlan, create_buffered_task
+    from fedchain.chain import connect
+    from fedchain.chain.buffered import WEIGHTING_CONSTANT, WEIGHTING_POLYNOMIAL
+    from fedchain.learning.catalog import task_spec_for
+    from fedchain.learning.spec import PrivacySpec
+
+    weightings = {"polynomial": WEIGHTING_POLYNOMIAL, "constant": WEIGHTING_CONSTANT}
+    if options["weighting"] not in weightings:
+        raise typer.BadParameter("must be polynomial or constant", param_hint="--staleness-weighting")
+    spec = task_spec_for(options["dataset"])
+    if options["private"]:  # refused by create_buffered_task with the reason
+        from dataclasses import replace
+
+        spec = replace(spec, privacy=PrivacySpec(secure_aggregation=True))
+    plan = BufferedPlan(
+        spec=spec,
+        num_versions=options["rounds"],
+        buffer_size=options["buffer_size"],
+        max_staleness=options["max_staleness"],
+        strategy=options["strategy"],
+        devices=tuple(options["devices"]),
+        aggregators=tuple(options["aggregators"]),
+        aggregator_threshold=options["threshold"],
+        aggregation_duration=options["aggregation_duration"],
+        weighting_id=weightings[options["weighting"]],
+        buffer_duration=options["buffer_duration"],
+        min_buffer_size=options["min_buffer_size"],
+        max_samples_per_update=options["max_samples_per_update"],
+        max_aggregator_faults=options["max_aggregator_faults"],
+        start=options["start"],
+    )
+    from fedchain.storage import IpfsClient
+
+    with IpfsClient(api) as client:
+        try:
+            deployed = create_buffered_task(connect(rpc, wait=10), admin, client, plan)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    result = {
+        "task": deployed.address,
+        "mode": "buffered",
+        "admin": admin.address,
+        "spec_cid": deployed.spec_cid,
+        "initial_model_cid": deployed.initial_model_cid,
+        "devices": list(plan.devices),
+        "aggregators": list(plan.aggregators),
+        "aggregator_threshold": plan.threshold(),
+        "num_versions": plan.num_versions,
+        "buffer_size": plan.buffer_size,
+        "max_staleness": plan.max_staleness,
+        "staleness_weighting": options["weighting"],
+        "strategy": plan.task_spec().strategy_spec().to_dict(),
+        "gas": deployed.gas,
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"buffered task deployed at [bold]{deployed.address}[/] (admin {admin.address})")
+        console.print(
+            f"{plan.num_versions} versions of {plan.buffer_size} updates, staleness bound {plan.max_staleness}, "
+            f"{len(plan.devices)} devices, aggregators: {', '.join(plan.aggregators) or 'none'}"
+        )
 
 
 def private_spec(

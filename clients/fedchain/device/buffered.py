@@ -1,0 +1,254 @@
+"""One device of an asynchronous buffered task (FedBuff, contracts/BufferedTask.sol).
+
+No rounds to wait for: whenever it is ready the device fetches the latest published version, trains from it,
+uploads the update and submits it tagged with that version. The update file is bound (storage.binding) to (chain,
+task, that base version, device): the `round` of the binding is the base version, which the aggregator checks
+against the entry the chain recorded. The chain decides whether it still counts; a refusal is
+a documented outcome, never a crash (`after_refusal`):
+
+- TooStale / UnknownVersion: the update lags too far behind (or names a version this node has not seen): dropped,
+  the device retrains from the latest version.
+- BuffersFull: one buffer is being aggregated and the next is already full: keep the update, wait for a buffer to
+  open or a version to be published, submit it again (if it has meanwhile become too stale, the chain says so).
+- AlreadyBuffered: the device's previous update is in the filling buffer: keep this one for the next buffer.
+- TaskNotRunning: the task finished or was cancelled: stop. NotApprovedDevice: removed: stop (PermissionError).
+
+For experiments a device can be made slow (`speed_factor`: each local training takes that many times as long) or
+sleepy (after its n-th training it sleeps, holding its update, before submitting), as battery-powered wearables are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from eth_account.signers.local import LocalAccount
+
+from fedchain.chain import ContractRevert, EventFollower, connect
+from fedchain.chain.artifacts import load_artifact
+from fedchain.chain.buffered import CONTRACT_NAME, BufferedTaskClient, Status
+from fedchain.chain.notify import EventNotifier
+from fedchain.device.runner import train_for_round, update_metadata
+from fedchain.learning.data import device_partition, load_dataset
+from fedchain.learning.model import build_model
+from fedchain.learning.spec import TaskSpec
+from fedchain.learning.types import Weights
+from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
+from fedchain.storage.binding import UpdateBinding
+from fedchain.storage.codec import encode_weights
+
+log = logging.getLogger("fedchain.device.buffered")
+
+# Events after which a waiting device looks again: a buffer opened, a version was published, the task ended.
+WAKE_EVENTS = {"BufferOpened", "VersionPublished", "BufferDiscarded", "TaskFinished", "TaskCancelled", "TaskStarted"}
+
+
+class Next(Enum):
+    """What a device does after the chain refused its update."""
+
+    RETRAIN = "retrain from the latest version"
+    WAIT_AND_RESUBMIT = "keep the update and submit it again once a buffer opens"
+    STOP = "stop"
+
+
+REFUSALS: dict[str, Next] = {
+    "TooStale": Next.RETRAIN,
+    "UnknownVersion": Next.RETRAIN,
+    "BuffersFull": Next.WAIT_AND_RESUBMIT,
+    "AlreadyBuffered": Next.WAIT_AND_RESUBMIT,
+    "TaskNotRunning": Next.STOP,
+    "NotApprovedDevice": Next.STOP,
+}
+
+
+def after_refusal(error: str) -> Next:
+    """The device's next step after `submitUpdate` reverted with `error`; ValueError for a revert that says the
+    device itself is broken (EmptyDigest, ZeroSamples, TooManySamples...), which retrying cannot fix."""
+    try:
+        return REFUSALS[error]
+    except KeyError:
+        name = error or "an unknown error"
+        raise ValueError(f"submitUpdate refused with {name}: not a buffered-task outcome") from None
+
+
+def simulated_seconds(train_seconds: float, speed_factor: float, min_train_seconds: float) -> float:
+    """Extra seconds to wait after a local training so that it takes max(actual, min) x speed_factor in all (a
+    slower CPU, or a duty-cycled wearable)."""
+    if speed_factor < 1:
+        raise ValueError(f"speed_factor must be >= 1, got {speed_factor}")
+    return max(0.0, max(train_seconds, min_train_seconds) * speed_factor - train_seconds)
+
+
+@dataclass(frozen=True)
+class BufferedDeviceSettings:
+    task_address: str
+    rpc_url: str
+    ipfs_api: str
+    partition_index: int = 0
+    num_partitions: int = 1
+    non_iid_alpha: float | None = None
+    data_seed: int = 0
+    poll_interval: float = 0.25
+    state_recheck: float = 2.0
+    push: bool = True
+    # Simulation of heterogeneous devices (see the module's notes).
+    speed_factor: float = 1.0
+    min_train_seconds: float = 0.0
+    sleep_after: int | None = None  # sleep after training this many updates (1-based), holding the last one
+    sleep_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class HeldUpdate:
+    """A trained, uploaded update not yet accepted by the chain."""
+
+    base_version: int
+    cid: str
+    num_samples: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    base_version: int
+    buffer: int
+    staleness: int
+    cid: str
+    gas_used: int
+
+
+class BufferedDeviceRunner:
+    """Trains and submits until the task ends (or `max_updates` updates were accepted)."""
+
+    def __init__(self, settings: BufferedDeviceSettings, account: LocalAccount) -> None:
+        self.settings = settings
+        self.account = account
+        self.w3 = connect(settings.rpc_url, wait=30)
+        self.chain_id = int(self.w3.eth.chain_id)
+        self.task = BufferedTaskClient.for_account(self.w3, settings.task_address, account)
+        self.ipfs = IpfsClient(settings.ipfs_api)
+        self.config = self.task.config()
+        self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(self.config.model_spec_digest), max_size=1 << 20))
+        strategy = self.spec.strategy_spec()
+        self.proximal_mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
+        train, _ = load_dataset(self.spec.dataset)
+        self.data = device_partition(
+            train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
+        )
+        self.model = build_model(self.spec.model, seed=self.spec.seed)
+        abi = load_artifact(CONTRACT_NAME).abi
+        self.follower = EventFollower(self.w3, self.task.address, abi, from_block=self.w3.eth.block_number)
+        self._history = EventFollower(self.w3, self.task.address, abi)
+        self.notifier = EventNotifier(
+            settings.rpc_url, [self.task.address], poll_interval=settings.poll_interval, push=settings.push
+        )
+        self.trained = 0  # local trainings so far (also seeds them: a retrain differs from the refused one)
+        self._models: dict[int, Weights] = {}
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def run(self, max_updates: int | None = None, on_accepted: Callable[[AcceptedUpdate], None] | None = None) -> int:
+        """Train and submit until the task finishes or is cancelled; returns the updates the chain accepted."""
+        if not self.task.device_approved(self.address):
+            raise PermissionError(f"device {self.address} is not approved on task {self.task.address}")
+        accepted = 0
+        held: HeldUpdate | None = None
+        try:
+            while True:
+                filling = self.task.filling_buffer()
+                if filling.status == Status.REGISTERING:
+                    self._wait_for_events()
+                    continue
+                if filling.status != Status.RUNNING:
+                    break
+                if held is None:
+                    held = self._train(filling.version)
+                outcome = self._submit(held)
+                if isinstance(outcome, AcceptedUpdate):
+                    held = None
+                    accepted += 1
+                    if on_accepted is not None:
+                        on_accepted(outcome)
+                    if max_updates is not None and accepted >= max_updates:
+                        break
+                elif outcome is Next.RETRAIN:
+                    held = None
+                elif outcome is Next.WAIT_AND_RESUBMIT:
+                    self._wait_for_events()
+                else:
+                    break
+        finally:
+            self.notifier.close()
+        status = self.task.filling_buffer().status
+        log.info("task %s is %s; %d updates of this device accepted", self.task.address, status.name.lower(), accepted)
+        return accepted
+
+    def _global(self, version: int) -> Weights:
+        if version not in self._models:
+            cid = digest_to_cid(self.task.version_digest(version))
+            self._models = {version: self.ipfs.get_weights(cid)}  # only the latest is trained from
+        return self._models[version]
+
+    def _train(self, version: int) -> HeldUpdate:
+        """Train from `version`, take as long as this device's speed says, maybe fall asleep, upload."""
+        weights = self._global(version)
+        self.trained += 1
+        local = train_for_round(self.model, weights, self.data, self.spec, self.trained, self.address, self.proximal_mu)
+        extra = simulated_seconds(local.train_seconds, self.settings.speed_factor, self.settings.min_train_seconds)
+        if extra > 0:
+            time.sleep(extra)
+        binding = UpdateBinding(self.chain_id, self.task.address, version, self.address)
+        metadata = update_metadata(binding, len(self.data), local.train_seconds + extra, local.loss)
+        cid = self.ipfs.add(encode_weights(local.weights, metadata))
+        log.info(
+            "trained update %d from version %d on %d samples (loss %.4f) in %.2fs: %s",
+            self.trained,
+            version,
+            len(self.data),
+            local.loss,
+            local.train_seconds + extra,
+            cid,
+        )
+        if self.settings.sleep_after is not None and self.trained == self.settings.sleep_after:
+            log.info("sleeping %.0fs before submitting (as a wearable would)", self.settings.sleep_seconds)
+            time.sleep(self.settings.sleep_seconds)
+        return HeldUpdate(version, cid, len(self.data), local.loss)
+
+    def _submit(self, held: HeldUpdate) -> AcceptedUpdate | Next:
+        try:
+            tx = self.task.submit_update(held.base_version, cid_to_digest(held.cid), held.num_samples)
+        except ContractRevert as exc:
+            step = after_refusal(exc.error)
+            log.warning(
+                "update trained from version %d refused by the chain: %s; %s", held.base_version, exc, step.value
+            )
+            if exc.error == "NotApprovedDevice":
+                raise PermissionError(f"device {self.address} was removed from task {self.task.address}") from exc
+            return step
+        events = list(
+            self._history.history(
+                "UpdateBuffered", from_block=tx.block_number, to_block=tx.block_number, device=self.address
+            )
+        )
+        buffer = int(events[-1].args["buffer"]) if events else 0
+        staleness = int(events[-1].args["staleness"]) if events else -1
+        log.info(
+            "update from version %d accepted into buffer %d at staleness %d (gas %d)",
+            held.base_version,
+            buffer,
+            staleness,
+            tx.gas_used,
+        )
+        return AcceptedUpdate(held.base_version, buffer, staleness, held.cid, tx.gas_used)
+
+    def _wait_for_events(self) -> None:
+        deadline = time.monotonic() + self.settings.state_recheck
+        while time.monotonic() < deadline:
+            if any(e.name in WAKE_EVENTS for e in self.follower.poll()):
+                return
+            self.notifier.wait(deadline - time.monotonic())

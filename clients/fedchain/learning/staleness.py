@@ -1,0 +1,82 @@
+"""The maths of asynchronous buffered aggregation (FedBuff, Nguyen et al. 2022) on top of the ordinary strategies.
+
+A buffered update was trained from an older version (its base) than the one it is aggregated into. What it carries
+is its delta, update - base; the aggregator rebases it onto the current model, current + factor x (update - base),
+and hands the rebased models to the task's strategy, so every strategy sees models "of this version".
+
+- Weighted-mean strategies (FedAvg, FedProx): each update weighted by numSamples x w(staleness), normalised
+  (chain.buffered.entry_weights), passed as integer weights (`integer_weights`); the factor is the buffer's
+  sample-weighted mean w(staleness), so the new model is FedBuff's current + sum n_i w(s_i) delta_i / sum n_i.
+- Strategies that take no weights (median, trimmed mean, Krum, Multi-Krum, Bulyan, with or without norm clipping or
+  the root reference filter): they cannot weigh, so the staleness enters as FedBuff's own scaling of the delta,
+  factor = w(staleness); numSamples is not used by them (as in synchronous rounds).
+- Stateful server optimisers (FedAvgM, FedAdam, FedYogi) are refused: their momentum would have to be carried from
+  version to version, which the buffered aggregator does not do (yet).
+- Secure aggregation and sealed updates are refused: a SecAgg round masks among a participant set fixed before
+  anyone trains, while a buffer's members are whoever submits first, and each member's weight depends on a staleness
+  known only once its update lands on chain, so the masked sum cannot carry the staleness weights.
+
+Pure and deterministic: float64 elementwise arithmetic in a fixed order, cast to float32, so every aggregator
+computes bit-identical rebased models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedchain.learning.aggregation.registry import STATEFUL_STRATEGIES, WEIGHTED_MEAN_STRATEGIES, StrategySpec
+from fedchain.learning.types import Weights
+
+# Normalised weights (summing to 1) become integers out of this total for the strategies' integer weights.
+WEIGHT_SCALE = 1_000_000_000
+
+
+def check_buffered_strategy(
+    strategy: StrategySpec, secure_aggregation: bool = False, seal_updates: bool = False
+) -> None:
+    """ValueError for what buffered tasks cannot aggregate (see the module's notes)."""
+    if strategy.name in STATEFUL_STRATEGIES:
+        raise ValueError(
+            f"{strategy.name} keeps server state (momentum) across rounds, which buffered tasks do not carry from "
+            "version to version: use fedavg, fedprox or a robust strategy"
+        )
+    if secure_aggregation or seal_updates:
+        raise ValueError(
+            "buffered tasks do not support secure aggregation or sealed updates: a buffer's members and their "
+            "staleness weights are known only once their updates land on chain"
+        )
+
+
+def weighs_samples(strategy: StrategySpec) -> bool:
+    """Whether the strategy is a weighted mean (staleness enters the weights) rather than a weightless robust rule
+    (staleness scales the delta)."""
+    return strategy.name in WEIGHTED_MEAN_STRATEGIES
+
+
+def rebase(current: Weights, base: Weights, update: Weights, factor: float = 1.0) -> Weights:
+    """current + factor x (update - base), tensor by tensor in float64, as float32. KeyError/ValueError when the
+    three do not have the same tensors and shapes (the caller rejects the update)."""
+    if set(update) != set(current) or set(base) != set(current):
+        raise ValueError("the update's tensors differ from the model's")
+    out: Weights = {}
+    for name in sorted(current):
+        c = np.asarray(current[name], dtype=np.float64)
+        b = np.asarray(base[name], dtype=np.float64)
+        u = np.asarray(update[name], dtype=np.float64)
+        if u.shape != c.shape or b.shape != c.shape:
+            raise ValueError(f"tensor {name}: shape {u.shape}, the model's is {c.shape}")
+        delta = u - b
+        if factor != 1.0:
+            delta = delta * np.float64(factor)
+        out[name] = (c + delta).astype(np.float32)
+    return out
+
+
+def integer_weights(normalised: Sequence[float], scale: int = WEIGHT_SCALE) -> list[int]:
+    """Normalised weights as positive integers out of `scale` (each at least 1), for the strategies' num_samples."""
+    return [max(1, round(w * scale)) for w in normalised]
+
+
+__all__ = ["WEIGHT_SCALE", "check_buffered_strategy", "integer_weights", "rebase", "weighs_samples"]
