@@ -6,6 +6,7 @@ merge, and its final model is the single-process model, bit for bit."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -36,6 +37,7 @@ from fedchain.learning.units import (
     train_single_process,
 )
 from fedchain.market.coordinator import (
+    CoordinatorReport,
     CoordinatorSettings,
     CoordinatorStep,
     MarketCoordinator,
@@ -206,6 +208,17 @@ def coordinator_account() -> LocalAccount:
     return devnet_account(COORDINATOR)
 
 
+def run_within(coordinator: MarketCoordinator, timeout: float = 30) -> CoordinatorReport:
+    """`coordinator.run()` on a daemon thread: a coordinator that never sees its job end fails here, not hangs."""
+    reports: list[CoordinatorReport] = []
+    thread = threading.Thread(target=lambda: reports.append(coordinator.run()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the coordinator did not return within {timeout}s"
+    assert reports, "the coordinator raised (see the thread's traceback above)"
+    return reports[0]
+
+
 def test_only_the_jobs_coordinator_may_coordinate_it(market_job: MarketJob) -> None:
     with pytest.raises(PermissionError):
         MarketCoordinator(market_job.settings(), devnet_account(WORKER_A))
@@ -230,7 +243,7 @@ def test_coordinator_commits_every_stage_and_finishes_with_the_single_process_mo
 
     # stage 1: run() commits the last stage, which finishes the job, and returns
     market_job.accept_stage(1, merged0)
-    report = coordinator.run()
+    report = run_within(coordinator)
     assert report.final_status == "finished"
     assert len(report.checkpoints) == 2 and report.checkpoints[0] == cid0
     job = market.job(job_id)
@@ -240,5 +253,5 @@ def test_coordinator_commits_every_stage_and_finishes_with_the_single_process_mo
     assert result_digest(market_job.ipfs.get_weights(report.checkpoints[1])) == result_digest(final)
 
     # a restarted coordinator sees the finished job and stops at once, committing nothing
-    again = MarketCoordinator(market_job.settings(), coordinator_account()).run()
+    again = run_within(MarketCoordinator(market_job.settings(), coordinator_account()))
     assert again.final_status == "finished" and again.checkpoints == [] and again.gas_used == 0
