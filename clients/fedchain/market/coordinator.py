@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from eth_account.signers.local import LocalAccount
 
@@ -44,6 +46,34 @@ class CoordinatorReport:
     final_status: str = ""
 
 
+class CoordinatorStep(Enum):
+    """What the coordinator does next with a job, as `coordinator_step` decides from the job's view alone."""
+
+    FINISHED = "finished"  # the job is no longer Open (finished or cancelled): stop
+    COMMIT = "commit"  # every unit of the current stage is Accepted: merge and commit its checkpoint
+    WAIT = "wait"  # units of the current stage are still being computed or verified: wait for events
+
+
+def coordinator_step(job: JobInfo) -> CoordinatorStep:
+    """The coordinator's decision for one view of its job (pure: no chain, no IPFS)."""
+    if job.status != JobStatus.OPEN:
+        return CoordinatorStep.FINISHED
+    if job.stage_complete:
+        return CoordinatorStep.COMMIT
+    return CoordinatorStep.WAIT
+
+
+def stage_digests(job: JobInfo, accepted_digest: Callable[[int], bytes]) -> tuple[bytes, list[bytes]]:
+    """What the current stage's merge reads: the latest checkpoint's digest and the accepted results' digests in
+    unit-index order (the order `merge_stage` sums in, so every coordinator gets the same bits)."""
+    return job.latest_checkpoint_digest, [accepted_digest(u) for u in job.current_units()]
+
+
+def commit_moved_on(exc: ContractRevert) -> bool:
+    """Whether a refused commit means the job moved on without us (nothing to do), not a fault to raise."""
+    return exc.error in MOVED_ON
+
+
 class MarketCoordinator:
     """Commits every stage's checkpoint of one job, until the job finishes or is cancelled."""
 
@@ -65,11 +95,12 @@ class MarketCoordinator:
         job_id = self.settings.job_id
         while True:
             job = self.market.job(job_id)
-            if job.status != JobStatus.OPEN:
+            step = coordinator_step(job)
+            if step == CoordinatorStep.FINISHED:
                 self.report.final_status = job.status.name.lower()
                 log.info("job %d is %s", job_id, self.report.final_status)
                 return self.report
-            if job.stage_complete:
+            if step == CoordinatorStep.COMMIT:
                 try:
                     self.commit_stage(job)
                 except IpfsUnavailable as exc:
@@ -81,9 +112,9 @@ class MarketCoordinator:
     def merged_checkpoint(self, job: JobInfo) -> dict:
         """The current stage's merge: the accepted results in unit-index order, from the latest checkpoint."""
         job_id = self.settings.job_id
-        checkpoint = self.files.weights(job.latest_checkpoint_digest)
-        results = [self.files.weights(self.market.accepted_digest(job_id, u)) for u in job.current_units()]
-        return merge_stage(checkpoint, results)
+        checkpoint_digest, result_digests = stage_digests(job, lambda u: self.market.accepted_digest(job_id, u))
+        checkpoint = self.files.weights(checkpoint_digest)
+        return merge_stage(checkpoint, [self.files.weights(d) for d in result_digests])
 
     def commit_stage(self, job: JobInfo) -> str | None:
         started = time.perf_counter()
@@ -93,7 +124,7 @@ class MarketCoordinator:
         try:
             result = self.market.commit_checkpoint(self.settings.job_id, job.current_stage, cid_to_digest(cid))
         except ContractRevert as exc:
-            if exc.error in MOVED_ON:
+            if commit_moved_on(exc):
                 log.info("stage %d of job %d: %s", job.current_stage, self.settings.job_id, exc)
                 return None
             raise
