@@ -6,7 +6,6 @@ Besides the calls, it holds the off-chain halves every aggregator must compute i
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
@@ -17,13 +16,12 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_canonical_address
 from web3 import Web3
-from web3.contract import Contract
 
-from fedchain.chain.artifacts import load_artifact
-from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult
+from fedchain.chain.contract_client import AGGREGATOR_ROLE as AGGREGATOR_ROLE
+from fedchain.chain.contract_client import RoleTaskClient
+from fedchain.chain.tx import TxResult
 
 CONTRACT_NAME = "BufferedTask"
-AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 MAX_BUFFER_SIZE = 64
 WEIGHTING_CONSTANT = 0
 WEIGHTING_POLYNOMIAL = 1
@@ -250,31 +248,16 @@ def result_key(inputs_hash: bytes, model_digest: bytes, accepted: int) -> bytes:
 # ---------------------------------------------------------------- the client
 
 
-@functools.cache
-def _decoder() -> ErrorDecoder:
-    return ErrorDecoder(load_artifact(CONTRACT_NAME).abi)
-
-
 def deploy_buffered_task(w3: Web3, admin: LocalAccount, config: BufferedConfig) -> tuple[BufferedTaskClient, TxResult]:
     """Deploy a BufferedTask with `admin` as its coordinator."""
-    artifact = load_artifact(CONTRACT_NAME)
-    sender = TransactionSender(w3, admin, _decoder())
-    address, result = sender.deploy(artifact.abi, artifact.bytecode, config.as_tuple(), admin.address)
-    return BufferedTaskClient(w3, address, sender), result
+    return BufferedTaskClient.deploy(w3, admin, config.as_tuple(), admin.address)
 
 
-class BufferedTaskClient:
+class BufferedTaskClient(RoleTaskClient):
     """One BufferedTask contract, seen by one account (read-only when `sender` is None)."""
 
-    def __init__(self, w3: Web3, address: str, sender: TransactionSender | None = None) -> None:
-        self.w3 = w3
-        self.address = Web3.to_checksum_address(address)
-        self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact(CONTRACT_NAME).abi)
-        self.sender = sender
-
-    @classmethod
-    def for_account(cls, w3: Web3, address: str, account: LocalAccount) -> BufferedTaskClient:
-        return cls(w3, address, TransactionSender(w3, account, _decoder()))
+    CONTRACT_NAME = CONTRACT_NAME
+    GAS_LIMITS = GAS_LIMITS
 
     # ------------------------------------------------------------ views
 
@@ -331,9 +314,6 @@ class BufferedTaskClient:
         ).call()
         return BufferedAggregatorInfo(buffer, attempt, revealed, faults, suspended, bytes(commitment))
 
-    def is_aggregator(self, account: str) -> bool:
-        return bool(self.contract.functions.hasRole(AGGREGATOR_ROLE, Web3.to_checksum_address(account)).call())
-
     def device_approved(self, device: str) -> bool:
         return bool(self.contract.functions.deviceInfo(Web3.to_checksum_address(device)).call()[0])
 
@@ -346,24 +326,7 @@ class BufferedTaskClient:
     # ------------------------------------------------------------ transactions
 
     def _tx(self, fn: Any) -> TxResult:
-        if self.sender is None:
-            raise RuntimeError("this BufferedTaskClient is read-only: create it with an account to send transactions")
-        return self.sender.transact(fn, gas_limit=GAS_LIMITS.get(fn.fn_name))
-
-    def approve_devices(self, devices: Sequence[str]) -> TxResult:
-        return self._tx(self.contract.functions.approveDevices([Web3.to_checksum_address(d) for d in devices]))
-
-    def remove_device(self, device: str) -> TxResult:
-        return self._tx(self.contract.functions.removeDevice(Web3.to_checksum_address(device)))
-
-    def grant_aggregator(self, account: str) -> TxResult:
-        return self._tx(self.contract.functions.grantRole(AGGREGATOR_ROLE, Web3.to_checksum_address(account)))
-
-    def start(self) -> TxResult:
-        return self._tx(self.contract.functions.start())
-
-    def cancel(self) -> TxResult:
-        return self._tx(self.contract.functions.cancel())
+        return self._send(fn)
 
     def submit_update(self, base_version: int, update_digest: bytes, num_samples: int) -> TxResult:
         """Buffer this device's update trained from `base_version` (ContractRevert TooStale, UnknownVersion,
@@ -373,10 +336,7 @@ class BufferedTaskClient:
     def close_buffer(self, buffer: int) -> TxResult:
         """Close the filling buffer early (bufferDuration passed, at least minBufferSize updates, none pending).
         Depends on block.timestamp: no preflight at the latest, possibly older, block's time."""
-        if self.sender is None:
-            raise RuntimeError("this BufferedTaskClient is read-only: create it with an account to send transactions")
-        fn = self.contract.functions.closeBuffer(buffer)
-        return self.sender.transact(fn, gas_limit=GAS_LIMITS["closeBuffer"], preflight=False)
+        return self._send(self.contract.functions.closeBuffer(buffer), preflight=False)
 
     def commit_result(self, buffer: int, commitment: bytes) -> TxResult:
         return self._tx(self.contract.functions.commitResult(buffer, commitment))

@@ -22,11 +22,10 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
-from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from fedchain.chain.artifacts import load_artifact
-from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult, _revert_data
+from fedchain.chain.contract_client import ContractClient
+from fedchain.chain.tx import TxResult, _revert_data
 
 MARKET_CONTRACT = "ComputeMarket"
 ESCROW_FACTOR = 3
@@ -350,31 +349,16 @@ class MarketTotals:
         return self.balance == self.staked + self.escrow + self.owed
 
 
-def _decoder() -> ErrorDecoder:
-    return ErrorDecoder(load_artifact(MARKET_CONTRACT).abi)
-
-
 def deploy_market(w3: Web3, admin: LocalAccount, min_stake: int, slash_amount: int) -> tuple[MarketClient, TxResult]:
     """Deploy a ComputeMarket; `admin` only pays for the deployment (the market has no owner)."""
-    artifact = load_artifact(MARKET_CONTRACT)
-    sender = TransactionSender(w3, admin, _decoder())
-    address, result = sender.deploy(artifact.abi, artifact.bytecode, min_stake, slash_amount)
-    return MarketClient(w3, address, sender), result
+    return MarketClient.deploy(w3, admin, min_stake, slash_amount)
 
 
-class MarketClient:
+class MarketClient(ContractClient):
     """One ComputeMarket contract, seen by one account (or read-only when `sender` is None)."""
 
-    def __init__(self, w3: Web3, address: str, sender: TransactionSender | None = None) -> None:
-        self.w3 = w3
-        self.address = Web3.to_checksum_address(address)
-        self.abi = load_artifact(MARKET_CONTRACT).abi
-        self.contract: Contract = w3.eth.contract(address=self.address, abi=self.abi)
-        self.sender = sender
-
-    @classmethod
-    def for_account(cls, w3: Web3, address: str, account: LocalAccount) -> MarketClient:
-        return cls(w3, address, TransactionSender(w3, account, _decoder()))
+    CONTRACT_NAME = MARKET_CONTRACT
+    GAS_LIMITS = MARKET_GAS_LIMITS
 
     # ------------------------------------------------------------ views
 
@@ -382,7 +366,7 @@ class MarketClient:
         try:
             return fn.call(block_identifier=block)
         except (ContractCustomError, ContractLogicError) as exc:
-            raise _decoder().decode(_revert_data(exc)) from exc
+            raise self.decoder().decode(_revert_data(exc)) from exc
 
     def job(self, job_id: int, block: int | str = "latest") -> JobInfo:
         """Raises ContractRevert UnknownJob for an id never posted."""
@@ -445,11 +429,7 @@ class MarketClient:
     # ------------------------------------------------------------ transactions
 
     def _tx(self, fn: Any, value: int = 0, gas_limit: int | None = None) -> TxResult:
-        if self.sender is None:
-            raise RuntimeError("this MarketClient is read-only: create it with an account to send transactions")
-        name = fn.fn_name
-        limit = gas_limit if gas_limit is not None else MARKET_GAS_LIMITS.get(name)
-        return self.sender.transact(fn, value=value, gas_limit=limit, preflight=name not in TIME_DEPENDENT)
+        return self._send(fn, value=value, gas_limit=gas_limit, preflight=fn.fn_name not in TIME_DEPENDENT)
 
     def register_worker(self, stake: int) -> TxResult:
         """Register this account as a worker with `stake` wei (at least minStake)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -13,11 +12,11 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
-from web3.contract import Contract
 
-from fedchain.chain.artifacts import load_artifact
+from fedchain.chain.contract_client import AGGREGATOR_ROLE as AGGREGATOR_ROLE
+from fedchain.chain.contract_client import RoleTaskClient
 from fedchain.chain.rawtx import selector, word
-from fedchain.chain.tx import ErrorDecoder, TransactionSender, TxResult, call_batch
+from fedchain.chain.tx import TransactionSender, TxResult, call_batch
 
 # One conversion of epsilon to the contract's millionths for the whole package, re-exported for the chain API.
 from fedchain.protocol.epsilon import MICRO as MICRO
@@ -26,7 +25,6 @@ from fedchain.protocol.epsilon import epsilon_to_micro as epsilon_to_micro
 CONTRACT_NAME = "FederatedTask"
 # The contract's absolute cap on one update's sample count (FederatedTask.MAX_SAMPLES_PER_UPDATE).
 MAX_SAMPLES_PER_UPDATE = 2**32 - 1
-AGGREGATOR_ROLE = Web3.keccak(text="AGGREGATOR_ROLE")
 RELAYER_ROLE = Web3.keccak(text="RELAYER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 # Gas limits of the per-round calls, so no estimate is needed on the hot path (see TransactionSender.transact).
@@ -236,36 +234,16 @@ def encode_submit_update(round_index: int, update_digest: bytes, num_samples: in
     return _SUBMIT_UPDATE + word(round_index) + word(bytes(update_digest)) + word(num_samples)
 
 
-@functools.cache
-def _decoder() -> ErrorDecoder:
-    return ErrorDecoder(load_artifact(CONTRACT_NAME).abi)
-
-
 def deploy_task(w3: Web3, admin: LocalAccount, config: TaskConfig) -> tuple[TaskClient, TxResult]:
     """Deploy a FederatedTask with `admin` as its coordinator."""
-    artifact = load_artifact(CONTRACT_NAME)
-    sender = TransactionSender(w3, admin, _decoder())
-    address, result = sender.deploy(artifact.abi, artifact.bytecode, config.as_tuple(), admin.address)
-    return TaskClient(w3, address, sender), result
+    return TaskClient.deploy(w3, admin, config.as_tuple(), admin.address)
 
 
-class TaskClient:
+class TaskClient(RoleTaskClient):
     """One FederatedTask contract, seen by one account (or read-only when `sender` is None)."""
 
-    def __init__(
-        self, w3: Web3, address: str, sender: TransactionSender | None = None, *, contract: Contract | None = None
-    ) -> None:
-        self.w3 = w3
-        self.address = Web3.to_checksum_address(address)
-        self.abi = load_artifact(CONTRACT_NAME).abi
-        self.contract: Contract = (
-            contract if contract is not None else w3.eth.contract(address=self.address, abi=self.abi)
-        )
-        self.sender = sender
-
-    @classmethod
-    def for_account(cls, w3: Web3, address: str, account: LocalAccount) -> TaskClient:
-        return cls(w3, address, TransactionSender(w3, account, _decoder()))
+    CONTRACT_NAME = CONTRACT_NAME
+    GAS_LIMITS = GAS_LIMITS
 
     def with_account(self, account: LocalAccount, chain_id: int) -> TaskClient:
         """This task seen by `account`, sharing this client's connection and contract object: web3 builds a
@@ -273,7 +251,7 @@ class TaskClient:
         return TaskClient(
             self.w3,
             self.address,
-            TransactionSender(self.w3, account, _decoder(), chain_id=chain_id),
+            TransactionSender(self.w3, account, self.decoder(), chain_id=chain_id),
             contract=self.contract,
         )
 
@@ -325,9 +303,6 @@ class TaskClient:
 
     def global_model_digest(self) -> bytes:
         return bytes(self.contract.functions.globalModelDigest().call())
-
-    def is_aggregator(self, account: str) -> bool:
-        return bool(self.contract.functions.hasRole(AGGREGATOR_ROLE, account).call())
 
     def is_relayer(self, account: str) -> bool:
         return bool(self.contract.functions.hasRole(RELAYER_ROLE, account).call())
@@ -467,16 +442,7 @@ class TaskClient:
     # ------------------------------------------------------------ transactions
 
     def _tx(self, fn: Any, preflight: bool = True, gas_limit: int | None = None) -> TxResult:
-        if self.sender is None:
-            raise RuntimeError("this TaskClient is read-only: create it with an account to send transactions")
-        limit = gas_limit if gas_limit is not None else GAS_LIMITS.get(fn.fn_name)
-        return self.sender.transact(fn, gas_limit=limit, preflight=preflight)
-
-    def approve_devices(self, devices: list[str]) -> TxResult:
-        return self._tx(self.contract.functions.approveDevices([Web3.to_checksum_address(d) for d in devices]))
-
-    def grant_aggregator(self, account: str) -> TxResult:
-        return self._tx(self.contract.functions.grantRole(AGGREGATOR_ROLE, Web3.to_checksum_address(account)))
+        return self._send(fn, preflight=preflight, gas_limit=gas_limit)
 
     def grant_relayer(self, account: str) -> TxResult:
         """Let `account` record relayed batches (RELAYER_ROLE; admin only)."""
@@ -484,15 +450,6 @@ class TaskClient:
 
     def request_join(self) -> TxResult:
         return self._tx(self.contract.functions.requestJoin())
-
-    def remove_device(self, device: str) -> TxResult:
-        return self._tx(self.contract.functions.removeDevice(Web3.to_checksum_address(device)))
-
-    def start(self) -> TxResult:
-        return self._tx(self.contract.functions.start())
-
-    def cancel(self) -> TxResult:
-        return self._tx(self.contract.functions.cancel())
 
     def submit_update(self, round_index: int, update_digest: bytes, num_samples: int) -> TxResult:
         return self._tx(self.contract.functions.submitUpdate(round_index, update_digest, num_samples))
