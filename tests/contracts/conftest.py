@@ -31,6 +31,16 @@ DEFAULT_ADMIN_ROLE = b"\x00" * 32
 AGGREGATOR_ROLE = keccak(text="AGGREGATOR_ROLE")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_chain_id_round_trip_per_call():
+    """web3's validation middleware asks the node for its chain id before every eth_call, eth_estimateGas and
+    eth_sendTransaction, to compare it with a chainId field the tests never set: half of all requests (measured on
+    the buffered state machine: 7,438 of 14,539). brownie's web3 goes without it; the node still validates what it
+    executes."""
+    if "validation" in web3.middleware_onion:
+        web3.middleware_onion.remove("validation")
+
+
 class Phase(IntEnum):
     """FederatedTask.Phase."""
 

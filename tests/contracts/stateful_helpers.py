@@ -27,6 +27,18 @@ def now() -> int:
     return brownie.chain.time()
 
 
+def revert_to_snapshot() -> None:
+    """Revert the chain to the machine's snapshot and re-anchor brownie's clock on the chain's.
+
+    On evm_revert Anvil restarts its clock at the snapshot block's timestamp, while brownie restores the offset it
+    had at the snapshot and keeps counting wall time: without the re-anchoring, `now()` runs ahead of the chain by
+    the wall time since the snapshot, and once a machine has run longer than a deadline (a loaded machine, a long
+    budget) it predicts deadlines passed that the chain has not reached. (brownie 1.22 has no public call for this;
+    `_set_time_offset_from_block` is what it uses itself after mined activity.)"""
+    brownie.chain.revert()
+    brownie.chain._set_time_offset_from_block()
+
+
 def clear_of(*deadlines: int) -> int:
     """Sleep past any deadline that lies within MARGIN of now, so that `now < deadline` has one answer for the
     next transaction; returns the time to predict with."""

@@ -32,7 +32,7 @@ from buffered_helpers import Result as BufResult
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from stateful_helpers import StepStats, clear_of, now, reverts_named
+from stateful_helpers import StepStats, clear_of, now, revert_to_snapshot, reverts_named
 
 K = 2
 MAX_STALENESS = 1
@@ -131,7 +131,7 @@ class BufferedMachine(RuleBasedStateMachine):
         self.idle = self.stats.steps >= TARGET_STEPS
         if self.idle:
             return
-        brownie.chain.revert()
+        revert_to_snapshot()
         self.stats.examples += 1
         self.model = Model(str(self.task.address), {str(d) for d in self.devices[:4]})
         self.nonce = 0

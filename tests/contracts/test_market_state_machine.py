@@ -43,7 +43,7 @@ from market_helpers import (
     unit_info,
     worker_info,
 )
-from stateful_helpers import StepStats, reverts_named
+from stateful_helpers import StepStats, revert_to_snapshot, reverts_named
 from test_market_conservation import Scenario
 
 # Steps of the whole test (about 110 ms a step on the shared 2-core machine); examples run in batches of
@@ -135,7 +135,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        brownie.chain.revert()
+        revert_to_snapshot()
         self.stats.examples += 1
         self.scenario = Scenario(self.market, self.accounts, brownie.chain, seed=0)
         for tx in self.setup_txs:  # the snapshot's workers and jobs, as if the scenario had made them

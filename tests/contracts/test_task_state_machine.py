@@ -45,7 +45,7 @@ from eth_utils import keccak, to_canonical_address
 from hypothesis import HealthCheck, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-from stateful_helpers import StepStats, clear_of, reverts_named
+from stateful_helpers import StepStats, clear_of, revert_to_snapshot, reverts_named
 
 NUM_ROUNDS = 4
 MIN_UPDATES = 2
@@ -214,7 +214,7 @@ class TaskMachine(RuleBasedStateMachine):
         self.idle = self.stats.steps >= TARGET_STEPS  # the test has its steps: this example does nothing
         if self.idle:
             return
-        brownie.chain.revert()
+        revert_to_snapshot()
         self.stats.examples += 1
         self.reverted = False  # the step's transaction reverted (as predicted)
         self.nonce = 0  # makes digests and salts unique within an example
