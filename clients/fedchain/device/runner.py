@@ -151,6 +151,7 @@ class DeviceContext:
         train, _ = load_dataset(spec.dataset)
         runtime = resolve_runtime(settings.runtime)
         warm_up_training(spec, train, runtime)  # also where the light runtime refuses a task it cannot train
+        log.info("training runtime: %s", "light (numpy only)" if runtime == "light" else "torch")
         notifier = EventNotifier(
             settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
         )
