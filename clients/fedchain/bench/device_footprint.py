@@ -190,11 +190,12 @@ def run_real_device(
     scratch: Path,
     timeout: float = 120.0,
     runtime: str = "torch",
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """A real `fedchain device --runtime RUNTIME` against a running devnet: seconds from spawn until its
     --ready-file appears (registered and listening), and its memory at that moment; then it is stopped (SIGTERM)."""
     ready = scratch / f"device-ready-{os.getpid()}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "fedchain.cli", "device", "--task", task, "--account", str(account)]
+    cmd = [python, "-m", "fedchain.cli", "device", "--task", task, "--account", str(account)]
     cmd += ["--partition", partition, "--state-file", str(state_file), "--ready-file", str(ready)]
     cmd += ["--runtime", runtime]
     started = time.monotonic()
@@ -332,23 +333,26 @@ def measure(
     floor: bool = True,
     real: dict[str, Any] | None = None,
     runtimes: tuple[str, ...] = RUNTIMES,
+    light_python: str = sys.executable,
 ) -> dict[str, Any]:
     """The full report: for each of `runtimes`, `runs` device starts (warm-up on), and optionally as many without
     warm-up and of a real `fedchain device --runtime R` (`real`: run_real_device's keyword arguments); the
     `import torch` floor; all interleaved so a noisy neighbour hits each kind alike. "summary" is the first
-    runtime's; "runtimes" has each one's and "light_vs_torch" their ratios when both ran."""
+    runtime's; "runtimes" has each one's and "light_vs_torch" their ratios when both ran. `light_python`: the
+    interpreter of the light runs (a venv without torch, say)."""
     if not runtimes or any(r not in RUNTIMES for r in runtimes):
         raise ValueError(f"runtimes must be some of {list(RUNTIMES)}, got {list(runtimes)}")
     mode = {"torch": "device", "light": "light"}
+    python = {"torch": sys.executable, "light": light_python}
     kinds = {r: {"device": [], "cold": [], "real": []} for r in runtimes}
     torch_runs: list[dict[str, Any]] = []
     for _ in range(runs):
         for runtime in runtimes:
-            kinds[runtime]["device"].append(run_child(mode[runtime], warm_up=True))
+            kinds[runtime]["device"].append(run_child(mode[runtime], warm_up=True, python=python[runtime]))
             if cold:
-                kinds[runtime]["cold"].append(run_child(mode[runtime], warm_up=False))
+                kinds[runtime]["cold"].append(run_child(mode[runtime], warm_up=False, python=python[runtime]))
             if real is not None:
-                kinds[runtime]["real"].append(run_real_device(**real, runtime=runtime))
+                kinds[runtime]["real"].append(run_real_device(**real, runtime=runtime, python=python[runtime]))
         if floor:
             torch_runs.append(run_child("torch"))
     summaries = {
@@ -369,6 +373,7 @@ def measure(
         "import_torch_runs": torch_runs,
         "real_device_runs": kinds[first]["real"],
         "runs_by_runtime": kinds,
+        "light_python": light_python,
     }
     if "light" in summaries and "torch" in summaries:
         report["light_vs_torch"] = light_vs_torch(summaries["light"], summaries["torch"])
@@ -411,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--account", type=int, default=2, help="The real device's devnet account (approved).")
     parser.add_argument("--partition", default="0/5", help="The real device's partition.")
     parser.add_argument("--state-file", type=Path, default=Path(".fedchain/devnet.json"), help="The devnet's state.")
+    parser.add_argument(
+        "--light-python",
+        default=sys.executable,
+        help="The interpreter of the light runs, e.g. a venv with only requirements-light.txt (no torch).",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be >= 1")
@@ -426,7 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     runtimes = RUNTIMES if args.runtime == "both" else (args.runtime,)
-    report = measure(args.runs, cold=not args.no_cold, floor=not args.no_floor, real=real, runtimes=runtimes)
+    report = measure(
+        args.runs,
+        cold=not args.no_cold,
+        floor=not args.no_floor,
+        real=real,
+        runtimes=runtimes,
+        light_python=args.light_python,
+    )
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report["summary"] if len(runtimes) == 1 else _both(report)))
