@@ -87,3 +87,27 @@ def test_the_device_model_follows_the_runtime_and_refuses_what_light_cannot_trai
     dropout = TaskSpec(SPEC.dataset, ModelSpec(dropout=0.1), SPEC.train)
     with pytest.raises(LightUnsupported, match="dropout"):
         build_device_model(dropout, "light")
+
+
+def test_a_streaming_wearable_light_device_trains_without_torch() -> None:
+    """`--stream-buffer` on the light runtime: a wearable task's cnn1d trained from the sensor's buffer, in an
+    interpreter where torch cannot be imported."""
+    probe = """
+import sys
+sys.modules['torch'] = None
+from fedchain.device.runner import build_device_model, train_for_round
+from fedchain.device.sensor import DeviceSensor
+from fedchain.learning.data import device_partition, load_dataset
+from fedchain.learning.wearables import wearable_task_spec
+spec = wearable_task_spec("basic_motions")
+share = device_partition(load_dataset(spec.dataset)[0], 0, 6, None, seed=0)
+sensor = DeviceSensor(spec, share, capacity=20, speed=10_000.0)
+model = build_device_model(spec, "light")
+start = dict(model.weights)
+local = train_for_round(model, start, sensor.data_now(), spec, 1, "0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+assert spec.model.kind == "cnn1d" and local.loss > 0
+assert any((local.weights[k] != start[k]).any() for k in start)
+print("trained")
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip().endswith("trained"), out.stderr[-3000:]
