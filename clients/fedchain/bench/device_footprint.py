@@ -182,6 +182,14 @@ def _proc_memory(pid: int) -> dict[str, float]:
     }
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """Another process's user + system CPU seconds so far (Linux): on a loaded machine, what its wall time would
+    be on an idle core."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_real_device(
     task: str,
     account: int,
@@ -208,7 +216,11 @@ def run_real_device(
                 raise TimeoutError(f"device not ready within {timeout:.0f} s")
             time.sleep(0.005)
         seconds = time.monotonic() - started
-        return {"ready_seconds": seconds, "ready": _proc_memory(proc.pid)}
+        return {
+            "ready_seconds": seconds,
+            "ready_cpu_seconds": _proc_cpu_seconds(proc.pid),
+            "ready": _proc_memory(proc.pid),
+        }
     finally:
         proc.terminate()
         try:
@@ -264,6 +276,7 @@ def light_vs_torch(light: dict[str, Any], torch_summary: dict[str, Any]) -> dict
         "private_dirty_mib_after_two_rounds": ratio("after_two_rounds", "private_dirty_mib"),
         "round2_train_seconds": ratio("round2_train_seconds"),
         "real_device_ready_seconds": ratio("real_device", "ready_seconds"),
+        "real_device_ready_cpu_seconds": ratio("real_device", "ready_cpu_seconds"),
         "real_device_uss_mib": ratio("real_device", "uss_mib"),
     }
 
@@ -311,6 +324,7 @@ def summarise(
     if real:
         summary["real_device"] = {
             "ready_seconds": _median(real, "ready_seconds"),
+            "ready_cpu_seconds": _median(real, "ready_cpu_seconds"),
             **{key: _median(real, "ready", key) for key in memory_keys},
         }
     uss = summary["after_two_rounds"]["uss_mib"]

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from fedchain.bench import device_footprint as fp
 
@@ -81,3 +82,21 @@ def test_a_light_device_start(tmp_path) -> None:
     assert run["interpreter_seconds"] <= run["cli_seconds"] <= run["imports_seconds"] <= run["ready_seconds"]
     # The light child counts torch as a heavy module: none of them was imported.
     assert report["summary"]["heavy_modules"] == [] and run["after_rounds"]["uss_mib"] > 0
+
+
+def test_proc_cpu_seconds_reads_another_process() -> None:
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ninput()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while fp._proc_cpu_seconds(busy.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.3 <= fp._proc_cpu_seconds(busy.pid) < 30
+    finally:
+        busy.communicate(b"\n", timeout=60)
