@@ -206,9 +206,9 @@ def train_for_round(
     round, device): the same bits in any process, in a pool or alone. A device running an `attack` (evaluation only)
     returns its poisoned model."""
     seed = round_seed(spec.seed, round_index, address)
-    started = time.perf_counter()
     if isinstance(model, LightModel):
         model.set_weights(global_weights)
+        started = time.perf_counter()
         light = model.train(data, spec.train, seed, proximal_mu=proximal_mu, global_weights=global_weights)
         loss, trained = light.loss, light.weights
         train_seconds = time.perf_counter() - started
