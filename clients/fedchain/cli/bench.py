@@ -86,8 +86,9 @@ def bench_throughput(ctx: typer.Context) -> None:
 def bench_device(ctx: typer.Context) -> None:
     """One device process up to ready for the demo's task (imports, dataset, model, warm-up) and its first two
     local rounds, in fresh interpreters: seconds to ready, USS/PSS/RSS/private-dirty memory, round 1 against round 2,
-    modules a device should not import; median of 5 runs -> reports/device.json. Options (--runs, --out, --no-cold,
-    --no-floor, --json) go to `python -m fedchain.bench.device_footprint`."""
+    modules a device should not import; median of 5 runs -> reports/device.json. The torch and the light (numpy only)
+    runtime side by side, with their ratios (--runtime torch|light|both). Options (--runs, --out, --no-cold,
+    --no-floor, --runtime, --json) go to `python -m fedchain.bench.device_footprint`."""
     from fedchain.bench.device_footprint import main as device_main
 
     raise typer.Exit(device_main(list(ctx.args)))

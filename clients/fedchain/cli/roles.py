@@ -67,6 +67,13 @@ def device(
         float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
     ] = 0.0,
     mode: TaskMode = "sync",
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="How the device trains: torch, light (numpy only: no torch, for small gateways) or auto (torch if "
+            "it is installed, else light)."
+        ),
+    ] = "auto",
     speed_factor: Annotated[
         float, typer.Option(help="Buffered, simulation: each local training takes this many times as long.")
     ] = 1.0,
@@ -92,15 +99,20 @@ def device(
 
     A private task (its description says so) has the device register an encryption key, then either mask its update
     for secure aggregation or seal it to the aggregators' keys."""
-    import torch
-
-    from fedchain.device.runner import DeviceRunner, DeviceSettings
+    from fedchain.device.runner import DeviceRunner, DeviceSettings, resolve_runtime
     from fedchain.learning.attacks import check_attack
     from fedchain.learning.data import parse_partition
 
     setup_logging(verbose)
     exit_on_sigterm()
-    torch.set_num_threads(1)  # one process per device; many share the machine's cores
+    try:
+        runtime = resolve_runtime(runtime)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from None
+    if runtime == "torch":  # the light runtime never imports torch
+        import torch
+
+        torch.set_num_threads(1)  # one process per device; many share the machine's cores
     try:
         index, parts = parse_partition(partition)
     except ValueError as exc:
@@ -115,6 +127,10 @@ def device(
     if mode == "buffered":
         if stream_buffer > 0:  # the buffered loop trains on its whole share; streaming is the synchronous loop's
             raise typer.BadParameter("not available with --mode buffered yet", param_hint="--stream-buffer")
+        if runtime != "torch":  # the buffered loop trains a torch model
+            raise typer.BadParameter(
+                "the light runtime is not available with --mode buffered yet", param_hint="--runtime"
+            )
         _buffered_device(
             task,
             rpc,
@@ -140,6 +156,7 @@ def device(
         stream_buffer=stream_buffer,
         stream_speed=stream_speed,
         sensor_fault_rate=sensor_fault_rate,
+        runtime=runtime,
     )
     runner = DeviceRunner(settings, signing_account(account, key_env, keystore, default_index=None))
     try:

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, TaskClient, connect
 from fedchain.chain.notify import EventNotifier
 from fedchain.learning.attacks import check_attack, flip_labels, poison_model
 from fedchain.learning.data import Dataset, OnlineStream, device_partition, load_dataset
-from fedchain.learning.model import build_model, get_weights, set_weights
+from fedchain.learning.light import LightModel, warm_up_light
+from fedchain.learning.seeds import round_seed
 from fedchain.learning.spec import TaskSpec
-from fedchain.learning.train import round_seed, train_local, warm_up
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 from fedchain.storage.binding import UpdateBinding
 from fedchain.storage.codec import encode_weights
 
 if TYPE_CHECKING:
+    from web3 import Web3
+
     from fedchain.device.private import DevicePrivacy
     from fedchain.device.sensor import DeviceSensor
 
@@ -32,6 +33,9 @@ log = logging.getLogger("fedchain.device")
 
 # Reverts that mean "this round moved on without us": not an error for the device.
 ROUND_MOVED_ON = {"WrongPhase", "WrongRound", "AlreadySubmitted"}
+# How a device trains: "torch" (fedchain.learning.train), "light" (numpy only, fedchain.learning.light: for gateways
+# without a torch wheel) or "auto" (torch where it is installed, else light).
+RUNTIMES = ("auto", "torch", "light")
 # Events after which a device re-reads the task's state.
 WAKE_EVENTS = {
     "RoundOpened",
@@ -74,6 +78,40 @@ class DeviceSettings:
     stream_speed: float = 1.0
     # Evaluation only: the fraction of windows the sensor hands over with NaN samples (refused and logged).
     sensor_fault_rate: float = 0.0
+    # One of RUNTIMES.
+    runtime: str = "auto"
+
+
+def resolve_runtime(runtime: str) -> str:
+    """The runtime a device trains with, "torch" or "light", for one of RUNTIMES ("auto": torch if it is installed,
+    looked up without importing it)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}")
+    if runtime == "auto":
+        return "torch" if importlib.util.find_spec("torch") is not None else "light"
+    return runtime
+
+
+def build_device_model(spec: TaskSpec, runtime: str) -> Any:
+    """The model a device trains: a torch module, or the light runtime's LightModel (which refuses, with
+    LightUnsupported, a model it cannot train the way torch does)."""
+    if runtime == "light":
+        return LightModel(spec.model, seed=spec.seed)
+    from fedchain.learning.model import build_model  # torch: only on the torch runtime
+
+    return build_model(spec.model, seed=spec.seed)
+
+
+def warm_up_training(spec: TaskSpec, train: Dataset, runtime: str) -> float:
+    """One throwaway training step on a copy now, so round 1 does not pay the runtime's first-call costs (weights
+    and RNGs untouched). Returns the seconds it took."""
+    strategy = spec.strategy_spec()
+    mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
+    if runtime == "light":
+        return warm_up_light(spec.model, spec.train, train, seed=spec.seed, proximal_mu=mu)
+    from fedchain.learning.train import warm_up
+
+    return warm_up(build_device_model(spec, runtime), train, spec.train, proximal_mu=mu)
 
 
 @dataclass(frozen=True)
@@ -100,6 +138,8 @@ class DeviceContext:
     # The chain's id, read once: every update is bound to (chain id, task, round, device) in its metadata, and
     # a pool's senders sign with it.
     chain_id: int = 0
+    # "torch" or "light" (resolved from DeviceSettings.runtime).
+    runtime: str = "torch"
     _models: dict[str, Weights] = field(default_factory=dict)
 
     @classmethod
@@ -109,14 +149,13 @@ class DeviceContext:
         ipfs = IpfsClient(settings.ipfs_api)
         spec = TaskSpec.from_json(ipfs.cat(digest_to_cid(task.config().model_spec_digest), max_size=1 << 20))
         train, _ = load_dataset(spec.dataset)
-        # One throwaway step on a copy now, so round 1 does not pay torch's first-call costs (weights, RNG untouched).
-        strategy = spec.strategy_spec()
-        mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
-        warm_up(build_model(spec.model, seed=spec.seed), train, spec.train, proximal_mu=mu)
+        runtime = resolve_runtime(settings.runtime)
+        warm_up_training(spec, train, runtime)  # also where the light runtime refuses a task it cannot train
+        log.info("training runtime: %s", "light (numpy only)" if runtime == "light" else "torch")
         notifier = EventNotifier(
             settings.rpc_url, [task.address], poll_interval=settings.poll_interval, push=settings.push
         )
-        return cls(w3, ipfs, task, spec, train, notifier, chain_id=int(w3.eth.chain_id))
+        return cls(w3, ipfs, task, spec, train, notifier, chain_id=int(w3.eth.chain_id), runtime=runtime)
 
     def global_weights(self, cid: str) -> Weights:
         """The model behind `cid`, fetched (and checked against the CID) once per process; the last two are kept."""
@@ -154,7 +193,7 @@ class LocalTraining:
 
 
 def train_for_round(
-    model: torch.nn.Module,
+    model: Any,
     global_weights: Weights,
     data: Dataset,
     spec: TaskSpec,
@@ -163,18 +202,31 @@ def train_for_round(
     proximal_mu: float = 0.0,
     attack: str | None = None,
 ) -> LocalTraining:
-    """Train `model` from the round's global model on `data`, seeded by (task seed, round, device): the same bits
-    in any process, in a pool or alone. A device running an `attack` (evaluation only) returns its poisoned model."""
-    set_weights(model, global_weights)
+    """Train `model` (a torch module or a LightModel) from the round's global model on `data`, seeded by (task seed,
+    round, device): the same bits in any process, in a pool or alone. A device running an `attack` (evaluation only)
+    returns its poisoned model."""
     seed = round_seed(spec.seed, round_index, address)
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    result = train_local(model, data, spec.train, seed=seed, proximal_mu=proximal_mu, global_weights=global_weights)
-    train_seconds = time.perf_counter() - started
-    trained = get_weights(model)
+    if isinstance(model, LightModel):
+        model.set_weights(global_weights)
+        started = time.perf_counter()
+        light = model.train(data, spec.train, seed, proximal_mu=proximal_mu, global_weights=global_weights)
+        loss, trained = light.loss, light.weights
+        train_seconds = time.perf_counter() - started
+    else:
+        import torch  # the torch runtime only (loaded already: the model is a torch module)
+
+        from fedchain.learning.model import get_weights, set_weights
+        from fedchain.learning.train import train_local
+
+        set_weights(model, global_weights)
+        torch.manual_seed(seed)
+        started = time.perf_counter()
+        result = train_local(model, data, spec.train, seed=seed, proximal_mu=proximal_mu, global_weights=global_weights)
+        train_seconds = time.perf_counter() - started
+        loss, trained = result.loss, get_weights(model)
     if attack is not None:
         trained = poison_model(attack, global_weights, trained, seed=seed)
-    return LocalTraining(trained, result.loss, train_seconds)
+    return LocalTraining(trained, loss, train_seconds)
 
 
 def update_metadata(binding: UpdateBinding, num_samples: int, train_seconds: float, loss: float) -> dict[str, str]:
@@ -244,7 +296,7 @@ class DeviceRunner:
                 settings.sensor_fault_rate,
                 seed=settings.data_seed + settings.partition_index,
             )
-        self.model = build_model(self.spec.model, seed=self.spec.seed)
+        self.model = build_device_model(self.spec, self.context.runtime)
         privacy = self.spec.privacy
         if privacy.secure_aggregation or privacy.seal_updates:
             # Imported only for private tasks: the cryptography stack is not needed otherwise.

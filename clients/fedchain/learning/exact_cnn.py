@@ -35,9 +35,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from fedchain.learning.model import CNN1D_STRIDE, check_weights, cnn1d_layers, weight_shapes
+from fedchain.learning.shapes import CNN1D_STRIDE, cnn1d_layers, weight_shapes
 from fedchain.learning.spec import ModelSpec, TrainSpec
 from fedchain.learning.types import Weights
+from fedchain.learning.weights import check_weights
 
 # Inner dimensions up to this are summed left to right; longer ones by pairwise halving.
 SEQUENTIAL_SUM_MAX: Final = 64

@@ -15,15 +15,19 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from fedchain.learning.data import Dataset
 from fedchain.learning.sensors import WindowFormat, WindowRejected, check_window
 from fedchain.learning.spec import TrainSpec
-from fedchain.learning.train import TrainResult, train_local
 from fedchain.learning.wearables import WearableTask, recording_windows
+
+if TYPE_CHECKING:  # torch only where a buffer is trained with it: a light device streams without it
+    from torch import nn
+
+    from fedchain.learning.train import TrainResult
 
 log = logging.getLogger("fedchain.device.stream")
 
@@ -161,6 +165,8 @@ class WindowBuffer:
 
 def train_on_buffer(model: nn.Module, buffer: WindowBuffer, spec: TrainSpec, seed: int) -> TrainResult | None:
     """Train `model` on what `buffer` holds now (None if it holds nothing yet)."""
+    from fedchain.learning.train import train_local
+
     if len(buffer) == 0:
         return None
     return train_local(model, buffer.dataset(), spec, seed=seed)

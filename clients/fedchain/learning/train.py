@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from torch.optim.sgd import sgd
 
 from fedchain.learning.data import Dataset
 from fedchain.learning.model import build_model, check_weights
+from fedchain.learning.seeds import round_seed
 from fedchain.learning.spec import TaskSpec, TrainSpec
 from fedchain.learning.types import Weights
 
@@ -195,14 +194,6 @@ def train_centralized(spec: TaskSpec, train: Dataset, test: Dataset, epochs: int
     train_spec = dataclasses.replace(spec.train, local_epochs=epochs)
     train_local(model, train, train_spec, seed=round_seed(spec.seed, 0, "centralized"))
     return evaluate(model, test)
-
-
-def round_seed(task_seed: int, round_index: int, device_key: str) -> int:
-    """A stable 63-bit seed from sha256 (unlike hash(), the same in every process and Python version)."""
-    # JSON keeps the fields unambiguous; lower() so checksummed and lowercase addresses agree.
-    payload = json.dumps(["fedchain.round_seed", int(task_seed), int(round_index), device_key.lower()])
-    digest = hashlib.sha256(payload.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 __all__ = ["EvalResult", "TrainResult", "evaluate", "round_seed", "train_centralized", "train_local", "warm_up"]

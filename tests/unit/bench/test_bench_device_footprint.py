@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from fedchain.bench import device_footprint as fp
 
@@ -58,3 +59,44 @@ def test_a_real_device_start(tmp_path) -> None:
 def test_proc_memory_reads_another_process() -> None:
     mem = fp._proc_memory(os.getpid())
     assert 0 < mem["private_dirty_mib"] <= mem["uss_mib"] <= mem["rss_mib"]
+
+
+def test_light_against_torch_ratios_and_p90() -> None:
+    torch_summary = fp.summarise([_run(1.8, 180, 0.01), _run(2.0, 190, 0.01)], cold=[], torch_only=[])
+    light = fp.summarise([_run(0.9, 60, 0.005), _run(1.0, 62, 0.005)], cold=[], torch_only=[])
+    ratios = fp.light_vs_torch(light, torch_summary)
+    assert ratios["ready_seconds"] == round(0.95 / 1.9, 3)
+    assert ratios["uss_mib_after_two_rounds"] == round(61 / 185, 3)
+    assert ratios["real_device_ready_seconds"] is None  # no real devices measured: no ratio, not a zero
+    runs = [_run(float(i), 100, 0.01) for i in range(1, 11)]
+    assert fp._p90(runs, "ready_seconds") == 9.0 and fp._p90([], "ready_seconds") is None
+
+
+def test_a_light_device_start(tmp_path) -> None:
+    out = tmp_path / "device.json"
+    assert fp.main(["--runs", "1", "--out", str(out), "--runtime", "light", "--no-floor", "--no-cold", "--json"]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["runtimes"]) == ["light"] and "light_vs_torch" not in report
+    run = report["runs_by_runtime"]["light"]["device"][0]
+    assert run["mode"] == "light" and "torch_seconds" not in run
+    assert run["interpreter_seconds"] <= run["cli_seconds"] <= run["imports_seconds"] <= run["ready_seconds"]
+    # The light child counts torch as a heavy module: none of them was imported.
+    assert report["summary"]["heavy_modules"] == [] and run["after_rounds"]["uss_mib"] > 0
+
+
+def test_proc_cpu_seconds_reads_another_process() -> None:
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ninput()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while fp._proc_cpu_seconds(busy.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.3 <= fp._proc_cpu_seconds(busy.pid) < 30
+    finally:
+        busy.communicate(b"\n", timeout=60)

@@ -1,0 +1,72 @@
+"""Light and torch devices in one task on a real devnet (Ganache, Kubo, an aggregator process): a device on the
+numpy-only runtime (`--runtime light`), one where torch cannot be imported at all (a gateway without a torch wheel:
+`auto` must pick light) and a torch device train together; every round takes all three updates and the model
+reaches the demo's accuracy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from e2e_helpers import Cli, committed_rounds, evaluate_cid, report_of, task_spec, wait_for_phase
+
+from fedchain.chain import Phase
+from fedchain.storage import IpfsClient, digest_to_cid
+
+pytestmark = pytest.mark.e2e
+
+ROUNDS = 3
+DEVICES = 3
+# `fedchain ...` in an interpreter where any `import torch` fails, as where no torch wheel exists.
+WITHOUT_TORCH = "import sys; sys.modules['torch'] = None; from fedchain.cli import app; app(prog_name='fedchain')"
+
+
+def _spawn_without_torch(cli: Cli, name: str, *args: str) -> subprocess.Popen[bytes]:
+    log = open(cli.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process object is collected
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_TORCH, *args, *cli.endpoints()],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    cli.processes.append(proc)
+    return proc
+
+
+def test_light_and_torch_devices_train_one_task(cli: Cli) -> None:
+    deployed = cli.deploy("--rounds", str(ROUNDS), "--devices", str(DEVICES), "--round-duration", "120")
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+
+    def device_args(i: int) -> list[str]:
+        return ["device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/{DEVICES}"]
+
+    devices = [
+        cli.spawn("device-torch", *device_args(0), "--runtime", "torch"),
+        cli.spawn("device-light", *device_args(1), "--runtime", "light"),
+        _spawn_without_torch(cli, "device-no-torch", *device_args(2)),  # --runtime auto
+    ]
+    wait_for_phase(cli.state.rpc_url, task, {Phase.FINISHED}, timeout=300, procs=[aggregator, *devices])
+    for proc in [aggregator, *devices]:
+        assert proc.wait(timeout=60) == 0, f"{proc.args[3:5]} did not exit cleanly"
+    assert "training runtime: torch" in cli.log_text("device-torch")
+    for name in ("device-light", "device-no-torch"):
+        log = cli.log_text(name)
+        assert "training runtime: light (numpy only)" in log, log[-2000:]
+        assert log.count("round ") >= ROUNDS and "trained on" in log
+
+    commits = committed_rounds(cli.state.rpc_url, task)
+    assert sorted(commits) == list(range(1, ROUNDS + 1))
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        spec = task_spec(cli.state.rpc_url, ipfs, task)
+        initial = evaluate_cid(ipfs, spec, deployed["initial_model_cid"])
+        accuracies = []
+        for r in range(1, ROUNDS + 1):
+            (args,) = commits[r]
+            report = report_of(ipfs, args)
+            # Every device's update, light or torch, was accepted by the aggregator's checks.
+            assert len(report["accepted"]) == DEVICES and report["rejected"] == [], report
+            accuracies.append(evaluate_cid(ipfs, spec, digest_to_cid(bytes(args["modelDigest"]))))
+    assert accuracies[-1] >= 0.90, accuracies
+    assert accuracies[-1] > initial + 0.2, (initial, accuracies)
