@@ -10,6 +10,7 @@ depend on how fast a loaded machine runs (the same choice as tests/e2e/test_wear
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -29,7 +30,7 @@ from fedchain.storage.codec import decode_weights
 
 pytestmark = pytest.mark.e2e
 
-VERSIONS = 8
+VERSIONS = 20
 K = 2
 DEVICES = 3
 DRIFTING = 2  # partition index of the subject who moves the watch
@@ -77,8 +78,8 @@ def test_streaming_wearables_in_buffered_mode_with_drift_and_faulty_sensors(cli:
     aggregator = cli.spawn(
         "aggregator", "aggregator", "--mode", "buffered", "--task", task, "--account", str(AGGREGATOR)
     )
-    stream = ["--stream-buffer", "400", "--stream-speed", "1000", "--verbose"]
-    faults = ["--sensor-fault-rate", "0.3", "--sensor-faults", "nan,short,rate"]
+    stream = ["--stream-buffer", "400", "--stream-speed", "1000", "--min-train-seconds", "2", "--verbose"]
+    faults = ["--sensor-fault-rate", "0.15", "--sensor-faults", "nan,short,rate"]
     devices = []
     for i in range(DEVICES):
         drift = ["--drift-at", "0.5"] if i == DRIFTING else []
@@ -121,3 +122,39 @@ def test_streaming_wearables_in_buffered_mode_with_drift_and_faulty_sensors(cli:
         final_switched = accuracy_on(ipfs, spec, final_cid, switched)
     print(f"held-out accuracy {initial:.3f} -> {final:.3f}; moved watch {initial_switched:.3f} -> {final_switched:.3f}")
     assert final >= 0.8 and final > initial + 0.3, (initial, final)
+
+
+def test_a_stateful_server_optimiser_carries_its_state_from_version_to_version(cli: Cli) -> None:
+    """FedAvgM in a buffered task: one momentum step per version, the momentum stored on IPFS and named by every
+    version's report, read back by the aggregator for the next buffer."""
+    versions = 4
+    deployed = cli.deploy(
+        *("--mode", "buffered", "--strategy", "fedavgm", "--rounds", str(versions), "--devices", "2"),
+        *("--buffer-size", "2", "--aggregator-address", devnet_account(AGGREGATOR).address, "--threshold", "1"),
+    )
+    task = deployed["task"]
+    aggregator = cli.spawn(
+        "aggregator-fedavgm", "aggregator", "--mode", "buffered", "--task", task, "--account", str(AGGREGATOR)
+    )
+    devices = [
+        cli.spawn(
+            f"device-fedavgm-{i}",
+            *("device", "--mode", "buffered", "--task", task, "--account", str(2 + i), "--partition", f"{i}/2"),
+        )
+        for i in range(2)
+    ]
+    wait_until_finished(cli.state.rpc_url, task, timeout=300, procs=[aggregator, *devices])
+    for proc in [aggregator, *devices]:
+        assert proc.wait(timeout=60) == 0, f"{proc.args[3:5]} did not exit cleanly"
+    client = BufferedTaskClient(connect(cli.state.rpc_url), task)
+    events = EventFollower(client.w3, task, client.contract.abi)
+    published = {e.args["version"]: e.args for e in events.history("VersionPublished")}
+    assert sorted(published) == list(range(1, versions + 1))
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        reports = {v: json.loads(ipfs.cat(digest_to_cid(bytes(args["reportDigest"])))) for v, args in published.items()}
+        states = [reports[v]["server_state_cid"] for v in range(1, versions + 1)]
+        assert all(states) and len(set(states)) == versions, states  # a new momentum after every version
+        momentum = decode_weights(ipfs.cat(states[-1]))
+        assert momentum and all(name.startswith("momentum/") for name in momentum), sorted(momentum)
+    assert all(r["strategy"] == "fedavgm" for r in reports.values())
+    assert reports[versions]["metrics"]["accuracy"] > 0.8, reports[versions]["metrics"]
