@@ -157,4 +157,8 @@ def test_a_stateful_server_optimiser_carries_its_state_from_version_to_version(c
         momentum = decode_weights(ipfs.cat(states[-1]))
         assert momentum and all(name.startswith("momentum/") for name in momentum), sorted(momentum)
     assert all(r["strategy"] == "fedavgm" for r in reports.values())
+    # Each buffer after the first stepped from the momentum the previous version's report names.
+    log = cli.log_text("aggregator-fedavgm")
+    for v in range(1, versions):
+        assert f"server state {states[v - 1]} (from version {v}'s report)" in log, (v, log[-3000:])
     assert reports[versions]["metrics"]["accuracy"] > 0.8, reports[versions]["metrics"]

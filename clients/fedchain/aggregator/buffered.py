@@ -295,6 +295,8 @@ class BufferedAggregator:
         previous_cid = digest_to_cid(self.task.version_digest(version))
         current = self.ipfs.get_weights(previous_cid)
         state_cid = self._server_state_cid(version)
+        if state_cid:
+            log.info("buffer %d: server state %s (from version %d's report)", buffer, state_cid, version)
         weights = buffer_weights(
             entries, self.strategy_spec, self.config.weighting_id, self.config.weighting_param_micro
         )
