@@ -54,6 +54,29 @@ def check_buffered_strategy(
         )
 
 
+def min_updates(strategy: StrategySpec) -> int:
+    """The fewest updates the strategy can aggregate: Krum and Multi-Krum need 2f+3 (Multi-Krum also its m), Bulyan
+    4f+3, the others 1."""
+    f = int(strategy.params.get("f", 0))
+    if strategy.name in ("krum", "multi-krum"):
+        return max(2 * f + 3, int(strategy.params.get("m", 0)))
+    if strategy.name == "bulyan":
+        return 4 * f + 3
+    return 1
+
+
+def check_buffer_size(strategy: StrategySpec, smallest_buffer: int) -> None:
+    """ValueError when a buffer of `smallest_buffer` updates (the buffer size K, or the minimum with which a buffer
+    may close early) is too small for the strategy: every such buffer would fail to aggregate."""
+    need = min_updates(strategy)
+    if smallest_buffer < need:
+        raise ValueError(
+            f"{strategy.name} with {dict(strategy.params)} needs at least {need} updates per aggregate, but a buffer "
+            f"may be aggregated with {smallest_buffer}: raise --buffer-size (and --min-buffer-size) to {need} or "
+            "choose a smaller f"
+        )
+
+
 def weighs_samples(strategy: StrategySpec) -> bool:
     """Whether the strategy is a weighted mean (staleness enters the weights) rather than a weightless robust rule
     (staleness scales the delta)."""
@@ -84,4 +107,12 @@ def integer_weights(normalised: Sequence[float], scale: int = WEIGHT_SCALE) -> l
     return [max(1, round(w * scale)) for w in normalised]
 
 
-__all__ = ["WEIGHT_SCALE", "check_buffered_strategy", "integer_weights", "rebase", "weighs_samples"]
+__all__ = [
+    "WEIGHT_SCALE",
+    "check_buffer_size",
+    "check_buffered_strategy",
+    "integer_weights",
+    "min_updates",
+    "rebase",
+    "weighs_samples",
+]

@@ -17,7 +17,7 @@ from fedchain.chain.buffered import WEIGHTING_POLYNOMIAL, BufferEntry
 from fedchain.learning.aggregation import ServerState, build_strategy
 from fedchain.learning.aggregation.bound import UpdateBound
 from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS, WEIGHTED_MEAN_STRATEGIES, StrategySpec
-from fedchain.learning.staleness import check_buffered_strategy
+from fedchain.learning.staleness import check_buffer_size, check_buffered_strategy, min_updates
 from fedchain.learning.types import Weights
 
 SHAPES = {"b": (2,), "w": (3, 2)}
@@ -175,3 +175,22 @@ def test_secure_aggregation_and_sealed_updates_stay_refused_with_the_reason(name
         with pytest.raises(ValueError, match="participant set fixed before masking") as refused:
             check_buffered_strategy(StrategySpec(name), **options)
         assert "staleness weights" in str(refused.value) and "--mode sync" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "need"),
+    [
+        ("fedavg", {}, 1),
+        ("median", {}, 1),
+        ("krum", {"f": 1}, 5),
+        ("multi-krum", {"f": 1, "m": 6}, 6),
+        ("bulyan", {"f": 2}, 11),
+    ],
+)
+def test_a_buffer_too_small_for_the_strategy_is_refused_at_deploy(name: str, params: dict, need: int) -> None:
+    spec = StrategySpec(name, params)
+    assert min_updates(spec) == need
+    check_buffer_size(spec, need)
+    if need > 1:
+        with pytest.raises(ValueError, match=f"needs at least {need} updates per aggregate"):
+            check_buffer_size(spec, need - 1)
