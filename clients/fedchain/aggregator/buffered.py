@@ -5,11 +5,15 @@ update (binding to its base version, shapes, bound), rebases and weighs them by 
 k-of-n commit-reveal agreement.
 
 Restart-safe like the synchronous worker: the inputs are on chain, the salt derives from the key, the aggregation
-is deterministic, so a restarted aggregator recomputes the result it committed to and reveals it.
+is deterministic, so a restarted aggregator recomputes the result it committed to and reveals it. A stateful server
+optimiser's state (FedAvgM's momentum, FedAdam's and FedYogi's moments) goes from version to version as in
+synchronous rounds: stored on IPFS, named by the version's report (`server_state_cid`), read back from the report of
+the version the next buffer builds on; the report's digest is part of what k-of-n aggregators agree on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,15 +23,16 @@ from eth_account.signers.local import LocalAccount
 from fedchain.aggregator.agreement import Action, commit_salt
 from fedchain.aggregator.buffered_round import (
     BufferedView,
+    BufferInputs,
+    aggregate_buffer,
     buffer_report,
     buffer_weights,
     buffered_step,
     entry_fields,
     entry_submission,
-    rebased_update,
 )
 from fedchain.aggregator.inputs import InputsNotYetVisible
-from fedchain.aggregator.round import UPDATE_ERRORS, DecodedUpdate, RoundLimits, aggregate_round, decode_update
+from fedchain.aggregator.round import UPDATE_ERRORS, DecodedUpdate, RoundLimits, decode_update
 from fedchain.aggregator.worker import AggregatorSettings
 from fedchain.chain import ContractRevert, EventFollower, connect
 from fedchain.chain.artifacts import load_artifact
@@ -45,7 +50,7 @@ from fedchain.chain.buffered import (
 from fedchain.chain.notify import EventNotifier
 from fedchain.learning.aggregation import ServerState, build_strategy
 from fedchain.learning.aggregation.bound import UpdateBound
-from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS, WEIGHTED_MEAN_STRATEGIES
+from fedchain.learning.aggregation.registry import OPTIONAL_PARAMS, STATEFUL_STRATEGIES, WEIGHTED_MEAN_STRATEGIES
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights, weight_shapes
 from fedchain.learning.root import root_reference_trainer
@@ -289,6 +294,9 @@ class BufferedAggregator:
         entries, inputs_hash, version = self.entries(buffer)
         previous_cid = digest_to_cid(self.task.version_digest(version))
         current = self.ipfs.get_weights(previous_cid)
+        state_cid = self._server_state_cid(version)
+        if state_cid:
+            log.info("buffer %d: server state %s (from version %d's report)", buffer, state_cid, version)
         weights = buffer_weights(
             entries, self.strategy_spec, self.config.weighting_id, self.config.weighting_param_micro
         )
@@ -308,18 +316,13 @@ class BufferedAggregator:
             except UPDATE_ERRORS as exc:
                 decoded.append(DecodedUpdate(sub, rejection=(type(exc).__name__, str(exc)[:300])))
                 continue
-            plain = decode_update(sub, blob, expected, self.settings.max_update_bytes)
-            decoded.append(rebased_update(plain, current, bases[entry.base_version], weight, sub))
-        # Fixed order: by device (one entry per device per buffer), as the synchronous worker does.
-        decoded.sort(key=lambda d: d.submission.device.lower())
-        result = aggregate_round(
-            current,
-            decoded,
+            decoded.append(decode_update(sub, blob, expected, self.settings.max_update_bytes))
+        result = aggregate_buffer(
+            BufferInputs(current, entries, decoded, bases, weights),
+            self.strategy_spec,
             None if self.streaming else self.strategy,
-            ServerState(),
+            self._server_state(state_cid),
             self.limits,
-            (),
-            self.strategy_spec.name,
         )
         for entry in result.rejected:
             log.warning("buffer %d: rejected update of %s: %s", buffer, entry["device"], entry["reason"])
@@ -328,6 +331,15 @@ class BufferedAggregator:
             meta = {"fedchain.kind": "global-model", "fedchain.version": str(version + 1)}
             meta["fedchain.task"] = self.task.address
             model_cid = self.ipfs.put_weights(result.weights, meta)
+        if result.aggregated:  # a buffer that kept the model keeps the state too
+            state = result.server_state
+            if state is None or state.empty:
+                state_cid = ""
+            else:
+                state_meta = {"fedchain.kind": "server-state", "fedchain.version": str(version + 1)}
+                state_cid = self.ipfs.put_weights(
+                    state.to_tensors(), {**state_meta, "fedchain.task": self.task.address}
+                )
         metrics = self._evaluate(result.weights) if self.eval_data is not None else {}
         fields = {e.device: entry_fields(e, w) for e, w in zip(entries, weights, strict=True)}
         report = buffer_report(
@@ -342,6 +354,7 @@ class BufferedAggregator:
             result,
             fields,
             metrics,
+            state_cid,
         )
         report_cid = self.ipfs.add(canonical_json(report, ascii_only=True, allow_nan=True))
         prepared = BufferResult(
@@ -367,6 +380,22 @@ class BufferedAggregator:
         self._prepared = {b: p for b, p in self._prepared.items() if b >= buffer - 1}
         self._prepared[buffer] = prepared
         return prepared
+
+    def _server_state_cid(self, version: int) -> str:
+        """The server state `version`'s report names ("" for the initial version and stateless strategies)."""
+        if version == 0 or self.strategy_spec.name not in STATEFUL_STRATEGIES:
+            return ""
+        events = list(self._history.history("VersionPublished", version=version))
+        if not events:
+            raise InputsNotYetVisible(f"version {version}: its VersionPublished event is not visible yet")
+        digest = bytes(events[-1].args["reportDigest"])
+        report = json.loads(self.ipfs.cat(digest_to_cid(digest), max_size=16 << 20))
+        return str(report.get("server_state_cid", ""))
+
+    def _server_state(self, cid: str) -> ServerState:
+        if not cid:
+            return ServerState()
+        return ServerState.from_tensors(self.ipfs.get_weights(cid, max_size=self.settings.max_update_bytes * 4))
 
     def _evaluate(self, weights: Weights) -> dict[str, float]:
         assert self.eval_data is not None

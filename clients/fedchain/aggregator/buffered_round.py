@@ -10,6 +10,12 @@ versions behind oscillates between 66% and 95% accuracy). Weightless robust stra
 own w(staleness) instead. The staleness is the one the chain recorded, so every aggregator computes the
 same weights, the same bits and the same CID. No chain, no IPFS, no clock here: fedchain.aggregator.buffered does
 the I/O.
+
+Norm clipping (`clip_norm`) composes as clip, then discount: each delta is clipped to clip_norm against its own base
+before the staleness factor scales it (`rebased_update`), so a stale update moves the model by at most
+w(s) x clip_norm. (Clipping the already-scaled delta instead would let a large stale update escape its discount:
+clip(w d) = clip_norm whenever w ||d|| > clip_norm.) The strategy's own NormClipping then finds nothing left to clip,
+as every factor is <= 1.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from fedchain.aggregator.agreement import Action
-from fedchain.aggregator.round import DecodedUpdate, RoundResult, Submission, rejection_of
+from fedchain.aggregator.round import DecodedUpdate, RoundLimits, RoundResult, Submission, aggregate_round, rejection_of
 from fedchain.chain.buffered import AggPhase, BufferEntry, entry_weights, staleness_weight
-from fedchain.learning.aggregation.registry import StrategySpec
+from fedchain.learning.aggregation import ServerState, Strategy
+from fedchain.learning.aggregation.clipping import delta_norm
+from fedchain.learning.aggregation.registry import CLIP_PARAM, StrategySpec
 from fedchain.learning.staleness import integer_weights, rebase, weighs_samples
 from fedchain.learning.types import Weights
 
@@ -54,17 +64,71 @@ def entry_submission(entry: BufferEntry, weight: EntryWeight, tx_hash: str = "",
     return Submission(entry.device, entry.update_digest, weight.integer_weight, block, tx_hash)
 
 
+def clip_norm_of(strategy: StrategySpec) -> float | None:
+    """The strategy's clip_norm parameter, if it clips."""
+    value = strategy.params.get(CLIP_PARAM)
+    return None if value is None else float(value)
+
+
 def rebased_update(
-    decoded: DecodedUpdate, current: Weights, base: Weights, weight: EntryWeight, submission: Submission
+    decoded: DecodedUpdate,
+    current: Weights,
+    base: Weights,
+    weight: EntryWeight,
+    submission: Submission,
+    clip_norm: float | None = None,
 ) -> DecodedUpdate:
-    """A decoded update moved onto the current version (or its rejection, kept, under the weighted submission)."""
+    """A decoded update moved onto the current version (or its rejection, kept, under the weighted submission);
+    with `clip_norm`, its delta is clipped against its base before the staleness factor (see the module's notes)."""
     if decoded.rejection is not None or decoded.weights is None:
         return DecodedUpdate(submission, rejection=decoded.rejection or ("undecodable", ""))
     try:
-        weights = rebase(current, base, decoded.weights, weight.delta_factor)
+        factor = weight.delta_factor
+        if clip_norm is not None:
+            if set(decoded.weights) != set(base) or any(
+                np.shape(decoded.weights[k]) != np.shape(base[k]) for k in base
+            ):
+                raise ValueError("the update's tensors or shapes differ from the model's")
+            norm = delta_norm(base, decoded.weights)
+            if norm > clip_norm:
+                factor = factor * (clip_norm / norm)
+        weights = rebase(current, base, decoded.weights, factor)
     except (ValueError, TypeError) as exc:
         return DecodedUpdate(submission, rejection=rejection_of(exc))
     return DecodedUpdate(submission, weights, decoded.metadata)
+
+
+@dataclass(frozen=True, eq=False)
+class BufferInputs:
+    """One buffer as the aggregator fetched it: the version it builds on, its entries in position order, each
+    entry's decoded update (or rejection), the models of the versions they were trained from, and their weights."""
+
+    current: Weights
+    entries: Sequence[BufferEntry]
+    decoded: Sequence[DecodedUpdate]  # one per entry, same order; their submissions are replaced by the weighted ones
+    bases: Mapping[int, Weights]  # base version -> its model (every entry's base)
+    weights: Sequence[EntryWeight]  # buffer_weights(entries, ...)
+
+
+def aggregate_buffer(
+    inputs: BufferInputs,
+    strategy_spec: StrategySpec,
+    strategy: Strategy | None,
+    state: ServerState,
+    limits: RoundLimits,
+) -> RoundResult:
+    """The buffer's aggregate: every update rebased onto the current version with its staleness factor (clipped
+    first under clip_norm), in device order, through `aggregate_round` with the strategy (None: the streaming
+    weighted mean, for FedAvg/FedProx without optional parameters) and the strategy's state from the previous
+    version. Deterministic: the same inputs give the same bits whatever the entries' order."""
+    clip = clip_norm_of(strategy_spec)
+    decoded = [
+        rebased_update(plain, inputs.current, inputs.bases[e.base_version], w, entry_submission(e, w), clip)
+        for e, plain, w in zip(inputs.entries, inputs.decoded, inputs.weights, strict=True)
+    ]
+    # Fixed order: by device (one entry per device per buffer), as the synchronous worker does.
+    decoded.sort(key=lambda d: d.submission.device.lower())
+    return aggregate_round(inputs.current, decoded, strategy, state, limits, (), strategy_spec.name)
 
 
 def entry_fields(entry: BufferEntry, weight: EntryWeight) -> dict[str, Any]:
@@ -90,9 +154,11 @@ def buffer_report(
     result: RoundResult,
     fields: Mapping[str, dict[str, Any]],
     metrics: Mapping[str, float],
+    server_state_cid: str = "",
 ) -> dict[str, Any]:
     """The buffer's aggregation report (published on IPFS; its digest is revealed). Entries are listed with their
-    real numSamples, base version, staleness and weight (the round's entries carry the integer weight)."""
+    real numSamples, base version, staleness and weight (the round's entries carry the integer weight);
+    `server_state_cid` names a stateful strategy's state after this version ("" for none)."""
 
     def with_fields(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{**item, **fields.get(item["device"], {})} for item in items]
@@ -112,6 +178,7 @@ def buffer_report(
         "rejected": with_fields(result.rejected),
         "metrics": dict(metrics),
         "note": result.note,
+        **({"server_state_cid": server_state_cid} if server_state_cid else {}),
     }
 
 
@@ -139,11 +206,14 @@ def buffered_step(view: BufferedView) -> Action:
 
 
 __all__ = [
+    "BufferInputs",
     "BufferedView",
     "EntryWeight",
+    "aggregate_buffer",
     "buffer_report",
     "buffer_weights",
     "buffered_step",
+    "clip_norm_of",
     "entry_fields",
     "entry_submission",
     "rebased_update",

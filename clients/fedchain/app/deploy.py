@@ -17,7 +17,7 @@ from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
-from fedchain.learning.staleness import check_buffered_strategy
+from fedchain.learning.staleness import check_buffer_size, check_buffered_strategy
 from fedchain.storage import IpfsClient, cid_to_digest
 
 # Default cap on one update's sample count (its FedAvg weight, TaskConfig.maxSamplesPerUpdate): the largest bundled
@@ -241,6 +241,8 @@ def create_buffered_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: 
     spec = plan.task_spec()
     privacy = spec.privacy
     check_buffered_strategy(spec.strategy_spec(), privacy.secure_aggregation, privacy.seal_updates)
+    # The smallest buffer that may be aggregated: K, or the minimum with which an overdue buffer closes early.
+    check_buffer_size(spec.strategy_spec(), max(1, plan.min_buffer_size) if plan.buffer_duration else plan.buffer_size)
     threshold = plan.threshold()
     if plan.aggregators and not len(plan.aggregators) / 2 < threshold <= len(plan.aggregators):
         raise ValueError(f"threshold {threshold} must be a strict majority of the {len(plan.aggregators)} aggregators")

@@ -66,6 +66,23 @@ def device(
     sensor_fault_rate: Annotated[
         float, typer.Option(help="Evaluation only: fraction of streamed windows with NaN samples (refused).")
     ] = 0.0,
+    sensor_faults: Annotated[
+        str,
+        typer.Option(
+            help="Buffered, evaluation only: the kinds of faulty windows --sensor-fault-rate hands over, comma-"
+            "separated: nan (NaN samples), short (wrong length), rate (wrong sampling rate)."
+        ),
+    ] = "nan",
+    stream_min_new: Annotated[
+        int, typer.Option(help="Buffered, streaming: new windows since the previous training before training again.")
+    ] = 1,
+    drift_at: Annotated[
+        float | None,
+        typer.Option(
+            help="Buffered, streaming, evaluation only: move the watch (6-channel IMU tasks) once this fraction of "
+            "the device's recordings has played; the later ones arrive in the new placement."
+        ),
+    ] = None,
     mode: TaskMode = "sync",
     runtime: Annotated[
         str,
@@ -125,12 +142,13 @@ def device(
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
     if mode == "buffered":
-        if stream_buffer > 0:  # the buffered loop trains on its whole share; streaming is the synchronous loop's
-            raise typer.BadParameter("not available with --mode buffered yet", param_hint="--stream-buffer")
         if runtime != "torch":  # the buffered loop trains a torch model
             raise typer.BadParameter(
                 "the light runtime is not available with --mode buffered yet", param_hint="--runtime"
             )
+        stream = _stream_settings(
+            stream_buffer, stream_speed, sensor_fault_rate, sensor_faults, stream_min_new, drift_at
+        )
         _buffered_device(
             task,
             rpc,
@@ -140,8 +158,14 @@ def device(
             signing_account(account, key_env, keystore, default_index=None),
             max_rounds,
             ready_file,
+            stream,
         )
         return
+    if sensor_faults != "nan" or stream_min_new != 1 or drift_at is not None:
+        raise typer.BadParameter(
+            "--sensor-faults, --stream-min-new and --drift-at are options of --mode buffered devices",
+            param_hint="--mode",
+        )
     settings = DeviceSettings(
         task,
         rpc,
@@ -177,6 +201,7 @@ def _buffered_device(
     account: Any,
     max_updates: int | None,
     ready_file: Path | None,
+    stream: Any = None,
 ) -> None:
     """`fedchain device --mode buffered`: the asynchronous loop of fedchain.device.buffered."""
     from fedchain.device.buffered import BufferedDeviceRunner, BufferedDeviceSettings
@@ -188,8 +213,12 @@ def _buffered_device(
     settings = BufferedDeviceSettings(
         task, rpc, api, index, parts, non_iid, data_seed,
         speed_factor=speed, min_train_seconds=min_seconds, sleep_after=sleep_after, sleep_seconds=sleep_seconds,
+        stream=stream,
     )  # fmt: skip
-    runner = BufferedDeviceRunner(settings, account)
+    try:
+        runner = BufferedDeviceRunner(settings, account)
+    except ValueError as exc:  # e.g. streaming a task that is not a wearable's, drift on a 1-channel ECG
+        raise typer.BadParameter(str(exc), param_hint="--stream-buffer") from None
     touch(ready_file)
     try:
         runner.run(max_updates=max_updates)
@@ -198,6 +227,26 @@ def _buffered_device(
     except PermissionError as exc:
         console.print(f"[red]device stopped[/]: {exc}")
         raise typer.Exit(2) from None
+
+
+def _stream_settings(
+    capacity: int, speed: float, fault_rate: float, faults: str, min_new: int, drift_at: float | None
+) -> Any:
+    """A buffered device's sensor stream (fedchain.device.sensor.StreamSettings), or None without --stream-buffer."""
+    from fedchain.device.sensor import FAULT_KINDS, StreamSettings
+
+    kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
+    if not kinds or set(kinds) - set(FAULT_KINDS):
+        raise typer.BadParameter(f"comma-separated kinds among {', '.join(FAULT_KINDS)}", param_hint="--sensor-faults")
+    if min_new < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--stream-min-new")
+    if drift_at is not None and not 0.0 <= drift_at < 1.0:
+        raise typer.BadParameter("must be in [0, 1)", param_hint="--drift-at")
+    if capacity <= 0:
+        if fault_rate or drift_at is not None:
+            raise typer.BadParameter("needs --stream-buffer N (> 0)", param_hint="--sensor-fault-rate/--drift-at")
+        return None
+    return StreamSettings(capacity, speed, fault_rate, kinds, min_new, drift_at)
 
 
 def pool(

@@ -13,6 +13,12 @@ a documented outcome, never a crash (`after_refusal`):
 - AlreadyBuffered: the device's previous update is in the filling buffer: keep this one for the next buffer.
 - TaskNotRunning: the task finished or was cancelled: stop. NotApprovedDevice: removed: stop (PermissionError).
 
+Data: the device's static share of the task's dataset, or (`stream`, wearable tasks) its sensor's stream
+(fedchain.device.sensor, the same code as the synchronous streaming device): recordings replayed at k x real time
+into a bounded buffer of recent windows; the device trains on what the buffer holds once `stream.min_new` new
+windows arrived since its previous training (the asynchronous mode's natural case: it submits whenever it is ready).
+Faulty windows (NaN samples, wrong length or sampling rate) are refused in the device's log and the run goes on.
+
 For experiments a device can be made slow (`speed_factor`: each local training takes that many times as long) or
 sleepy (after its n-th training it sleeps, holding its update, before submitting), as battery-powered wearables are.
 """
@@ -24,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 
@@ -32,13 +39,16 @@ from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.buffered import CONTRACT_NAME, BufferedTaskClient, Status
 from fedchain.chain.notify import EventNotifier
 from fedchain.device.runner import train_for_round, update_metadata
-from fedchain.learning.data import device_partition, load_dataset
+from fedchain.learning.data import Dataset, device_partition, load_dataset
 from fedchain.learning.model import build_model
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
 from fedchain.storage.binding import UpdateBinding
 from fedchain.storage.codec import encode_weights
+
+if TYPE_CHECKING:
+    from fedchain.device.sensor import StreamSettings
 
 log = logging.getLogger("fedchain.device.buffered")
 
@@ -99,6 +109,7 @@ class BufferedDeviceSettings:
     min_train_seconds: float = 0.0
     sleep_after: int | None = None  # sleep after training this many updates (1-based), holding the last one
     sleep_seconds: float = 0.0
+    stream: StreamSettings | None = None  # train on a sensor stream instead of the whole share (wearable tasks)
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class BufferedDeviceRunner:
         self.data = device_partition(
             train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
         )
+        self.data_source = self._data_source()
         self.model = build_model(self.spec.model, seed=self.spec.seed)
         abi = load_artifact(CONTRACT_NAME).abi
         self.follower = EventFollower(self.w3, self.task.address, abi, from_block=self.w3.eth.block_number)
@@ -151,6 +163,17 @@ class BufferedDeviceRunner:
     @property
     def address(self) -> str:
         return self.account.address
+
+    def _data_source(self) -> Callable[[], Dataset]:
+        """What each local training trains on: the whole share, or what the sensor's buffer holds when ready."""
+        stream = self.settings.stream
+        if stream is None:
+            return lambda: self.data
+        from fedchain.device.sensor import DeviceSensor  # streaming devices only, as in the synchronous runner
+
+        seed = self.settings.data_seed + self.settings.partition_index
+        sensor = DeviceSensor.from_settings(self.spec, self.data, stream, seed=seed)
+        return lambda: sensor.data_when_ready(stream.min_new)
 
     def run(self, max_updates: int | None = None, on_accepted: Callable[[AcceptedUpdate], None] | None = None) -> int:
         """Train and submit until the task finishes or is cancelled; returns the updates the chain accepted."""
@@ -196,20 +219,23 @@ class BufferedDeviceRunner:
 
     def _train(self, version: int) -> HeldUpdate:
         """Train from `version`, take as long as this device's speed says, maybe fall asleep, upload."""
+        data = self.data_source()
+        if self.settings.stream is not None:  # waiting for new windows may have taken a while: train from the latest
+            version = max(version, self.task.current_version())
         weights = self._global(version)
         self.trained += 1
-        local = train_for_round(self.model, weights, self.data, self.spec, self.trained, self.address, self.proximal_mu)
+        local = train_for_round(self.model, weights, data, self.spec, self.trained, self.address, self.proximal_mu)
         extra = simulated_seconds(local.train_seconds, self.settings.speed_factor, self.settings.min_train_seconds)
         if extra > 0:
             time.sleep(extra)
         binding = UpdateBinding(self.chain_id, self.task.address, version, self.address)
-        metadata = update_metadata(binding, len(self.data), local.train_seconds + extra, local.loss)
+        metadata = update_metadata(binding, len(data), local.train_seconds + extra, local.loss)
         cid = self.ipfs.add(encode_weights(local.weights, metadata))
         log.info(
             "trained update %d from version %d on %d samples (loss %.4f) in %.2fs: %s",
             self.trained,
             version,
-            len(self.data),
+            len(data),
             local.loss,
             local.train_seconds + extra,
             cid,
@@ -217,7 +243,7 @@ class BufferedDeviceRunner:
         if self.settings.sleep_after is not None and self.trained == self.settings.sleep_after:
             log.info("sleeping %.0fs before submitting (as a wearable would)", self.settings.sleep_seconds)
             time.sleep(self.settings.sleep_seconds)
-        return HeldUpdate(version, cid, len(self.data), local.loss)
+        return HeldUpdate(version, cid, len(data), local.loss)
 
     def _submit(self, held: HeldUpdate) -> AcceptedUpdate | Next:
         try:

@@ -10,11 +10,19 @@ and hands the rebased models to the task's strategy, so every strategy sees mode
 - Strategies that take no weights (median, trimmed mean, Krum, Multi-Krum, Bulyan, with or without norm clipping or
   the root reference filter): they cannot weigh, so the staleness enters as FedBuff's own scaling of the delta,
   factor = w(staleness); numSamples is not used by them (as in synchronous rounds).
-- Stateful server optimisers (FedAvgM, FedAdam, FedYogi) are refused: their momentum would have to be carried from
-  version to version, which the buffered aggregator does not do (yet).
-- Secure aggregation and sealed updates are refused: a SecAgg round masks among a participant set fixed before
-  anyone trains, while a buffer's members are whoever submits first, and each member's weight depends on a staleness
-  known only once its update lands on chain, so the masked sum cannot carry the staleness weights.
+- Stateful server optimisers (FedAvgM, FedAdam, FedYogi): one optimiser step per version. The buffer's pseudo-
+  gradient is its staleness-weighted mean delta, sum n_i w(s_i) delta_i / sum n_i (the rebased updates with
+  numSamples weights, each delta scaled by its w(s)), the optimiser steps from the version the buffer builds on, and
+  its state goes from version to version through the reports (fedchain.aggregator.buffered), as it goes from round
+  to round in synchronous tasks. Versions form a chain (one buffer aggregates at a time), so the state does too.
+- Secure aggregation and sealed updates are refused (`check_buffered_strategy` says why). Pairwise masks cancel only
+  in the sum over a participant set fixed before anyone masks, and a device must mask its update already multiplied
+  by its weight. In a buffered task both are unknown when the device trains and uploads: the buffer's members are
+  whoever the chain accepts first, and the weight w(s) depends on the version current when the update lands. A
+  variant would need a second, per-buffer phase on chain (members fixed -> staleness fixed -> each member masks
+  n_i w(s_i) delta_i among the members -> unmask shares), i.e. synchronous rounds inside each buffer, with every
+  member online twice: the round trip that buffered tasks exist to avoid, and a contract change. Robust strategies
+  need the individual updates, which secure aggregation hides by design.
 
 Pure and deterministic: float64 elementwise arithmetic in a fixed order, cast to float32, so every aggregator
 computes bit-identical rebased models.
@@ -26,7 +34,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedchain.learning.aggregation.registry import STATEFUL_STRATEGIES, WEIGHTED_MEAN_STRATEGIES, StrategySpec
+from fedchain.learning.aggregation.registry import WEIGHTED_MEAN_STRATEGIES, StrategySpec
 from fedchain.learning.types import Weights
 
 # Normalised weights (summing to 1) become integers out of this total for the strategies' integer weights.
@@ -37,15 +45,35 @@ def check_buffered_strategy(
     strategy: StrategySpec, secure_aggregation: bool = False, seal_updates: bool = False
 ) -> None:
     """ValueError for what buffered tasks cannot aggregate (see the module's notes)."""
-    if strategy.name in STATEFUL_STRATEGIES:
-        raise ValueError(
-            f"{strategy.name} keeps server state (momentum) across rounds, which buffered tasks do not carry from "
-            "version to version: use fedavg, fedprox or a robust strategy"
-        )
     if secure_aggregation or seal_updates:
         raise ValueError(
-            "buffered tasks do not support secure aggregation or sealed updates: a buffer's members and their "
-            "staleness weights are known only once their updates land on chain"
+            "buffered tasks do not support secure aggregation or sealed updates: pairwise masks cancel only over a "
+            "participant set fixed before masking, and each masked update must already carry its weight, while a "
+            "buffer's members and their staleness weights w(s) are fixed only when the chain accepts their updates "
+            "(after the device trained and uploaded); use --mode sync for secure aggregation"
+        )
+
+
+def min_updates(strategy: StrategySpec) -> int:
+    """The fewest updates the strategy can aggregate: Krum and Multi-Krum need 2f+3 (Multi-Krum also its m), Bulyan
+    4f+3, the others 1."""
+    f = int(strategy.params.get("f", 0))
+    if strategy.name in ("krum", "multi-krum"):
+        return max(2 * f + 3, int(strategy.params.get("m", 0)))
+    if strategy.name == "bulyan":
+        return 4 * f + 3
+    return 1
+
+
+def check_buffer_size(strategy: StrategySpec, smallest_buffer: int) -> None:
+    """ValueError when a buffer of `smallest_buffer` updates (the buffer size K, or the minimum with which a buffer
+    may close early) is too small for the strategy: every such buffer would fail to aggregate."""
+    need = min_updates(strategy)
+    if smallest_buffer < need:
+        raise ValueError(
+            f"{strategy.name} with {dict(strategy.params)} needs at least {need} updates per aggregate, but a buffer "
+            f"may be aggregated with {smallest_buffer}: raise --buffer-size (and --min-buffer-size) to {need} or "
+            "choose a smaller f"
         )
 
 
@@ -79,4 +107,12 @@ def integer_weights(normalised: Sequence[float], scale: int = WEIGHT_SCALE) -> l
     return [max(1, round(w * scale)) for w in normalised]
 
 
-__all__ = ["WEIGHT_SCALE", "check_buffered_strategy", "integer_weights", "rebase", "weighs_samples"]
+__all__ = [
+    "WEIGHT_SCALE",
+    "check_buffer_size",
+    "check_buffered_strategy",
+    "integer_weights",
+    "min_updates",
+    "rebase",
+    "weighs_samples",
+]
