@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedchain.learning.data import Dataset
-from fedchain.learning.drift import switch_placement
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.streaming import RecordingReplay, SensorWindow, WindowBuffer
 from fedchain.learning.wearables import TASKS, wearable_split, wearable_task
@@ -73,6 +72,8 @@ def drifted_signals(signals: Sequence[np.ndarray], drift_at: float | None) -> tu
     if not 0.0 <= drift_at < 1.0:
         raise ValueError(f"drift_at must be in [0, 1), got {drift_at}")
     first = int(np.ceil(drift_at * len(signals)))
+    from fedchain.learning.drift import switch_placement  # lazily: drift's simulation imports torch
+
     return [s if i < first else switch_placement(s) for i, s in enumerate(signals)], first
 
 
