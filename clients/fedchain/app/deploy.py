@@ -15,9 +15,9 @@ from fedchain.chain.buffered import FEDBUFF_EXPONENT_MICRO, WEIGHTING_POLYNOMIAL
 from fedchain.chain.task import MAX_SAMPLES_PER_UPDATE, TaskClient, TaskConfig, deploy_task, epsilon_to_micro
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
-from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.learning.staleness import check_buffered_strategy
+from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest
 
 # Default cap on one update's sample count (its FedAvg weight, TaskConfig.maxSamplesPerUpdate): the largest bundled
@@ -118,13 +118,27 @@ class DeployedTask:
     initial_model_cid: str
     gas: dict[str, int]
     block_number: int
+    # Seconds each step of the deployment took (publish, deploy, approve, grant, start): where start-up goes.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 APPROVE_CHUNK = 250
 
 
-def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan) -> DeployedTask:
-    """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`."""
+def initial_model_weights(spec: TaskSpec) -> Weights:
+    """The task's initial model: the spec's model seeded with the spec's seed."""
+    from fedchain.learning.model import build_model, get_weights  # torch: only where the model is built
+
+    return get_weights(build_model(spec.model, seed=spec.seed))
+
+
+def create_task(
+    w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan, initial_weights: Weights | None = None
+) -> DeployedTask:
+    """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`.
+
+    `initial_weights` are `initial_model_weights(plan.spec)` computed elsewhere (the demo's helper process, so the
+    demo's own process does not import torch); by default they are built here."""
     spec = plan.task_spec()  # ValueError for an unknown strategy or bad parameters, before anything is sent
     threshold = plan.threshold()
     if threshold < 1:
@@ -141,9 +155,11 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
     if plan.max_aggregator_faults < 1:
         raise ValueError("max_aggregator_faults must be >= 1")
     epsilon_budget_micro, first_round_epsilon_micro = plan.epsilon_micro()
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
     spec_cid = ipfs.add(spec.to_json())
-    model = build_model(spec.model, seed=spec.seed)
-    initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.round": "0"})
+    weights = initial_weights if initial_weights is not None else initial_model_weights(spec)
+    initial_cid = ipfs.put_weights(weights, {"fedchain.kind": "global-model", "fedchain.round": "0"})
     config = TaskConfig(
         model_spec_digest=cid_to_digest(spec_cid),
         initial_model_digest=cid_to_digest(initial_cid),
@@ -160,7 +176,9 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         max_samples_per_update=plan.max_samples_per_update,
         max_aggregator_faults=plan.max_aggregator_faults,
     )
+    seconds["publish"] = time.perf_counter() - clock
     task, deployed = deploy_task(w3, admin, config)
+    seconds["deploy"] = time.perf_counter() - clock - seconds["publish"]
     gas: dict[str, int] = {"deploy": deployed.gas_used}
     results: list[tuple[str, TxResult]] = []
     # In chunks: one approval writes a slot per device (~25k gas), and a block holds 30M gas on the devnets.
@@ -172,6 +190,7 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         results.append(("grantRelayer", task.grant_relayer(relayer)))
     if plan.start:
         results.append(("start", task.start()))
+    seconds["roles"] = time.perf_counter() - clock - seconds["publish"] - seconds["deploy"]
     for name, result in results:
         gas[name] = gas.get(name, 0) + result.gas_used
     return DeployedTask(
@@ -180,6 +199,7 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         initial_model_cid=initial_cid,
         gas=gas,
         block_number=deployed.block_number,
+        seconds=seconds,
     )
 
 
@@ -245,8 +265,9 @@ def create_buffered_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: 
     if plan.aggregators and not len(plan.aggregators) / 2 < threshold <= len(plan.aggregators):
         raise ValueError(f"threshold {threshold} must be a strict majority of the {len(plan.aggregators)} aggregators")
     spec_cid = ipfs.add(spec.to_json())
-    model = build_model(spec.model, seed=spec.seed)
-    initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.version": "0"})
+    initial_cid = ipfs.put_weights(
+        initial_model_weights(spec), {"fedchain.kind": "global-model", "fedchain.version": "0"}
+    )
     config = BufferedConfig(
         model_spec_digest=cid_to_digest(spec_cid),
         initial_model_digest=cid_to_digest(initial_cid),
