@@ -7,12 +7,21 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedchain.chain.buffered import FEDBUFF_EXPONENT_MICRO, WEIGHTING_POLYNOMIAL, BufferedConfig, deploy_buffered_task
-from fedchain.chain.task import MAX_SAMPLES_PER_UPDATE, TaskClient, TaskConfig, deploy_task, epsilon_to_micro
+from fedchain.chain.task import (
+    AGGREGATOR_ROLE,
+    MAX_SAMPLES_PER_UPDATE,
+    RELAYER_ROLE,
+    TaskClient,
+    TaskConfig,
+    deploy_task,
+    epsilon_to_micro,
+)
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
 from fedchain.learning.spec import TaskSpec, default_task_spec
@@ -180,14 +189,7 @@ def create_task(
     task, deployed = deploy_task(w3, admin, config)
     seconds["deploy"] = time.perf_counter() - clock - seconds["publish"]
     gas: dict[str, int] = {"deploy": deployed.gas_used}
-    results: list[tuple[str, TxResult]] = []
-    # In chunks: one approval writes a slot per device (~25k gas), and a block holds 30M gas on the devnets.
-    for start in range(0, len(plan.devices), APPROVE_CHUNK):
-        results.append(("approveDevices", task.approve_devices(list(plan.devices[start : start + APPROVE_CHUNK]))))
-    for aggregator in plan.aggregators:
-        results.append(("grantRole", task.grant_aggregator(aggregator)))
-    for relayer in plan.relayer_accounts():
-        results.append(("grantRelayer", task.grant_relayer(relayer)))
+    results = grant_roles(task, plan.devices, plan.aggregators, plan.relayer_accounts())
     if plan.start:
         results.append(("start", task.start()))
     seconds["roles"] = time.perf_counter() - clock - seconds["publish"] - seconds["deploy"]
@@ -201,6 +203,33 @@ def create_task(
         block_number=deployed.block_number,
         seconds=seconds,
     )
+
+
+def grant_roles(
+    task: TaskClient, devices: Sequence[str], aggregators: Sequence[str], relayers: Sequence[str]
+) -> list[tuple[str, TxResult]]:
+    """Approve `devices` (in chunks: one approval writes a slot per device, ~25k gas, and a block holds 30M gas on
+    the devnets) and grant the aggregator and relayer roles, as the task's admin: all signed here and sent at once
+    (`transact_many`), the gas of each kind of call estimated once (the first, largest, chunk; the first grant)."""
+    functions = task.contract.functions
+    calls: list[tuple[str, Any]] = [
+        (
+            "approveDevices",
+            functions.approveDevices([Web3.to_checksum_address(d) for d in devices[i : i + APPROVE_CHUNK]]),
+        )
+        for i in range(0, len(devices), APPROVE_CHUNK)
+    ]
+    calls += [("grantRole", functions.grantRole(AGGREGATOR_ROLE, Web3.to_checksum_address(a))) for a in aggregators]
+    calls += [("grantRelayer", functions.grantRole(RELAYER_ROLE, Web3.to_checksum_address(r))) for r in relayers]
+    sender = task.sender
+    assert sender is not None, "the task's admin sends the approvals"
+    limits: dict[str, int] = {}
+    for name, fn in calls:
+        kind = "grant" if name.startswith("grant") else name
+        if kind not in limits:
+            limits[kind] = sender.estimate(fn)
+    sent = sender.transact_many([(fn, limits["grant" if name.startswith("grant") else name]) for name, fn in calls])
+    return [(name, result) for (name, _), result in zip(calls, sent, strict=True)]
 
 
 def wait_for_encryption_keys(task: TaskClient, accounts: Sequence[str], timeout: float = 300.0) -> None:
