@@ -63,3 +63,24 @@ def test_the_helper_builds_the_same_initial_model_and_evaluation_as_this_process
         assert helper.evaluate(options.spec, here) == _local_evaluation(options)(here)
     finally:
         helper.close()
+
+
+def test_the_initial_model_is_kept_per_spec(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fedchain.app.demo.forked import cache_initial_weights, cached_initial_weights, initial_model_key
+
+    spec = DemoOptions().spec
+    assert cached_initial_weights(tmp_path, spec) is None
+    weights = initial_model_weights(spec)
+    cache_initial_weights(tmp_path, spec, weights)
+    kept = cached_initial_weights(tmp_path, spec)
+    assert kept is not None and sorted(kept) == sorted(weights)
+    assert all(kept[n].dtype == w.dtype and np.array_equal(kept[n], w) for n, w in weights.items())
+    # Another seed (or model) is another model: not taken from the cache.
+    other = replace(spec, seed=spec.seed + 1)
+    assert initial_model_key(other) != initial_model_key(spec)
+    assert cached_initial_weights(tmp_path, other) is None
+    # A damaged file is built again rather than trusted.
+    next((tmp_path / "initial-models").glob("*.safetensors")).write_bytes(b"not safetensors")
+    assert cached_initial_weights(tmp_path, spec) is None

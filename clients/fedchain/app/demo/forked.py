@@ -159,6 +159,48 @@ def evaluate_weights(spec: TaskSpec, weights: Weights) -> tuple[float, float]:
     return result.accuracy, result.loss
 
 
+def initial_model_key(spec: TaskSpec) -> str:
+    """What the initial model is a function of: the model's description and seed, torch's version and fedchain's
+    model code (a change to either builds it again). Computed without importing torch."""
+    import hashlib
+    import importlib.metadata
+    import importlib.util
+    import json
+    from dataclasses import asdict
+
+    found = importlib.util.find_spec("fedchain.learning.model")
+    code = Path(found.origin).read_bytes() if found is not None and found.origin else b""
+    described = {
+        "model": asdict(spec.model),
+        "seed": spec.seed,
+        "torch": importlib.metadata.version("torch"),
+        "model_code": hashlib.sha256(code).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def cached_initial_weights(cache: Path, spec: TaskSpec) -> Weights | None:
+    """The initial model a previous demo built for this `spec` (see `initial_model_key`), or None."""
+    from fedchain.storage.codec import decode_weights
+
+    path = cache / "initial-models" / f"{initial_model_key(spec)}.safetensors"
+    try:
+        return decode_weights(path.read_bytes())
+    except (OSError, ValueError):  # not there, or unreadable: built again
+        return None
+
+
+def cache_initial_weights(cache: Path, spec: TaskSpec, weights: Weights) -> None:
+    """Keep `weights` for the next demo of this `spec`, written atomically."""
+    from fedchain.storage.codec import encode_weights
+
+    folder = cache / "initial-models"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{os.getpid()}.tmp"
+    tmp.write_bytes(encode_weights(weights))
+    os.replace(tmp, folder / f"{initial_model_key(spec)}.safetensors")
+
+
 class Helper:
     """One forked process for the demo's torch work; `submit` returns a Future. Close it when done."""
 

@@ -73,12 +73,13 @@ def run_demo(
         # Devices, pools and aggregators start first: their imports and warm-up (most of a process's start-up)
         # overlap the devnet's start and the deployment; they connect once the launch file names the task.
         if options.fork:
-            from fedchain.app.demo.forked import Helper
+            from fedchain.app.demo.forked import Helper, cached_initial_weights
 
             helper = Helper()
+            cached = cached_initial_weights(options.model_cache, options.spec) if options.model_cache else None
             # Forks wait for the fork server's imports: threads ask for them (the helper first: the deployment
-            # needs its initial model) while this one starts the devnet.
-            weighing = background.submit(_initial_weights, helper, options)
+            # needs its initial model, unless a previous demo kept it) while this one starts the devnet.
+            weighing = background.submit(_initial_weights, helper, options, cached)
             launching = background.submit(launch_processes, options, launch_file, logs, ready_dir)
         else:
             processes = launch_processes(options, launch_file, logs, ready_dir)
@@ -253,5 +254,13 @@ def run_demo(
             helper.close()
 
 
-def _initial_weights(helper: Helper, options: DemoOptions) -> Weights:
-    return helper.initial_weights(options.spec).result()
+def _initial_weights(helper: Helper, options: DemoOptions, cached: Weights | None) -> Weights:
+    """The task's initial model: kept by a previous demo, or built by the helper (and kept for the next)."""
+    from fedchain.app.demo.forked import cache_initial_weights
+
+    if cached is not None:
+        return cached
+    weights = helper.initial_weights(options.spec).result()
+    if options.model_cache is not None:
+        cache_initial_weights(options.model_cache, options.spec, weights)
+    return weights
