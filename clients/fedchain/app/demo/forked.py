@@ -77,7 +77,7 @@ def run_command(argv: list[str], log_path: str) -> None:
     os.dup2(log, 2)
     os.close(devnull)
     os.close(log)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, as in a new Python
     from fedchain.cli import app
 
     sys.argv = ["fedchain", *argv]
