@@ -58,8 +58,6 @@ def _is_pool_0(process: psutil.Process, workdir: Path) -> bool:
         cmdline = process.cmdline()
         if "pool" in cmdline and str(workdir / "ready" / "pool-0") in cmdline:
             return True
-        if "multiprocessing.forkserver" in " ".join(cmdline):
-            return False  # the fork server itself
         log = str(workdir / "logs" / "pool-0.log")
         return any(f.path == log and f.fd == 1 for f in process.open_files())
     except psutil.Error:  # exited meanwhile

@@ -8,6 +8,10 @@ siblings (copy-on-write). Each child runs the same `fedchain` command line it wo
 (`run_command`), with its output in its own log file; `ForkedProcess` gives the demo the part of
 `subprocess.Popen` it uses, so watching, restarting and stopping them is unchanged.
 
+As with any multiprocessing start method but fork, a script that calls `run_demo` needs the
+`if __name__ == "__main__":` guard (the children import the script's main module); `fedchain demo` and
+`python -m fedchain.cli demo` do not.
+
 The same fork server also runs `Helper`, one forked process for the demo's own torch work (the initial model,
 evaluating each round's model), so the demo's process never imports torch before the run is over.
 """
