@@ -18,6 +18,7 @@ evaluating each round's model), so the demo's process never imports torch before
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -74,6 +75,9 @@ def fork_context() -> ForkServerContext:
 def run_command(argv: list[str], log_path: str) -> None:
     """In the forked child: `fedchain <argv>` with stdin from /dev/null and stdout and stderr appended to
     `log_path`, as `subprocess.Popen` ran it. Its exit code is the child's."""
+    # What the fork server imported stays out of this process's garbage collections: a full collection would walk
+    # (and, writing to their headers, copy) every page of those objects shared with the server.
+    gc.freeze()
     devnull = os.open(os.devnull, os.O_RDONLY)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(devnull, 0)
