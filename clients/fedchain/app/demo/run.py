@@ -6,6 +6,7 @@ rounds.py (following the rounds, the summary).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -262,5 +263,7 @@ def _initial_weights(helper: Helper, options: DemoOptions, cached: Weights | Non
         return cached
     weights = helper.initial_weights(options.spec).result()
     if options.model_cache is not None:
-        cache_initial_weights(options.model_cache, options.spec, weights)
+        # A cache that cannot be written only costs the next demo this wait.
+        with contextlib.suppress(OSError):
+            cache_initial_weights(options.model_cache, options.spec, weights)
     return weights
