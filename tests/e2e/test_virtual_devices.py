@@ -52,11 +52,16 @@ def _demo(workdir: Path, *args: str, kill_pool_at_round: int | None = None) -> d
 
 
 def _is_pool_0(process: psutil.Process, workdir: Path) -> bool:
+    """pool-0 by its command line, or, forked from the demo's fork server (same command line as the server's), by
+    its output: pool-0's log open on its stdout."""
     try:
         cmdline = process.cmdline()
+        if "pool" in cmdline and str(workdir / "ready" / "pool-0") in cmdline:
+            return True
+        log = str(workdir / "logs" / "pool-0.log")
+        return any(f.path == log and f.fd == 1 for f in process.open_files())
     except psutil.Error:  # exited meanwhile
         return False
-    return "pool" in cmdline and str(workdir / "ready" / "pool-0") in cmdline
 
 
 @pytest.mark.slow

@@ -63,6 +63,9 @@ def test_unknown_names_and_clashes() -> None:
     [
         # The demo launches its device and aggregator processes before it imports torch and web3 (start-up overlap).
         ("fedchain.app.demo.run", ("torch", "web3", "opacus")),
+        # The demo deploys without torch (its initial model comes from the fork server's helper or the cache).
+        ("fedchain.app.deploy", ("torch", "opacus")),
+        ("fedchain.app.demo.forked", ("torch", "web3", "opacus")),
         # Strategies and weight checks are numpy only; the aggregator's screening and the CLI's options use them.
         ("fedchain.learning.aggregation.registry", ("torch", "opacus")),
         ("fedchain.privacy.accountant", ("torch", "opacus")),

@@ -7,17 +7,26 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from fedchain.chain.buffered import FEDBUFF_EXPONENT_MICRO, WEIGHTING_POLYNOMIAL, BufferedConfig, deploy_buffered_task
-from fedchain.chain.task import MAX_SAMPLES_PER_UPDATE, TaskClient, TaskConfig, deploy_task, epsilon_to_micro
+from fedchain.chain.task import (
+    AGGREGATOR_ROLE,
+    MAX_SAMPLES_PER_UPDATE,
+    RELAYER_ROLE,
+    TaskClient,
+    TaskConfig,
+    deploy_task,
+    epsilon_to_micro,
+)
 from fedchain.chain.tx import TxResult
 from fedchain.learning.aggregation.registry import StrategySpec
-from fedchain.learning.model import build_model, get_weights
 from fedchain.learning.spec import TaskSpec, default_task_spec
 from fedchain.learning.staleness import check_buffer_size, check_buffered_strategy
+from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest
 
 # Default cap on one update's sample count (its FedAvg weight, TaskConfig.maxSamplesPerUpdate): the largest bundled
@@ -118,13 +127,27 @@ class DeployedTask:
     initial_model_cid: str
     gas: dict[str, int]
     block_number: int
+    # Seconds each step of the deployment took (publish, deploy, approve, grant, start): where start-up goes.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 APPROVE_CHUNK = 250
 
 
-def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan) -> DeployedTask:
-    """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`."""
+def initial_model_weights(spec: TaskSpec) -> Weights:
+    """The task's initial model: the spec's model seeded with the spec's seed."""
+    from fedchain.learning.model import build_model, get_weights  # torch: only where the model is built
+
+    return get_weights(build_model(spec.model, seed=spec.seed))
+
+
+def create_task(
+    w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan, initial_weights: Weights | None = None
+) -> DeployedTask:
+    """Deploy a task per `plan`; approve its devices and aggregators; open round 1 if `plan.start`.
+
+    `initial_weights` are `initial_model_weights(plan.spec)` computed elsewhere (the demo's helper process, so the
+    demo's own process does not import torch); by default they are built here."""
     spec = plan.task_spec()  # ValueError for an unknown strategy or bad parameters, before anything is sent
     threshold = plan.threshold()
     if threshold < 1:
@@ -141,9 +164,11 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
     if plan.max_aggregator_faults < 1:
         raise ValueError("max_aggregator_faults must be >= 1")
     epsilon_budget_micro, first_round_epsilon_micro = plan.epsilon_micro()
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
     spec_cid = ipfs.add(spec.to_json())
-    model = build_model(spec.model, seed=spec.seed)
-    initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.round": "0"})
+    weights = initial_weights if initial_weights is not None else initial_model_weights(spec)
+    initial_cid = ipfs.put_weights(weights, {"fedchain.kind": "global-model", "fedchain.round": "0"})
     config = TaskConfig(
         model_spec_digest=cid_to_digest(spec_cid),
         initial_model_digest=cid_to_digest(initial_cid),
@@ -160,18 +185,14 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         max_samples_per_update=plan.max_samples_per_update,
         max_aggregator_faults=plan.max_aggregator_faults,
     )
+    seconds["publish"] = time.perf_counter() - clock
     task, deployed = deploy_task(w3, admin, config)
+    seconds["deploy"] = time.perf_counter() - clock - seconds["publish"]
     gas: dict[str, int] = {"deploy": deployed.gas_used}
-    results: list[tuple[str, TxResult]] = []
-    # In chunks: one approval writes a slot per device (~25k gas), and a block holds 30M gas on the devnets.
-    for start in range(0, len(plan.devices), APPROVE_CHUNK):
-        results.append(("approveDevices", task.approve_devices(list(plan.devices[start : start + APPROVE_CHUNK]))))
-    for aggregator in plan.aggregators:
-        results.append(("grantRole", task.grant_aggregator(aggregator)))
-    for relayer in plan.relayer_accounts():
-        results.append(("grantRelayer", task.grant_relayer(relayer)))
+    results = grant_roles(task, plan.devices, plan.aggregators, plan.relayer_accounts())
     if plan.start:
         results.append(("start", task.start()))
+    seconds["roles"] = time.perf_counter() - clock - seconds["publish"] - seconds["deploy"]
     for name, result in results:
         gas[name] = gas.get(name, 0) + result.gas_used
     return DeployedTask(
@@ -180,7 +201,35 @@ def create_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: TaskPlan)
         initial_model_cid=initial_cid,
         gas=gas,
         block_number=deployed.block_number,
+        seconds=seconds,
     )
+
+
+def grant_roles(
+    task: TaskClient, devices: Sequence[str], aggregators: Sequence[str], relayers: Sequence[str]
+) -> list[tuple[str, TxResult]]:
+    """Approve `devices` (in chunks: one approval writes a slot per device, ~25k gas, and a block holds 30M gas on
+    the devnets) and grant the aggregator and relayer roles, as the task's admin: all signed here and sent at once
+    (`transact_many`), the gas of each kind of call estimated once (the first, largest, chunk; the first grant)."""
+    functions = task.contract.functions
+    calls: list[tuple[str, Any]] = [
+        (
+            "approveDevices",
+            functions.approveDevices([Web3.to_checksum_address(d) for d in devices[i : i + APPROVE_CHUNK]]),
+        )
+        for i in range(0, len(devices), APPROVE_CHUNK)
+    ]
+    calls += [("grantRole", functions.grantRole(AGGREGATOR_ROLE, Web3.to_checksum_address(a))) for a in aggregators]
+    calls += [("grantRelayer", functions.grantRole(RELAYER_ROLE, Web3.to_checksum_address(r))) for r in relayers]
+    sender = task.sender
+    assert sender is not None, "the task's admin sends the approvals"
+    limits: dict[str, int] = {}
+    for name, fn in calls:
+        kind = "grant" if name.startswith("grant") else name
+        if kind not in limits:
+            limits[kind] = sender.estimate(fn)
+    sent = sender.transact_many([(fn, limits["grant" if name.startswith("grant") else name]) for name, fn in calls])
+    return [(name, result) for (name, _), result in zip(calls, sent, strict=True)]
 
 
 def wait_for_encryption_keys(task: TaskClient, accounts: Sequence[str], timeout: float = 300.0) -> None:
@@ -247,8 +296,9 @@ def create_buffered_task(w3: Web3, admin: LocalAccount, ipfs: IpfsClient, plan: 
     if plan.aggregators and not len(plan.aggregators) / 2 < threshold <= len(plan.aggregators):
         raise ValueError(f"threshold {threshold} must be a strict majority of the {len(plan.aggregators)} aggregators")
     spec_cid = ipfs.add(spec.to_json())
-    model = build_model(spec.model, seed=spec.seed)
-    initial_cid = ipfs.put_weights(get_weights(model), {"fedchain.kind": "global-model", "fedchain.version": "0"})
+    initial_cid = ipfs.put_weights(
+        initial_model_weights(spec), {"fedchain.kind": "global-model", "fedchain.version": "0"}
+    )
     config = BufferedConfig(
         model_spec_digest=cid_to_digest(spec_cid),
         initial_model_digest=cid_to_digest(initial_cid),

@@ -238,7 +238,18 @@ def run(
             flower, ("import_seconds", "ray_init_seconds", "num_cpus", "wall_seconds", "updates_per_round", "logs")
         )
         row["fedchain"]["detail"] = _detail(
-            fedchain, ("virtual", "pools", "processes", "total_seconds", "wall_seconds", "updates_per_round", "logs")
+            fedchain,
+            (
+                "virtual",
+                "pools",
+                "processes",
+                "total_seconds",
+                "wall_seconds",
+                "updates_per_round",
+                "startup_in_process_seconds",
+                "startup_phases",
+                "logs",
+            ),
         )
         rows.append(row)
     return {
@@ -253,7 +264,9 @@ def run(
             "Each side runs as a subprocess. startup: process start to round 1's start (Flower: configure_fit of "
             "round 1; fedchain: when the demo printed 'round 1 is open', watched every 50 ms). "
             "startup_in_process: Flower from just before importing flwr and ray, fedchain the demo's own figure "
-            "(from run_demo's start). Round seconds: Flower from "
+            "(from run_demo's start), and in detail.startup_phases the seconds from that start at which each step "
+            "ended (devnet_up, initial_model, deployed, forked, ready) and the deployment's own steps (deploy.*). "
+            "Round seconds: Flower from "
             "configure_fit to aggregate_fit's return (centralised evaluation excluded); fedchain: RoundOpened to "
             "AggregateCommitted as the demo reports. Later rounds: rounds 2..R. Peak memory: the whole process "
             f"tree sampled every {SAMPLE_INTERVAL} s (metric says USS or RSS)."

@@ -214,6 +214,39 @@ class TransactionSender:
         """Re-read the nonce from the chain next time (after a send whose fate is unknown)."""
         self._nonce = None
 
+    def estimate(self, fn: ContractFunction, value: int = 0) -> int:
+        """The gas limit `transact` gives `fn` (the estimate with GAS_MARGIN); a revert raises ContractRevert."""
+        try:
+            return int(fn.estimate_gas({"from": self.address, "value": value}) * GAS_MARGIN)
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise self.decoder.decode(_revert_data(exc)) from exc
+
+    def transact_many(self, calls: Sequence[tuple[ContractFunction, int]]) -> list[TxResult]:
+        """Sign `calls` ((function, gas limit), in order: consecutive nonces), send them in one JSON-RPC batch and
+        wait for all their receipts in batches: one round trip and one receipt wait instead of one per transaction.
+        No preflight: a revert is explained (ContractRevert) from its receipt, after every receipt is in."""
+        if not calls:
+            return []
+        fees = self._fees()
+        signed = [self.sign(fn, gas, fees) for fn, gas in calls]
+        sent = send_raw_batch(self.w3, [raw for _, raw in signed])
+        refused = [answer for answer in sent if not isinstance(answer, bytes)]
+        hashes = [answer for answer in sent if isinstance(answer, bytes)]
+        receipts = wait_receipts(self.w3, hashes, timeout=self.receipt_timeout) if hashes else []
+        if refused:
+            self._nonce = None  # some nonces were not used: read it again next time
+            raise refused[0]
+        results = []
+        for (fn, _), (tx, _), receipt in zip(calls, signed, receipts, strict=True):
+            block = int(receipt["blockNumber"], 16)
+            if int(receipt["status"], 16) != 1:
+                raise self.explain_failure({**tx, "from": self.address}, block, fn)
+            price = receipt.get("effectiveGasPrice")
+            results.append(
+                TxResult(str(receipt["transactionHash"]), block, int(receipt["gasUsed"], 16), int(price or "0x0", 16))
+            )
+        return results
+
     def wait(self, pending: PendingTx) -> TxResult:
         """The receipt of a transaction sent with `send`; a revert raises ContractRevert."""
         return self._receipt(pending.tx_hash, pending.tx, pending.fn)

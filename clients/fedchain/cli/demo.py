@@ -100,6 +100,13 @@ def demo(
     pools: Annotated[
         int | None, typer.Option(help="Pool processes for virtual devices (default: one per 250 devices, <= cores).")
     ] = None,
+    fork: Annotated[
+        bool,
+        typer.Option(
+            help="Fork the device, pool and aggregator processes from one that imported torch and web3 once "
+            "(faster start-up); --no-fork starts each as a new Python."
+        ),
+    ] = True,
 ) -> None:
     """Start a devnet, deploy a task, run one process per device and per aggregator, and show each round.
 
@@ -155,6 +162,7 @@ def demo(
         pools=pools,
         submit=submit,
         persist=persist,
+        fork=fork,
     )
     try:
         options.check()

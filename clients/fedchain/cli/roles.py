@@ -313,10 +313,12 @@ def pool(
             f"{end - start} devices from partition {first_partition} do not fit in {num_partitions} partitions",
             param_hint="--first-partition",
         )
+    # The devices' keys before the task: under `fedchain demo` this overlaps the devnet's start and the deployment.
+    accounts_ = devnet_accounts(range(start, end))
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
-    members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
+    members = [(acct, first_partition + j) for j, acct in enumerate(accounts_)]
     try:
         if ray_address is not None or ray_local is not None:
             from fedchain.device.ray_pool import run_on_ray, split_accounts

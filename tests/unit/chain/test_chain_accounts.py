@@ -62,6 +62,11 @@ def test_many_devnet_accounts_at_once_are_the_same_keys() -> None:
     for index, account in zip(indices, many, strict=True):
         assert account.key == devnet_account(index).key
     assert devnet_addresses(3) == [devnet_account(i).address for i in range(3)]
+    # The same signer too (its public key is computed by libsecp256k1 here, by eth-keys' default there).
+    from eth_account.messages import encode_defunct
+
+    message = encode_defunct(text="fedchain")
+    assert many[3].sign_message(message).signature == devnet_account(250).sign_message(message).signature
     assert devnet_accounts([]) == []
     with pytest.raises(ValueError):
         devnet_accounts([3, -1])

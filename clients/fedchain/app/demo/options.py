@@ -63,6 +63,12 @@ class DemoOptions:
     # requests meanwhile (see `Devnet(persist=...)`). Off by default: the proxies carry every request through this
     # process, and a demo's chain is thrown away at the end (IPFS is restarted either way).
     persist: bool = False
+    # Fork the aggregator, device and pool processes from one that has imported torch and web3 once (forked.py),
+    # and keep torch out of the demo's own process until the run is over; False starts each as a new interpreter.
+    fork: bool = True
+    # Where the initial model of a task spec is kept between demos (forked.initial_model_key), so the deployment
+    # need not wait for torch; None: built every time.
+    model_cache: Path | None = Path(".fedchain/cache")
 
     def use_virtual(self) -> bool:
         if self.virtual is not None:

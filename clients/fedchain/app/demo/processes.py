@@ -59,7 +59,8 @@ def launch_processes(
 ) -> list[subprocess.Popen[bytes]]:
     """Aggregators first (`follow_rounds` watches them), then one process per device or one pool per share of devices;
     each waits for `launch_file` (the task and endpoints) and writes a file into `ready_dir` once it is ready for
-    round 1."""
+    round 1. With `options.fork` they are forked from the fork server (forked.py), pools and devices first: the
+    first fork waits for the server's imports, so call this off the main thread."""
     common = ["--launch-file", str(launch_file)]
     commands = []
     for j, index in enumerate(options.aggregator_indices()):
@@ -95,7 +96,12 @@ def launch_processes(
         if i >= options.devices - options.dropout_count():
             cmd += ["--drop-after-setup"]
         commands.append((f"device-{i}", cmd))
-    return [_spawn(name, cmd, logs) for name, cmd in commands]
+    if not options.fork:
+        return [_spawn(name, cmd, logs) for name, cmd in commands]
+    # The devices' start-up (their accounts, data, models) is round 1's critical path; the aggregators' is not.
+    aggregators = options.aggregators
+    forked = {name: _fork(name, cmd, logs) for name, cmd in commands[aggregators:] + commands[:aggregators]}
+    return [forked[name] for name, _ in commands]
 
 
 def _spawn(name: str, cmd: list[str], logs: Path) -> subprocess.Popen[bytes]:
@@ -103,6 +109,14 @@ def _spawn(name: str, cmd: list[str], logs: Path) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     proc.fedchain_name = name  # type: ignore[attr-defined]
     return proc
+
+
+def _fork(name: str, cmd: list[str], logs: Path) -> subprocess.Popen[bytes]:
+    from fedchain.app.demo.forked import fork_command
+
+    proc = fork_command(cmd, logs / f"{name}.log")
+    proc.fedchain_name = name  # type: ignore[attr-defined]
+    return proc  # type: ignore[return-value]  # the part of Popen the demo uses
 
 
 def restart_crashed_pools(processes: list[subprocess.Popen[bytes]], logs: Path, console: Console) -> int:

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from web3 import Web3
 
     from fedchain.chain import TaskClient
+    from fedchain.learning.types import Weights
     from fedchain.storage import IpfsClient
 
 # Events whose transactions count towards a round's gas.
@@ -66,22 +68,22 @@ def follow_rounds(
     live: bool,
     from_block: int = 0,
     round1_opened_at: float | None = None,
+    evaluate: Callable[[Weights], tuple[float, float]] | None = None,
 ) -> tuple[dict[int, RoundRow], dict[str, int]]:
     """Watch the task's events until it finishes, evaluating each finalised model independently.
 
-    Returns the rows and the AggregatorFault events per aggregator."""
+    `evaluate(weights)` gives a model's (accuracy, loss) on the task's held-out set (the demo's helper process);
+    by default the model is evaluated here. Returns the rows and the AggregatorFault events per aggregator."""
     from fedchain.chain import EventFollower, Phase, TaskClient
     from fedchain.chain.notify import EventNotifier
-    from fedchain.learning.data import load_dataset
-    from fedchain.learning.model import build_model
 
+    if evaluate is None:
+        evaluate = _local_evaluation(options)
     task = TaskClient(w3, task_address)
     follower = EventFollower(w3, task_address, task.abi, from_block=from_block)
     notifier = EventNotifier(options_rpc_url(w3), [task.address], poll_interval=0.1)
     round_txs: dict[int, set[str]] = defaultdict(set)
     pool_restarts = 0
-    _, test = load_dataset(options.spec.dataset)
-    model = build_model(options.spec.model, seed=options.spec.seed)
     rows: dict[int, RoundRow] = {}
     faults: dict[str, int] = defaultdict(int)
     attackers = {a.lower() for a in _device_addresses(options)[: options.attacker_count()]}
@@ -117,7 +119,7 @@ def follow_rounds(
                         row.submitted += int(event.args["entries"])
                     elif event.name == "AggregateCommitted":
                         row.seconds = now - row.opened_at
-                        _record_aggregate(row, event.args, ipfs, model, test, attackers)
+                        _record_aggregate(row, event.args, ipfs, evaluate, attackers)
                     elif event.name == "AggregationFailed":
                         row.seconds = now - row.opened_at
                         row.failed = True
@@ -162,11 +164,30 @@ def _device_addresses(options: DemoOptions) -> list[str]:
     return devnet_addresses(FIRST_DEVICE_INDEX + options.devices)[FIRST_DEVICE_INDEX:]
 
 
-def _record_aggregate(
-    row: RoundRow, args: dict[str, Any], ipfs: IpfsClient, model: Any, test: Any, attackers: set[str]
-) -> None:
-    from fedchain.learning.model import set_weights
+def _local_evaluation(options: DemoOptions) -> Callable[[Weights], tuple[float, float]]:
+    """(accuracy, loss) of a model's weights on the task's held-out set, in this process (imports torch)."""
+    from fedchain.learning.data import load_dataset
+    from fedchain.learning.model import build_model, set_weights
     from fedchain.learning.train import evaluate
+
+    _, test = load_dataset(options.spec.dataset)
+    model = build_model(options.spec.model, seed=options.spec.seed)
+
+    def on_test_set(weights: Weights) -> tuple[float, float]:
+        set_weights(model, weights)
+        result = evaluate(model, test)
+        return result.accuracy, result.loss
+
+    return on_test_set
+
+
+def _record_aggregate(
+    row: RoundRow,
+    args: dict[str, Any],
+    ipfs: IpfsClient,
+    evaluate: Callable[[Weights], tuple[float, float]],
+    attackers: set[str],
+) -> None:
     from fedchain.storage import digest_to_cid
 
     row.model_cid = digest_to_cid(bytes(args["modelDigest"]))
@@ -176,9 +197,7 @@ def _record_aggregate(
     row.attackers_accepted = sum(1 for a in report.get("accepted", []) if a["device"].lower() in attackers)
     train_times = [a["train_seconds"] for a in report.get("accepted", []) if "train_seconds" in a]
     row.max_train_seconds = max(train_times) if train_times else None
-    set_weights(model, ipfs.get_weights(row.model_cid))
-    result = evaluate(model, test)
-    row.accuracy, row.loss = result.accuracy, result.loss
+    row.accuracy, row.loss = evaluate(ipfs.get_weights(row.model_cid))
 
 
 def _table(rows: dict[int, RoundRow], options: DemoOptions) -> Table:

@@ -6,12 +6,14 @@ rounds.py (following the rounds, the summary).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -32,7 +34,9 @@ from fedchain.protocol.epsilon import micro_to_epsilon
 # torch, web3 and the deployment code are imported where they are used: the demo starts its device and aggregator
 # processes before paying for those imports (see run_demo).
 if TYPE_CHECKING:
+    from fedchain.app.demo.forked import Helper
     from fedchain.app.devnet import Devnet
+    from fedchain.learning.types import Weights
 
 
 def run_demo(
@@ -61,10 +65,25 @@ def run_demo(
     ready_dir = workdir / "ready"
     launch_file = workdir / "launch.json"
     clear_handover(ready_dir, launch_file)
+    phases: dict[str, float] = {}
+    background = ThreadPoolExecutor(3, thread_name_prefix="demo-start")
+    helper: Helper | None = None
+    launching: Future[list[subprocess.Popen[bytes]]] | None = None
+    weighing: Future[Weights] | None = None
     try:
         # Devices, pools and aggregators start first: their imports and warm-up (most of a process's start-up)
         # overlap the devnet's start and the deployment; they connect once the launch file names the task.
-        processes = launch_processes(options, launch_file, logs, ready_dir)
+        if options.fork:
+            from fedchain.app.demo.forked import Helper, cached_initial_weights
+
+            helper = Helper()
+            cached = cached_initial_weights(options.model_cache, options.spec) if options.model_cache else None
+            # Forks wait for the fork server's imports: threads ask for them (the helper first: the deployment
+            # needs its initial model, unless a previous demo kept it) while this one starts the devnet.
+            weighing = background.submit(_initial_weights, helper, options, cached)
+            launching = background.submit(launch_processes, options, launch_file, logs, ready_dir)
+        else:
+            processes = launch_processes(options, launch_file, logs, ready_dir)
         from fedchain.app.devnet import Devnet, terminate
 
         # With `persist` the chain is kept on disk and both services are restarted if they die (behind proxies
@@ -76,14 +95,15 @@ def run_demo(
 
         import fedchain.chain.accounts  # noqa: F401
 
-        with ThreadPoolExecutor(1, thread_name_prefix="devnet") as background:
-            # The chain and IPFS start in their own processes; this one imports torch and web3 meanwhile.
-            starting = background.submit(net.start)
-            from fedchain.app.deploy import TaskPlan, create_task, default_min_updates, wait_for_encryption_keys
-            from fedchain.chain import TaskClient, connect, devnet_account
-            from fedchain.storage import IpfsClient, digest_to_cid
+        # The chain and IPFS start in their own processes; this one imports web3 meanwhile.
+        starting = background.submit(net.start)
+        from fedchain.app.deploy import TaskPlan, create_task, default_min_updates, wait_for_encryption_keys
+        from fedchain.chain import TaskClient, connect, devnet_account
+        from fedchain.storage import IpfsClient, digest_to_cid
 
-            state = starting.result()
+        phases["imports"] = time.perf_counter() - started
+        state = starting.result()
+        phases["devnet_up"] = time.perf_counter() - started
         state.save(workdir / "devnet.json")
         console.print(f"devnet: {options.chain} at {state.rpc_url}, IPFS at {state.ipfs_api} (logs in {workdir}/logs)")
         if options.explorer_port is not None:
@@ -120,7 +140,13 @@ def run_demo(
             # secure aggregation also waits for every device's key (its participants are the devices with a key).
             start=False,
         )
-        deployed = create_task(w3, devnet_account(ADMIN_INDEX), ipfs, plan)
+        phases["deploy_begin"] = time.perf_counter() - started
+        initial = weighing.result() if weighing is not None else None
+        phases["initial_model"] = time.perf_counter() - started
+        deployed = create_task(w3, devnet_account(ADMIN_INDEX), ipfs, plan, initial_weights=initial)
+        phases["deployed"] = time.perf_counter() - started
+        for name, seconds in deployed.seconds.items():
+            phases[f"deploy.{name}"] = seconds
         console.print(
             f"task {deployed.address}: {options.rounds} rounds, {options.devices} devices "
             f"({options.attacker_count()} attacking: {options.attack if options.attacker_count() else '-'}), "
@@ -129,10 +155,16 @@ def run_demo(
         )
         write_launch(launch_file, LaunchTarget(deployed.address, state.rpc_url, state.ipfs_api))
         admin_task = TaskClient.for_account(w3, deployed.address, devnet_account(ADMIN_INDEX))
+        if launching is not None and privacy.secure_aggregation:
+            processes = launching.result()
         if privacy.secure_aggregation:
             wait_for_encryption_keys(admin_task, device_addresses, timeout=min(300.0, options.timeout))
         else:
+            if launching is not None:
+                processes = launching.result()
+                phases["forked"] = time.perf_counter() - started
             wait_ready(ready_dir, len(processes), processes, min(READY_TIMEOUT, options.timeout))
+        phases["ready"] = time.perf_counter() - started
         follow_from = w3.eth.block_number + 1
         startup_seconds = time.perf_counter() - started
         # Round 1's clock starts here: follow_rounds sees its RoundOpened only after loading the test set.
@@ -140,7 +172,16 @@ def run_demo(
         admin_task.start()
         console.print(f"every device is ready after {startup_seconds:.1f}s: round 1 is open")
         rows, faults = follow_rounds(
-            options, w3, ipfs, deployed.address, processes, console, live, follow_from, round1_opened_at
+            options,
+            w3,
+            ipfs,
+            deployed.address,
+            processes,
+            console,
+            live,
+            follow_from,
+            round1_opened_at,
+            evaluate=partial(helper.evaluate, options.spec) if helper is not None else None,
         )
         pool_restarts = faults.pop("pool_restarts", 0)
         for proc in processes:  # they exit on TaskFinished; give them a moment
@@ -156,6 +197,7 @@ def run_demo(
         centralized = centralized_accuracy(options)
         summary = summarise(options, deployed.address, rows, gas, final_cid, centralized, time.perf_counter() - started)
         summary["startup_seconds"] = round(startup_seconds, 3)
+        summary["startup_phases"] = {k: round(v, 3) for k, v in phases.items()}
         summary["virtual"] = options.use_virtual()
         summary["pools"] = options.pool_count() if options.use_virtual() else 0
         summary["processes"] = len(processes)
@@ -197,9 +239,31 @@ def run_demo(
     finally:
         from fedchain.app.devnet import terminate
 
+        if launching is not None and not processes:  # failed before taking them: they still must stop
+            try:
+                processes = launching.result(timeout=120)
+            except Exception:  # nothing was started, or the fork server is gone with them
+                processes = []
+        background.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             terminate(proc)
         if explorer is not None:
             terminate(explorer)
         if net is not None:
             net.stop()
+        if helper is not None:
+            helper.close()
+
+
+def _initial_weights(helper: Helper, options: DemoOptions, cached: Weights | None) -> Weights:
+    """The task's initial model: kept by a previous demo, or built by the helper (and kept for the next)."""
+    from fedchain.app.demo.forked import cache_initial_weights
+
+    if cached is not None:
+        return cached
+    weights = helper.initial_weights(options.spec).result()
+    if options.model_cache is not None:
+        # A cache that cannot be written only costs the next demo this wait.
+        with contextlib.suppress(OSError):
+            cache_initial_weights(options.model_cache, options.spec, weights)
+    return weights
