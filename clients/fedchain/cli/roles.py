@@ -229,6 +229,13 @@ def pool(
         int | None,
         typer.Option(help="Sync with --fleet: devices sampled per round out of the fleet (default: all)."),
     ] = None,
+    data_shares: Annotated[
+        int | None,
+        typer.Option(
+            help="With --fleet or --mode buffered: the dataset is cut into this many partitions and device i holds "
+            "partition i % N (default: one per device, --num-partitions)."
+        ),
+    ] = None,
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = DEVNET_STATE_FILE,
@@ -265,7 +272,11 @@ def pool(
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
     members = [(acct, first_partition + j) for j, acct in enumerate(devnet_accounts(range(start, end)))]
     if mode == "buffered" or fleet is not None:
-        _timed_pool(settings, members, mode, fleet, per_round, max_rounds, ready_file)
+        if data_shares is not None and not 1 <= data_shares <= num_partitions:
+            raise typer.BadParameter("must be in 1..--num-partitions", param_hint="--data-shares")
+        shares = data_shares or num_partitions
+        timed_settings = replace(settings, num_partitions=shares)
+        _timed_pool(timed_settings, members, num_partitions, mode, (fleet, per_round), max_rounds, ready_file)
         return
     try:
         if ray_address is not None or ray_local is not None:
@@ -296,21 +307,22 @@ def pool(
 def _timed_pool(
     settings: Any,
     members: list[tuple[Any, int]],
+    num: int,
     mode: str,
-    fleet_arg: str | None,
-    per_round: int | None,
+    sampling: tuple[str | None, int | None],
     max_rounds: int | None,
     ready_file: Path | None,
 ) -> None:
     """`fedchain pool --mode buffered` (fedchain.device.buffered_pool) or `fedchain pool --fleet ...` (sampled
-    synchronous rounds, fedchain.device.sampled_pool): virtual devices with simulated speeds."""
+    synchronous rounds, fedchain.device.sampled_pool): virtual devices with simulated speeds, `num` in the fleet,
+    device i holding data partition i % settings.num_partitions."""
     from fedchain.device.schedule import DeviceTiming, Fleet
 
+    fleet_arg, per_round = sampling
     try:
         fleet = Fleet.parse(fleet_arg) if fleet_arg is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--fleet") from None
-    num = settings.num_partitions
     timings = fleet.timings(num) if fleet is not None else [DeviceTiming()] * num
     timed = [(account, index, timings[index]) for account, index in members]
     try:
@@ -318,11 +330,13 @@ def _timed_pool(
             from fedchain.device.buffered import BufferedDeviceSettings
             from fedchain.device.buffered_pool import BufferedDevicePool
 
+            shares = settings.num_partitions
             buffered = BufferedDeviceSettings(
-                settings.task_address, settings.rpc_url, settings.ipfs_api, 0, num, settings.non_iid_alpha,
+                settings.task_address, settings.rpc_url, settings.ipfs_api, 0, shares, settings.non_iid_alpha,
                 settings.data_seed,
             )  # fmt: skip
-            BufferedDevicePool(buffered, timed).run(max_updates=max_rounds, on_ready=lambda: touch(ready_file))
+            by_share = [(account, index % shares, timing) for account, index, timing in timed]
+            BufferedDevicePool(buffered, by_share).run(max_updates=max_rounds, on_ready=lambda: touch(ready_file))
         else:
             from fedchain.device.sampled_pool import SampledDevicePool
 

@@ -6,7 +6,9 @@ Each device does what `BufferedDeviceRunner.run` does (train from the latest ver
 that version, act on a refusal per `after_refusal`), with the runner's own `train_update` and `submit`. What the
 pool changes is time: instead of sleeping, a device that "trains" for its speed's duration (or naps, holding its
 update) is put in a ready queue and the pool serves whichever device is due next, so a hundred devices of different
-speeds fit in one process on two cores.
+speeds fit in one process on two cores. The devices due at the same moment send their submissions together (signed
+here, sent in one JSON-RPC batch, receipts read in one), as the synchronous pool does; each submission is still the
+device's own transaction, and a reverted one is explained and handled as `BufferedDeviceRunner.submit` would.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
-from fedchain.chain.buffered import Status
+from fedchain.chain import ContractRevert
+from fedchain.chain.buffered import GAS_LIMITS, Status
+from fedchain.chain.task import encode_submit_update
+from fedchain.chain.tx import send_raw_batch, wait_receipts
 from fedchain.device.buffered import (
     WAKE_EVENTS,
     AcceptedUpdate,
@@ -27,10 +34,27 @@ from fedchain.device.buffered import (
     BufferedDeviceSettings,
     HeldUpdate,
     Next,
+    after_refusal,
 )
 from fedchain.device.schedule import DeviceTiming, ReadyQueue
+from fedchain.storage import cid_to_digest
 
 log = logging.getLogger("fedchain.device.buffered_pool")
+
+UPDATE_BUFFERED_TOPIC = "0x" + keccak(text="UpdateBuffered(uint32,address,bytes32,uint32,uint32,uint32,uint32)").hex()
+
+
+def accepted_from_receipt(receipt: dict[str, Any], held: HeldUpdate) -> AcceptedUpdate:
+    """The chain's record of an accepted update, from its transaction's raw receipt (the UpdateBuffered log:
+    topics buffer and device; data digest, samples, base version, staleness, position)."""
+    gas = int(receipt["gasUsed"], 16)
+    for entry in receipt["logs"]:
+        if entry["topics"] and entry["topics"][0].lower() == UPDATE_BUFFERED_TOPIC:
+            data = bytes.fromhex(entry["data"][2:])
+            return AcceptedUpdate(
+                held.base_version, int(entry["topics"][1], 16), int.from_bytes(data[96:128]), held.cid, gas
+            )
+    return AcceptedUpdate(held.base_version, 0, -1, held.cid, gas)
 
 
 @dataclass
@@ -102,11 +126,14 @@ class BufferedDevicePool:
                 if not started:  # the task is running: every device begins
                     queue.extend(range(len(self.slots)), time.monotonic())
                     started = True
-                for index in queue.pop_due(time.monotonic()):
-                    if not self._act(index, filling.version, queue, on_accepted):
-                        return self.stats
-                    if max_updates is not None and self.stats.accepted >= max_updates:
-                        return self.stats
+                due = queue.pop_due(time.monotonic())
+                submitting = [i for i in due if self.slots[i].held is not None]
+                if submitting and not self._submit(submitting, queue, on_accepted):
+                    return self.stats
+                for index in [i for i in due if i not in submitting]:
+                    self._train(index, filling.version, queue)
+                if max_updates is not None and self.stats.accepted >= max_updates:
+                    return self.stats
                 self._wait(queue.next_at(), queue)
         finally:
             if self._owns_context:
@@ -120,46 +147,79 @@ class BufferedDevicePool:
             )
         return self.stats
 
-    def _act(
-        self,
-        index: int,
-        version: int,
-        queue: ReadyQueue,
-        on_accepted: Callable[[AcceptedUpdate], None] | None,
-    ) -> bool:
-        """Device `index` is due: train (its update is ready after its duration) or submit what it holds. False when
-        the task no longer takes updates."""
+    def _train(self, index: int, version: int, queue: ReadyQueue) -> None:
+        """Device `index` trains from `version` and uploads; its update is ready after its duration (and nap)."""
         slot = self.slots[index]
         runner = slot.runner
-        if slot.held is None:
-            started = time.monotonic()
-            slot.held, seconds = runner.train_update(version)
-            self.stats.trained += 1
-            queue.push(index, started + seconds + runner.timing.nap_seconds(runner.trained))
-            return True
-        try:
-            outcome = runner.submit(slot.held)
-        except PermissionError as exc:  # removed from the task: this device leaves, the others go on
-            log.warning("%s", exc)
-            slot.removed = True
-            return True
+        started = time.monotonic()
+        slot.held, seconds = runner.train_update(version)
+        self.stats.trained += 1
+        queue.push(index, started + seconds + runner.timing.nap_seconds(runner.trained))
+
+    def _submit(
+        self, indices: list[int], queue: ReadyQueue, on_accepted: Callable[[AcceptedUpdate], None] | None
+    ) -> bool:
+        """The due devices' submissions, signed here and sent in one batch; each outcome handled as the runner
+        would. False when the task no longer takes updates."""
+        w3 = self.context.w3
+        slots = [self.slots[i] for i in indices]
+        fees = slots[0].runner.task.sender.fees()  # type: ignore[union-attr]
+        signed = []
+        for slot in slots:
+            held, sender = slot.held, slot.runner.task.sender
+            assert held is not None and sender is not None
+            data = encode_submit_update(held.base_version, cid_to_digest(held.cid), held.num_samples)
+            signed.append(sender.sign_data(slot.runner.task.address, data, GAS_LIMITS["submitUpdate"], fees))
+        sent = send_raw_batch(w3, [raw for _, raw in signed])
+        hashes = [h for h in sent if isinstance(h, bytes)]
+        receipts = dict(zip(hashes, wait_receipts(w3, hashes), strict=True))
+        going = True
         now = time.monotonic()
-        if isinstance(outcome, AcceptedUpdate):
-            slot.held = None
-            self.stats.accepted += 1
-            if on_accepted is not None:
-                on_accepted(outcome)
-            queue.push(index, now)
-            return True
-        self.stats.refused[outcome.name] = self.stats.refused.get(outcome.name, 0) + 1
-        if outcome is Next.RETRAIN:
-            slot.held = None
-            queue.push(index, now)
-        elif outcome is Next.WAIT_AND_RESUBMIT:
-            slot.waiting = True
-        else:
-            return False
-        return True
+        for index, slot, (tx, _), answer in zip(indices, slots, signed, sent, strict=True):
+            runner, held = slot.runner, slot.held
+            assert held is not None and runner.task.sender is not None
+            if not isinstance(answer, bytes):  # refused by the node (a nonce that moved): submit again
+                log.warning("%s's submission was refused by the node: %s", runner.address, answer)
+                runner.task.sender.forget_nonce()
+                queue.push(index, now)
+                continue
+            receipt = receipts[answer]
+            if int(receipt["status"], 16) == 1:
+                accepted = accepted_from_receipt(receipt, held)
+                slot.held = None
+                self.stats.accepted += 1
+                if on_accepted is not None:
+                    on_accepted(accepted)
+                queue.push(index, now)
+                continue
+            # Replayed from the device's address (the signed transaction dict does not name its sender).
+            block = int(receipt["blockNumber"], 16)
+            exc: ContractRevert = runner.task.sender.explain_failure({**tx, "from": runner.address}, block, None)
+            if exc.error == "NotApprovedDevice":
+                log.warning("device %s was removed from the task: it leaves the pool", runner.address)
+                slot.removed = True
+                continue
+            try:
+                outcome = after_refusal(exc.error)
+            except ValueError as error:  # this device's update itself is broken: drop it, train a new one
+                log.error("%s: %s", runner.address, error)
+                outcome = Next.RETRAIN
+            log.info(
+                "update of %s from version %d refused: %s; %s",
+                runner.address,
+                held.base_version,
+                exc.error,
+                outcome.value,
+            )
+            self.stats.refused[exc.error] = self.stats.refused.get(exc.error, 0) + 1
+            if outcome is Next.RETRAIN:
+                slot.held = None
+                queue.push(index, now)
+            elif outcome is Next.WAIT_AND_RESUBMIT:
+                slot.waiting = True
+            else:
+                going = False
+        return going
 
     def _wait(self, until: float | None, queue: ReadyQueue) -> None:
         """Until the next device is due (at most `state_recheck`), or an event wakes the waiting devices."""

@@ -30,7 +30,8 @@ ROUND_CHECK_SECONDS = 0.25
 
 class SampledDevicePool(DevicePool):
     """A `DevicePool` whose devices take part only when sampled, each taking its timing's duration per round.
-    `members` are (account, fleet index, timing); the fleet index is also the device's data partition."""
+    `members` are (account, fleet index, timing); device i holds data partition i % `settings.num_partitions` (so
+    several devices may share a partition's recordings)."""
 
     def __init__(
         self,
@@ -41,7 +42,8 @@ class SampledDevicePool(DevicePool):
         sample_seed: int = 0,
         context: DeviceContext | None = None,
     ) -> None:
-        super().__init__(settings, [(account, index) for account, index, _ in members], context)
+        shares = settings.num_partitions
+        super().__init__(settings, [(account, index % shares) for account, index, _ in members], context)
         self.num_devices = num_devices
         self.per_round = per_round
         self.sample_seed = sample_seed
