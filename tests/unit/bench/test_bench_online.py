@@ -9,8 +9,8 @@ from fedchain.device.schedule import Fleet
 
 
 def test_defaults_are_the_issue_fleet_of_100_devices() -> None:
-    setup, out, workdir = parse_args([])
-    assert setup.devices == 100 and out == Path("reports/online.json") and workdir is None
+    setup, out, workdir, repeats = parse_args([])
+    assert setup.devices == 100 and out == Path("reports/online.json") and workdir is None and repeats == 2
     roles = setup.fleet.roles(setup.devices)
     assert (roles.count("slow"), roles.count("sleeper")) == (30, 10)
     assert setup.fleet.slow_factor == 5 and setup.fleet.sleep_factor == 10
@@ -26,7 +26,7 @@ def test_the_round_deadline_lets_slow_devices_in_and_sleepers_not() -> None:
 
 
 def test_options_reach_the_setup() -> None:
-    setup, _out, _ = parse_args(
+    setup, *_ = parse_args(
         ["--devices", "12", "--fleet", "train=0.5,slow=0.25x4", "--buffer-size", "4", "--data-shares", "0"]
     )
     assert (setup.devices, setup.buffer_size, setup.data_shares) == (12, 4, None)
