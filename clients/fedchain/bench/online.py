@@ -3,7 +3,7 @@ wearable task, the same devices, fleet, partitions and seeds -> reports/online.j
 
     python -m fedchain.bench.online [--devices 100] [--dataset basic_motions] [--target 0.7] [--duration 200]
         [--fleet train=1.5,slow=0.3x5,sleep=0.1x10] [--per-round 20] [--buffer-size 20] [--max-staleness 10]
-        [--local-epochs 3] [--data-shares 20] [--repeats 2]
+        [--local-epochs 3] [--data-shares 20] [--repeats 3]
 
 One Anvil devnet and one Kubo node serve both runs, one after the other. Each run deploys its task, starts one
 aggregator process and `--pools` pool processes of virtual devices (`fedchain pool --fleet ...`, with `--mode
@@ -363,7 +363,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[OnlineSetup, Path, Path | No
     parser.add_argument("--round-deadline", type=int, default=None, help="sync: seconds a round waits")
     parser.add_argument("--buffer-size", type=int, default=20, help="async: K, updates per version")
     parser.add_argument("--max-staleness", type=int, default=10, help="async: versions an update may lag")
-    parser.add_argument("--repeats", type=int, default=2, help="sync/async pairs (fleet seed + r)")
+    parser.add_argument("--repeats", type=int, default=3, help="sync/async pairs (fleet seed + r)")
     parser.add_argument("--out", type=Path, default=Path("reports/online.json"))
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)

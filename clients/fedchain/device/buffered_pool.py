@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +45,11 @@ log = logging.getLogger("fedchain.device.buffered_pool")
 UPDATE_BUFFERED_TOPIC = "0x" + keccak(text="UpdateBuffered(uint32,address,bytes32,uint32,uint32,uint32,uint32)").hex()
 
 
+def wake_count(waiting: int, buffer_size: int, filled: int) -> int:
+    """How many waiting devices to wake: the filling buffer's free places (none while it is full), at most all."""
+    return min(waiting, max(0, buffer_size - filled))
+
+
 def accepted_from_receipt(receipt: dict[str, Any], held: HeldUpdate) -> AcceptedUpdate:
     """The chain's record of an accepted update, from its transaction's raw receipt (the UpdateBuffered log:
     topics buffer and device; data digest, samples, base version, staleness, position)."""
@@ -63,7 +69,7 @@ class _Slot:
 
     runner: BufferedDeviceRunner
     held: HeldUpdate | None = None
-    waiting: bool = False  # for a buffer to open (BuffersFull, AlreadyBuffered)
+    waiting: bool = False  # for a buffer to open (BuffersFull, AlreadyBuffered); see BufferedDevicePool._waiting
     removed: bool = False  # no longer approved on the task
 
 
@@ -95,6 +101,8 @@ class BufferedDevicePool:
             for account, partition, timing in members
         ]
         self.stats = PoolStats()
+        # Devices holding an update until a buffer has room, in the order they started waiting.
+        self._waiting: deque[int] = deque()
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -217,6 +225,7 @@ class BufferedDevicePool:
                 queue.push(index, now)
             elif outcome is Next.WAIT_AND_RESUBMIT:
                 slot.waiting = True
+                self._waiting.append(index)
             else:
                 going = False
         return going
@@ -228,14 +237,26 @@ class BufferedDevicePool:
         if until is not None:
             deadline = min(deadline, until)
         while True:
-            if any(e.name in WAKE_EVENTS for e in self.context.follower.poll()):
-                waiting = [i for i, s in enumerate(self.slots) if s.waiting]
-                for i in waiting:
-                    self.slots[i].waiting = False
-                queue.extend(waiting, time.monotonic())
-                if waiting:
-                    return
+            if any(e.name in WAKE_EVENTS for e in self.context.follower.poll()) and self._wake(queue):
+                return
             left = deadline - time.monotonic()
             if left <= 0:
+                self._wake(queue)
                 return
             self.context.notifier.wait(left)
+
+    def _wake(self, queue: ReadyQueue) -> int:
+        """Put as many waiting devices back in the queue (first come, first served) as the filling buffer has
+        room for: waking them all at every event would have most of them refused again (BuffersFull), a
+        transaction each, at the cost of the devices that are ready to submit."""
+        if not self._waiting:
+            return 0
+        filling = self.context.reader.filling_buffer()
+        room = wake_count(len(self._waiting), self.context.config.buffer_size, filling.count)
+        if filling.status != Status.RUNNING:
+            room = len(self._waiting)  # let them find out (TaskNotRunning) and stop
+        woken = [self._waiting.popleft() for _ in range(room)]
+        for index in woken:
+            self.slots[index].waiting = False
+        queue.extend(woken, time.monotonic())
+        return len(woken)

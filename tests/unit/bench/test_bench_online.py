@@ -10,7 +10,7 @@ from fedchain.device.schedule import Fleet
 
 def test_defaults_are_the_issue_fleet_of_100_devices() -> None:
     setup, out, workdir, repeats = parse_args([])
-    assert setup.devices == 100 and out == Path("reports/online.json") and workdir is None and repeats == 2
+    assert setup.devices == 100 and out == Path("reports/online.json") and workdir is None and repeats == 3
     roles = setup.fleet.roles(setup.devices)
     assert (roles.count("slow"), roles.count("sleeper")) == (30, 10)
     assert setup.fleet.slow_factor == 5 and setup.fleet.sleep_factor == 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 from eth_abi import encode
 
 from fedchain.device.buffered import HeldUpdate
-from fedchain.device.buffered_pool import UPDATE_BUFFERED_TOPIC, accepted_from_receipt
+from fedchain.device.buffered_pool import UPDATE_BUFFERED_TOPIC, accepted_from_receipt, wake_count
 
 HELD = HeldUpdate(base_version=4, cid="QmHeld", num_samples=12, loss=0.5)
 
@@ -29,3 +29,10 @@ def test_the_update_buffered_log_gives_buffer_and_staleness() -> None:
 def test_a_receipt_without_the_log_still_counts_the_gas() -> None:
     accepted = accepted_from_receipt(_receipt([]), HELD)
     assert (accepted.buffer, accepted.staleness, accepted.gas_used) == (0, -1, 50_859)
+
+
+def test_waiting_devices_are_woken_only_into_free_places() -> None:
+    assert wake_count(waiting=30, buffer_size=20, filled=0) == 20
+    assert wake_count(waiting=30, buffer_size=20, filled=15) == 5
+    assert wake_count(waiting=3, buffer_size=20, filled=5) == 3
+    assert wake_count(waiting=30, buffer_size=20, filled=20) == 0  # full: waiting for the pending buffer
