@@ -136,9 +136,15 @@ class BufferedDevicePool:
                     started = True
                 due = queue.pop_due(time.monotonic())
                 submitting = [i for i in due if self.slots[i].held is not None]
+                training = [i for i in due if self.slots[i].held is None]
+                if submitting and filling.count >= self.context.config.buffer_size:
+                    # The filling buffer is full and waits for the pending one: the chain would refuse every
+                    # submission (BuffersFull), so these devices wait for room without sending one.
+                    self._hold(submitting)
+                    submitting = []
                 if submitting and not self._submit(submitting, queue, on_accepted):
                     return self.stats
-                for index in [i for i in due if i not in submitting]:
+                for index in training:
                     self._train(index, filling.version, queue)
                 if max_updates is not None and self.stats.accepted >= max_updates:
                     return self.stats
@@ -224,8 +230,7 @@ class BufferedDevicePool:
                 slot.held = None
                 queue.push(index, now)
             elif outcome is Next.WAIT_AND_RESUBMIT:
-                slot.waiting = True
-                self._waiting.append(index)
+                self._hold([index])
             else:
                 going = False
         return going
@@ -244,6 +249,11 @@ class BufferedDevicePool:
                 self._wake(queue)
                 return
             self.context.notifier.wait(left)
+
+    def _hold(self, indices: list[int]) -> None:
+        for index in indices:
+            self.slots[index].waiting = True
+            self._waiting.append(index)
 
     def _wake(self, queue: ReadyQueue) -> int:
         """Put as many waiting devices back in the queue (first come, first served) as the filling buffer has
