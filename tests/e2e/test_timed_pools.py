@@ -35,7 +35,7 @@ def _pool_args(first: int, end: int, *extra: str) -> list[str]:
 
 
 def test_buffered_pools_with_slow_and_sleeping_devices(cli: Cli) -> None:
-    versions, k, max_staleness = 8, 3, 4
+    versions, k, max_staleness = 12, 3, 4
     deployed = cli.deploy(
         *("--mode", "buffered", "--rounds", str(versions), "--devices", str(DEVICES)),
         *("--buffer-size", str(k), "--max-staleness", str(max_staleness)),
@@ -72,7 +72,7 @@ def test_buffered_pools_with_slow_and_sleeping_devices(cli: Cli) -> None:
         spec = _buffered_spec(client, ipfs)
         initial = evaluate_cid(ipfs, spec, deployed["initial_model_cid"])
         final = evaluate_cid(ipfs, spec, digest_to_cid(client.version_digest(versions)))
-    assert final >= 0.85 and final > initial + 0.2, (initial, final)
+    assert final >= 0.8 and final > initial + 0.2, (initial, final)
 
 
 def _buffered_spec(client: BufferedTaskClient, ipfs: IpfsClient):
