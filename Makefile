@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts-parallel test-python-parallel test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput flower-venv explorer lint slither clean distclean
+.PHONY: setup compile test test-contracts-parallel test-python-parallel test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput bench-online flower-venv explorer lint slither clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -84,6 +84,7 @@ bench: compile
 	$(VENV)/bin/fedchain bench market --out reports/market.json
 	$(VENV)/bin/fedchain bench device --out reports/device.json
 	$(VENV)/bin/fedchain bench throughput --out reports/throughput.json
+	$(VENV)/bin/fedchain bench online --out reports/online.json
 	$(MAKE) --no-print-directory bench-flower
 
 # A device process's memory and seconds to ready, round 1 against round 2: reports/device.json.
@@ -96,6 +97,12 @@ bench-device: setup
 bench-throughput: compile
 	@mkdir -p reports
 	$(VENV)/bin/fedchain bench throughput --out reports/throughput.json
+
+# Synchronous rounds vs asynchronous buffered versions (FedBuff) on chain, 100 devices of mixed speeds:
+# reports/online.json (under ~10 minutes).
+bench-online: compile
+	@mkdir -p reports
+	$(VENV)/bin/fedchain bench online --out reports/online.json
 
 # Compute market with 2 and 4 honest workers against one process: reports/market.json.
 bench-market: compile

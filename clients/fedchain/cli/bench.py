@@ -92,3 +92,14 @@ def bench_device(ctx: typer.Context) -> None:
     from fedchain.bench.device_footprint import main as device_main
 
     raise typer.Exit(device_main(list(ctx.args)))
+
+
+@bench_app.command("online", context_settings=PASSTHROUGH)
+def bench_online(ctx: typer.Context) -> None:
+    """Synchronous rounds vs asynchronous buffered versions (FedBuff) on chain: the same wearable task, 100 devices
+    with heterogeneous speeds (30% 5x slower, 10% asleep), accuracy against wall time, time to the target accuracy,
+    updates per second, staleness, gas per update -> reports/online.json. Options (--devices, --duration, --fleet,
+    --target, --per-round, --buffer-size, --max-staleness, --out) go to `python -m fedchain.bench.online`."""
+    from fedchain.bench.online import main as online_main
+
+    raise typer.Exit(online_main(list(ctx.args)))

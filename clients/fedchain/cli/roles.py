@@ -282,6 +282,26 @@ def pool(
     pools: Annotated[
         int, typer.Option(help="With Ray: pool actors (relayers: --relayer-account and the accounts after it).")
     ] = 1,
+    mode: TaskMode = "sync",
+    fleet: Annotated[
+        str | None,
+        typer.Option(
+            help="Simulation: device speeds over the whole fleet (--num-partitions devices), e.g. "
+            "train=1,slow=0.3x5,sleep=0.1x10,seed=0; a device's updates take its speed's duration (fedchain/device/"
+            "schedule.py)."
+        ),
+    ] = None,
+    per_round: Annotated[
+        int | None,
+        typer.Option(help="Sync with --fleet: devices sampled per round out of the fleet (default: all)."),
+    ] = None,
+    data_shares: Annotated[
+        int | None,
+        typer.Option(
+            help="With --fleet or --mode buffered: the dataset is cut into this many partitions and device i holds "
+            "partition i % N (default: one per device, --num-partitions)."
+        ),
+    ] = None,
     rpc_url: RpcUrl = None,
     ipfs_api: IpfsApi = None,
     state_file: StateFile = DEVNET_STATE_FILE,
@@ -319,6 +339,13 @@ def pool(
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
     settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
     members = [(acct, first_partition + j) for j, acct in enumerate(accounts_)]
+    if mode == "buffered" or fleet is not None:
+        if data_shares is not None and not 1 <= data_shares <= num_partitions:
+            raise typer.BadParameter("must be in 1..--num-partitions", param_hint="--data-shares")
+        shares = data_shares or num_partitions
+        timed_settings = replace(settings, num_partitions=shares)
+        _timed_pool(timed_settings, members, num_partitions, mode, (fleet, per_round), max_rounds, ready_file)
+        return
     try:
         if ray_address is not None or ray_local is not None:
             from fedchain.device.ray_pool import run_on_ray, split_accounts
@@ -338,6 +365,52 @@ def pool(
         relayer = devnet_accounts([relayer_account])[0] if relayer_account is not None else None
         pool_ = DevicePool(settings, members, relayer=relayer, omit_from_batch=omit_from_batch)
         pool_.run(max_rounds=max_rounds, on_ready=lambda: touch(ready_file))
+    except KeyboardInterrupt:
+        logging.getLogger("fedchain.device.pool").info("stopped")
+    except (PermissionError, TimeoutError, ValueError) as exc:
+        console.print(f"[red]pool stopped[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _timed_pool(
+    settings: Any,
+    members: list[tuple[Any, int]],
+    num: int,
+    mode: str,
+    sampling: tuple[str | None, int | None],
+    max_rounds: int | None,
+    ready_file: Path | None,
+) -> None:
+    """`fedchain pool --mode buffered` (fedchain.device.buffered_pool) or `fedchain pool --fleet ...` (sampled
+    synchronous rounds, fedchain.device.sampled_pool): virtual devices with simulated speeds, `num` in the fleet,
+    device i holding data partition i % settings.num_partitions."""
+    from fedchain.device.schedule import DeviceTiming, Fleet
+
+    fleet_arg, per_round = sampling
+    try:
+        fleet = Fleet.parse(fleet_arg) if fleet_arg is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fleet") from None
+    timings = fleet.timings(num) if fleet is not None else [DeviceTiming()] * num
+    timed = [(account, index, timings[index]) for account, index in members]
+    try:
+        if mode == "buffered":
+            from fedchain.device.buffered import BufferedDeviceSettings
+            from fedchain.device.buffered_pool import BufferedDevicePool
+
+            shares = settings.num_partitions
+            buffered = BufferedDeviceSettings(
+                settings.task_address, settings.rpc_url, settings.ipfs_api, 0, shares, settings.non_iid_alpha,
+                settings.data_seed,
+            )  # fmt: skip
+            by_share = [(account, index % shares, timing) for account, index, timing in timed]
+            BufferedDevicePool(buffered, by_share).run(max_updates=max_rounds, on_ready=lambda: touch(ready_file))
+        else:
+            from fedchain.device.sampled_pool import SampledDevicePool
+
+            seed = fleet.seed if fleet is not None else 0
+            pool_ = SampledDevicePool(settings, timed, num, per_round or num, sample_seed=seed)
+            pool_.run(max_rounds=max_rounds, on_ready=lambda: touch(ready_file))
     except KeyboardInterrupt:
         logging.getLogger("fedchain.device.pool").info("stopped")
     except (PermissionError, TimeoutError, ValueError) as exc:

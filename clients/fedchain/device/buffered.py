@@ -21,6 +21,9 @@ Faulty windows (NaN samples, wrong length or sampling rate) are refused in the d
 
 For experiments a device can be made slow (`speed_factor`: each local training takes that many times as long) or
 sleepy (after its n-th training it sleeps, holding its update, before submitting), as battery-powered wearables are.
+
+The pieces a pool of virtual buffered devices reuses (fedchain.device.buffered_pool): `BufferedContext` (what the
+devices of one process share) and the runner's `train_update` (train and upload, no waiting) and `submit`.
 """
 
 from __future__ import annotations
@@ -28,17 +31,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from fedchain.chain import ContractRevert, EventFollower, connect
 from fedchain.chain.artifacts import load_artifact
-from fedchain.chain.buffered import CONTRACT_NAME, BufferedTaskClient, Status
+from fedchain.chain.buffered import CONTRACT_NAME, BufferedConfig, BufferedTaskClient, Status
 from fedchain.chain.notify import EventNotifier
 from fedchain.device.runner import train_for_round, update_metadata
+from fedchain.device.schedule import DeviceTiming, simulated_seconds  # noqa: F401 (simulated_seconds: re-exported)
 from fedchain.learning.data import Dataset, device_partition, load_dataset
 from fedchain.learning.model import build_model
 from fedchain.learning.spec import TaskSpec
@@ -84,14 +89,6 @@ def after_refusal(error: str) -> Next:
         raise ValueError(f"submitUpdate refused with {name}: not a buffered-task outcome") from None
 
 
-def simulated_seconds(train_seconds: float, speed_factor: float, min_train_seconds: float) -> float:
-    """Extra seconds to wait after a local training so that it takes max(actual, min) x speed_factor in all (a
-    slower CPU, or a duty-cycled wearable)."""
-    if speed_factor < 1:
-        raise ValueError(f"speed_factor must be >= 1, got {speed_factor}")
-    return max(0.0, max(train_seconds, min_train_seconds) * speed_factor - train_seconds)
-
-
 @dataclass(frozen=True)
 class BufferedDeviceSettings:
     task_address: str
@@ -111,6 +108,57 @@ class BufferedDeviceSettings:
     sleep_seconds: float = 0.0
     stream: StreamSettings | None = None  # train on a sensor stream instead of the whole share (wearable tasks)
 
+    def timing(self) -> DeviceTiming:
+        return DeviceTiming(self.speed_factor, self.min_train_seconds, self.sleep_seconds, self.sleep_after)
+
+
+@dataclass
+class BufferedContext:
+    """What the buffered devices of one process share: one chain connection, one IPFS client, the task's
+    configuration, description and dataset, one event subscription, and the latest version's model."""
+
+    w3: Web3
+    chain_id: int
+    reader: BufferedTaskClient
+    ipfs: IpfsClient
+    config: BufferedConfig
+    spec: TaskSpec
+    proximal_mu: float
+    train: Dataset
+    follower: EventFollower
+    history: EventFollower
+    notifier: EventNotifier
+    _models: dict[int, Weights] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: BufferedDeviceSettings) -> BufferedContext:
+        w3 = connect(settings.rpc_url, wait=30)
+        reader = BufferedTaskClient(w3, settings.task_address)
+        ipfs = IpfsClient(settings.ipfs_api)
+        config = reader.config()
+        spec = TaskSpec.from_json(ipfs.cat(digest_to_cid(config.model_spec_digest), max_size=1 << 20))
+        strategy = spec.strategy_spec()
+        proximal_mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
+        train, _ = load_dataset(spec.dataset)
+        abi = load_artifact(CONTRACT_NAME).abi
+        follower = EventFollower(w3, reader.address, abi, from_block=w3.eth.block_number)
+        history = EventFollower(w3, reader.address, abi)
+        notifier = EventNotifier(
+            settings.rpc_url, [reader.address], poll_interval=settings.poll_interval, push=settings.push
+        )
+        chain_id = int(w3.eth.chain_id)
+        return cls(w3, chain_id, reader, ipfs, config, spec, proximal_mu, train, follower, history, notifier)
+
+    def global_weights(self, version: int) -> Weights:
+        """The model of `version`, fetched once per process (only the latest is trained from)."""
+        if version not in self._models:
+            cid = digest_to_cid(self.reader.version_digest(version))
+            self._models = {version: self.ipfs.get_weights(cid)}
+        return self._models[version]
+
+    def close(self) -> None:
+        self.notifier.close()
+
 
 @dataclass(frozen=True)
 class HeldUpdate:
@@ -120,6 +168,7 @@ class HeldUpdate:
     cid: str
     num_samples: int
     loss: float
+    train_seconds: float = 0.0  # the real local training's
 
 
 @dataclass(frozen=True)
@@ -134,31 +183,35 @@ class AcceptedUpdate:
 class BufferedDeviceRunner:
     """Trains and submits until the task ends (or `max_updates` updates were accepted)."""
 
-    def __init__(self, settings: BufferedDeviceSettings, account: LocalAccount) -> None:
+    def __init__(
+        self,
+        settings: BufferedDeviceSettings,
+        account: LocalAccount,
+        context: BufferedContext | None = None,
+        timing: DeviceTiming | None = None,
+    ) -> None:
         self.settings = settings
         self.account = account
-        self.w3 = connect(settings.rpc_url, wait=30)
-        self.chain_id = int(self.w3.eth.chain_id)
+        self._owns_context = context is None
+        self.context = context if context is not None else BufferedContext.open(settings)
+        self.timing = timing if timing is not None else settings.timing()
+        self.w3 = self.context.w3
+        self.chain_id = self.context.chain_id
         self.task = BufferedTaskClient.for_account(self.w3, settings.task_address, account)
-        self.ipfs = IpfsClient(settings.ipfs_api)
-        self.config = self.task.config()
-        self.spec = TaskSpec.from_json(self.ipfs.cat(digest_to_cid(self.config.model_spec_digest), max_size=1 << 20))
-        strategy = self.spec.strategy_spec()
-        self.proximal_mu = float(strategy.params["mu"]) if strategy.name == "fedprox" else 0.0
-        train, _ = load_dataset(self.spec.dataset)
+        self.ipfs = self.context.ipfs
+        self.config = self.context.config
+        self.spec = self.context.spec
+        self.proximal_mu = self.context.proximal_mu
+        train = self.context.train
         self.data = device_partition(
             train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
         )
         self.data_source = self._data_source()
         self.model = build_model(self.spec.model, seed=self.spec.seed)
-        abi = load_artifact(CONTRACT_NAME).abi
-        self.follower = EventFollower(self.w3, self.task.address, abi, from_block=self.w3.eth.block_number)
-        self._history = EventFollower(self.w3, self.task.address, abi)
-        self.notifier = EventNotifier(
-            settings.rpc_url, [self.task.address], poll_interval=settings.poll_interval, push=settings.push
-        )
+        self.follower = self.context.follower
+        self._history = self.context.history
+        self.notifier = self.context.notifier
         self.trained = 0  # local trainings so far (also seeds them: a retrain differs from the refused one)
-        self._models: dict[int, Weights] = {}
 
     @property
     def address(self) -> str:
@@ -191,7 +244,7 @@ class BufferedDeviceRunner:
                     break
                 if held is None:
                     held = self._train(filling.version)
-                outcome = self._submit(held)
+                outcome = self.submit(held)
                 if isinstance(outcome, AcceptedUpdate):
                     held = None
                     accepted += 1
@@ -206,28 +259,34 @@ class BufferedDeviceRunner:
                 else:
                     break
         finally:
-            self.notifier.close()
+            if self._owns_context:
+                self.context.close()
         status = self.task.filling_buffer().status
         log.info("task %s is %s; %d updates of this device accepted", self.task.address, status.name.lower(), accepted)
         return accepted
 
-    def _global(self, version: int) -> Weights:
-        if version not in self._models:
-            cid = digest_to_cid(self.task.version_digest(version))
-            self._models = {version: self.ipfs.get_weights(cid)}  # only the latest is trained from
-        return self._models[version]
-
     def _train(self, version: int) -> HeldUpdate:
         """Train from `version`, take as long as this device's speed says, maybe fall asleep, upload."""
+        held, seconds = self.train_update(version)
+        extra = seconds - held.train_seconds
+        if extra > 0:
+            time.sleep(extra)
+        nap = self.timing.nap_seconds(self.trained)
+        if nap > 0:
+            log.info("sleeping %.0fs before submitting (as a wearable would)", nap)
+            time.sleep(nap)
+        return held
+
+    def train_update(self, version: int) -> tuple[HeldUpdate, float]:
+        """Train from `version` and upload the update, without waiting; returns it with the seconds the training
+        lasts on this device (the real training stretched to the device's speed, not counting a nap)."""
         data = self.data_source()
         if self.settings.stream is not None:  # waiting for new windows may have taken a while: train from the latest
             version = max(version, self.task.current_version())
-        weights = self._global(version)
+        weights = self.context.global_weights(version)
         self.trained += 1
         local = train_for_round(self.model, weights, data, self.spec, self.trained, self.address, self.proximal_mu)
-        extra = simulated_seconds(local.train_seconds, self.settings.speed_factor, self.settings.min_train_seconds)
-        if extra > 0:
-            time.sleep(extra)
+        extra = self.timing.extra_seconds(local.train_seconds)
         binding = UpdateBinding(self.chain_id, self.task.address, version, self.address)
         metadata = update_metadata(binding, len(data), local.train_seconds + extra, local.loss)
         cid = self.ipfs.add(encode_weights(local.weights, metadata))
@@ -240,12 +299,10 @@ class BufferedDeviceRunner:
             local.train_seconds + extra,
             cid,
         )
-        if self.settings.sleep_after is not None and self.trained == self.settings.sleep_after:
-            log.info("sleeping %.0fs before submitting (as a wearable would)", self.settings.sleep_seconds)
-            time.sleep(self.settings.sleep_seconds)
-        return HeldUpdate(version, cid, len(data), local.loss)
+        return HeldUpdate(version, cid, len(data), local.loss, local.train_seconds), local.train_seconds + extra
 
-    def _submit(self, held: HeldUpdate) -> AcceptedUpdate | Next:
+    def submit(self, held: HeldUpdate) -> AcceptedUpdate | Next:
+        """Submit `held`: the chain's record of it, or the device's next step after a refusal."""
         try:
             tx = self.task.submit_update(held.base_version, cid_to_digest(held.cid), held.num_samples)
         except ContractRevert as exc:

@@ -249,7 +249,10 @@ class DevicePool:
                 continue
             receipt = receipts[answer]
             if int(receipt["status"], 16) != 1:
-                self._moved_on(round_index, device, sender.explain_failure(tx, int(receipt["blockNumber"], 16), None))
+                # Replayed from the device's address: the signed transaction dict does not name its sender, and from
+                # another address the contract would answer NotApprovedDevice (and the device would leave the pool).
+                replay, block = {**tx, "from": device.address}, int(receipt["blockNumber"], 16)
+                self._moved_on(round_index, device, sender.explain_failure(replay, block, None))
                 results.append(None)
                 continue
             self._last_round[device.address] = round_index

@@ -34,7 +34,7 @@ COMMANDS = [
     "market-demo",
     "bench",
 ]
-BENCHES = ["attacks", "aggregation", "privacy", "market", "rounds", "flower", "throughput", "device"]
+BENCHES = ["attacks", "aggregation", "privacy", "market", "rounds", "flower", "throughput", "device", "online"]
 # Commands that talk to a chain and IPFS: each takes the three endpoint options.
 CONNECTED = {
     "deploy",
