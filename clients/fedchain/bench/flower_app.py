@@ -7,8 +7,8 @@ the updates sorted by device address (what the aggregator does), and every round
 test split as the demo does. So the accuracies after each round must equal the demo's bit for bit.
 
 This module runs where Flower is installed: `python -m fedchain.bench.flower_app --task task.json --out result.json`
-(the driver, `fedchain.bench.flower`, starts it, usually from a separate virtual environment since
-flwr[simulation]==1.41.0 pins ray 2.55.1). It needs only fedchain.learning (torch, numpy, scikit-learn) and flwr;
+(the driver, `fedchain.bench.flower`, starts it in its own interpreter, which has flwr from the `bench` extra).
+It needs only fedchain.learning (torch, numpy, scikit-learn) and flwr;
 flwr is imported lazily, so the pure parts below import without it. Everything stays on loopback: see LOOPBACK_ENV.
 """
 

@@ -65,7 +65,7 @@ def bench_flower(ctx: typer.Context) -> None:
     """The demo's task in Flower's simulation and in `fedchain demo` at 10, 100 and 1,000 devices: startup, round
     1, later rounds (median, p90), peak memory, ratios, bit-identical accuracies -> reports/flower.json. Options
     (--devices 10,100,1000, --rounds 3, --chain, --flower-python, --skip-fedchain, --out) go to
-    `python -m fedchain.bench.flower`; Flower runs from `make flower-venv`."""
+    `python -m fedchain.bench.flower`; Flower is the `bench` extra (`pip install -e '.[bench]'`, in `make setup`)."""
     from fedchain.bench.flower import main as flower_main
 
     raise typer.Exit(flower_main(list(ctx.args)))

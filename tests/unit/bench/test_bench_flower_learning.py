@@ -3,6 +3,7 @@ Flower strategy itself when flwr is importable, and a real Flower simulation (sl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,23 @@ def test_reference_is_deterministic_and_learns() -> None:
     assert 0.0 <= accuracy <= 1.0 and loss > 0
 
 
+def _require_flwr() -> None:
+    """flwr is the `bench` extra, installed by `make setup`: under `make test` (FEDCHAIN_REQUIRE_FLOWER) or in CI its
+    absence is a failure, elsewhere (an environment without the extra) a skip."""
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is not None:
+        return
+    reason = "flwr[simulation]==1.41.0 is the `bench` extra: pip install -e '.[bench]' (make setup)"
+    if os.environ.get("CI") or os.environ.get("FEDCHAIN_REQUIRE_FLOWER"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def test_flower_strategy_aggregate_fit_is_fedchains() -> None:
-    common = pytest.importorskip("flwr.common", reason="flwr is an optional extra (make flower-venv)")
+    _require_flwr()
+    from flwr import common
+
     from fedchain.bench.flower_app import make_strategy
 
     task = _task()
@@ -157,34 +173,40 @@ def test_flower_strategy_aggregate_fit_is_fedchains() -> None:
     assert clock["updates"][1] == 3
 
 
-def _flower_python() -> str | None:
-    from fedchain.bench.flower import find_flower_python
+@pytest.mark.parametrize("has_flwr", [True, False])
+def test_the_flower_side_runs_in_this_interpreter_when_it_has_flwr(
+    has_flwr: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import sys
 
-    return find_flower_python()
+    from fedchain.bench import flower
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        if name == "flwr":  # this interpreter with or without the `bench` extra
+            return real_find_spec("json") if has_flwr else None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert flower.find_flower_python("/opt/other/python") == "/opt/other/python"
+    assert flower.find_flower_python() == (sys.executable if has_flwr else None)
+    if not has_flwr:
+        assert ".[bench]" in flower.run_flower_side(_task(), None, Path("unused"), timeout=1)["error"]
 
 
 @pytest.mark.slow
-def test_flower_simulation_matches_fedchain_learning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """3 devices x 2 rounds in Flower's own simulation (Ray, loopback only): the same accuracy and loss after every
-    round as the rounds simulated here with fedchain's learning code alone."""
-    import importlib.util
+def test_flower_simulation_matches_fedchain_learning(tmp_path: Path) -> None:
+    """3 devices x 2 rounds in Flower's own simulation (Ray, loopback only), started as `fedchain bench flower` starts
+    it (this interpreter, a subprocess): the same accuracy and loss after every round as the rounds simulated here
+    with fedchain's learning code alone."""
+    from fedchain.bench.flower import find_flower_python, run_flower_side
 
+    _require_flwr()
     task = _task(num_cpus=2, scratch=str(tmp_path / "scratch"))
     expected = simulate_reference(task)
-    if importlib.util.find_spec("flwr") is not None:
-        from fedchain.bench.flower_app import LOOPBACK_ENV, run_flower
-
-        for key, value in LOOPBACK_ENV.items():  # restored after the test
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
-        result = run_flower(task)
-    else:
-        python = _flower_python()
-        if python is None:
-            pytest.skip("flwr[simulation]==1.41.0 is an optional extra: `make flower-venv` (or FEDCHAIN_FLOWER_PYTHON)")
-        from fedchain.bench.flower import run_flower_side
-
-        result = run_flower_side(task, python, tmp_path / "flower", timeout=300)
+    result = run_flower_side(task, find_flower_python(), tmp_path / "flower", timeout=300)
     assert result.get("error") is None, result.get("error")
     assert [a.hex() for a in result["accuracy_per_round"]] == [a.hex() for a in expected]
     assert result["updates_per_round"] == [3, 3]
