@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from e2e_helpers import Cli, committed_rounds, evaluate_cid, report_of, task_spec, wait_for_phase
 
-from fedchain.chain import Phase
+from fedchain.chain import EventFollower, Phase, connect, devnet_account
+from fedchain.chain.buffered import BufferedTaskClient, Status
+from fedchain.learning.spec import TaskSpec
 from fedchain.storage import IpfsClient, digest_to_cid
 
 pytestmark = pytest.mark.e2e
@@ -70,3 +73,52 @@ def test_light_and_torch_devices_train_one_task(cli: Cli) -> None:
             accuracies.append(evaluate_cid(ipfs, spec, digest_to_cid(bytes(args["modelDigest"]))))
     assert accuracies[-1] >= 0.90, accuracies
     assert accuracies[-1] > initial + 0.2, (initial, accuracies)
+
+
+def test_light_devices_in_an_asynchronous_buffered_task(cli: Cli) -> None:
+    """The buffered (FedBuff) loop on the light runtime too: a torch device, a `--runtime light` device and one where
+    torch cannot be imported fill the buffers together; every version is published from their updates."""
+    versions, buffer_size = 6, 3
+    deployed = cli.deploy(
+        *("--mode", "buffered", "--rounds", str(versions), "--devices", str(DEVICES)),
+        *("--buffer-size", str(buffer_size), "--max-staleness", "4"),
+    )
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--mode", "buffered", "--task", task, "--account", "1")
+
+    def device_args(i: int) -> list[str]:
+        # at least a second per training, so no device fills the buffers alone
+        return [
+            *("device", "--mode", "buffered", "--task", task, "--account", str(2 + i)),
+            *("--partition", f"{i}/{DEVICES}", "--min-train-seconds", "1"),
+        ]
+
+    devices = [
+        cli.spawn("device-torch", *device_args(0), "--runtime", "torch"),
+        cli.spawn("device-light", *device_args(1), "--runtime", "light"),
+        _spawn_without_torch(cli, "device-no-torch", *device_args(2)),  # --runtime auto
+    ]
+    client = BufferedTaskClient(connect(cli.state.rpc_url), task)
+    deadline = time.monotonic() + 300
+    while client.filling_buffer().status != Status.FINISHED:
+        assert time.monotonic() < deadline, f"version {client.current_version()} of {versions} after 300 s"
+        for proc in [aggregator, *devices]:
+            assert proc.poll() in (None, 0), f"{proc.args[3:5]} exited with {proc.returncode}"
+        time.sleep(0.5)
+    for proc in [aggregator, *devices]:
+        assert proc.wait(timeout=60) == 0, f"{proc.args[3:5]} did not exit cleanly"
+    assert "training runtime: torch" in cli.log_text("device-torch")
+    accepted: dict[str, int] = {}
+    for name in ("device-light", "device-no-torch"):
+        log = cli.log_text(name)
+        assert "training runtime: light (numpy only)" in log, log[-2000:]
+    events = EventFollower(client.w3, task, client.contract.abi)
+    for event in events.history("UpdateBuffered"):
+        accepted[event.args["device"]] = accepted.get(event.args["device"], 0) + 1
+    # every device, light or torch, had updates in the buffers
+    assert set(accepted) == {devnet_account(2 + i).address for i in range(DEVICES)}, accepted
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        spec = TaskSpec.from_json(ipfs.cat(digest_to_cid(client.config().model_spec_digest)))
+        initial = evaluate_cid(ipfs, spec, deployed["initial_model_cid"])
+        final = evaluate_cid(ipfs, spec, digest_to_cid(client.version_digest(versions)))
+    assert final >= 0.85 and final > initial + 0.2, (initial, final)

@@ -142,10 +142,6 @@ def device(
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
     if mode == "buffered":
-        if runtime != "torch":  # the buffered loop trains a torch model
-            raise typer.BadParameter(
-                "the light runtime is not available with --mode buffered yet", param_hint="--runtime"
-            )
         stream = _stream_settings(
             stream_buffer, stream_speed, sensor_fault_rate, sensor_faults, stream_min_new, drift_at
         )
@@ -159,6 +155,7 @@ def device(
             max_rounds,
             ready_file,
             stream,
+            runtime,
         )
         return
     if sensor_faults != "nan" or stream_min_new != 1 or drift_at is not None:
@@ -202,6 +199,7 @@ def _buffered_device(
     max_updates: int | None,
     ready_file: Path | None,
     stream: Any = None,
+    runtime: str = "auto",
 ) -> None:
     """`fedchain device --mode buffered`: the asynchronous loop of fedchain.device.buffered."""
     from fedchain.device.buffered import BufferedDeviceRunner, BufferedDeviceSettings
@@ -213,7 +211,7 @@ def _buffered_device(
     settings = BufferedDeviceSettings(
         task, rpc, api, index, parts, non_iid, data_seed,
         speed_factor=speed, min_train_seconds=min_seconds, sleep_after=sleep_after, sleep_seconds=sleep_seconds,
-        stream=stream,
+        stream=stream, runtime=runtime,
     )  # fmt: skip
     try:
         runner = BufferedDeviceRunner(settings, account)

@@ -42,10 +42,9 @@ from fedchain.chain import ContractRevert, EventFollower, connect
 from fedchain.chain.artifacts import load_artifact
 from fedchain.chain.buffered import CONTRACT_NAME, BufferedConfig, BufferedTaskClient, Status
 from fedchain.chain.notify import EventNotifier
-from fedchain.device.runner import train_for_round, update_metadata
+from fedchain.device.runner import build_device_model, resolve_runtime, train_for_round, update_metadata
 from fedchain.device.schedule import DeviceTiming, simulated_seconds  # noqa: F401 (simulated_seconds: re-exported)
 from fedchain.learning.data import Dataset, device_partition, load_dataset
-from fedchain.learning.model import build_model
 from fedchain.learning.spec import TaskSpec
 from fedchain.learning.types import Weights
 from fedchain.storage import IpfsClient, cid_to_digest, digest_to_cid
@@ -107,6 +106,8 @@ class BufferedDeviceSettings:
     sleep_after: int | None = None  # sleep after training this many updates (1-based), holding the last one
     sleep_seconds: float = 0.0
     stream: StreamSettings | None = None  # train on a sensor stream instead of the whole share (wearable tasks)
+    # fedchain.device.runner.RUNTIMES: torch, light (numpy only) or auto (torch where it is installed)
+    runtime: str = "auto"
 
     def timing(self) -> DeviceTiming:
         return DeviceTiming(self.speed_factor, self.min_train_seconds, self.sleep_seconds, self.sleep_after)
@@ -207,7 +208,10 @@ class BufferedDeviceRunner:
             train, settings.partition_index, settings.num_partitions, settings.non_iid_alpha, settings.data_seed
         )
         self.data_source = self._data_source()
-        self.model = build_model(self.spec.model, seed=self.spec.seed)
+        self.runtime = resolve_runtime(settings.runtime)
+        self.model = build_device_model(self.spec, self.runtime)
+        if self._owns_context:  # one line per process, as the synchronous device logs it
+            log.info("training runtime: %s", "light (numpy only)" if self.runtime == "light" else "torch")
         self.follower = self.context.follower
         self._history = self.context.history
         self.notifier = self.context.notifier
