@@ -1,5 +1,6 @@
-"""A wearable task on a real devnet: streaming devices (recordings replayed at 20x real time into a bounded buffer,
-a faulty sensor's NaN windows refused in the device's log) train the 6-channel 1-D CNN with an aggregator."""
+"""A wearable task on a real devnet: streaming devices (recordings replayed at 1,000x real time into a bounded buffer,
+a faulty sensor's windows refused in the device's log: NaN samples on both, also cut-short and wrongly sampled
+windows on the second, whose watch is moved halfway) train the 6-channel 1-D CNN with an aggregator."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ def test_streaming_wearables_train_the_activity_task(cli: Cli) -> None:
     # all its recordings, so the accuracy check does not depend on how fast a loaded machine runs the rounds (at 20x
     # with 120 windows, a CI run under load trained on a few seconds of signal and gained only 0.04).
     stream = ["--stream-buffer", "400", "--stream-speed", "1000", "--sensor-fault-rate", "0.2", "--verbose"]
+    extra = {1: ["--sensor-faults", "nan,short,rate", "--drift-at", "0.5"]}
     devices = [
         cli.spawn(
-            f"device-{i}", "device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/{DEVICES}", *stream
+            f"device-{i}",
+            *("device", "--task", task, "--account", str(2 + i), "--partition", f"{i}/{DEVICES}", *stream),
+            *extra.get(i, []),
         )
         for i in range(DEVICES)
     ]
@@ -46,3 +50,7 @@ def test_streaming_wearables_train_the_activity_task(cli: Cli) -> None:
     for i in range(DEVICES):
         log = cli.log_text(f"device-{i}")
         assert "streaming" in log and "window refused (not_finite)" in log, log[-2000:]
+    moved = cli.log_text("device-1")
+    for reason in ("wrong_length", "wrong_rate"):
+        assert f"window refused ({reason})" in moved, (reason, moved[-2000:])
+    assert "drift: the watch was moved" in moved, moved[-2000:]

@@ -158,11 +158,14 @@ def device(
             runtime,
         )
         return
-    if sensor_faults != "nan" or stream_min_new != 1 or drift_at is not None:
-        raise typer.BadParameter(
-            "--sensor-faults, --stream-min-new and --drift-at are options of --mode buffered devices",
-            param_hint="--mode",
-        )
+    if stream_min_new != 1:  # a synchronous device trains when its round opens
+        raise typer.BadParameter("--stream-min-new is an option of --mode buffered devices", param_hint="--mode")
+    fault_kinds: tuple[str, ...] = ("nan",)
+    if stream_buffer > 0:  # the same checks as a buffered device's stream
+        stream = _stream_settings(stream_buffer, stream_speed, sensor_fault_rate, sensor_faults, 1, drift_at)
+        fault_kinds = stream.fault_kinds
+    elif sensor_faults != "nan" or drift_at is not None:
+        raise typer.BadParameter("--sensor-faults and --drift-at need --stream-buffer", param_hint="--stream-buffer")
     settings = DeviceSettings(
         task,
         rpc,
@@ -177,6 +180,8 @@ def device(
         stream_buffer=stream_buffer,
         stream_speed=stream_speed,
         sensor_fault_rate=sensor_fault_rate,
+        sensor_fault_kinds=fault_kinds,
+        drift_at=drift_at,
         runtime=runtime,
     )
     runner = DeviceRunner(settings, signing_account(account, key_env, keystore, default_index=None))

@@ -78,6 +78,10 @@ class DeviceSettings:
     stream_speed: float = 1.0
     # Evaluation only: the fraction of windows the sensor hands over with NaN samples (refused and logged).
     sensor_fault_rate: float = 0.0
+    # Evaluation only: which kinds of faulty windows (fedchain.device.sensor.FAULT_KINDS), and when the watch is moved
+    # (the fraction of the device's recordings after which they arrive in another placement; None: never).
+    sensor_fault_kinds: tuple[str, ...] = ("nan",)
+    drift_at: float | None = None
     # One of RUNTIMES.
     runtime: str = "auto"
 
@@ -295,6 +299,8 @@ class DeviceRunner:
                 settings.stream_speed,
                 settings.sensor_fault_rate,
                 seed=settings.data_seed + settings.partition_index,
+                fault_kinds=settings.sensor_fault_kinds,
+                drift_at=settings.drift_at,
             )
         self.model = build_device_model(self.spec, self.context.runtime)
         privacy = self.spec.privacy
