@@ -17,6 +17,33 @@ import pytest
 
 SHARED_SCOPES = ("session", "package", "module", "class")
 TESTS = Path(__file__).resolve().parent
+# The longest test files (measured: --durations in CI), started first. Both runners hand out work in collection
+# order (brownie's xdist runs whole files, LoadFileScheduling; pytest-xdist's loadgroup runs groups and single
+# tests), so a long file collected last runs alone at the end while the other workers idle. Longest first.
+SLOWEST_FIRST = (
+    "contracts/test_market_state_machine.py",
+    "contracts/test_task_state_machine.py",
+    "contracts/test_market_conservation.py",
+    "contracts/test_buffered_state_machine.py",
+    "e2e/test_virtual_devices.py",
+    "e2e/test_market.py",
+    "e2e/test_private_training.py",
+    "unit/market/test_market_ray.py",
+    "e2e/test_buffered_run.py",
+    "e2e/test_aggregator_restart.py",
+    "unit/bench/test_bench_flower_learning.py",
+    "e2e/test_explorer_api.py",
+    "e2e/test_explorer_browser.py",
+    "e2e/test_devnet_crash.py",
+    "e2e/test_aggregator_agreement.py",
+    "e2e/test_buffered_streaming.py",
+    "e2e/test_join_and_leave.py",
+    "e2e/test_wearable_devices.py",
+    "e2e/test_timed_pools.py",
+    "e2e/test_light_and_torch_devices.py",
+    "e2e/test_demo_command.py",
+    "e2e/test_federated_run.py",
+)
 
 
 # First: xdist's own hook reads the groups to suffix each test's id with `@group`, which is what its scheduler sees.
@@ -41,6 +68,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keys = keys_of.get(item.nodeid)
         if keys:
             item.add_marker(pytest.mark.xdist_group(find(keys[0])))
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+
+    def slowest_first(item: pytest.Item) -> int:
+        try:
+            return rank.get(item.path.relative_to(TESTS).as_posix(), len(rank))
+        except ValueError:  # a test outside tests/
+            return len(rank)
+
+    items.sort(key=slowest_first)  # stable: the rest keep their order, a file's tests stay together
 
 
 def _shared_fixture_keys(item: pytest.Item) -> list[str]:
