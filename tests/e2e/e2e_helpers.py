@@ -13,6 +13,7 @@ import numpy as np
 
 from fedchain.app.devnet import DevnetState, terminate
 from fedchain.chain import EventFollower, Phase, TaskClient, connect
+from fedchain.chain.buffered import BufferedTaskClient, Status
 from fedchain.learning.data import load_dataset
 from fedchain.learning.model import build_model, set_weights
 from fedchain.learning.spec import TaskSpec
@@ -159,3 +160,17 @@ def wait_explorer_synced(url: str, rpc_url: str, timeout: float = 60) -> None:
                 return
         time.sleep(0.3)
     raise AssertionError(f"explorer at {url} did not catch up within {timeout:.0f}s")
+
+
+def wait_until_finished(rpc_url: str, task: str, timeout: float, procs: list) -> None:
+    """Wait until a buffered task has published its last version; a process that died fails the wait at once."""
+    client = BufferedTaskClient(connect(rpc_url), task)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.filling_buffer().status == Status.FINISHED:
+            return
+        for proc in procs:
+            if proc.poll() not in (None, 0):
+                raise AssertionError(f"process {proc.args[3:5]} exited with {proc.returncode}")
+        time.sleep(0.5)
+    raise AssertionError(f"task {task} did not finish within {timeout:.0f}s (version {client.current_version()})")

@@ -8,13 +8,11 @@ device logs it, retrains from the latest version and the run goes on to the last
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from e2e_helpers import Cli, evaluate_cid
+from e2e_helpers import Cli, evaluate_cid, wait_until_finished
 
 from fedchain.chain import EventFollower, connect, devnet_account
-from fedchain.chain.buffered import BufferedTaskClient, Status
+from fedchain.chain.buffered import BufferedTaskClient
 from fedchain.storage import IpfsClient, digest_to_cid
 
 pytestmark = pytest.mark.e2e
@@ -26,19 +24,6 @@ DEVICES = 5
 SLOW = 5  # devnet account of the device five times slower than the others
 SLEEPER = 6  # devnet account of the device that sleeps after its first training
 AGGREGATORS = (1, 7)
-
-
-def wait_until_finished(rpc_url: str, task: str, timeout: float, procs: list) -> None:
-    client = BufferedTaskClient(connect(rpc_url), task)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.filling_buffer().status == Status.FINISHED:
-            return
-        for proc in procs:
-            if proc.poll() not in (None, 0):
-                raise AssertionError(f"process {proc.args[3:5]} exited with {proc.returncode}")
-        time.sleep(0.5)
-    raise AssertionError(f"task {task} did not finish within {timeout:.0f}s (version {client.current_version()})")
 
 
 def test_buffered_run_with_slow_and_sleeping_devices(cli: Cli) -> None:

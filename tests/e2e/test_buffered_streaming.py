@@ -11,14 +11,13 @@ depend on how fast a loaded machine runs (the same choice as tests/e2e/test_wear
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
-from e2e_helpers import Cli, evaluate_cid
+from e2e_helpers import Cli, evaluate_cid, wait_until_finished
 
 from fedchain.chain import EventFollower, connect, devnet_account
-from fedchain.chain.buffered import BufferedTaskClient, Status
+from fedchain.chain.buffered import BufferedTaskClient
 from fedchain.learning.data import Dataset
 from fedchain.learning.drift import switch_placement
 from fedchain.learning.model import build_model, set_weights
@@ -35,19 +34,6 @@ K = 3
 DEVICES = 3
 DRIFTING = 2  # partition index of the subject who moves the watch
 AGGREGATOR = 1
-
-
-def wait_until_finished(rpc_url: str, task: str, timeout: float, procs: list) -> None:
-    client = BufferedTaskClient(connect(rpc_url), task)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.filling_buffer().status == Status.FINISHED:
-            return
-        for proc in procs:
-            if proc.poll() not in (None, 0):
-                raise AssertionError(f"process {proc.args[3:5]} exited with {proc.returncode}")
-        time.sleep(0.5)
-    raise AssertionError(f"task {task} did not finish within {timeout:.0f}s (version {client.current_version()})")
 
 
 def switched_test_set(spec: TaskSpec) -> Dataset:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
-from e2e_helpers import Cli, committed_rounds, evaluate_cid, report_of, task_spec, wait_for_phase
+from e2e_helpers import Cli, committed_rounds, evaluate_cid, report_of, task_spec, wait_for_phase, wait_until_finished
 
 from fedchain.chain import EventFollower, Phase, connect, devnet_account
-from fedchain.chain.buffered import BufferedTaskClient, Status
+from fedchain.chain.buffered import BufferedTaskClient
 from fedchain.learning.spec import TaskSpec
 from fedchain.storage import IpfsClient, digest_to_cid
 
@@ -98,13 +97,8 @@ def test_light_devices_in_an_asynchronous_buffered_task(cli: Cli) -> None:
         cli.spawn("device-light", *device_args(1), "--runtime", "light"),
         _spawn_without_torch(cli, "device-no-torch", *device_args(2)),  # --runtime auto
     ]
+    wait_until_finished(cli.state.rpc_url, task, timeout=300, procs=[aggregator, *devices])
     client = BufferedTaskClient(connect(cli.state.rpc_url), task)
-    deadline = time.monotonic() + 300
-    while client.filling_buffer().status != Status.FINISHED:
-        assert time.monotonic() < deadline, f"version {client.current_version()} of {versions} after 300 s"
-        for proc in [aggregator, *devices]:
-            assert proc.poll() in (None, 0), f"{proc.args[3:5]} exited with {proc.returncode}"
-        time.sleep(0.5)
     for proc in [aggregator, *devices]:
         assert proc.wait(timeout=60) == 0, f"{proc.args[3:5]} did not exit cleanly"
     assert "training runtime: torch" in cli.log_text("device-torch")

@@ -57,6 +57,25 @@ class PoolRound:
     submit_seconds: float
     gas_used: int
 
+    @classmethod
+    def of(
+        cls, round_index: int, trained: int, results: Sequence[RoundOutcome | None], times: Sequence[float]
+    ) -> PoolRound:
+        """A round's record from each device's outcome (None: it moved on) and the times (perf_counter) at which
+        training started, uploading started, submitting started and the round ended."""
+        landed = [r for r in results if r is not None]
+        t0, t1, t2, t3 = times
+        return cls(
+            round=round_index,
+            trained=trained,
+            submitted=len(landed),
+            moved_on=len(results) - len(landed),
+            train_seconds=t1 - t0,
+            upload_seconds=t2 - t1,
+            submit_seconds=t3 - t2,
+            gas_used=sum(r.gas_used for r in landed),
+        )
+
 
 def due_devices(
     addresses: Sequence[str], last_round: Mapping[str, int], removed: Collection[str], round_index: int
@@ -189,18 +208,7 @@ class DevicePool:
             results = self._relay(state, due, trained, cids)
         else:
             results = self._submit(state.round, due, trained, cids)
-        t3 = time.perf_counter()
-        landed = [r for r in results if r is not None]
-        outcome = PoolRound(
-            round=state.round,
-            trained=len(trained),
-            submitted=len(landed),
-            moved_on=len(results) - len(landed),
-            train_seconds=t1 - t0,
-            upload_seconds=t2 - t1,
-            submit_seconds=t3 - t2,
-            gas_used=sum(r.gas_used for r in landed),
-        )
+        outcome = PoolRound.of(state.round, len(trained), results, (t0, t1, t2, time.perf_counter()))
         log.info(
             "round %d: %d devices trained, %d updates landed (%d moved on); seconds: train %.3f upload %.3f "
             "submit %.3f",

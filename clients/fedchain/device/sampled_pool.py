@@ -76,18 +76,7 @@ class SampledDevicePool(DevicePool):
         for i, device in enumerate(due):
             self._busy_until[device.address] = ready[i]
         results = self._submit_when_ready(state.round, due, trained, cids, ready)
-        t3 = time.perf_counter()
-        landed = [r for r in results if r is not None]
-        outcome = PoolRound(
-            round=state.round,
-            trained=len(trained),
-            submitted=len(landed),
-            moved_on=len(results) - len(landed),
-            train_seconds=t1 - t0,
-            upload_seconds=t2 - t1,
-            submit_seconds=t3 - t2,
-            gas_used=sum(r.gas_used for r in landed),
-        )
+        outcome = PoolRound.of(state.round, len(trained), results, (t0, t1, t2, time.perf_counter()))
         log.info(
             "round %d: %d sampled devices trained, %d updates landed, %d too late",
             state.round,
