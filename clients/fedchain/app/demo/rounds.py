@@ -129,12 +129,14 @@ def follow_rounds(
                 view.update(_table(rows, options))
             if not finished:
                 notifier.wait(1.0)
+        for r, hashes in round_txs.items():
+            rows[r].gas = sum(_receipt_gas(w3, hashes, gas_by_tx))
+        if view is not None:  # the table stays on screen: show it with the gas, read now that the run is over
+            view.update(_table(rows, options, gas_known=True))
     finally:
         notifier.close()
         if view is not None:
             view.stop()
-    for r, hashes in round_txs.items():
-        rows[r].gas = sum(_receipt_gas(w3, hashes, gas_by_tx))
     if task.current_round().phase != Phase.FINISHED:
         raise RuntimeError("the task was cancelled")
     faults["pool_restarts"] = pool_restarts
@@ -200,7 +202,7 @@ def _record_aggregate(
     row.accuracy, row.loss = evaluate(ipfs.get_weights(row.model_cid))
 
 
-def _table(rows: dict[int, RoundRow], options: DemoOptions) -> Table:
+def _table(rows: dict[int, RoundRow], options: DemoOptions, gas_known: bool = False) -> Table:
     table = Table(title=f"fedchain demo: {options.devices} devices on {options.chain}", expand=False)
     for col in ("round", "accuracy", "loss", "updates", "gas", "seconds"):
         table.add_column(col, justify="right")
@@ -214,7 +216,7 @@ def _table(rows: dict[int, RoundRow], options: DemoOptions) -> Table:
             f"{row.accuracy:.4f}" if row.accuracy is not None else "…",
             f"{row.loss:.4f}" if row.loss is not None else "…",
             updates,
-            f"{row.gas:,}",
+            f"{row.gas:,}" if gas_known else "…",  # receipts are read once the run is over (they cost time)
             f"{row.seconds:.2f}" if row.seconds is not None else "…",
         )
     return table
