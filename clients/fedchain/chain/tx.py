@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,6 +342,61 @@ def send_raw_batch(w3: Web3, raws: Sequence[bytes], chunk: int = 500) -> list[by
             else:
                 results.append(bytes.fromhex(str(response["result"])[2:]))
     return results
+
+
+def sign_and_send(
+    w3: Web3, count: int, sign: Callable[[int], tuple[dict[str, Any], bytes]], first: int = 128, step: int = 64
+) -> tuple[list[dict[str, Any]], list[bytes | ContractRevert | ChainError]]:
+    """Sign `count` transactions (`sign(i)`: the transaction dict and its raw bytes, in this thread) while a sender
+    thread sends what is signed so far in JSON-RPC batches; the dicts and, per transaction, its hash or the node's
+    refusal, in order.
+
+    Why a thread: signing 1,000 transactions costs ~85 ms of Python, 15-20% of the node's own time for them, so
+    signing all first and sending after reached ~0.83 of the node's ceiling (bench throughput). Sending while
+    signing hides it (~0.96). The first batch is `first` transactions; after that the sender takes everything
+    signed while its previous batch was in flight, so the batches grow as the node falls behind, and an automining
+    devnet (one block per arrival) still sees a few large batches rather than many small ones, which it packs into
+    more blocks (measured ~2x slower with fixed batches of 100)."""
+    signed: list[tuple[dict[str, Any], bytes]] = []
+    answers: list[bytes | ContractRevert | ChainError] = []
+    ready = threading.Condition()
+    finished = False
+    failure: list[BaseException] = []
+
+    def sender() -> None:
+        sent = 0
+        try:
+            while True:
+                with ready:
+                    while len(signed) == sent and not finished:
+                        ready.wait()
+                    part = [raw for _, raw in signed[sent:]]
+                    if not part:
+                        return
+                sent += len(part)
+                answers.extend(send_raw_batch(w3, part))
+        except BaseException as exc:  # handed to the signing thread, which raises it
+            failure.append(exc)
+
+    thread = threading.Thread(target=sender, name="fedchain-send", daemon=True)
+    thread.start()
+    try:
+        done = 0
+        while done < count and not failure:
+            upto = min(count, done + (first if done == 0 else step))
+            part = [sign(i) for i in range(done, upto)]
+            with ready:
+                signed.extend(part)
+                ready.notify()
+            done = upto
+    finally:
+        with ready:
+            finished = True
+            ready.notify()
+        thread.join()
+    if failure:
+        raise failure[0]
+    return [tx for tx, _ in signed], answers
 
 
 def wait_receipts(

@@ -7,8 +7,9 @@ that version, act on a refusal per `after_refusal`), with the runner's own `trai
 pool changes is time: instead of sleeping, a device that "trains" for its speed's duration (or naps, holding its
 update) is put in a ready queue and the pool serves whichever device is due next, so a hundred devices of different
 speeds fit in one process on two cores. The devices due at the same moment send their submissions together (signed
-here, sent in one JSON-RPC batch, receipts read in one), as the synchronous pool does; each submission is still the
-device's own transaction, and a reverted one is explained and handled as `BufferedDeviceRunner.submit` would.
+here and sent while the rest are signed, receipts read in one batch), as the synchronous pool does; each submission
+is still the device's own transaction, and a reverted one is explained and handled as `BufferedDeviceRunner.submit`
+would.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from eth_utils import keccak
 from fedchain.chain import ContractRevert
 from fedchain.chain.buffered import GAS_LIMITS, Status
 from fedchain.chain.task import encode_submit_update
-from fedchain.chain.tx import send_raw_batch, wait_receipts
+from fedchain.chain.tx import sign_and_send, wait_receipts
 from fedchain.device.buffered import (
     WAKE_EVENTS,
     AcceptedUpdate,
@@ -178,18 +179,19 @@ class BufferedDevicePool:
         w3 = self.context.w3
         slots = [self.slots[i] for i in indices]
         fees = slots[0].runner.task.sender.fees()  # type: ignore[union-attr]
-        signed = []
-        for slot in slots:
-            held, sender = slot.held, slot.runner.task.sender
+
+        def sign(i: int) -> tuple[dict[str, Any], bytes]:
+            held, sender = slots[i].held, slots[i].runner.task.sender
             assert held is not None and sender is not None
             data = encode_submit_update(held.base_version, cid_to_digest(held.cid), held.num_samples)
-            signed.append(sender.sign_data(slot.runner.task.address, data, GAS_LIMITS["submitUpdate"], fees))
-        sent = send_raw_batch(w3, [raw for _, raw in signed])
+            return sender.sign_data(slots[i].runner.task.address, data, GAS_LIMITS["submitUpdate"], fees)
+
+        txs, sent = sign_and_send(w3, len(slots), sign)
         hashes = [h for h in sent if isinstance(h, bytes)]
         receipts = dict(zip(hashes, wait_receipts(w3, hashes), strict=True))
         going = True
         now = time.monotonic()
-        for index, slot, (tx, _), answer in zip(indices, slots, signed, sent, strict=True):
+        for index, slot, tx, answer in zip(indices, slots, txs, sent, strict=True):
             runner, held = slot.runner, slot.held
             assert held is not None and runner.task.sender is not None
             if not isinstance(answer, bytes):  # refused by the node (a nonce that moved): submit again

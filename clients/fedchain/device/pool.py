@@ -26,7 +26,7 @@ from fedchain.chain import ContractRevert, EventFollower, Phase, RoundInfo, Task
 from fedchain.chain.batch import SignedUpdate, UpdateBatch, make_batch
 from fedchain.chain.signing import sign_update
 from fedchain.chain.task import GAS_LIMITS, encode_submit_update
-from fedchain.chain.tx import read_nonces, send_raw_batch, wait_receipts
+from fedchain.chain.tx import read_nonces, sign_and_send, wait_receipts
 from fedchain.device.runner import (
     ROUND_MOVED_ON,
     WAKE_EVENTS,
@@ -236,18 +236,20 @@ class DevicePool:
     ) -> list[RoundOutcome | None]:
         """Every device's own `submitUpdate`, signed here and sent in JSON-RPC batches; then the receipts."""
         fees = devices[0].task.sender.fees()  # type: ignore[union-attr]
-        signed: list[tuple[dict[str, Any], bytes]] = []
-        for device, update, cid in zip(devices, updates, cids, strict=True):
+
+        def sign(i: int) -> tuple[dict[str, Any], bytes]:
+            device, update, cid = devices[i], updates[i], cids[i]
             data = encode_submit_update(round_index, cid_to_digest(cid), update.num_samples)
             assert device.task.sender is not None
-            signed.append(device.task.sender.sign_data(device.task.address, data, GAS_LIMITS["submitUpdate"], fees))
-        # All signed first, then sent in batches of 500: streaming chunks of 64 from a sender thread while signing
-        # measured 5-10x slower at 1,000 devices (bench throughput), signing all first at the node's own rate.
-        sent = send_raw_batch(self.context.w3, [raw for _, raw in signed])
+            return device.task.sender.sign_data(device.task.address, data, GAS_LIMITS["submitUpdate"], fees)
+
+        # Sent while the rest are signed (see sign_and_send): ~0.96 of the node's ceiling against ~0.83 when all
+        # were signed first (bench throughput, 1,000 devices).
+        txs, sent = sign_and_send(self.context.w3, len(devices), sign)
         hashes = [h for h in sent if isinstance(h, bytes)]
         receipts = dict(zip(hashes, wait_receipts(self.context.w3, hashes), strict=True))
         results: list[RoundOutcome | None] = []
-        for device, update, cid, (tx, _), answer in zip(devices, updates, cids, signed, sent, strict=True):
+        for device, update, cid, tx, answer in zip(devices, updates, cids, txs, sent, strict=True):
             sender = device.task.sender
             assert sender is not None
             if not isinstance(answer, bytes):  # refused by the node (e.g. a nonce that moved): retried next wake
