@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedchain.app.demo.forked import ForkedProcess, fork_command
 from fedchain.app.devnet import DevnetState, terminate
 from fedchain.chain import EventFollower, Phase, TaskClient, connect
 from fedchain.chain.buffered import BufferedTaskClient, Status
@@ -22,24 +23,37 @@ from fedchain.storage import IpfsClient, compute_cid, decode_weights, digest_to_
 
 
 class Cli:
-    """Runs `fedchain` subcommands as separate OS processes against one devnet."""
+    """Runs `fedchain` subcommands as separate OS processes against one devnet.
+
+    Each process is forked from the demo's fork server (`fedchain.app.demo.forked`: torch, web3 and fedchain
+    imported once per test worker), not started as a new Python: the same command line in a process of its own, but
+    without ~2.5 s of CPU for its imports, which made up most of the end-to-end tests' CPU on two cores.
+    FEDCHAIN_TESTS_NO_FORK=1 starts every process as a new Python instead."""
 
     def __init__(self, state: DevnetState, logs: Path) -> None:
         self.state = state
         self.logs = logs
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[subprocess.Popen[bytes] | ForkedProcess] = []
+        self.fork = os.environ.get("FEDCHAIN_TESTS_NO_FORK", "") in ("", "0")
+        self._runs = 0
 
     def endpoints(self) -> list[str]:
         return ["--rpc-url", self.state.rpc_url, "--ipfs-api", self.state.ipfs_api]
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "fedchain.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        cmd = [sys.executable, "-m", "fedchain.cli", *args]
+        if self.fork:
+            self._runs += 1
+            out, err = self.logs / f"run-{self._runs}.out", self.logs / f"run-{self._runs}.err"
+            forked = fork_command(cmd, out, dict(os.environ), err)
+            try:
+                returncode = forked.wait(timeout)
+            except subprocess.TimeoutExpired:
+                terminate(forked)
+                raise
+            proc = subprocess.CompletedProcess(cmd, returncode, out.read_text(), err.read_text())
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise AssertionError(f"fedchain {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return proc
@@ -48,15 +62,18 @@ class Cli:
         out = self.run("deploy", *args, *self.endpoints(), "--json")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process object is collected
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fedchain.cli", *args, *self.endpoints()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
+    def spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes] | ForkedProcess:
+        cmd = [sys.executable, "-m", "fedchain.cli", *args, *self.endpoints()]
+        proc: subprocess.Popen[bytes] | ForkedProcess
+        if self.fork:
+            proc = fork_command(cmd, self.logs / f"{name}.log", {**os.environ, **(env or {})})
+        else:
+            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process object is collected
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+            )
         self.processes.append(proc)
         return proc
 

@@ -72,19 +72,22 @@ def fork_context() -> ForkServerContext:
     return _context
 
 
-def run_command(argv: list[str], log_path: str) -> None:
+def run_command(argv: list[str], log_path: str, env: dict[str, str] | None = None, err_path: str | None = None) -> None:
     """In the forked child: `fedchain <argv>` with stdin from /dev/null and stdout and stderr appended to
-    `log_path`, as `subprocess.Popen` ran it. Its exit code is the child's."""
+    `log_path` (stderr to `err_path` where given), as `subprocess.Popen` ran it, with `env` added to the server's
+    environment. Its exit code is the child's."""
     # What the fork server imported stays out of this process's garbage collections: a full collection would walk
     # (and, writing to their headers, copy) every page of those objects shared with the server.
     gc.freeze()
+    os.environ.update(env or {})
     devnull = os.open(os.devnull, os.O_RDONLY)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if err_path else log
     os.dup2(devnull, 0)
     os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(devnull)
-    os.close(log)
+    os.dup2(err, 2)
+    for fd in {devnull, log, err}:
+        os.close(fd)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, as in a new Python
     from fedchain.cli import app
 
@@ -129,12 +132,16 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
-def fork_command(cmd: list[str], log_path: Path) -> ForkedProcess:
-    """Fork `cmd` (`[python, -m, fedchain.cli, *argv]`) from the fork server. Blocks until the server has imported
-    PRELOAD (the first call) and forked the child."""
+def fork_command(
+    cmd: list[str], log_path: Path, env: dict[str, str] | None = None, err_path: Path | None = None
+) -> ForkedProcess:
+    """Fork `cmd` (`[python, -m, fedchain.cli, *argv]`) from the fork server, its output appended to `log_path`
+    (stderr to `err_path` where given) and `env` added to the environment the server started with. Blocks until the
+    server has imported PRELOAD (the first call) and forked the child."""
     if cmd[1:3] != ["-m", "fedchain.cli"]:
         raise ValueError(f"only `fedchain` commands are forked, not {cmd[:3]}")
-    process = fork_context().Process(target=run_command, args=(cmd[3:], str(log_path)), daemon=False)
+    args = (cmd[3:], str(log_path), dict(env or {}), str(err_path) if err_path else None)
+    process = fork_context().Process(target=run_command, args=args, daemon=False)
     process.start()
     return ForkedProcess(process, cmd)
 
