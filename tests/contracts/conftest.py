@@ -1,6 +1,7 @@
 """Fixtures and helpers for the contract tests (brownie, on a local Anvil started by brownie)."""
 
 import hashlib
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import IntEnum
@@ -12,6 +13,7 @@ from brownie.exceptions import _errors as brownie_errors
 from brownie.exceptions import decode_typed_error
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_canonical_address
+from web3.middleware import Web3Middleware
 
 NUM_ROUNDS = 3
 MIN_UPDATES = 2
@@ -39,6 +41,35 @@ def no_chain_id_round_trip_per_call():
     executes."""
     if "validation" in web3.middleware_onion:
         web3.middleware_onion.remove("validation")
+
+
+class ReceiptSettles(Web3Middleware):
+    """Asks again, for up to half a second, when the node has no receipt for a transaction.
+
+    brownie decides a transaction was dropped when the sender's nonce has moved past it but the node has no receipt
+    for it (`TransactionReceipt._await_confirmation`), and the test then fails with "Tx dropped without known
+    replacement". Under a full machine (both suites side by side on two cores) Anvil answered exactly that for a
+    transaction it had mined: its new nonce was visible before its receipt (CI, test_commit_reveal, 2026-12-04).
+    Every transaction here is automined, so a receipt that is missing for half a second is really missing."""
+
+    def wrap_make_request(self, make_request):
+        def middleware(method, params):
+            response = make_request(method, params)
+            if method == "eth_getTransactionReceipt":
+                for _ in range(20):
+                    if response.get("result") is not None:
+                        break
+                    time.sleep(0.025)
+                    response = make_request(method, params)
+            return response
+
+        return middleware
+
+
+@pytest.fixture(scope="session", autouse=True)
+def receipts_settle():
+    if "receipt_settles" not in web3.middleware_onion:
+        web3.middleware_onion.add(ReceiptSettles, "receipt_settles")
 
 
 class Phase(IntEnum):
