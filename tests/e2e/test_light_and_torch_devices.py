@@ -74,6 +74,38 @@ def test_light_and_torch_devices_train_one_task(cli: Cli) -> None:
     assert accuracies[-1] > initial + 0.2, (initial, accuracies)
 
 
+def test_a_light_pool_and_a_torch_pool_train_one_task(cli: Cli) -> None:
+    """`fedchain pool --runtime ...`: three virtual devices in a process where torch cannot be imported (auto picks
+    light) and three in a torch pool, each device sending its own submitUpdate (signed while the pool sends, see
+    chain.tx.sign_and_send); every round takes all six updates and the model learns."""
+    devices = 6
+    deployed = cli.deploy("--rounds", str(ROUNDS), "--devices", str(devices), "--round-duration", "120")
+    task = deployed["task"]
+    aggregator = cli.spawn("aggregator", "aggregator", "--task", task, "--account", "1")
+    pool_args = ["pool", "--task", task, "--num-partitions", str(devices)]
+    pools = [
+        _spawn_without_torch(cli, "pool-light", *pool_args, "--accounts", "2:5"),  # --runtime auto
+        cli.spawn("pool-torch", *pool_args, "--accounts", "5:8", "--first-partition", "3", "--runtime", "torch"),
+    ]
+    wait_for_phase(cli.state.rpc_url, task, {Phase.FINISHED}, timeout=300, procs=[aggregator, *pools])
+    for proc in [aggregator, *pools]:
+        assert proc.wait(timeout=60) == 0, f"{proc.args[3:5]} did not exit cleanly"
+    assert "training runtime: light (numpy only)" in cli.log_text("pool-light"), cli.log_text("pool-light")[-2000:]
+    assert "training runtime: torch" in cli.log_text("pool-torch")
+
+    commits = committed_rounds(cli.state.rpc_url, task)
+    assert sorted(commits) == list(range(1, ROUNDS + 1))
+    with IpfsClient(cli.state.ipfs_api) as ipfs:
+        spec = task_spec(cli.state.rpc_url, ipfs, task)
+        initial = evaluate_cid(ipfs, spec, deployed["initial_model_cid"])
+        for r in range(1, ROUNDS + 1):
+            (args,) = commits[r]
+            report = report_of(ipfs, args)
+            assert len(report["accepted"]) == devices and report["rejected"] == [], report
+        final = evaluate_cid(ipfs, spec, digest_to_cid(bytes(commits[ROUNDS][0]["modelDigest"])))
+    assert final >= 0.85 and final > initial + 0.2, (initial, final)
+
+
 def test_light_devices_in_an_asynchronous_buffered_task(cli: Cli) -> None:
     """The buffered (FedBuff) loop on the light runtime too: a torch device, a `--runtime light` device and one where
     torch cannot be imported fill the buffers together; every version is published from their updates."""

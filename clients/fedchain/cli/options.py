@@ -97,6 +97,13 @@ StreamSpeed = Annotated[float, typer.Option(help="Replay speed of --stream-buffe
 DataSeed = Annotated[int, typer.Option(help="Seed of the data partition.")]
 Online = Annotated[bool, typer.Option(help="Data arrives as a stream, a share per round.")]
 MaxRounds = Annotated[int | None, typer.Option(help="Leave after training this many rounds.")]
+Runtime = Annotated[
+    str,
+    typer.Option(
+        help="How devices train: torch, light (numpy only: no torch, for small gateways) or auto (torch if it is "
+        "installed, else light)."
+    ),
+]
 
 # Demos.
 Workdir = Annotated[Path | None, typer.Option(help="Where logs and the IPFS repo go.")]

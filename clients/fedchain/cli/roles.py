@@ -32,6 +32,7 @@ from fedchain.cli.options import (
     OptionalTask,
     ReadyFile,
     RpcUrl,
+    Runtime,
     StateFile,
     StreamBuffer,
     StreamSpeed,
@@ -84,13 +85,7 @@ def device(
         ),
     ] = None,
     mode: TaskMode = "sync",
-    runtime: Annotated[
-        str,
-        typer.Option(
-            help="How the device trains: torch, light (numpy only: no torch, for small gateways) or auto (torch if "
-            "it is installed, else light)."
-        ),
-    ] = "auto",
+    runtime: Runtime = "auto",
     speed_factor: Annotated[
         float, typer.Option(help="Buffered, simulation: each local training takes this many times as long.")
     ] = 1.0,
@@ -286,6 +281,7 @@ def pool(
         int, typer.Option(help="With Ray: pool actors (relayers: --relayer-account and the accounts after it).")
     ] = 1,
     mode: TaskMode = "sync",
+    runtime: Runtime = "auto",
     fleet: Annotated[
         str | None,
         typer.Option(
@@ -313,18 +309,24 @@ def pool(
     verbose: Verbose = False,
 ) -> None:
     """Run many virtual devices in this process: each its own key, nonce, partition and model, sharing one chain
-    connection, one event subscription and one IPFS client. Same training as `fedchain device` per device."""
+    connection, one event subscription and one IPFS client. Same training as `fedchain device` per device, on the
+    same runtimes (--runtime light: numpy only, no torch imported)."""
     from dataclasses import replace
-
-    import torch
 
     from fedchain.chain.accounts import devnet_accounts
     from fedchain.device.pool import DevicePool
-    from fedchain.device.runner import DeviceSettings
+    from fedchain.device.runner import DeviceSettings, resolve_runtime
 
     setup_logging(verbose)
     exit_on_sigterm()
-    torch.set_num_threads(1)  # pools run one per core
+    try:
+        runtime = resolve_runtime(runtime)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from None
+    if runtime == "torch":  # the light runtime never imports torch
+        import torch
+
+        torch.set_num_threads(1)  # pools run one per core
     try:
         start, end = (int(x) for x in accounts.split(":"))
     except ValueError:
@@ -340,7 +342,9 @@ def pool(
     accounts_ = devnet_accounts(range(start, end))
     task, rpc_url, ipfs_api = launch_target(launch_file, task, rpc_url, ipfs_api)
     rpc, api = endpoints(state_file, rpc_url, ipfs_api)
-    settings = DeviceSettings(task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online)
+    settings = DeviceSettings(
+        task, rpc, api, first_partition, num_partitions, non_iid, data_seed, online, runtime=runtime
+    )
     members = [(acct, first_partition + j) for j, acct in enumerate(accounts_)]
     if mode == "buffered" or fleet is not None:
         if data_shares is not None and not 1 <= data_shares <= num_partitions:
@@ -404,7 +408,7 @@ def _timed_pool(
             shares = settings.num_partitions
             buffered = BufferedDeviceSettings(
                 settings.task_address, settings.rpc_url, settings.ipfs_api, 0, shares, settings.non_iid_alpha,
-                settings.data_seed,
+                settings.data_seed, runtime=settings.runtime,
             )  # fmt: skip
             by_share = [(account, index % shares, timing) for account, index, timing in timed]
             BufferedDevicePool(buffered, by_share).run(max_updates=max_rounds, on_ready=lambda: touch(ready_file))
